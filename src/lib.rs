@@ -1,0 +1,4 @@
+//! fleetsim: a load-testing and device-fleet simulator for Azure IoT Hub jobs.
+//!
+//! Module map:
+//! - [`clock`]: the one source of time (monotonic instant + the wall-clock time it maps to).
