@@ -2,3 +2,6 @@
 //!
 //! Module map:
 //! - [`clock`]: the one source of time (monotonic instant + the wall-clock time it maps to).
+//! - [`report`]: plain data a run reports (`RunReport`, `JobReport`, `DeviceJobStatistics`).
+
+pub mod report;

@@ -1,0 +1,62 @@
+//! The plain data a finished (or interrupted) run reports: shared by the job engine, which fills
+//! it, and the result writers, which print it. No behaviour lives here.
+
+use serde::{Deserialize, Serialize};
+
+/// Per-job device counts, as IoT Hub reports them in `deviceJobStatistics`.
+///
+/// Invariant kept by the job engine: `failed + succeeded + running + pending == device_count`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceJobStatistics {
+    /// Devices the job's query selected.
+    pub device_count: u64,
+    /// Devices whose operation ended in failure (including those never reached).
+    pub failed_count: u64,
+    /// Devices whose operation succeeded.
+    pub succeeded_count: u64,
+    /// Devices with an operation dispatched and not yet answered.
+    pub running_count: u64,
+    /// Devices not dispatched yet.
+    pub pending_count: u64,
+}
+
+/// One job as it appears in `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobReport {
+    /// The job id (`jobId` on the wire).
+    #[serde(rename = "jobId")]
+    pub job_id: String,
+    /// `scheduleDeviceMethod` or `scheduleUpdateTwin`.
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// Wire status: queued, scheduled, running, completed, failed, cancelled.
+    pub status: String,
+    /// Device counts at the end of the run.
+    #[serde(rename = "deviceJobStatistics")]
+    pub statistics: DeviceJobStatistics,
+    /// From the job's start time to its last device reaching a terminal state (or to now, when
+    /// the job is still running), in milliseconds.
+    pub makespan_ms: f64,
+    /// Terminal device operations divided by the makespan.
+    pub ops_per_s: f64,
+}
+
+/// Everything about a run that does not come from the histograms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Scenario name (the `name` key).
+    pub scenario: String,
+    /// The seed the run used.
+    pub seed: u64,
+    /// False when the run was interrupted (Ctrl-C, `q`, duration limit with jobs unfinished).
+    pub complete: bool,
+    /// UTC, RFC 3339 with milliseconds.
+    pub started_at: String,
+    /// UTC, RFC 3339 with milliseconds.
+    pub ended_at: String,
+    /// Devices in the fleet.
+    pub devices: u64,
+    /// The jobs in creation order.
+    pub jobs: Vec<JobReport>,
+}
