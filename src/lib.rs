@@ -1,7 +1,22 @@
 //! fleetsim: a load-testing and device-fleet simulator for Azure IoT Hub jobs.
 //!
-//! Module map:
-//! - [`clock`]: the one source of time (monotonic instant + the wall-clock time it maps to).
+//! Module map (data flows down this list):
+//! - [`scenario`]: the TOML scenario format, its validation, and the runner that wires a run.
+//! - [`hub`]: the emulated IoT Hub: registry, twins, job engine (an actor), tier model, errors.
+//! - [`query`]: the IoT Hub query language (parser, evaluator, index plans).
+//! - [`link`]: the messages between hub and devices, and the hub's side of a transport.
+//! - [`fleet`]: virtual devices (data, not tasks), behaviour models, the in-process transport.
+//! - [`metrics`]: HDR histograms, throughput, snapshots and the result files.
 //! - [`report`]: plain data a run reports (`RunReport`, `JobReport`, `DeviceJobStatistics`).
+//! - [`clock`]: the one source of time (monotonic instant + the wall-clock time it maps to).
+//! - [`cli`]: the command line.
 
+pub mod cli;
+pub mod clock;
+pub mod fleet;
+pub mod hub;
+pub mod link;
+pub mod metrics;
+pub mod query;
 pub mod report;
+pub mod scenario;

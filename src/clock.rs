@@ -1,0 +1,111 @@
+//! The one source of time. Every timestamp in fleetsim is microseconds since the run started,
+//! read from tokio's monotonic clock (so tests can pause and advance it), and mapped to wall-clock
+//! time through the instant the clock was created. Nothing else calls `SystemTime::now()` or
+//! `Instant::now()`.
+
+use std::time::{Duration, SystemTime};
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+/// Microseconds since the run started.
+pub type Micros = u64;
+
+/// A monotonic clock with the wall-clock time its zero maps to. Cheap to copy.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+    wall_start: OffsetDateTime,
+}
+
+impl Clock {
+    /// Starts a clock now.
+    pub fn start() -> Self {
+        Clock {
+            start: Instant::now(),
+            wall_start: OffsetDateTime::from(SystemTime::now()),
+        }
+    }
+
+    /// Microseconds since the clock started.
+    pub fn now_us(&self) -> Micros {
+        self.start.elapsed().as_micros() as Micros
+    }
+
+    /// The tokio instant at `us` microseconds after the start (for `sleep_until`).
+    pub fn instant_at(&self, us: Micros) -> Instant {
+        self.start + Duration::from_micros(us)
+    }
+
+    /// The wall-clock time at `us`.
+    pub fn wall_at(&self, us: Micros) -> OffsetDateTime {
+        self.wall_start + Duration::from_micros(us)
+    }
+
+    /// The clock reading of a wall-clock time; times before the start map to 0.
+    pub fn us_at_wall(&self, wall: OffsetDateTime) -> Micros {
+        let delta = wall - self.wall_start;
+        if delta.is_negative() {
+            0
+        } else {
+            delta.whole_microseconds() as Micros
+        }
+    }
+
+    /// `wall_at(us)` as ISO-8601 UTC with milliseconds and `Z`, as IoT Hub prints times.
+    pub fn iso_at(&self, us: Micros) -> String {
+        iso8601(self.wall_at(us))
+    }
+}
+
+/// Formats a wall-clock time as `2026-11-23T15:21:02.123Z`.
+pub fn iso8601(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let ms = t.millisecond();
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    let base = t.format(&Rfc3339).unwrap_or_default();
+    // Rfc3339 prints `...:02Z` when the nanoseconds are zero: splice the milliseconds in.
+    match base.strip_suffix('Z') {
+        Some(head) => format!("{head}.{ms:03}Z"),
+        None => base,
+    }
+}
+
+/// Parses an ISO-8601 / RFC 3339 time as the SDKs send it (`Z` or an offset, optional fraction).
+pub fn parse_iso8601(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &Rfc3339).ok().or_else(|| {
+        // C# and some docs omit the zone: read it as UTC.
+        OffsetDateTime::parse(&format!("{text}Z"), &Rfc3339).ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_has_milliseconds_and_z() {
+        let t =
+            OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap() + Duration::from_millis(7);
+        assert_eq!(iso8601(t), "2023-11-14T22:13:20.007Z");
+    }
+
+    #[test]
+    fn parses_what_it_prints_and_sdk_forms() {
+        let t = parse_iso8601("2023-11-14T22:13:20.007Z").unwrap();
+        assert_eq!(iso8601(t), "2023-11-14T22:13:20.007Z");
+        assert!(parse_iso8601("2023-11-14T22:13:20+01:00").is_some());
+        assert!(parse_iso8601("2023-11-14T22:13:20").is_some());
+        assert!(parse_iso8601("yesterday").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn follows_the_paused_clock() {
+        let clock = Clock::start();
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert_eq!(clock.now_us(), 1_500_000);
+        let wall = clock.wall_at(2_000_000);
+        assert_eq!(clock.us_at_wall(wall), 2_000_000);
+    }
+}

@@ -1,0 +1,300 @@
+//! Behaviour models: what a device of a cohort does with a request (how long it takes, whether
+//! it fails or stays silent), how it acknowledges twin patches, and how it churns. Every draw
+//! comes from a generator seeded by (scenario seed, device, event), so a seed always gives the
+//! same failing devices and the same latencies.
+
+use std::collections::HashMap;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Exp, LogNormal, Normal, Pareto};
+
+use crate::clock::Micros;
+use crate::scenario::format::{Cohort, Dist};
+
+/// z for the 99th percentile of the standard normal.
+const Z99: f64 = 2.326_347_874;
+
+/// A latency distribution ready to sample, in microseconds.
+#[derive(Debug, Clone)]
+pub enum Latency {
+    /// Always this.
+    Fixed(Micros),
+    /// Uniform in [min, max].
+    Uniform(Micros, Micros),
+    /// Normal, cut at zero.
+    Normal(Normal<f64>),
+    /// Log-normal.
+    LogNormal(LogNormal<f64>),
+    /// Exponential.
+    Exp(Exp<f64>),
+    /// Pareto.
+    Pareto(Pareto<f64>),
+}
+
+impl Latency {
+    /// Builds a sampler from a checked scenario distribution.
+    pub fn new(d: &Dist) -> Latency {
+        let us = |d: &crate::scenario::format::Dur| d.0.as_secs_f64() * 1e6;
+        let built = match d {
+            Dist::Fixed { value } => return Latency::Fixed(value.micros()),
+            Dist::Uniform { min, max } => return Latency::Uniform(min.micros(), max.micros()),
+            Dist::Normal { mean, stddev } => {
+                Normal::new(us(mean), us(stddev)).ok().map(Latency::Normal)
+            }
+            Dist::Lognormal { median, p99 } => {
+                let mu = us(median).ln();
+                let sigma = (us(p99).ln() - mu) / Z99;
+                LogNormal::new(mu, sigma).ok().map(Latency::LogNormal)
+            }
+            Dist::Exponential { mean } => Exp::new(1.0 / us(mean).max(1.0)).ok().map(Latency::Exp),
+            Dist::Pareto { scale, shape } => {
+                Pareto::new(us(scale), *shape).ok().map(Latency::Pareto)
+            }
+        };
+        // Validation refuses the parameters these constructors reject; fall back to zero.
+        built.unwrap_or(Latency::Fixed(0))
+    }
+
+    /// One draw.
+    pub fn sample(&self, rng: &mut SmallRng) -> Micros {
+        let v = match self {
+            Latency::Fixed(v) => return *v,
+            Latency::Uniform(lo, hi) => return rng.gen_range(*lo..=*hi),
+            Latency::Normal(d) => d.sample(rng),
+            Latency::LogNormal(d) => d.sample(rng),
+            Latency::Exp(d) => d.sample(rng),
+            Latency::Pareto(d) => d.sample(rng),
+        };
+        // Cap at one hour: a heavy tail must not park an answer forever.
+        v.clamp(0.0, 3.6e9) as Micros
+    }
+}
+
+/// How a device answers one method.
+#[derive(Debug, Clone)]
+pub struct MethodModel {
+    /// Answer delay.
+    pub latency: Latency,
+    /// Share answered with `error_status`.
+    pub error_rate: f64,
+    /// Error status.
+    pub error_status: i32,
+    /// Share never answered.
+    pub no_response: f64,
+    /// Good status.
+    pub ok_status: i32,
+}
+
+/// What a device does with a method request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodOutcome {
+    /// Answer with `status` after `after` µs.
+    Answer {
+        /// Delay.
+        after: Micros,
+        /// Status.
+        status: i32,
+    },
+    /// Never answer.
+    Silent,
+}
+
+impl MethodModel {
+    /// Draws the outcome of one request.
+    pub fn draw(&self, rng: &mut SmallRng) -> MethodOutcome {
+        let roll: f64 = rng.gen();
+        if roll < self.no_response {
+            return MethodOutcome::Silent;
+        }
+        let status = if roll < self.no_response + self.error_rate {
+            self.error_status
+        } else {
+            self.ok_status
+        };
+        MethodOutcome::Answer {
+            after: self.latency.sample(rng),
+            status,
+        }
+    }
+}
+
+/// A cohort's behaviour.
+#[derive(Debug, Clone)]
+pub struct CohortModel {
+    methods: HashMap<String, MethodModel>,
+    default_method: MethodModel,
+    /// Twin acknowledgement delay.
+    pub ack_latency: Latency,
+    /// Share of desired patches never acknowledged.
+    pub ack_failure: f64,
+    /// Share of devices that never connect.
+    pub offline: f64,
+    /// Mean gap between disconnects, µs (None: no churn).
+    pub churn_gap: Option<Exp<f64>>,
+    /// Downtime per disconnect.
+    pub downtime: Latency,
+}
+
+impl CohortModel {
+    /// Builds a cohort's model from its scenario section.
+    pub fn new(c: &Cohort) -> CohortModel {
+        let model = |m: &crate::scenario::format::MethodBehaviour| MethodModel {
+            latency: Latency::new(&m.latency),
+            error_rate: m.error_rate.0,
+            error_status: m.error_status,
+            no_response: m.no_response.0,
+            ok_status: m.status,
+        };
+        let default_method = c.methods.get("default").map(model).unwrap_or(MethodModel {
+            latency: Latency::Fixed(0),
+            error_rate: 0.0,
+            error_status: 500,
+            no_response: 0.0,
+            ok_status: 200,
+        });
+        let churn_gap = c
+            .churn
+            .as_ref()
+            .filter(|ch| ch.disconnects_per_hour > 0.0)
+            .and_then(|ch| Exp::new(ch.disconnects_per_hour / 3.6e9).ok());
+        CohortModel {
+            methods: c
+                .methods
+                .iter()
+                .map(|(k, v)| (k.clone(), model(v)))
+                .collect(),
+            default_method,
+            ack_latency: Latency::new(&c.twin.ack_latency),
+            ack_failure: c.twin.failure_rate.0,
+            offline: c.offline.0,
+            churn_gap,
+            downtime: c
+                .churn
+                .as_ref()
+                .map_or(Latency::Fixed(0), |ch| Latency::new(&ch.downtime)),
+        }
+    }
+
+    /// The model for a method name (falling back to `default`).
+    pub fn method(&self, name: &str) -> &MethodModel {
+        self.methods.get(name).unwrap_or(&self.default_method)
+    }
+}
+
+/// Event kinds that salt a device's generator.
+#[derive(Debug, Clone, Copy)]
+#[repr(u64)]
+pub enum Salt {
+    /// Whether the device is offline for good.
+    Offline = 1,
+    /// A method request (plus the device's request counter).
+    Method = 2,
+    /// A desired patch (plus the device's patch counter).
+    Desired = 3,
+    /// Churn (plus the device's churn counter).
+    Churn = 4,
+}
+
+/// The generator for one event of one device.
+pub fn rng_for(seed: u64, device: u32, salt: Salt, counter: u32) -> SmallRng {
+    let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
+    for part in [device as u64, salt as u64, counter as u64] {
+        x = splitmix(x ^ part);
+    }
+    SmallRng::seed_from_u64(x)
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::format::Dur;
+    use std::time::Duration;
+
+    fn ms(v: u64) -> Dur {
+        Dur(Duration::from_millis(v))
+    }
+
+    fn quantile(mut v: Vec<Micros>, q: f64) -> Micros {
+        v.sort_unstable();
+        v[((v.len() - 1) as f64 * q) as usize]
+    }
+
+    #[test]
+    fn lognormal_matches_median_and_p99() {
+        let l = Latency::new(&Dist::Lognormal {
+            median: ms(40),
+            p99: ms(400),
+        });
+        let draws: Vec<_> = (0..200_000)
+            .map(|i| l.sample(&mut rng_for(7, i, Salt::Method, 0)))
+            .collect();
+        let (p50, p99) = (quantile(draws.clone(), 0.5), quantile(draws, 0.99));
+        assert!((38_000..42_000).contains(&p50), "p50 {p50}");
+        assert!((370_000..430_000).contains(&p99), "p99 {p99}");
+    }
+
+    #[test]
+    fn uniform_exponential_pareto_normal_stay_in_bounds() {
+        let mut rng = rng_for(1, 2, Salt::Method, 3);
+        let u = Latency::new(&Dist::Uniform {
+            min: ms(5),
+            max: ms(50),
+        });
+        let e = Latency::new(&Dist::Exponential { mean: ms(10) });
+        let p = Latency::new(&Dist::Pareto {
+            scale: ms(2),
+            shape: 1.5,
+        });
+        let n = Latency::new(&Dist::Normal {
+            mean: ms(1),
+            stddev: ms(5),
+        });
+        let mut sum_e = 0;
+        for _ in 0..100_000 {
+            assert!((5_000..=50_000).contains(&u.sample(&mut rng)));
+            sum_e += e.sample(&mut rng);
+            assert!(p.sample(&mut rng) >= 2_000);
+            let _ = n.sample(&mut rng); // cut at zero: never panics, never wraps
+        }
+        let mean_e = sum_e as f64 / 100_000.0;
+        assert!(
+            (9_500.0..10_500.0).contains(&mean_e),
+            "exponential mean {mean_e}"
+        );
+    }
+
+    #[test]
+    fn error_and_silence_rates_hold_and_seeds_decide() {
+        let m = MethodModel {
+            latency: Latency::Fixed(0),
+            error_rate: 0.02,
+            error_status: 500,
+            no_response: 0.005,
+            ok_status: 200,
+        };
+        let outcomes = |seed| -> Vec<MethodOutcome> {
+            (0..100_000)
+                .map(|d| m.draw(&mut rng_for(seed, d, Salt::Method, 0)))
+                .collect()
+        };
+        let a = outcomes(7);
+        let errors = a
+            .iter()
+            .filter(|o| matches!(o, MethodOutcome::Answer { status: 500, .. }))
+            .count();
+        let silent = a.iter().filter(|o| **o == MethodOutcome::Silent).count();
+        // Binomial: 2000 ± 4.4 sd and 500 ± 4.5 sd.
+        assert!((1_800..2_200).contains(&errors), "errors {errors}");
+        assert!((400..600).contains(&silent), "silent {silent}");
+        assert_eq!(a, outcomes(7), "same seed, same draws");
+        assert_ne!(a, outcomes(8), "another seed, other draws");
+    }
+}

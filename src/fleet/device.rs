@@ -1,0 +1,142 @@
+//! A virtual device: a few bytes of state and the rules that turn an event into what the device
+//! does next. No I/O and no task: transports call these and act on the answer.
+
+use crate::clock::Micros;
+use crate::fleet::behaviour::{rng_for, CohortModel, MethodOutcome, Salt};
+use rand::Rng;
+
+/// One simulated device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtualDevice {
+    /// Its cohort (an index into the fleet's models).
+    pub cohort: u16,
+    /// Never connects.
+    pub offline: bool,
+    /// Connected now.
+    pub connected: bool,
+    /// Method requests seen (salts the next draw).
+    requests: u32,
+    /// Desired patches seen.
+    patches: u32,
+    /// Disconnects so far.
+    churns: u32,
+}
+
+/// What a device does with a desired patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DesiredOutcome {
+    /// Report back after this delay.
+    Ack(Micros),
+    /// Never acknowledge.
+    Drop,
+}
+
+impl VirtualDevice {
+    /// A device of `cohort`; whether it is offline for good is drawn from the seed.
+    pub fn new(cohort: u16, model: &CohortModel, seed: u64, idx: u32) -> Self {
+        let offline = model.offline > 0.0
+            && rng_for(seed, idx, Salt::Offline, 0).gen::<f64>() < model.offline;
+        VirtualDevice {
+            cohort,
+            offline,
+            connected: false,
+            requests: 0,
+            patches: 0,
+            churns: 0,
+        }
+    }
+
+    /// A method request arrives.
+    pub fn on_method(
+        &mut self,
+        model: &CohortModel,
+        method: &str,
+        seed: u64,
+        idx: u32,
+    ) -> MethodOutcome {
+        let mut rng = rng_for(seed, idx, Salt::Method, self.requests);
+        self.requests = self.requests.wrapping_add(1);
+        model.method(method).draw(&mut rng)
+    }
+
+    /// A desired patch arrives.
+    pub fn on_desired(&mut self, model: &CohortModel, seed: u64, idx: u32) -> DesiredOutcome {
+        let mut rng = rng_for(seed, idx, Salt::Desired, self.patches);
+        self.patches = self.patches.wrapping_add(1);
+        if model.ack_failure > 0.0 && rng.gen::<f64>() < model.ack_failure {
+            DesiredOutcome::Drop
+        } else {
+            DesiredOutcome::Ack(model.ack_latency.sample(&mut rng))
+        }
+    }
+
+    /// When a connected device next drops, counted from now (None: it does not churn).
+    pub fn next_disconnect(&mut self, model: &CohortModel, seed: u64, idx: u32) -> Option<Micros> {
+        use rand_distr::Distribution;
+        let gap = model.churn_gap.as_ref()?;
+        let mut rng = rng_for(seed, idx, Salt::Churn, self.churns.wrapping_mul(2));
+        Some(gap.sample(&mut rng).min(3.6e12) as Micros)
+    }
+
+    /// How long the device stays away after a disconnect.
+    pub fn downtime(&mut self, model: &CohortModel, seed: u64, idx: u32) -> Micros {
+        let mut rng = rng_for(seed, idx, Salt::Churn, self.churns.wrapping_mul(2) + 1);
+        self.churns = self.churns.wrapping_add(1);
+        model.downtime.sample(&mut rng)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::format::Cohort;
+
+    fn cohort(text: &str) -> Cohort {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn offline_share_and_determinism() {
+        let c = cohort("name='a'\ncount=1\nid_prefix='a'\noffline=0.1");
+        let m = CohortModel::new(&c);
+        let offline = (0..50_000)
+            .filter(|&i| VirtualDevice::new(0, &m, 9, i).offline)
+            .count();
+        assert!((4_500..5_500).contains(&offline), "offline {offline}");
+        let a: Vec<_> = (0..1000)
+            .map(|i| VirtualDevice::new(0, &m, 9, i).offline)
+            .collect();
+        let b: Vec<_> = (0..1000)
+            .map(|i| VirtualDevice::new(0, &m, 9, i).offline)
+            .collect();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn successive_requests_draw_afresh() {
+        let c = cohort("name='a'\ncount=1\nid_prefix='a'\n[methods.default]\nlatency={dist='uniform',min='1ms',max='100ms'}");
+        let m = CohortModel::new(&c);
+        let mut d = VirtualDevice::new(0, &m, 1, 0);
+        let first = d.on_method(&m, "x", 1, 0);
+        let second = d.on_method(&m, "x", 1, 0);
+        assert_ne!(first, second, "the request counter salts each draw");
+        let mut again = VirtualDevice::new(0, &m, 1, 0);
+        assert_eq!(
+            again.on_method(&m, "x", 1, 0),
+            first,
+            "and a replay gives the same draw"
+        );
+    }
+
+    #[test]
+    fn twin_acks_fail_at_the_configured_rate() {
+        let c = cohort("name='a'\ncount=1\nid_prefix='a'\n[twin]\nfailure_rate=0.25\nack_latency={dist='fixed',value='5ms'}");
+        let m = CohortModel::new(&c);
+        let drops = (0..20_000)
+            .filter(|&i| {
+                VirtualDevice::new(0, &m, 3, i).on_desired(&m, 3, i) == DesiredOutcome::Drop
+            })
+            .count();
+        assert!((4_700..5_300).contains(&drops), "drops {drops}");
+    }
+}

@@ -1,0 +1,14 @@
+//! The emulated IoT Hub: registry and twins, the job engine (an actor owning all of it), the
+//! tier model, and IoT Hub's error vocabulary.
+
+pub mod engine;
+pub mod error;
+pub mod handle;
+pub mod jobs;
+pub mod registry;
+pub mod throttle;
+pub mod twin;
+
+pub use engine::{Engine, EngineOutput};
+pub use error::{ErrorCode, HubError};
+pub use handle::{Command, Hub, HubView, JobView, TwinWrite};

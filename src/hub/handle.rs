@@ -1,0 +1,205 @@
+//! The job engine's mailbox: the commands it takes, the cloneable [`Hub`] handle that sends them
+//! and awaits the reply, and the [`HubView`] the engine publishes for dashboards and progress.
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::Micros;
+use crate::hub::error::{ErrorCode, HubError};
+use crate::hub::jobs::{ErrorCounts, JobRequest, JobStatus, MethodCall};
+use crate::hub::twin::Twin;
+use crate::metrics::MetricsSnapshot;
+use crate::report::{DeviceJobStatistics, JobReport};
+
+/// A reply channel.
+pub type Reply<T> = oneshot::Sender<Result<T, HubError>>;
+
+/// What a twin write changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TwinWrite {
+    /// `PATCH /twins/{id}`: merge tags and desired properties.
+    Patch,
+    /// `PUT /twins/{id}`: replace tags and desired properties.
+    Replace,
+}
+
+/// A command to the job engine.
+#[derive(Debug)]
+pub enum Command {
+    /// Create a job; answers its JobResponse.
+    CreateJob(Box<JobRequest>, Reply<Value>),
+    /// Get a job's JobResponse.
+    GetJob(String, Reply<Value>),
+    /// Cancel a job; answers its JobResponse.
+    CancelJob(String, Reply<Value>),
+    /// List jobs, optionally filtered by type and status.
+    ListJobs(Option<&'static str>, Option<JobStatus>, Reply<Vec<Value>>),
+    /// Run a query (`FROM devices` or `FROM devices.jobs`); answers the rows.
+    Query(String, Reply<Vec<Value>>),
+    /// Get a twin document.
+    GetTwin(String, Reply<Value>),
+    /// Write a twin (`body`: a twin document with `tags` and/or `properties.desired`) if the
+    /// etag matches; answers the new twin.
+    WriteTwin {
+        /// Device id.
+        id: String,
+        /// Patch or replace.
+        mode: TwinWrite,
+        /// The twin document sent.
+        body: Value,
+        /// The `If-Match` header.
+        if_match: Option<String>,
+        /// The reply.
+        reply: Reply<Value>,
+    },
+    /// Invoke a direct method; answers the device's status and payload.
+    InvokeMethod(String, MethodCall, Reply<(i32, Value)>),
+    /// Add a device identity with an initial twin; answers the twin.
+    AddDevice(String, Box<Twin>, Reply<Value>),
+    /// Remove a device identity; answers the removed twin.
+    RemoveDevice(String, Reply<Value>),
+    /// The jobs as the run report shows them.
+    Report(Reply<Vec<JobReport>>),
+}
+
+/// A cloneable handle to the job engine.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    tx: mpsc::Sender<Command>,
+}
+
+fn stopped() -> HubError {
+    HubError::new(ErrorCode::IotHubQuotaExceeded, "the hub is shutting down")
+}
+
+impl Hub {
+    /// A handle sending to `tx`.
+    pub fn new(tx: mpsc::Sender<Command>) -> Self {
+        Hub { tx }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, HubError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Creates a job.
+    pub async fn create_job(&self, req: JobRequest) -> Result<Value, HubError> {
+        self.ask(|r| Command::CreateJob(Box::new(req), r)).await
+    }
+
+    /// Gets a job.
+    pub async fn get_job(&self, id: &str) -> Result<Value, HubError> {
+        self.ask(|r| Command::GetJob(id.to_owned(), r)).await
+    }
+
+    /// Cancels a job.
+    pub async fn cancel_job(&self, id: &str) -> Result<Value, HubError> {
+        self.ask(|r| Command::CancelJob(id.to_owned(), r)).await
+    }
+
+    /// Lists jobs.
+    pub async fn list_jobs(
+        &self,
+        job_type: Option<&'static str>,
+        status: Option<JobStatus>,
+    ) -> Result<Vec<Value>, HubError> {
+        self.ask(|r| Command::ListJobs(job_type, status, r)).await
+    }
+
+    /// Runs a query.
+    pub async fn query(&self, text: &str) -> Result<Vec<Value>, HubError> {
+        self.ask(|r| Command::Query(text.to_owned(), r)).await
+    }
+
+    /// Gets a twin.
+    pub async fn get_twin(&self, id: &str) -> Result<Value, HubError> {
+        self.ask(|r| Command::GetTwin(id.to_owned(), r)).await
+    }
+
+    /// Patches or replaces a twin.
+    pub async fn write_twin(
+        &self,
+        id: &str,
+        mode: TwinWrite,
+        body: Value,
+        if_match: Option<String>,
+    ) -> Result<Value, HubError> {
+        self.ask(|reply| Command::WriteTwin {
+            id: id.to_owned(),
+            mode,
+            body,
+            if_match,
+            reply,
+        })
+        .await
+    }
+
+    /// Invokes a direct method.
+    pub async fn invoke_method(
+        &self,
+        id: &str,
+        call: MethodCall,
+    ) -> Result<(i32, Value), HubError> {
+        self.ask(|r| Command::InvokeMethod(id.to_owned(), call, r))
+            .await
+    }
+
+    /// Adds a device.
+    pub async fn add_device(&self, id: &str, twin: Twin) -> Result<Value, HubError> {
+        self.ask(|r| Command::AddDevice(id.to_owned(), Box::new(twin), r))
+            .await
+    }
+
+    /// Removes a device.
+    pub async fn remove_device(&self, id: &str) -> Result<Value, HubError> {
+        self.ask(|r| Command::RemoveDevice(id.to_owned(), r)).await
+    }
+
+    /// The jobs for the run report.
+    pub async fn report(&self) -> Result<Vec<JobReport>, HubError> {
+        self.ask(Command::Report).await
+    }
+}
+
+/// One job as a dashboard shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobView {
+    /// The job id.
+    pub id: String,
+    /// The wire type.
+    pub job_type: &'static str,
+    /// The status.
+    pub status: JobStatus,
+    /// Device counts.
+    pub stats: DeviceJobStatistics,
+    /// Makespan so far, ms.
+    pub makespan_ms: f64,
+    /// Terminal device operations per second so far.
+    pub ops_per_s: f64,
+    /// Failures by cause.
+    pub errors: ErrorCounts,
+}
+
+/// What the engine publishes every 100 ms: an owned snapshot, never a reference into it.
+#[derive(Debug, Clone, Default)]
+pub struct HubView {
+    /// Clock reading of the snapshot.
+    pub now_us: Micros,
+    /// Devices in the registry.
+    pub devices: u64,
+    /// Devices connected.
+    pub connected: u64,
+    /// Jobs in creation order.
+    pub jobs: Vec<JobView>,
+    /// Histograms and throughput.
+    pub metrics: MetricsSnapshot,
+}
+
+impl HubView {
+    /// Whether every job has ended.
+    pub fn all_jobs_done(&self) -> bool {
+        self.jobs.iter().all(|j| j.status.is_terminal())
+    }
+}

@@ -1,0 +1,468 @@
+//! The device registry: identities, connection state and twins, addressed by a dense index so
+//! that a million devices are a `Vec`, plus the indexes that keep job queries from scanning every
+//! twin (device ids always; equality on a tag or property path once a query has used it).
+//!
+//! Owned by the job engine task; nothing here locks.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::clock::{Clock, Micros};
+use crate::hub::error::{ErrorCode, HubError};
+use crate::hub::twin::{Object, Twin};
+use crate::query::{Condition, Document, Plan};
+
+/// A dense device handle: the position in the registry.
+pub type DeviceIdx = u32;
+
+/// One device identity with its twin.
+#[derive(Debug, Clone)]
+pub struct DeviceEntry {
+    /// The device id.
+    pub id: Arc<str>,
+    /// `status`: enabled devices may connect.
+    pub enabled: bool,
+    /// `connectionState`.
+    pub connected: bool,
+    /// `lastActivityTime`.
+    pub last_activity_us: Micros,
+    /// The twin.
+    pub twin: Twin,
+}
+
+/// A device seen through the query language.
+pub struct TwinDoc<'a> {
+    /// The device.
+    pub entry: &'a DeviceEntry,
+    /// For the time fields.
+    pub clock: &'a Clock,
+}
+
+fn walk<'a>(obj: &'a Object, path: &[&str]) -> Option<Cow<'a, Value>> {
+    let (first, rest) = path.split_first()?;
+    let mut cur = obj.get(*first)?;
+    for key in rest {
+        cur = cur.as_object()?.get(*key)?;
+    }
+    Some(Cow::Borrowed(cur))
+}
+
+impl Document for TwinDoc<'_> {
+    fn resolve(&self, path: &[&str]) -> Option<Cow<'_, Value>> {
+        let e = self.entry;
+        match path {
+            ["deviceId"] => Some(Cow::Owned(Value::String(e.id.to_string()))),
+            ["status"] => Some(Cow::Owned(json!(if e.enabled {
+                "enabled"
+            } else {
+                "disabled"
+            }))),
+            ["connectionState"] => Some(Cow::Owned(json!(connection_state(e.connected)))),
+            ["version"] => Some(Cow::Owned(json!(e.twin.version))),
+            ["etag"] => Some(Cow::Owned(json!(e.twin.etag()))),
+            ["lastActivityTime"] => Some(Cow::Owned(json!(self.clock.iso_at(e.last_activity_us)))),
+            ["tags"] => Some(Cow::Owned(Value::Object((*e.twin.tags).clone()))),
+            ["tags", rest @ ..] => walk(&e.twin.tags, rest),
+            ["properties", "desired", "$version"] => {
+                Some(Cow::Owned(json!(e.twin.desired.version)))
+            }
+            ["properties", "reported", "$version"] => {
+                Some(Cow::Owned(json!(e.twin.reported.version)))
+            }
+            ["properties", "desired", rest @ ..] if !rest.is_empty() => {
+                walk(&e.twin.desired.props, rest)
+            }
+            ["properties", "reported", rest @ ..] if !rest.is_empty() => {
+                walk(&e.twin.reported.props, rest)
+            }
+            _ => {
+                let whole = self.to_json();
+                let mut cur = &whole;
+                for key in path {
+                    cur = cur.get(*key)?;
+                }
+                Some(Cow::Owned(cur.clone()))
+            }
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        twin_json(self.entry, self.clock)
+    }
+}
+
+fn connection_state(connected: bool) -> &'static str {
+    if connected {
+        "Connected"
+    } else {
+        "Disconnected"
+    }
+}
+
+/// The twin document as the service API answers it.
+pub fn twin_json(e: &DeviceEntry, clock: &Clock) -> Value {
+    json!({
+        "deviceId": &*e.id,
+        "etag": e.twin.etag(),
+        "deviceEtag": e.twin.etag(),
+        "version": e.twin.version,
+        "status": if e.enabled { "enabled" } else { "disabled" },
+        "statusUpdateTime": "0001-01-01T00:00:00Z",
+        "connectionState": connection_state(e.connected),
+        "lastActivityTime": clock.iso_at(e.last_activity_us),
+        "cloudToDeviceMessageCount": 0,
+        "authenticationType": "sas",
+        "capabilities": { "iotEdge": false },
+        "tags": Value::Object((*e.twin.tags).clone()),
+        "properties": {
+            "desired": e.twin.desired.to_json(clock),
+            "reported": e.twin.reported.to_json(clock),
+        }
+    })
+}
+
+/// A primitive value as an index key (numbers compare by value, so `1` and `1.0` are one key).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Str(Box<str>),
+    Num(u64),
+    Bool(bool),
+    Null,
+}
+
+impl Key {
+    fn of(v: &Value) -> Option<Key> {
+        match v {
+            Value::String(s) => Some(Key::Str(s.as_str().into())),
+            Value::Number(n) => n.as_f64().map(|f| Key::Num((f + 0.0).to_bits())),
+            Value::Bool(b) => Some(Key::Bool(*b)),
+            Value::Null => Some(Key::Null),
+            _ => None,
+        }
+    }
+}
+
+/// An equality index on one attribute path, kept current as twins change.
+#[derive(Debug, Default)]
+struct PathIndex {
+    postings: HashMap<Key, HashSet<DeviceIdx>>,
+}
+
+/// The registry of devices.
+#[derive(Debug)]
+pub struct Registry {
+    devices: Vec<Option<DeviceEntry>>,
+    by_id: HashMap<Arc<str>, DeviceIdx>,
+    indexes: HashMap<Vec<String>, PathIndex>,
+    connected: u64,
+    clock: Clock,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(clock: Clock) -> Self {
+        Registry {
+            devices: Vec::new(),
+            by_id: HashMap::new(),
+            indexes: HashMap::new(),
+            connected: 0,
+            clock,
+        }
+    }
+
+    /// Adds a device; refuses an id in use (409001).
+    pub fn add(&mut self, id: &str, twin: Twin) -> Result<DeviceIdx, HubError> {
+        if self.by_id.contains_key(id) {
+            return Err(HubError::new(
+                ErrorCode::DeviceAlreadyExists,
+                format!("a device with id '{id}' already exists"),
+            ));
+        }
+        let idx = self.devices.len() as DeviceIdx;
+        let id: Arc<str> = id.into();
+        self.by_id.insert(id.clone(), idx);
+        self.devices.push(Some(DeviceEntry {
+            id,
+            enabled: true,
+            connected: false,
+            last_activity_us: 0,
+            twin,
+        }));
+        self.reindex(idx, None);
+        Ok(idx)
+    }
+
+    /// Removes a device; its index stays unused.
+    pub fn remove(&mut self, id: &str) -> Result<DeviceEntry, HubError> {
+        let idx = self.lookup(id)?;
+        let old = self.snapshot_keys(idx);
+        let entry = self.devices[idx as usize]
+            .take()
+            .ok_or_else(|| not_found(id))?;
+        self.by_id.remove(id);
+        if entry.connected {
+            self.connected -= 1;
+        }
+        for (path, key) in old {
+            if let Some(set) = self
+                .indexes
+                .get_mut(&path)
+                .and_then(|i| i.postings.get_mut(&key))
+            {
+                set.remove(&idx);
+            }
+        }
+        Ok(entry)
+    }
+
+    /// The index of a device id, or 404001.
+    pub fn lookup(&self, id: &str) -> Result<DeviceIdx, HubError> {
+        self.by_id.get(id).copied().ok_or_else(|| not_found(id))
+    }
+
+    /// A device by index (None once deleted).
+    pub fn get(&self, idx: DeviceIdx) -> Option<&DeviceEntry> {
+        self.devices.get(idx as usize).and_then(Option::as_ref)
+    }
+
+    /// The number of live devices.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether the registry has no devices.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Devices connected now.
+    pub fn connected(&self) -> u64 {
+        self.connected
+    }
+
+    /// All live devices in index order.
+    pub fn iter(&self) -> impl Iterator<Item = (DeviceIdx, &DeviceEntry)> {
+        self.devices
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|e| (i as DeviceIdx, e)))
+    }
+
+    /// A query view of a device.
+    pub fn doc(&self, idx: DeviceIdx) -> Option<TwinDoc<'_>> {
+        self.get(idx).map(|entry| TwinDoc {
+            entry,
+            clock: &self.clock,
+        })
+    }
+
+    /// Marks a device connected or not; returns whether the state changed.
+    pub fn set_connected(&mut self, idx: DeviceIdx, connected: bool, now: Micros) -> bool {
+        let Some(Some(e)) = self.devices.get_mut(idx as usize) else {
+            return false;
+        };
+        e.last_activity_us = now;
+        if e.connected == connected {
+            return false;
+        }
+        e.connected = connected;
+        if connected {
+            self.connected += 1;
+        } else {
+            self.connected -= 1;
+        }
+        true
+    }
+
+    /// Records device activity (a message from it).
+    pub fn touch(&mut self, idx: DeviceIdx, now: Micros) {
+        if let Some(Some(e)) = self.devices.get_mut(idx as usize) {
+            e.last_activity_us = now;
+        }
+    }
+
+    /// Changes a twin through `change`, keeping the indexes current. On error nothing changes.
+    pub fn update_twin<T>(
+        &mut self,
+        idx: DeviceIdx,
+        change: impl FnOnce(&mut Twin) -> Result<T, HubError>,
+    ) -> Result<T, HubError> {
+        let old = self.snapshot_keys(idx);
+        let Some(Some(e)) = self.devices.get_mut(idx as usize) else {
+            return Err(HubError::new(
+                ErrorCode::DeviceNotFound,
+                format!("no device at index {idx}"),
+            ));
+        };
+        let mut twin = e.twin.clone();
+        let out = change(&mut twin)?;
+        e.twin = twin;
+        self.reindex(idx, Some(old));
+        Ok(out)
+    }
+
+    /// The devices a condition selects, in registry order. Uses the id map for `deviceId`
+    /// predicates and an equality index (built on first use, then kept current) for other paths.
+    pub fn select(&mut self, cond: &Condition) -> Vec<DeviceIdx> {
+        let mut candidates: Vec<DeviceIdx> = match cond.plan() {
+            Plan::All => (0..self.devices.len() as DeviceIdx).collect(),
+            Plan::DeviceIds(ids) => {
+                let mut v: Vec<_> = ids
+                    .iter()
+                    .filter_map(|id| self.by_id.get(id.as_str()).copied())
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            }
+            Plan::Equals { path, value } => match Key::of(&value) {
+                Some(key) => {
+                    self.ensure_index(&path);
+                    let mut v: Vec<_> = self.indexes[&path]
+                        .postings
+                        .get(&key)
+                        .map(|s| s.iter().copied().collect())
+                        .unwrap_or_default();
+                    v.sort_unstable();
+                    v
+                }
+                None => (0..self.devices.len() as DeviceIdx).collect(),
+            },
+        };
+        candidates.retain(|&i| self.doc(i).is_some_and(|d| cond.matches(&d)));
+        candidates
+    }
+
+    fn ensure_index(&mut self, path: &[String]) {
+        if self.indexes.contains_key(path) {
+            return;
+        }
+        let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+        let mut index = PathIndex::default();
+        for (idx, entry) in self.iter() {
+            let doc = TwinDoc {
+                entry,
+                clock: &self.clock,
+            };
+            if let Some(key) = doc.resolve(&parts).and_then(|v| Key::of(&v)) {
+                index.postings.entry(key).or_default().insert(idx);
+            }
+        }
+        self.indexes.insert(path.to_vec(), index);
+    }
+
+    fn snapshot_keys(&self, idx: DeviceIdx) -> Vec<(Vec<String>, Key)> {
+        let Some(doc) = self.doc(idx) else {
+            return Vec::new();
+        };
+        self.indexes
+            .keys()
+            .filter_map(|path| {
+                let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+                doc.resolve(&parts)
+                    .and_then(|v| Key::of(&v))
+                    .map(|k| (path.clone(), k))
+            })
+            .collect()
+    }
+
+    fn reindex(&mut self, idx: DeviceIdx, old: Option<Vec<(Vec<String>, Key)>>) {
+        if self.indexes.is_empty() {
+            return;
+        }
+        let new = self.snapshot_keys(idx);
+        if old.as_ref() == Some(&new) {
+            return;
+        }
+        for (path, key) in old.unwrap_or_default() {
+            if let Some(set) = self
+                .indexes
+                .get_mut(&path)
+                .and_then(|i| i.postings.get_mut(&key))
+            {
+                set.remove(&idx);
+            }
+        }
+        for (path, key) in new {
+            if let Some(index) = self.indexes.get_mut(&path) {
+                index.postings.entry(key).or_default().insert(idx);
+            }
+        }
+    }
+}
+
+fn not_found(id: &str) -> HubError {
+    HubError::new(
+        ErrorCode::DeviceNotFound,
+        format!("no device with id '{id}'"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::parse_condition;
+    use serde_json::Map;
+
+    fn obj(v: Value) -> Object {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    fn registry() -> Registry {
+        let mut r = Registry::new(Clock::start());
+        let b43 = Arc::new(obj(json!({"building": "43"})));
+        let b44 = Arc::new(obj(json!({"building": "44"})));
+        for i in 0..10 {
+            let tags = if i < 6 { b43.clone() } else { b44.clone() };
+            r.add(
+                &format!("d{i}"),
+                Twin::new(tags, Arc::new(Map::new()), Arc::new(Map::new())),
+            )
+            .unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn ids_are_unique_and_removal_frees_them() {
+        let mut r = registry();
+        let e = r.add(
+            "d1",
+            Twin::new(Default::default(), Default::default(), Default::default()),
+        );
+        assert_eq!(e.unwrap_err().code, ErrorCode::DeviceAlreadyExists);
+        r.remove("d1").unwrap();
+        assert_eq!(r.lookup("d1").unwrap_err().code, ErrorCode::DeviceNotFound);
+        assert_eq!(r.len(), 9);
+    }
+
+    #[test]
+    fn index_follows_twin_changes() {
+        let mut r = registry();
+        let cond = parse_condition("tags.building = '44'").unwrap();
+        assert_eq!(r.select(&cond), vec![6, 7, 8, 9]);
+        r.update_twin(0, |t| t.patch_tags(&obj(json!({"building": "44"})), 1))
+            .unwrap();
+        r.remove("d7").unwrap();
+        assert_eq!(r.select(&cond), vec![0, 6, 8, 9]);
+        let by_id = parse_condition("deviceId = 'd3'").unwrap();
+        assert_eq!(r.select(&by_id), vec![3]);
+    }
+
+    #[test]
+    fn connection_count_tracks_changes() {
+        let mut r = registry();
+        assert!(r.set_connected(1, true, 5));
+        assert!(!r.set_connected(1, true, 6));
+        assert!(r.set_connected(2, true, 6));
+        assert!(r.set_connected(1, false, 7));
+        assert_eq!(r.connected(), 1);
+        assert_eq!(r.get(1).unwrap().last_activity_us, 7);
+    }
+}

@@ -1,0 +1,123 @@
+//! The messages between the hub and the devices, whatever carries them (channels in process,
+//! MQTT on a socket). The hub sends [`ToDevice`] through a [`DeviceLink`]; transports send
+//! [`FromDevice`] back to the job engine in batches.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::clock::Micros;
+use crate::hub::registry::DeviceIdx;
+
+/// Identifies one device operation so its answer finds its record: the engine's job slot in the
+/// high half and the record's position in the low half (direct calls use slot `u32::MAX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OpId(pub u64);
+
+impl OpId {
+    /// An op id from a job slot and a record position.
+    pub fn new(slot: u32, record: u32) -> Self {
+        OpId(((slot as u64) << 32) | record as u64)
+    }
+
+    /// The job slot.
+    pub fn slot(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// The record position.
+    pub fn record(self) -> u32 {
+        self.0 as u32
+    }
+}
+
+/// A message from the hub to one device.
+#[derive(Debug, Clone)]
+pub enum ToDevice {
+    /// Invoke a direct method.
+    Method {
+        /// Echoed in the answer.
+        op: OpId,
+        /// The target device.
+        device: DeviceIdx,
+        /// The method name.
+        method: Arc<str>,
+        /// The request payload.
+        payload: Arc<Value>,
+    },
+    /// A desired-properties patch notification.
+    Desired {
+        /// The twin-update operation being measured, if any.
+        op: Option<OpId>,
+        /// The target device.
+        device: DeviceIdx,
+        /// The new desired `$version`.
+        version: u64,
+        /// The patch (without `$version`).
+        patch: Arc<Value>,
+    },
+}
+
+/// A message from a device to the hub.
+#[derive(Debug, Clone)]
+pub enum FromDevice {
+    /// The device connected.
+    Connected {
+        /// The device.
+        device: DeviceIdx,
+    },
+    /// The device disconnected.
+    Disconnected {
+        /// The device.
+        device: DeviceIdx,
+    },
+    /// The answer to a direct method.
+    MethodResponse {
+        /// The operation answered.
+        op: OpId,
+        /// The device.
+        device: DeviceIdx,
+        /// The device's status code.
+        status: i32,
+        /// The device's payload (`None` is JSON null).
+        payload: Option<Box<Value>>,
+        /// When the device received the request, if the transport knows.
+        delivered_us: Option<Micros>,
+    },
+    /// A desired patch reached the device.
+    DesiredDelivered {
+        /// The twin-update operation.
+        op: OpId,
+        /// When it arrived.
+        delivered_us: Micros,
+    },
+    /// The device reported properties (`ack_of`: the twin update this acknowledges).
+    Reported {
+        /// The device.
+        device: DeviceIdx,
+        /// The reported patch.
+        patch: Arc<Value>,
+        /// The twin-update operation this report acknowledges.
+        ack_of: Option<OpId>,
+    },
+}
+
+/// The hub's side of a device transport: where the engine sends messages to devices.
+pub trait DeviceLink: Send {
+    /// Queues a message; it may be held until [`DeviceLink::flush`].
+    fn send(&mut self, msg: ToDevice);
+    /// Sends everything queued.
+    fn flush(&mut self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_id_round_trips() {
+        let op = OpId::new(7, 1_000_000);
+        assert_eq!((op.slot(), op.record()), (7, 1_000_000));
+        assert_eq!(OpId::new(u32::MAX, 3).slot(), u32::MAX);
+    }
+}

@@ -1,0 +1,284 @@
+//! Scenarios: reading and checking a scenario file ([`format`]), turning it into a registry,
+//! fleet models and job requests ([`build`]), and running it ([`runner`]).
+
+pub mod build;
+pub mod format;
+pub mod inspect;
+pub mod runner;
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+pub use format::Scenario;
+
+use crate::query::parse_condition;
+
+/// A scenario that cannot be used, with the file, line and column of the offending value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct ScenarioError {
+    /// The scenario file.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+/// Reads and checks a scenario file.
+pub fn load(path: &Path) -> anyhow::Result<Scenario> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read scenario {}: {e}", path.display()))?;
+    Ok(parse(&text, &path.display().to_string())?)
+}
+
+/// Parses and checks scenario text; `file` names it in errors.
+pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+    let at = |span: Option<Range<usize>>, message: String| {
+        let (line, column) = span.map_or((1, 1), |s| line_col(text, s.start));
+        ScenarioError {
+            file: file.to_owned(),
+            line,
+            column,
+            message,
+        }
+    };
+    let scenario: Scenario =
+        toml::from_str(text).map_err(|e| at(e.span(), e.message().trim().to_owned()))?;
+    // Checks serde cannot make: point at the key's line by searching for it.
+    let find = |needle: &str| text.find(needle).map(|i| i..i + needle.len());
+    if scenario.name.trim().is_empty() || scenario.name.contains(['/', '\\']) {
+        return Err(at(
+            find("name"),
+            format!(
+                "name {:?} must be non-empty and without slashes",
+                scenario.name
+            ),
+        ));
+    }
+    if scenario.hub.units == 0 {
+        return Err(at(find("units"), "units must be at least 1".into()));
+    }
+    let mut prefixes = HashSet::new();
+    for c in &scenario.cohorts {
+        let span = find(&format!("\"{}\"", c.name));
+        if c.count == 0 {
+            return Err(at(
+                span,
+                format!(
+                    "cohort '{}' has count 0; expected at least 1 device",
+                    c.name
+                ),
+            ));
+        }
+        if !prefixes.insert(c.id_prefix.as_str()) {
+            return Err(at(
+                span,
+                format!(
+                    "cohort '{}' reuses id_prefix '{}'; device ids must be unique",
+                    c.name, c.id_prefix
+                ),
+            ));
+        }
+        for (name, m) in &c.methods {
+            if m.error_rate.0 + m.no_response.0 > 1.0 {
+                return Err(at(
+                    span.clone(),
+                    format!(
+                        "cohort '{}' method '{name}': error_rate + no_response exceeds 1",
+                        c.name
+                    ),
+                ));
+            }
+        }
+        for d in c
+            .methods
+            .values()
+            .map(|m| &m.latency)
+            .chain([&c.twin.ack_latency])
+        {
+            check_dist(d).map_err(|m| at(span.clone(), format!("cohort '{}': {m}", c.name)))?;
+        }
+        if let Some(churn) = &c.churn {
+            if !(churn.disconnects_per_hour >= 0.0 && churn.disconnects_per_hour.is_finite()) {
+                return Err(at(
+                    span,
+                    format!(
+                        "cohort '{}': churn.disconnects_per_hour must be 0 or more",
+                        c.name
+                    ),
+                ));
+            }
+            check_dist(&churn.downtime)
+                .map_err(|m| at(span.clone(), format!("cohort '{}': {m}", c.name)))?;
+        }
+    }
+    let mut ids = HashSet::new();
+    for j in &scenario.jobs {
+        let ty = j.job_type.get_ref().as_str();
+        match (crate::hub::jobs::parse_job_type(ty), &j.method, &j.twin) {
+            (Some("scheduleDeviceMethod"), Some(m), None) => {
+                let rt = m.response_timeout.0.as_secs_f64();
+                if !(5.0..=300.0).contains(&rt) {
+                    return Err(at(Some(j.id.span()), format!("job '{}': response_timeout {} is outside 5s..300s", j.id.get_ref(), m.response_timeout)));
+                }
+                if m.connect_timeout.0.as_secs_f64() > 300.0 {
+                    return Err(at(Some(j.id.span()), format!("job '{}': connect_timeout {} is over 300s", j.id.get_ref(), m.connect_timeout)));
+                }
+            }
+            (Some("scheduleUpdateTwin"), None, Some(t)) if t.tags.is_some() || t.desired.is_some() => {}
+            (Some("scheduleDeviceMethod"), _, _) => {
+                return Err(at(Some(j.job_type.span()), format!("job '{}': a scheduleDeviceMethod job needs `method = {{ name = ... }}` and no `twin`", j.id.get_ref())))
+            }
+            (Some(_), _, _) => {
+                return Err(at(Some(j.job_type.span()), format!("job '{}': a scheduleUpdateTwin job needs `twin = {{ tags = ..., desired = ... }}` and no `method`", j.id.get_ref())))
+            }
+            (None, _, _) => {
+                return Err(at(Some(j.job_type.span()), format!("unknown job type '{ty}'; expected scheduleDeviceMethod or scheduleUpdateTwin")))
+            }
+        }
+        if let Err(e) = parse_condition(j.query.get_ref()) {
+            return Err(at(
+                Some(j.query.span()),
+                format!("job '{}': query does not parse: {e}", j.id.get_ref()),
+            ));
+        }
+        if j.times == Some(0) {
+            return Err(at(
+                Some(j.id.span()),
+                format!("job '{}': times must be at least 1", j.id.get_ref()),
+            ));
+        }
+        if j.times.unwrap_or(1) > 1 && j.every.is_none_or(|e| e.0.is_zero()) {
+            return Err(at(
+                Some(j.id.span()),
+                format!(
+                    "job '{}': times > 1 needs a non-zero `every`",
+                    j.id.get_ref()
+                ),
+            ));
+        }
+        for id in build::instance_ids(j) {
+            if let Err(e) = crate::hub::jobs::check_job_id(&id) {
+                return Err(at(Some(j.id.span()), e.message));
+            }
+            if !ids.insert(id.clone()) {
+                return Err(at(
+                    Some(j.id.span()),
+                    format!("two jobs have the id '{id}'; job ids must be unique"),
+                ));
+            }
+        }
+    }
+    Ok(scenario)
+}
+
+fn check_dist(d: &format::Dist) -> Result<(), String> {
+    use format::Dist;
+    match d {
+        Dist::Uniform { min, max } if min > max => {
+            Err(format!("uniform latency has min {min} above max {max}"))
+        }
+        Dist::Lognormal { median, p99 } if p99 <= median || median.0.is_zero() => Err(format!(
+            "lognormal latency needs 0 < median < p99 (median {median}, p99 {p99})"
+        )),
+        Dist::Pareto { scale, shape } if !(*shape > 0.0) || scale.0.is_zero() => Err(format!(
+            "pareto latency needs scale > 0 and shape > 0 (scale {scale}, shape {shape})"
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Where a run's results go by default: `results/<scenario>/<UTC timestamp>/`.
+pub fn default_out_dir(scenario: &Scenario, started: time::OffsetDateTime) -> PathBuf {
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        started.year(),
+        started.month() as u8,
+        started.day(),
+        started.hour(),
+        started.minute(),
+        started.second()
+    );
+    PathBuf::from("results").join(&scenario.name).join(stamp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "t"
+seed = 3
+duration = "10s"
+[[cohort]]
+name = "a"
+count = 10
+id_prefix = "a-"
+tags = { building = "43" }
+[cohort.methods.reboot]
+latency = { dist = "lognormal", median = "40ms", p99 = "400ms" }
+[[job]]
+id = "j"
+type = "scheduleDeviceMethod"
+start = "+1s"
+query = "tags.building = '43'"
+method = { name = "reboot", response_timeout = "5s" }
+every = "2s"
+times = 3
+"#;
+
+    #[test]
+    fn reads_a_good_scenario() {
+        let s = parse(GOOD, "good.toml").unwrap();
+        assert_eq!(s.cohorts[0].count, 10);
+        assert_eq!(s.jobs[0].start.0.as_secs(), 1);
+        assert_eq!(build::instance_ids(&s.jobs[0]), vec!["j-1", "j-2", "j-3"]);
+    }
+
+    fn error_of(text: &str) -> ScenarioError {
+        parse(text, "bad.toml").unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_file_line_and_value() {
+        let e = error_of(&GOOD.replace("duration = \"10s\"", "duration = \"10 parsecs\""));
+        assert_eq!((e.file.as_str(), e.line), ("bad.toml", 4));
+        assert!(
+            e.message.contains("unknown unit 'parsecs'"),
+            "{}",
+            e.message
+        );
+
+        let e = error_of(&GOOD.replace("count = 10", "count = -5"));
+        assert_eq!(e.line, 7);
+
+        let e = error_of(&GOOD.replace("seed = 3", "seed = 3\nsede = 4"));
+        assert!(e.message.contains("unknown field `sede`"), "{}", e.message);
+
+        let e = error_of(&GOOD.replace("id_prefix = \"a-\"", "id_prefix = \"a-\"\noffline = 1.5"));
+        assert!(
+            e.message.contains("share 1.5 is outside 0..1"),
+            "{}",
+            e.message
+        );
+
+        let e = error_of(&GOOD.replace("times = 3", "times = 3\n[[job]]\nid = \"j-2\"\ntype = \"scheduleDeviceMethod\"\nquery = \"*\"\nmethod = { name = \"x\" }"));
+        assert!(
+            e.message.contains("two jobs have the id 'j-2'"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.line, 21);
+    }
+}

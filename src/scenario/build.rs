@@ -1,0 +1,167 @@
+//! Turns a checked scenario into what a run needs: the registry of its devices (twins sharing
+//! their cohort's initial maps) and the job requests with their times.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::clock::{Clock, Micros};
+use crate::hub::jobs::{JobKind, JobRequest, MethodCall, TwinUpdate};
+use crate::hub::registry::Registry;
+use crate::hub::twin::{Object, Twin};
+use crate::scenario::format::{JobSpec, Scenario};
+
+/// A TOML table as a JSON object.
+pub fn json_object(table: &toml::Table) -> Object {
+    match serde_json::to_value(table) {
+        Ok(Value::Object(map)) => map,
+        _ => Object::new(),
+    }
+}
+
+/// The id of the `n`-th device of a cohort of `count`: the prefix and `n` zero-padded.
+pub fn device_id(prefix: &str, n: u64, count: u64) -> String {
+    let width = count.saturating_sub(1).max(1).to_string().len();
+    format!("{prefix}{n:0width$}")
+}
+
+/// The registry of a scenario's devices, in cohort order.
+pub fn registry(scenario: &Scenario, clock: Clock) -> Registry {
+    let mut registry = Registry::new(clock);
+    for c in &scenario.cohorts {
+        let tags = Arc::new(json_object(&c.tags));
+        let desired = Arc::new(json_object(&c.desired));
+        let reported = Arc::new(json_object(&c.reported));
+        for n in 0..c.count {
+            let twin = Twin::new(tags.clone(), desired.clone(), reported.clone());
+            // Validation guarantees unique prefixes; a clash would only skip the device.
+            let _ = registry.add(&device_id(&c.id_prefix, n, c.count), twin);
+        }
+    }
+    registry
+}
+
+/// The ids a job spec creates: its id, or `id-1` .. `id-N` when it repeats.
+pub fn instance_ids(job: &JobSpec) -> Vec<String> {
+    let times = job.times.unwrap_or(1);
+    let id = job.id.get_ref();
+    if times <= 1 && job.every.is_none() {
+        vec![id.clone()]
+    } else {
+        (1..=times.max(1)).map(|k| format!("{id}-{k}")).collect()
+    }
+}
+
+/// One job to create during a run.
+#[derive(Debug, Clone)]
+pub struct PlannedJob {
+    /// When the runner creates it (µs after the run starts).
+    pub create_at: Micros,
+    /// When it is to start (µs after the run starts).
+    pub start_at: Micros,
+    /// The request, without its start time (set at creation from `start_at`).
+    pub request: JobRequest,
+}
+
+/// Every job instance of a scenario, ordered by creation time. A repeated job's k-th instance
+/// is created when the (k-1)-th would start plus `every`, and starts `start` after that.
+pub fn planned_jobs(scenario: &Scenario) -> Vec<PlannedJob> {
+    let mut out = Vec::new();
+    for job in &scenario.jobs {
+        let kind = match (&job.method, &job.twin) {
+            (Some(m), _) => JobKind::Method(MethodCall {
+                name: m.name.as_str().into(),
+                payload: Arc::new(
+                    m.payload
+                        .as_ref()
+                        .and_then(|p| serde_json::to_value(p).ok())
+                        .unwrap_or(Value::Null),
+                ),
+                response_timeout_s: m.response_timeout.0.as_secs() as u32,
+                connect_timeout_s: m.connect_timeout.0.as_secs() as u32,
+            }),
+            (None, Some(t)) => JobKind::Twin(TwinUpdate {
+                tags: t.tags.as_ref().map(|x| Arc::new(json_object(x))),
+                desired: t.desired.as_ref().map(|x| Arc::new(json_object(x))),
+            }),
+            (None, None) => continue, // refused by validation
+        };
+        let every = job.every.map_or(0, |e| e.micros());
+        for (k, id) in instance_ids(job).into_iter().enumerate() {
+            let create_at = k as Micros * every;
+            out.push(PlannedJob {
+                create_at,
+                start_at: create_at + job.start.0.as_micros() as Micros,
+                request: JobRequest {
+                    job_id: id,
+                    kind: kind.clone(),
+                    query_condition: job.query.get_ref().clone(),
+                    start_time: None,
+                    max_execution_s: job.max_execution.0.as_secs(),
+                },
+            });
+        }
+    }
+    out.sort_by_key(|p| p.create_at);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_padded_to_the_cohort_width() {
+        assert_eq!(device_id("b43-", 7, 6000), "b43-0007");
+        assert_eq!(device_id("x", 0, 1), "x0");
+        assert_eq!(device_id("x", 9, 10), "x9");
+        assert_eq!(device_id("x", 10, 11), "x10");
+    }
+
+    #[test]
+    fn plans_repeated_jobs_in_time_order() {
+        let s = crate::scenario::parse(
+            r#"
+name = "p"
+duration = "1m"
+[[cohort]]
+name = "a"
+count = 3
+id_prefix = "a-"
+tags = { b = "1" }
+[[job]]
+id = "r"
+type = "scheduleDeviceMethod"
+start = "+2s"
+query = "*"
+method = { name = "m" }
+every = "10s"
+times = 2
+[[job]]
+id = "t"
+type = "scheduleUpdateTwin"
+start = "+5s"
+query = "*"
+twin = { desired = { fw = "2" } }
+"#,
+            "p.toml",
+        )
+        .unwrap();
+        let plan = planned_jobs(&s);
+        let got: Vec<_> = plan
+            .iter()
+            .map(|p| (p.request.job_id.as_str(), p.create_at, p.start_at))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("r-1", 0, 2_000_000),
+                ("t", 0, 5_000_000),
+                ("r-2", 10_000_000, 12_000_000)
+            ]
+        );
+        let reg = registry(&s, Clock::start());
+        assert_eq!(reg.len(), 3);
+        assert_eq!(reg.get(2).unwrap().id.as_ref(), "a-2");
+    }
+}

@@ -1,0 +1,386 @@
+//! The scenario file: TOML read with serde, every key checked (unknown keys are errors), and
+//! typed values (durations, shares, distributions) that refuse bad input where they are read,
+//! so that an error points at the line that holds it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::hub::throttle::Tier;
+
+/// A whole scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name: results go to `results/<name>/`.
+    pub name: String,
+    /// The seed every random draw derives from.
+    #[serde(default)]
+    pub seed: u64,
+    /// Hard limit for the whole run.
+    pub duration: Dur,
+    /// The hub.
+    #[serde(default)]
+    pub hub: HubSpec,
+    /// The fleet's cohorts.
+    #[serde(default, rename = "cohort")]
+    pub cohorts: Vec<Cohort>,
+    /// The jobs to schedule.
+    #[serde(default, rename = "job")]
+    pub jobs: Vec<JobSpec>,
+}
+
+/// `[hub]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSpec {
+    /// Tier: unlimited, F1, S1, S2, S3.
+    #[serde(default = "unlimited")]
+    pub tier: TierSpec,
+    /// Units of the tier.
+    #[serde(default = "one")]
+    pub units: u32,
+}
+
+impl Default for HubSpec {
+    fn default() -> Self {
+        HubSpec {
+            tier: unlimited(),
+            units: 1,
+        }
+    }
+}
+
+fn unlimited() -> TierSpec {
+    TierSpec(Tier::Unlimited)
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A tier read from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierSpec(pub Tier);
+
+impl<'de> Deserialize<'de> for TierSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(TierSpec).map_err(de::Error::custom)
+    }
+}
+
+/// `[[cohort]]`: a group of devices that behave alike.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cohort {
+    /// Name, for reports.
+    pub name: String,
+    /// How many devices.
+    pub count: u64,
+    /// Device ids are `<id_prefix><n>`, `n` zero-padded to the width of `count - 1`.
+    pub id_prefix: String,
+    /// Initial tags.
+    #[serde(default)]
+    pub tags: toml::Table,
+    /// Initial desired properties.
+    #[serde(default)]
+    pub desired: toml::Table,
+    /// Initial reported properties.
+    #[serde(default)]
+    pub reported: toml::Table,
+    /// Share of devices that never connect.
+    #[serde(default)]
+    pub offline: Share,
+    /// Disconnects and downtime of connected devices.
+    #[serde(default)]
+    pub churn: Option<Churn>,
+    /// Behaviour per method name; `default` answers the others.
+    #[serde(default)]
+    pub methods: BTreeMap<String, MethodBehaviour>,
+    /// Twin behaviour.
+    #[serde(default)]
+    pub twin: TwinBehaviour,
+}
+
+/// `churn = { disconnects_per_hour = 2, downtime = { dist = ..., ... } }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Churn {
+    /// Mean disconnects per connected device per hour (exponential gaps).
+    pub disconnects_per_hour: f64,
+    /// How long a device stays away.
+    pub downtime: Dist,
+}
+
+/// `[cohort.methods.<name>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodBehaviour {
+    /// Time from receiving the request to answering.
+    #[serde(default)]
+    pub latency: Dist,
+    /// Share of requests answered with `error_status`.
+    #[serde(default)]
+    pub error_rate: Share,
+    /// The status of an error answer.
+    #[serde(default = "default_error_status")]
+    pub error_status: i32,
+    /// Share of requests never answered.
+    #[serde(default)]
+    pub no_response: Share,
+    /// The status of a good answer.
+    #[serde(default = "default_ok_status")]
+    pub status: i32,
+}
+
+fn default_error_status() -> i32 {
+    500
+}
+
+fn default_ok_status() -> i32 {
+    200
+}
+
+impl Default for MethodBehaviour {
+    fn default() -> Self {
+        MethodBehaviour {
+            latency: Dist::default(),
+            error_rate: Share::default(),
+            error_status: default_error_status(),
+            no_response: Share::default(),
+            status: default_ok_status(),
+        }
+    }
+}
+
+/// `[cohort.twin]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwinBehaviour {
+    /// Time from a desired patch to the device's reported acknowledgement.
+    #[serde(default)]
+    pub ack_latency: Dist,
+    /// Share of desired patches the device never acknowledges.
+    #[serde(default)]
+    pub failure_rate: Share,
+}
+
+/// A latency distribution: `{ dist = "lognormal", median = "40ms", p99 = "400ms" }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "dist", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Dist {
+    /// Always `value`.
+    Fixed {
+        /// The latency.
+        value: Dur,
+    },
+    /// Uniform between `min` and `max`.
+    Uniform {
+        /// Lower bound.
+        min: Dur,
+        /// Upper bound.
+        max: Dur,
+    },
+    /// Normal, cut at zero.
+    Normal {
+        /// Mean.
+        mean: Dur,
+        /// Standard deviation.
+        stddev: Dur,
+    },
+    /// Log-normal given its median and 99th percentile.
+    Lognormal {
+        /// Median.
+        median: Dur,
+        /// 99th percentile (must exceed the median).
+        p99: Dur,
+    },
+    /// Exponential with the given mean.
+    Exponential {
+        /// Mean.
+        mean: Dur,
+    },
+    /// Pareto with scale (minimum) and shape.
+    Pareto {
+        /// Scale: the smallest value.
+        scale: Dur,
+        /// Shape (alpha), > 0.
+        shape: f64,
+    },
+}
+
+impl Default for Dist {
+    fn default() -> Self {
+        Dist::Fixed { value: Dur::ZERO }
+    }
+}
+
+/// `[[job]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Job id (suffixed `-1`, `-2`, ... when repeated).
+    pub id: Spanned<String>,
+    /// `scheduleDeviceMethod` or `scheduleUpdateTwin`.
+    #[serde(rename = "type")]
+    pub job_type: Spanned<String>,
+    /// When: `+2s` after the run starts (default `+0s`).
+    #[serde(default)]
+    pub start: Offset,
+    /// The queryCondition.
+    pub query: Spanned<String>,
+    /// For method jobs.
+    #[serde(default)]
+    pub method: Option<MethodSpec>,
+    /// For twin jobs.
+    #[serde(default)]
+    pub twin: Option<TwinSpec>,
+    /// maxExecutionTimeInSeconds.
+    #[serde(default = "default_max_execution")]
+    pub max_execution: Dur,
+    /// Repeat every this long.
+    #[serde(default)]
+    pub every: Option<Dur>,
+    /// How many times in all (default 1; with `every`, default 1 too).
+    #[serde(default)]
+    pub times: Option<u32>,
+}
+
+fn default_max_execution() -> Dur {
+    Dur(Duration::from_secs(3600))
+}
+
+/// `method = { name = "reboot", payload = {...}, response_timeout = "5s", connect_timeout = "0s" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodSpec {
+    /// Method name.
+    pub name: String,
+    /// Payload.
+    #[serde(default)]
+    pub payload: Option<toml::Value>,
+    /// responseTimeoutInSeconds (5 s to 300 s).
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout: Dur,
+    /// connectTimeoutInSeconds (0 s to 300 s).
+    #[serde(default)]
+    pub connect_timeout: Dur,
+}
+
+fn default_response_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+/// `twin = { tags = {...}, desired = {...} }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwinSpec {
+    /// Tags patch.
+    #[serde(default)]
+    pub tags: Option<toml::Table>,
+    /// Desired properties patch.
+    #[serde(default)]
+    pub desired: Option<toml::Table>,
+}
+
+/// A duration such as `250us`, `40ms`, `5s`, `2m`, `1h` (a bare `0` is zero).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    /// Zero.
+    pub const ZERO: Dur = Dur(Duration::ZERO);
+
+    /// Microseconds.
+    pub fn micros(self) -> u64 {
+        self.0.as_micros() as u64
+    }
+}
+
+/// Parses a duration with a unit.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim();
+    let value: f64 = num.parse().map_err(|_| {
+        format!("bad duration '{text}'; expected a number and a unit, such as 40ms, 5s, 2m, 1h")
+    })?;
+    let scale = match unit {
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
+                "bad duration '{text}': unknown unit '{unit}'; expected us, ms, s, m or h"
+            ))
+        }
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || secs > 1e9 {
+        return Err(format!("bad duration '{text}': too large"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Dur).map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// A start offset: `+2s` (or `2s`, or `now`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offset(pub Duration);
+
+impl<'de> Deserialize<'de> for Offset {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim() == "now" {
+            return Ok(Offset(Duration::ZERO));
+        }
+        parse_duration(s.trim().trim_start_matches('+'))
+            .map(Offset)
+            .map_err(|e| {
+                de::Error::custom(format!(
+                    "{e} (a start is an offset from the run's start, such as +2s)"
+                ))
+            })
+    }
+}
+
+/// A share between 0 and 1.
+#[derive(Debug, Clone, Copy, Default, PartialEq, PartialOrd)]
+pub struct Share(pub f64);
+
+impl<'de> Deserialize<'de> for Share {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        if (0.0..=1.0).contains(&v) {
+            Ok(Share(v))
+        } else {
+            Err(de::Error::custom(format!(
+                "share {v} is outside 0..1; write e.g. 0.02 for 2%"
+            )))
+        }
+    }
+}
