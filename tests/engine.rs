@@ -1,0 +1,495 @@
+//! Job lifecycle and statistics invariants of the job engine, on tokio's paused clock. The test
+//! plays the devices itself through the real in-process link: it reads what the hub sends and
+//! answers as a device would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use fleetsim::clock::Clock;
+use fleetsim::fleet::inproc::InProcLink;
+use fleetsim::hub::jobs::{JobKind, JobRequest, MethodCall, TwinUpdate};
+use fleetsim::hub::registry::Registry;
+use fleetsim::hub::throttle::{Limits, Tier};
+use fleetsim::hub::twin::Twin;
+use fleetsim::hub::{Engine, ErrorCode, Hub, HubView};
+use fleetsim::link::{FromDevice, ToDevice};
+
+struct Harness {
+    hub: Hub,
+    clock: Clock,
+    to_dev: mpsc::UnboundedReceiver<Vec<ToDevice>>,
+    from_dev: mpsc::UnboundedSender<Vec<FromDevice>>,
+    view: watch::Receiver<HubView>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+/// `n` devices `d0..`, even ones tagged building 43, odd ones 44; `online` of them connected.
+fn harness(n: u32, online: u32, limits: Limits) -> Harness {
+    let clock = Clock::start();
+    let mut registry = Registry::new(clock);
+    for i in 0..n {
+        let mut tags = Map::new();
+        tags.insert(
+            "building".into(),
+            json!(if i % 2 == 0 { "43" } else { "44" }),
+        );
+        registry
+            .add(
+                &format!("d{i}"),
+                Twin::new(Arc::new(tags), Default::default(), Default::default()),
+            )
+            .unwrap();
+    }
+    let (to_tx, to_dev) = mpsc::unbounded_channel();
+    let (from_dev, from_rx) = mpsc::unbounded_channel();
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (view_tx, view) = watch::channel(HubView::default());
+    let stop = CancellationToken::new();
+    let engine = Engine::new(clock, limits, registry, Box::new(InProcLink::new(to_tx)));
+    tokio::spawn(engine.run(cmd_rx, from_rx, view_tx, stop.clone()));
+    from_dev
+        .send(
+            (0..online)
+                .map(|device| FromDevice::Connected { device })
+                .collect(),
+        )
+        .unwrap();
+    Harness {
+        hub: Hub::new(cmd_tx),
+        clock,
+        to_dev,
+        from_dev,
+        view,
+        _stop: stop.drop_guard(),
+    }
+}
+
+fn method_job(
+    id: &str,
+    query: &str,
+    response_timeout_s: u32,
+    connect_timeout_s: u32,
+) -> JobRequest {
+    JobRequest {
+        job_id: id.into(),
+        kind: JobKind::Method(MethodCall {
+            name: "reboot".into(),
+            payload: Arc::new(json!({"delay": 0})),
+            response_timeout_s,
+            connect_timeout_s,
+        }),
+        query_condition: query.into(),
+        start_time: None,
+        max_execution_s: 3600,
+    }
+}
+
+fn stats(job: &Value) -> (u64, u64, u64, u64, u64) {
+    let s = &job["deviceJobStatistics"];
+    let n = |k: &str| s[k].as_u64().unwrap();
+    let t = (
+        n("deviceCount"),
+        n("succeededCount"),
+        n("failedCount"),
+        n("runningCount"),
+        n("pendingCount"),
+    );
+    assert_eq!(
+        t.0,
+        t.1 + t.2 + t.3 + t.4,
+        "the four counts add up to deviceCount: {s}"
+    );
+    t
+}
+
+/// Receives the next batch of method calls and answers each with `status`.
+async fn answer_methods(h: &mut Harness, status: i32) -> usize {
+    let batch = h.to_dev.recv().await.unwrap();
+    let now = h.clock.now_us();
+    let answers: Vec<_> = batch
+        .into_iter()
+        .filter_map(|m| match m {
+            ToDevice::Method { op, device, .. } => Some(FromDevice::MethodResponse {
+                op,
+                device,
+                status,
+                payload: Some(Box::new(json!({"rebooted": device}))),
+                delivered_us: Some(now),
+            }),
+            _ => None,
+        })
+        .collect();
+    let n = answers.len();
+    h.from_dev.send(answers).unwrap();
+    n
+}
+
+async fn wait_status(h: &Harness, id: &str, status: &str) -> Value {
+    for _ in 0..10_000 {
+        let job = h.hub.get_job(id).await.unwrap();
+        stats(&job);
+        if job["status"] == status {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("job {id} never reached {status}");
+}
+
+async fn records(h: &Harness, job: &str) -> Vec<Value> {
+    h.hub
+        .query(&format!(
+            "SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{job}'"
+        ))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn method_job_runs_to_completion_with_exact_statistics() {
+    let mut h = harness(10, 10, Limits::UNLIMITED);
+    let created = h
+        .hub
+        .create_job(method_job("j1", "tags.building = '43'", 30, 0))
+        .await
+        .unwrap();
+    assert_eq!(created["status"], "queued");
+    assert_eq!(answer_methods(&mut h, 200).await, 5);
+    let job = wait_status(&h, "j1", "completed").await;
+    assert_eq!(stats(&job), (5, 5, 0, 0, 0));
+    assert!(job["endTime"].is_string());
+    let recs = records(&h, "j1").await;
+    assert_eq!(recs.len(), 5);
+    for r in &recs {
+        assert_eq!(r["status"], "completed");
+        assert_eq!(r["outcome"]["deviceMethodResponse"]["status"], 200);
+        assert!(r["outcome"]["deviceMethodResponse"]["payload"]["rebooted"].is_number());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn device_error_status_fails_the_device_and_keeps_the_outcome() {
+    let mut h = harness(4, 4, Limits::UNLIMITED);
+    h.hub.create_job(method_job("j", "*", 30, 0)).await.unwrap();
+    answer_methods(&mut h, 500).await;
+    let job = wait_status(&h, "j", "completed").await;
+    assert_eq!(stats(&job), (4, 0, 4, 0, 0));
+    let recs = records(&h, "j").await;
+    assert_eq!(recs[0]["status"], "failed");
+    assert_eq!(recs[0]["outcome"]["deviceMethodResponse"]["status"], 500);
+    assert_eq!(recs[0]["error"]["code"], "DeviceMethodFailed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_devices_time_out_with_504101_at_the_response_timeout() {
+    let mut h = harness(3, 3, Limits::UNLIMITED);
+    h.hub.create_job(method_job("j", "*", 5, 0)).await.unwrap();
+    let sent = h.to_dev.recv().await.unwrap();
+    assert_eq!(sent.len(), 3);
+    let t0 = h.clock.now_us();
+    let job = wait_status(&h, "j", "running").await;
+    assert_eq!(stats(&job), (3, 0, 0, 3, 0));
+    let job = wait_status(&h, "j", "completed").await;
+    let waited = h.clock.now_us() - t0;
+    assert!(
+        (5_000_000..5_100_000).contains(&waited),
+        "timed out after {waited} µs"
+    );
+    assert_eq!(stats(&job), (3, 0, 3, 0, 0));
+    let recs = records(&h, "j").await;
+    assert_eq!(recs[0]["error"]["code"], "GatewayTimeout");
+    assert!(recs[0]["error"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("504101"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn offline_devices_wait_for_the_connect_timeout_then_fail_404103() {
+    // d0 online; d1 connects after 3 s; d2 never: connect timeout 10 s.
+    let mut h = harness(3, 1, Limits::UNLIMITED);
+    h.hub
+        .create_job(method_job("j", "*", 30, 10))
+        .await
+        .unwrap();
+    assert_eq!(answer_methods(&mut h, 200).await, 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let job = h.hub.get_job("j").await.unwrap();
+    assert_eq!(
+        stats(&job),
+        (3, 1, 0, 0, 2),
+        "parked devices count as pending"
+    );
+    h.from_dev
+        .send(vec![FromDevice::Connected { device: 1 }])
+        .unwrap();
+    assert_eq!(answer_methods(&mut h, 200).await, 1);
+    let job = wait_status(&h, "j", "completed").await;
+    assert_eq!(stats(&job), (3, 2, 1, 0, 0));
+    let recs = records(&h, "j").await;
+    let d2 = recs.iter().find(|r| r["deviceId"] == "d2").unwrap();
+    assert_eq!(d2["error"]["code"], "DeviceNotOnline");
+    let twin = h.hub.get_twin("d1").await.unwrap();
+    assert_eq!(twin["connectionState"], "Connected");
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_connect_timeout_fails_offline_devices_at_once() {
+    let mut h = harness(2, 1, Limits::UNLIMITED);
+    h.hub.create_job(method_job("j", "*", 30, 0)).await.unwrap();
+    answer_methods(&mut h, 200).await;
+    let job = wait_status(&h, "j", "completed").await;
+    assert_eq!(stats(&job), (2, 1, 1, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn future_start_is_scheduled_then_runs() {
+    let mut h = harness(2, 2, Limits::UNLIMITED);
+    let mut req = method_job("later", "*", 30, 0);
+    req.start_time = Some(h.clock.wall_at(h.clock.now_us() + 60_000_000));
+    let created = h.hub.create_job(req).await.unwrap();
+    assert_eq!(created["status"], "queued");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(h.hub.get_job("later").await.unwrap()["status"], "scheduled");
+    answer_methods(&mut h, 200).await;
+    assert!(
+        h.clock.now_us() >= 60_000_000,
+        "dispatched at its start time"
+    );
+    wait_status(&h, "later", "completed").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn duplicate_ids_and_unknown_jobs_are_refused() {
+    let h = harness(1, 1, Limits::UNLIMITED);
+    h.hub.create_job(method_job("j", "*", 30, 0)).await.unwrap();
+    let e = h
+        .hub
+        .create_job(method_job("j", "*", 30, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::JobAlreadyExists);
+    assert_eq!(
+        h.hub.get_job("nope").await.unwrap_err().code,
+        ErrorCode::JobNotFound
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_select_query_condition_fails_the_job() {
+    let h = harness(1, 1, Limits::UNLIMITED);
+    h.hub
+        .create_job(method_job("j", "SELECT * FROM devices", 30, 0))
+        .await
+        .unwrap();
+    let job = wait_status(&h, "j", "failed").await;
+    assert!(
+        job["failureReason"]
+            .as_str()
+            .unwrap()
+            .contains("WHERE part"),
+        "{job}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_ends_the_job_and_its_devices() {
+    let mut h = harness(4, 4, Limits::UNLIMITED);
+    h.hub.create_job(method_job("j", "*", 60, 0)).await.unwrap();
+    let _ = h.to_dev.recv().await.unwrap(); // devices stay silent
+    let job = h.hub.cancel_job("j").await.unwrap();
+    assert_eq!(job["status"], "cancelled");
+    assert_eq!(
+        stats(&job),
+        (4, 0, 4, 0, 0),
+        "cancelled devices count as failed"
+    );
+    let recs = records(&h, "j").await;
+    assert!(recs.iter().all(|r| r["status"] == "canceled"));
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(
+        stats(&h.hub.get_job("j").await.unwrap()),
+        (4, 0, 4, 0, 0),
+        "nothing moves after cancel"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn s1_paces_device_operations_and_max_execution_fails_the_rest() {
+    // S1: 10 device operations per second; 100 devices; 5 s to run.
+    let mut h = harness(
+        100,
+        100,
+        Limits {
+            tier: Tier::S1,
+            units: 2,
+        },
+    );
+    let mut req = method_job("slow", "*", 30, 0);
+    req.max_execution_s = 5;
+    h.hub.create_job(req).await.unwrap();
+    let mut dispatched = 0;
+    let t0 = h.clock.now_us();
+    while h.clock.now_us() - t0 < 5_000_000 {
+        tokio::select! {
+            n = answer_methods(&mut h, 200) => dispatched += n,
+            _ = tokio::time::sleep(Duration::from_millis(5_100)) => break,
+        }
+    }
+    let job = wait_status(&h, "slow", "failed").await;
+    let (count, ok, failed, _, _) = stats(&job);
+    assert_eq!(count, 100);
+    assert!(
+        (49..=52).contains(&dispatched),
+        "10/s for 5 s dispatched {dispatched}"
+    );
+    assert_eq!((ok, failed), (dispatched as u64, 100 - dispatched as u64));
+    assert!(job["failureReason"]
+        .as_str()
+        .unwrap()
+        .contains("maxExecutionTimeInSeconds"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn s1_allows_one_active_job() {
+    let h = harness(
+        2,
+        2,
+        Limits {
+            tier: Tier::S1,
+            units: 1,
+        },
+    );
+    h.hub.create_job(method_job("a", "*", 30, 0)).await.unwrap();
+    let e = h
+        .hub
+        .create_job(method_job("b", "*", 30, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ThrottlingMaxActiveJobCountExceeded);
+    assert_eq!(e.code.number(), 429004);
+}
+
+#[tokio::test(start_paused = true)]
+async fn twin_job_updates_twins_and_notifies_devices_when_they_connect() {
+    let mut h = harness(2, 1, Limits::UNLIMITED);
+    let desired: Map<String, Value> = [("firmware".to_owned(), json!("1.4.2"))]
+        .into_iter()
+        .collect();
+    let tags: Map<String, Value> = [("ring".to_owned(), json!("canary"))].into_iter().collect();
+    let req = JobRequest {
+        job_id: "fw".into(),
+        kind: JobKind::Twin(TwinUpdate {
+            tags: Some(Arc::new(tags)),
+            desired: Some(Arc::new(desired)),
+        }),
+        query_condition: "*".into(),
+        start_time: None,
+        max_execution_s: 60,
+    };
+    h.hub.create_job(req).await.unwrap();
+    let job = wait_status(&h, "fw", "completed").await;
+    assert_eq!(
+        stats(&job),
+        (2, 2, 0, 0, 0),
+        "twin updates succeed online or not"
+    );
+    let batch = h.to_dev.recv().await.unwrap();
+    assert!(
+        matches!(
+            &batch[..],
+            [ToDevice::Desired {
+                device: 0,
+                version: 2,
+                ..
+            }]
+        ),
+        "{batch:?}"
+    );
+    let twin = h.hub.get_twin("d1").await.unwrap();
+    assert_eq!(twin["tags"]["ring"], "canary");
+    assert_eq!(twin["properties"]["desired"]["firmware"], "1.4.2");
+    assert_eq!(twin["version"], 3);
+    // d1 connects later and gets the patch then.
+    h.from_dev
+        .send(vec![FromDevice::Connected { device: 1 }])
+        .unwrap();
+    let batch = h.to_dev.recv().await.unwrap();
+    assert!(
+        matches!(&batch[..], [ToDevice::Desired { device: 1, .. }]),
+        "{batch:?}"
+    );
+    let rows = h
+        .hub
+        .query("SELECT * FROM devices WHERE tags.ring = 'canary'")
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn direct_methods_answer_or_fail_as_iot_hub_does() {
+    let mut h = harness(2, 1, Limits::UNLIMITED);
+    let call = |timeout| MethodCall {
+        name: "ping".into(),
+        payload: Arc::new(Value::Null),
+        response_timeout_s: timeout,
+        connect_timeout_s: 0,
+    };
+    let hub = h.hub.clone();
+    let pending = tokio::spawn(async move { hub.invoke_method("d0", call(5)).await });
+    answer_methods(&mut h, 201).await;
+    let (status, payload) = pending.await.unwrap().unwrap();
+    assert_eq!((status, payload["rebooted"].as_u64()), (201, Some(0)));
+    let e = h.hub.invoke_method("d1", call(5)).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::DeviceNotOnline);
+    let e = h.hub.invoke_method("zz", call(5)).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::DeviceNotFound);
+    let e = h.hub.invoke_method("d0", call(5)).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::GatewayTimeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn statistics_add_up_at_every_moment() {
+    let mut h = harness(
+        200,
+        150,
+        Limits {
+            tier: Tier::S3,
+            units: 1,
+        },
+    );
+    h.hub.create_job(method_job("j", "*", 5, 2)).await.unwrap();
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            Some(batch) = h.to_dev.recv() => {
+                // Answer every other call; the rest time out.
+                let answers: Vec<_> = batch.into_iter().filter_map(|m| match m {
+                    ToDevice::Method { op, device, .. } if device % 2 == 0 => Some(FromDevice::MethodResponse {
+                        op, device, status: 200, payload: None, delivered_us: None }),
+                    _ => None,
+                }).collect();
+                h.from_dev.send(answers).unwrap();
+            }
+            _ = h.view.changed() => {
+                let view = h.view.borrow_and_update().clone();
+                for j in &view.jobs {
+                    let s = j.stats;
+                    assert_eq!(s.device_count, s.failed_count + s.succeeded_count + s.running_count + s.pending_count);
+                    seen += 1;
+                }
+                if view.all_jobs_done() && !view.jobs.is_empty() {
+                    let s = view.jobs[0].stats;
+                    assert_eq!((s.device_count, s.succeeded_count, s.failed_count), (200, 75, 125));
+                    break;
+                }
+            }
+        }
+    }
+    assert!(seen > 20, "observed the statistics {seen} times");
+}
