@@ -69,6 +69,194 @@ impl HistogramStats {
     }
 }
 
+/// Number of bins of a run histogram: HdrHistogram's `distinct_values()` for 1 µs to 1 h at 3
+/// significant digits (22 buckets + 1, times 1024 half sub-buckets).
+pub const BINS: usize = 23_552;
+/// log2 of half the sub-bucket count (2048 sub-buckets for 3 significant digits).
+const HALF_MAG: u32 = 10;
+/// `64 - unit magnitude (0) - HALF_MAG - 1`, as HdrHistogram computes it.
+const LZ_BASE: u32 = 53;
+/// Values below this fall in bucket 0.
+const SUB_BUCKET_MASK: u64 = 2047;
+
+/// The bin of `v` (`v <= MAX_US`): exactly HdrHistogram's counts index for the run's bounds, so
+/// counts kept in [`Bins`] move into a `Histogram` without loss.
+#[inline]
+pub fn bin_index(v: u64) -> usize {
+    let bucket = LZ_BASE - (v | SUB_BUCKET_MASK).leading_zeros();
+    let sub = (v >> bucket) as usize;
+    ((bucket as usize + 1) << HALF_MAG) + sub - (1 << HALF_MAG)
+}
+
+/// Bucket of bin `i` (the log2 of its width).
+fn bin_bucket(i: usize) -> u32 {
+    ((i >> HALF_MAG) as u32).saturating_sub(1)
+}
+
+/// Lowest value of bin `i` (HdrHistogram's `lowest_equivalent`).
+pub fn bin_low(i: usize) -> u64 {
+    let bucket = bin_bucket(i);
+    let mut sub = (i as u64 & ((1 << HALF_MAG) - 1)) + (1 << HALF_MAG);
+    if i >> HALF_MAG == 0 {
+        sub -= 1 << HALF_MAG;
+    }
+    sub << bucket
+}
+
+/// Highest value of bin `i` (HdrHistogram's `highest_equivalent`).
+pub fn bin_high(i: usize) -> u64 {
+    bin_low(i) + (1u64 << bin_bucket(i)) - 1
+}
+
+/// Middle value of bin `i` (HdrHistogram's `median_equivalent`, which its mean uses).
+fn bin_median(i: usize) -> u64 {
+    bin_low(i) + ((1u64 << bin_bucket(i)) >> 1)
+}
+
+/// Plain counts per bin, for the hot path: recording is one increment, with none of
+/// `Histogram::record`'s bookkeeping. Moved into a `Histogram` with [`Bins::add_to`].
+#[derive(Clone)]
+pub struct Bins {
+    counts: Box<[u64]>,
+    total: u64,
+}
+
+impl Default for Bins {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Bins {
+    /// All bins at zero.
+    pub fn new() -> Bins {
+        Bins {
+            counts: vec![0; BINS].into_boxed_slice(),
+            total: 0,
+        }
+    }
+
+    /// Counts one sample in bin `i` (from [`bin_index`]).
+    #[inline]
+    pub fn record_bin(&mut self, i: usize) {
+        self.counts[i] += 1;
+        self.total += 1;
+    }
+
+    /// Samples counted.
+    pub fn len(&self) -> u64 {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Bins) {
+        if other.total == 0 {
+            return;
+        }
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += *b;
+        }
+        self.total += other.total;
+    }
+
+    /// Sets every bin to zero.
+    pub fn clear(&mut self) {
+        if self.total != 0 {
+            self.counts.fill(0);
+            self.total = 0;
+        }
+    }
+
+    /// Adds these counts to `h` (a histogram from [`new_histogram`]).
+    pub fn add_to(&self, h: &mut Histogram<u64>) {
+        if self.total == 0 {
+            return;
+        }
+        for (i, &c) in self.counts.iter().enumerate() {
+            if c != 0 {
+                h.record_n(bin_low(i), c)
+                    .expect("a bin's value lies within the histogram's bounds");
+            }
+        }
+    }
+
+    /// A histogram of these counts.
+    pub fn to_histogram(&self) -> Histogram<u64> {
+        let mut h = new_histogram();
+        self.add_to(&mut h);
+        h
+    }
+}
+
+/// Statistics of the sum of `parts` (e.g. a job's closed seconds and its open one), computed
+/// straight from the bins: equal to [`HistogramStats::of`] the summed histogram, without building
+/// it.
+pub fn stats_of_bins(parts: &[&Bins], outliers: u64) -> HistogramStats {
+    let total: u64 = parts.iter().map(|b| b.total).sum();
+    if total == 0 {
+        return HistogramStats {
+            outliers,
+            ..HistogramStats::default()
+        };
+    }
+    let count = |i: usize| parts.iter().map(|b| b.counts[i]).sum::<u64>();
+    let quantiles = [0.5, 0.9, 0.99, 0.999, 0.9999];
+    let targets = quantiles.map(|q: f64| ((q * total as f64).ceil() as u64).max(1));
+    let mut q = [0u64; 5];
+    let mut next_q = 0;
+    let (mut first, mut last) = (None, 0);
+    let mut running = 0u64;
+    let mut mean = 0.0_f64;
+    for i in 0..BINS {
+        let c = count(i);
+        if c == 0 {
+            continue;
+        }
+        first.get_or_insert(i);
+        last = i;
+        running += c;
+        mean += bin_median(i) as f64 * c as f64 / total as f64;
+        while next_q < q.len() && running >= targets[next_q] {
+            q[next_q] = bin_high(i).min(MAX_US);
+            next_q += 1;
+        }
+    }
+    HistogramStats {
+        count: total,
+        min_us: bin_low(first.unwrap_or(0)).min(MAX_US),
+        mean_us: mean,
+        p50_us: q[0],
+        p90_us: q[1],
+        p99_us: q[2],
+        p999_us: q[3],
+        p9999_us: q[4],
+        max_us: bin_high(last).min(MAX_US),
+        outliers,
+    }
+}
+
+/// [`coarse_counts`] of the sum of `parts`.
+pub fn coarse_counts_of_bins(parts: &[&Bins]) -> [u64; COARSE_BOUNDS_US.len()] {
+    let mut out = [0u64; COARSE_BOUNDS_US.len()];
+    let mut bucket = 0;
+    for i in 0..BINS {
+        let c: u64 = parts.iter().map(|b| b.counts[i]).sum();
+        if c == 0 {
+            continue;
+        }
+        let low = bin_low(i);
+        while bucket + 1 < out.len() && low > COARSE_BOUNDS_US[bucket] {
+            bucket += 1;
+        }
+        out[bucket] += c;
+    }
+    out
+}
+
 /// Upper bounds (inclusive, µs) of the coarse buckets offered for a bar chart; the last bucket
 /// ends at [`MAX_US`] and so holds the outliers too.
 pub const COARSE_BOUNDS_US: [u64; 19] = [
@@ -155,6 +343,66 @@ pub fn percentile_distribution(h: &Histogram<u64>, scale: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bins_match_hdrhistogram_indexing() {
+        let h = new_histogram();
+        assert_eq!(h.distinct_values(), BINS);
+        assert_eq!(bin_index(MAX_US), BINS - 332, "MAX_US's bin");
+        for i in 0..BINS {
+            let low = bin_low(i);
+            assert_eq!(bin_index(low), i, "bin {i}");
+            assert_eq!(h.lowest_equivalent(low), low, "bin {i}");
+            assert_eq!(h.highest_equivalent(low), bin_high(i), "bin {i}");
+            assert_eq!(h.median_equivalent(low), bin_median(i), "bin {i}");
+            if low > MAX_US {
+                break;
+            }
+        }
+        let mut x: u64 = 12345;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = (x % (MAX_US + 1)) >> (x % 30);
+            assert_eq!(bin_low(bin_index(v)), h.lowest_equivalent(v), "value {v}");
+        }
+    }
+
+    #[test]
+    fn stats_of_bins_equal_stats_of_the_histogram() {
+        let mut x: u64 = 777;
+        let mut a = Bins::new();
+        let mut b = Bins::new();
+        let mut h = new_histogram();
+        for n in 0..50_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = match x % 50 {
+                0 => MAX_US,
+                1 => 0,
+                2..=5 => x % 100_000_000,
+                _ => x % 20_000,
+            };
+            h.record(v).unwrap();
+            if n % 3 == 0 { &mut a } else { &mut b }.record_bin(bin_index(v));
+            if n % 9_999 == 0 {
+                let direct = HistogramStats::of(&h, 4);
+                assert_eq!(stats_of_bins(&[&a, &b], 4), direct, "after {n}");
+                assert_eq!(coarse_counts_of_bins(&[&a, &b]), coarse_counts(&h));
+            }
+        }
+        let mut sum = a.clone();
+        sum.add(&b);
+        assert!(
+            sum.to_histogram() == h,
+            "bins move into a histogram exactly"
+        );
+        assert_eq!(sum.len(), 50_000);
+        sum.clear();
+        assert!(sum.is_empty() && sum.to_histogram().is_empty());
+    }
 
     #[test]
     fn stats_of_known_samples() {

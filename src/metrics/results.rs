@@ -219,7 +219,7 @@ pub fn write(
     write_atomic(&path, &json)?;
 
     for m in Measure::ALL {
-        let text = percentile_distribution(recorder.histogram(None, m), HGRM_SCALE);
+        let text = percentile_distribution(&recorder.histogram(None, m), HGRM_SCALE);
         write_atomic(&dir.join(format!("{}.hgrm", m.name())), text.as_bytes())?;
     }
 

@@ -253,7 +253,7 @@ fn interval_log_adds_up_to_the_recorded_samples() {
         let from_log = &logged[&tag_for(None, m)];
         assert_eq!(from_log.len(), 2000);
         assert!(*from_log == all, "{m}: log differs from the samples");
-        assert!(*run.recorder.histogram(None, m) == all);
+        assert!(run.recorder.histogram(None, m) == all);
         let a: Vec<_> = from_log
             .iter_recorded()
             .map(|v| (v.value_iterated_to(), v.count_at_value()))
