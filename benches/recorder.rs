@@ -61,17 +61,20 @@ fn run(name: &str, round: u32, values: &[u64]) {
         }
         let elapsed = start.elapsed();
         let cpu_ns = thread_cpu_ns() - cpu_start;
+        let snap_start = Instant::now();
         let snap = black_box(r.snapshot(now_us));
+        let snap_us = snap_start.elapsed().as_secs_f64() * 1e6;
         assert_eq!(
             snap.overall.iter().map(|m| m.stats.count).sum::<u64>(),
             EVENTS
         );
         println!(
-            "{name:>9} round {round}: {EVENTS} events: {:.2} ns/event CPU ({:.2} ns/event wall, {:.3} s; {} seconds closed)",
+            "{name:>9} round {round}: {EVENTS} events: {:.2} ns/event CPU ({:.2} ns/event wall, {:.3} s; {} seconds closed; snapshot {:.0} µs wall)",
             cpu_ns as f64 / EVENTS as f64,
             elapsed.as_nanos() as f64 / EVENTS as f64,
             elapsed.as_secs_f64(),
-            r.closed_rows().len()
+            r.closed_rows().len(),
+            snap_us
         );
     }
 }

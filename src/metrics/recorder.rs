@@ -436,6 +436,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn recorder_and_snapshot_can_move_across_tasks() {
+        fn send<T: Send + 'static>() {}
+        send::<Recorder>();
+        send::<crate::metrics::MetricsSnapshot>();
+    }
+
+    #[test]
     fn clamps_and_counts_outliers() {
         let mut r = Recorder::new();
         let a = r.add_job("a");
