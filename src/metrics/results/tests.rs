@@ -193,7 +193,7 @@ fn results_dir_has_every_file_and_consistent_counts() {
             .parse()
             .unwrap();
         assert_eq!(total, overall.count, "{footer}");
-        let last_row = hgrm.lines().filter(|l| !l.starts_with('#')).last().unwrap();
+        let last_row = hgrm.lines().rfind(|l| !l.starts_with('#')).unwrap();
         let fields: Vec<&str> = last_row.split_whitespace().collect();
         assert_eq!(
             fields.len(),
