@@ -45,3 +45,4 @@ impl Fleet {
         self.devices.iter().filter(|d| d.offline).count()
     }
 }
+

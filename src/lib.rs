@@ -6,7 +6,8 @@
 //! - [`query`]: the IoT Hub query language (parser, evaluator, index plans).
 //! - [`link`]: the messages between hub and devices, and the hub's side of a transport.
 //! - [`fleet`]: virtual devices (data, not tasks), behaviour models, the in-process transport.
-//! - [`metrics`]: HDR histograms, throughput, snapshots and the result files.
+//! - [`metrics`]: HDR latency histograms, per-second time series, live snapshots and the run's
+//!   result files (summary.json, .hgrm, .hlog, timeseries.csv).
 //! - [`report`]: plain data a run reports (`RunReport`, `JobReport`, `DeviceJobStatistics`).
 //! - [`clock`]: the one source of time (monotonic instant + the wall-clock time it maps to).
 //! - [`cli`]: the command line.

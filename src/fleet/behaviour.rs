@@ -197,12 +197,12 @@ pub enum Salt {
 }
 
 /// The generator for one event of one device.
+///
+/// Each part goes through the mixer on its own, so no two (seed, device) pairs share a stream
+/// (a plain `seed ^ device` would give seed 12's device 1 the draws of seed 13's device 0).
 pub fn rng_for(seed: u64, device: u32, salt: Salt, counter: u32) -> SmallRng {
-    let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
-    for part in [device as u64, salt as u64, counter as u64] {
-        x = splitmix(x ^ part);
-    }
-    SmallRng::seed_from_u64(x)
+    let x = splitmix(splitmix(seed) ^ device as u64);
+    SmallRng::seed_from_u64(splitmix(x ^ ((salt as u64) << 32 | counter as u64)))
 }
 
 fn splitmix(mut z: u64) -> u64 {

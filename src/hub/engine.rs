@@ -127,9 +127,9 @@ impl Engine {
         let mut next_view = 0;
         loop {
             let now = self.clock.now_us();
+            self.recorder.tick(now);
             let busy = self.step(now);
             self.link.flush();
-            self.recorder.tick(now);
             if now >= next_view {
                 view.send_replace(self.view(now));
                 next_view = now + VIEW_EVERY_US;
@@ -547,6 +547,7 @@ impl Engine {
 
     fn on_device_batch(&mut self, batch: Vec<FromDevice>) {
         let now = self.clock.now_us();
+        self.recorder.tick(now);
         for msg in batch {
             self.on_device(msg, now);
         }

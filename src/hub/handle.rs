@@ -183,7 +183,7 @@ pub struct JobView {
 }
 
 /// What the engine publishes every 100 ms: an owned snapshot, never a reference into it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HubView {
     /// Clock reading of the snapshot.
     pub now_us: Micros,
@@ -195,6 +195,18 @@ pub struct HubView {
     pub jobs: Vec<JobView>,
     /// Histograms and throughput.
     pub metrics: MetricsSnapshot,
+}
+
+impl Default for HubView {
+    fn default() -> Self {
+        HubView {
+            now_us: 0,
+            devices: 0,
+            connected: 0,
+            jobs: Vec::new(),
+            metrics: crate::metrics::Recorder::new().snapshot(0),
+        }
+    }
 }
 
 impl HubView {

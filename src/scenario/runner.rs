@@ -13,7 +13,7 @@ use crate::fleet::inproc::{InProcFleet, InProcLink};
 use crate::fleet::Fleet;
 use crate::hub::throttle::Limits;
 use crate::hub::{Engine, Hub, HubView};
-use crate::metrics;
+use crate::metrics::{self, Measure, MetricsSnapshot};
 use crate::report::RunReport;
 use crate::scenario::{build, default_out_dir, Scenario};
 
@@ -46,6 +46,8 @@ pub struct RunOutcome {
     pub report: RunReport,
     /// Jobs the hub refused to create, with the reason.
     pub refused: Vec<(String, String)>,
+    /// The final metrics.
+    pub summary: MetricsSnapshot,
 }
 
 /// Why the run stopped.
@@ -161,26 +163,36 @@ pub async fn run(
         dir,
         report,
         refused,
+        summary: output.recorder.snapshot(end),
     })
 }
 
-/// The one-line progress summary.
+/// The one-line progress summary: jobs, operations, the current rate and delivery p99 so far.
 pub fn progress_line(view: &HubView, planned: usize) -> String {
     let done = view.jobs.iter().filter(|j| j.status.is_terminal()).count();
-    let (mut ops_done, mut ops_total, mut ops_per_s) = (0, 0, 0.0);
+    let (mut ops_done, mut ops_total) = (0, 0);
     for j in &view.jobs {
         ops_done += j.stats.succeeded_count + j.stats.failed_count;
         ops_total += j.stats.device_count;
-        if !j.status.is_terminal() {
-            ops_per_s += j.ops_per_s;
-        }
     }
+    let m = &view.metrics;
+    let rate = m.recent.last().map_or(m.current.ops_per_s, |r| r.ops_per_s);
     format!(
-        "[{:>6.1}s] jobs {done}/{planned} done | ops {ops_done}/{ops_total} | {ops_per_s:.0} ops/s | devices {}/{} connected",
+        "[{:>6.1}s] jobs {done}/{planned} done | ops {ops_done}/{ops_total} | {rate:.0} ops/s | delivery p99 {} | {}/{} connected",
         view.now_us as f64 / 1e6,
+        fmt_us(m.measure(Measure::Delivery).stats.p99_us),
         view.connected,
         view.devices,
     )
+}
+
+/// A latency for people: µs, ms or s.
+pub fn fmt_us(us: u64) -> String {
+    match us {
+        0..=999 => format!("{us}µs"),
+        1_000..=999_999 => format!("{:.1}ms", us as f64 / 1e3),
+        _ => format!("{:.2}s", us as f64 / 1e6),
+    }
 }
 
 /// The final table printed after a run.
@@ -215,6 +227,31 @@ pub fn final_table(outcome: &RunOutcome) -> String {
             j.ops_per_s
         );
     }
+    let _ = writeln!(
+        s,
+        "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "latency", "count", "p50", "p90", "p99", "p99.9", "max"
+    );
+    for m in Measure::ALL {
+        let h = &outcome.summary.measure(m).stats;
+        let _ = writeln!(
+            s,
+            "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            m.name(),
+            h.count,
+            fmt_us(h.p50_us),
+            fmt_us(h.p90_us),
+            fmt_us(h.p99_us),
+            fmt_us(h.p999_us),
+            fmt_us(h.max_us)
+        );
+    }
+    let t = &outcome.summary.totals;
+    let _ = writeln!(
+        s,
+        "throughput: {} ops, {:.0} ops/s mean, {:.0} ops/s peak",
+        t.ops_done, t.ops_per_s_mean, t.ops_per_s_peak
+    );
     for (id, why) in &outcome.refused {
         let _ = writeln!(s, "{id:<24} refused: {why}");
     }

@@ -1,0 +1,362 @@
+//! A run's result directory, each file written atomically (temp file + rename):
+//!
+//! - `summary.json`: the [`RunReport`] fields, then histogram statistics overall and per job and
+//!   the throughput ([`Summary`]; schema in `schema/summary.schema.json`).
+//! - `<measure>.hgrm` per measure (overall): HdrHistogram's percentile distribution text, values
+//!   in milliseconds.
+//! - `histograms.hlog`: HdrHistogram interval log, one-second intervals (the last one possibly
+//!   partial), V2 deflate histograms in µs, tagged `<measure>` (overall) and
+//!   `job/<jobId>/<measure>` (per job, the id escaped by [`escape_tag`]). Empty histograms are
+//!   not written. Adding up every interval of a tag gives back the run's histogram exactly
+//!   ([`read_interval_log`]).
+//! - `timeseries.csv`: `second,ops_done,ops_per_s,in_flight,failures`, one row per second
+//!   ([`Recorder::timeseries`]).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use hdrhistogram::serialization::interval_log::{
+    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry,
+};
+use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use super::histogram::{percentile_distribution, HistogramStats};
+pub use super::recorder::escape_tag;
+use super::{JobSlot, Measure, Recorder, US_PER_S};
+use crate::report::RunReport;
+
+/// Version of the `summary.json` layout; bumped on any incompatible change.
+pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
+/// `.hgrm` values are µs divided by this: milliseconds.
+pub const HGRM_SCALE: f64 = 1000.0;
+
+/// Errors writing or reading result files. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot encode {}: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot encode the interval log {}: {message}", path.display())]
+    Encode { path: PathBuf, message: String },
+    #[error("{}: not an interval log: cannot parse the line at byte {offset}", path.display())]
+    LogParse { path: PathBuf, offset: usize },
+    #[error("{}: interval {index} (tag {tag:?}): {message}", path.display())]
+    BadInterval {
+        path: PathBuf,
+        index: usize,
+        tag: String,
+        message: String,
+    },
+}
+
+/// The statistics of the four measures, keyed by measure name in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MeasureStats {
+    pub engine_lag: HistogramStats,
+    pub delivery: HistogramStats,
+    pub round_trip: HistogramStats,
+    pub completion: HistogramStats,
+}
+
+impl MeasureStats {
+    fn from_fn(mut f: impl FnMut(Measure) -> HistogramStats) -> Self {
+        MeasureStats {
+            engine_lag: f(Measure::EngineLag),
+            delivery: f(Measure::Delivery),
+            round_trip: f(Measure::RoundTrip),
+            completion: f(Measure::Completion),
+        }
+    }
+
+    /// The statistics of `m`.
+    pub fn get(&self, m: Measure) -> &HistogramStats {
+        match m {
+            Measure::EngineLag => &self.engine_lag,
+            Measure::Delivery => &self.delivery,
+            Measure::RoundTrip => &self.round_trip,
+            Measure::Completion => &self.completion,
+        }
+    }
+}
+
+/// Run-wide throughput in `summary.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Operations that reached a terminal state.
+    pub ops_total: u64,
+    /// Of those, the ones that failed.
+    pub failures_total: u64,
+    /// Operations dispatched.
+    pub ops_dispatched: u64,
+    /// Dispatched and not done when the results were written.
+    pub in_flight: u64,
+    /// `ops_total` over the elapsed time.
+    pub ops_per_s_mean: f64,
+    /// Most operations done in one whole second (the mean for a run shorter than one second).
+    pub ops_per_s_peak: f64,
+}
+
+/// The content of `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// [`SUMMARY_SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The run report's fields, at the top level, unchanged.
+    #[serde(flatten)]
+    pub run: RunReport,
+    /// Seconds from the run's start to when the results were written.
+    pub elapsed_s: f64,
+    /// Overall, all jobs.
+    pub histograms: MeasureStats,
+    /// Per job id.
+    pub job_histograms: BTreeMap<String, MeasureStats>,
+    pub throughput: Throughput,
+}
+
+impl Summary {
+    /// The summary of `recorder` at `now_us`, with `report`'s fields.
+    pub fn new(report: &RunReport, recorder: &Recorder, now_us: u64) -> Summary {
+        Summary {
+            schema_version: SUMMARY_SCHEMA_VERSION,
+            run: report.clone(),
+            elapsed_s: now_us as f64 / US_PER_S as f64,
+            histograms: MeasureStats::from_fn(|m| recorder.stats(None, m)),
+            job_histograms: recorder
+                .jobs()
+                .map(|(slot, id)| {
+                    let stats = MeasureStats::from_fn(|m| recorder.stats(Some(slot), m));
+                    (id.to_owned(), stats)
+                })
+                .collect(),
+            throughput: Throughput {
+                ops_total: recorder.done,
+                failures_total: recorder.failed,
+                ops_dispatched: recorder.dispatched,
+                in_flight: recorder.in_flight,
+                ops_per_s_mean: recorder.ops_per_s_mean(now_us),
+                ops_per_s_peak: recorder.ops_per_s_peak(now_us),
+            },
+        }
+    }
+}
+
+/// The `.hlog` tag of `measure` for one job (`None`: overall).
+pub fn tag_for(job_id: Option<&str>, measure: Measure) -> String {
+    match job_id {
+        None => measure.name().to_owned(),
+        Some(id) => format!("job/{}/{}", escape_tag(id), measure.name()),
+    }
+}
+
+/// Splits a tag written by [`write`] into the (unescaped) job id, `None` for overall, and the
+/// measure. `None` for a tag this module does not write.
+pub fn parse_tag(tag: &str) -> Option<(Option<String>, Measure)> {
+    match tag.strip_prefix("job/") {
+        None => Measure::from_name(tag).map(|m| (None, m)),
+        Some(rest) => {
+            let (id, measure) = rest.rsplit_once('/')?;
+            Some((Some(unescape_tag(id)?), Measure::from_name(measure)?))
+        }
+    }
+}
+
+fn unescape_tag(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Writes the run's result directory `dir` (created if missing): `summary.json`, one `.hgrm`
+/// per measure, `histograms.hlog`, `timeseries.csv`, each atomically. `now_us` is the time the
+/// results describe (the end of the run, or of the part of it that ran).
+pub fn write(
+    dir: &Path,
+    report: &RunReport,
+    recorder: &Recorder,
+    now_us: u64,
+) -> Result<(), ResultsError> {
+    fs::create_dir_all(dir).map_err(|source| ResultsError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
+
+    let path = dir.join("summary.json");
+    let summary = Summary::new(report, recorder, now_us);
+    let mut json = serde_json::to_vec_pretty(&summary).map_err(|source| ResultsError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    json.push(b'\n');
+    write_atomic(&path, &json)?;
+
+    for m in Measure::ALL {
+        let text = percentile_distribution(&recorder.histogram(None, m), HGRM_SCALE);
+        write_atomic(&dir.join(format!("{}.hgrm", m.name())), text.as_bytes())?;
+    }
+
+    let mut csv = String::from("second,ops_done,ops_per_s,in_flight,failures\n");
+    for r in recorder.timeseries(now_us) {
+        let _ = writeln!(
+            csv,
+            "{},{},{:.3},{},{}",
+            r.second, r.ops_done, r.ops_per_s, r.in_flight, r.failures
+        );
+    }
+    write_atomic(&dir.join("timeseries.csv"), csv.as_bytes())?;
+
+    let path = dir.join("histograms.hlog");
+    let log = interval_log(report, recorder, now_us).map_err(|message| ResultsError::Encode {
+        path: path.clone(),
+        message,
+    })?;
+    write_atomic(&path, &log)
+}
+
+/// The whole interval log: header, the closed seconds, then the open (partial) one.
+fn interval_log(report: &RunReport, recorder: &Recorder, now_us: u64) -> Result<Vec<u8>, String> {
+    if let Some(e) = &recorder.hlog_error {
+        return Err(e.clone());
+    }
+    let mut out = Vec::with_capacity(recorder.hlog.len() + 1024);
+    let mut builder = IntervalLogWriterBuilder::new();
+    builder
+        .add_comment(&format!("fleetsim interval log, scenario {:?}", report.scenario))
+        .add_comment("values in microseconds; one-second intervals since the run started")
+        .add_comment("tags: <measure> (all jobs), job/<jobId>/<measure>; measures: engine_lag, delivery, round_trip, completion");
+    match time::OffsetDateTime::parse(
+        &report.started_at,
+        &time::format_description::well_known::Rfc3339,
+    ) {
+        Ok(t) => {
+            let t = std::time::SystemTime::from(t);
+            builder.with_start_time(t).with_base_time(t);
+        }
+        Err(_) => {
+            builder.add_comment(&format!(
+                "started_at {:?} is not RFC 3339: no StartTime/BaseTime",
+                report.started_at
+            ));
+        }
+    }
+    // Only the header is written through this writer; the bodies are already encoded.
+    builder
+        .begin_log_with(&mut out, &mut V2DeflateSerializer::new())
+        .map_err(|e| e.to_string())?;
+    out.extend_from_slice(&recorder.hlog);
+    recorder.encode_open_interval(&mut out, now_us)?;
+    Ok(out)
+}
+
+/// Reads an interval log and adds up all intervals per tag (an untagged interval counts under
+/// `""`): the histograms a run (or several runs' logs, one after another) recorded.
+pub fn read_interval_log(path: &Path) -> Result<BTreeMap<String, Histogram<u64>>, ResultsError> {
+    let bytes = fs::read(path).map_err(|source| ResultsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut out: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
+    let mut deserializer = Deserializer::new();
+    let mut raw = Vec::new();
+    let mut index = 0usize;
+    for entry in IntervalLogIterator::new(&bytes) {
+        let interval = match entry {
+            Ok(LogEntry::Interval(i)) => i,
+            Ok(_) => continue,
+            Err(hdrhistogram::serialization::interval_log::LogIteratorError::ParseError {
+                offset,
+            }) => {
+                return Err(ResultsError::LogParse {
+                    path: path.to_owned(),
+                    offset,
+                })
+            }
+        };
+        let tag = interval.tag().map(|t| t.as_str()).unwrap_or("").to_owned();
+        let bad = |message: String| ResultsError::BadInterval {
+            path: path.to_owned(),
+            index,
+            tag: tag.clone(),
+            message,
+        };
+        raw.clear();
+        base64::engine::general_purpose::STANDARD
+            .decode_vec(interval.encoded_histogram(), &mut raw)
+            .map_err(|e| bad(format!("bad base64: {e}")))?;
+        let h: Histogram<u64> = deserializer
+            .deserialize(&mut &raw[..])
+            .map_err(|e| bad(format!("bad histogram: {e:?}")))?;
+        match out.get_mut(&tag) {
+            Some(acc) => acc
+                .add(&h)
+                .map_err(|e| bad(format!("cannot add to earlier intervals: {e:?}")))?,
+            None => {
+                out.insert(tag.clone(), h);
+            }
+        }
+        index += 1;
+    }
+    Ok(out)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError> {
+    let err = |source| ResultsError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+/// The job slot of `job_id` in `recorder`, if registered.
+pub fn slot_of(recorder: &Recorder, job_id: &str) -> Option<JobSlot> {
+    recorder
+        .jobs()
+        .find(|(_, id)| *id == job_id)
+        .map(|(s, _)| s)
+}
+
+#[cfg(test)]
+mod tests;

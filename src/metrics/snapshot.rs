@@ -1,0 +1,243 @@
+//! The owned [`MetricsSnapshot`]: what the live dashboard and the progress line read, sent over a
+//! `watch` channel about every 100 ms. Taking one costs two passes over the bins of each measure,
+//! overall and per job (23,552 bins each, about 20 µs), so it belongs to the ~10 Hz publisher,
+//! not to the hot path.
+
+use serde::{Deserialize, Serialize};
+
+use super::histogram::{coarse_counts_of_bins, stats_of_bins, HistogramStats, COARSE_BOUNDS_US};
+use super::recorder::{Recorder, SecondRow};
+use super::{JobSlot, Measure, US_PER_S};
+
+/// How many closed seconds a snapshot carries in [`MetricsSnapshot::recent`].
+pub const RECENT_SECONDS: usize = 60;
+
+/// One bar of a coarse latency bar chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// Inclusive upper bound in µs (the previous bucket's bound is the exclusive lower one).
+    pub upper_us: u64,
+    /// Samples in the bucket.
+    pub count: u64,
+}
+
+/// One measure's statistics and bar-chart buckets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeasureSnapshot {
+    pub measure: String,
+    pub stats: HistogramStats,
+    /// [`COARSE_BOUNDS_US`] with counts; always the same bounds, empty ones included.
+    pub buckets: Vec<Bucket>,
+}
+
+/// One job's histograms and counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSnapshot {
+    pub job_id: String,
+    #[serde(skip)]
+    pub slot: Option<JobSlot>,
+    /// Indexed like [`Measure::ALL`]; see [`JobSnapshot::measure`].
+    pub measures: Vec<MeasureSnapshot>,
+    pub ops_dispatched: u64,
+    pub ops_done: u64,
+    pub failures: u64,
+    pub in_flight: u64,
+}
+
+impl JobSnapshot {
+    /// This job's snapshot of `m`.
+    pub fn measure(&self, m: Measure) -> &MeasureSnapshot {
+        &self.measures[m.index()]
+    }
+}
+
+/// Run-wide counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Microseconds since the run started (the snapshot's `now_us`).
+    pub elapsed_us: u64,
+    pub ops_dispatched: u64,
+    pub ops_done: u64,
+    pub failures: u64,
+    pub in_flight: u64,
+    /// `ops_done` over the elapsed time.
+    pub ops_per_s_mean: f64,
+    /// Most operations done in one whole second (the mean before the first whole second).
+    pub ops_per_s_peak: f64,
+    /// Samples clamped to the histogram maximum, all measures.
+    pub outliers: u64,
+}
+
+/// An owned, self-contained view of a [`Recorder`] at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsSnapshot {
+    /// Indexed like [`Measure::ALL`]; see [`MetricsSnapshot::measure`].
+    pub overall: Vec<MeasureSnapshot>,
+    /// In creation order.
+    pub jobs: Vec<JobSnapshot>,
+    /// The last (up to [`RECENT_SECONDS`]) closed seconds, oldest first.
+    pub recent: Vec<SecondRow>,
+    /// The open second so far (its `ops_per_s` extrapolated from the part elapsed).
+    pub current: SecondRow,
+    pub totals: Totals,
+}
+
+impl MetricsSnapshot {
+    /// The overall snapshot of `m`.
+    pub fn measure(&self, m: Measure) -> &MeasureSnapshot {
+        &self.overall[m.index()]
+    }
+
+    /// The job registered as `job_id`, if any.
+    pub fn job(&self, job_id: &str) -> Option<&JobSnapshot> {
+        self.jobs.iter().find(|j| j.job_id == job_id)
+    }
+}
+
+fn measure_snapshot(r: &Recorder, job: Option<JobSlot>, m: Measure) -> MeasureSnapshot {
+    let bins = r.bins(job, m);
+    let counts = coarse_counts_of_bins(&bins);
+    MeasureSnapshot {
+        measure: m.name().to_owned(),
+        stats: stats_of_bins(&bins, r.outliers(job, m)),
+        buckets: COARSE_BOUNDS_US
+            .iter()
+            .zip(counts)
+            .map(|(&upper_us, count)| Bucket { upper_us, count })
+            .collect(),
+    }
+}
+
+impl Recorder {
+    /// An owned snapshot at `now_us` (which should not be before the last `tick`).
+    pub fn snapshot(&self, now_us: u64) -> MetricsSnapshot {
+        let overall = Measure::ALL
+            .iter()
+            .map(|&m| measure_snapshot(self, None, m))
+            .collect();
+        let jobs = self
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| {
+                let slot = JobSlot(i as u32);
+                JobSnapshot {
+                    job_id: j.id.clone(),
+                    slot: Some(slot),
+                    measures: Measure::ALL
+                        .iter()
+                        .map(|&m| measure_snapshot(self, Some(slot), m))
+                        .collect(),
+                    ops_dispatched: j.dispatched,
+                    ops_done: j.done,
+                    failures: j.failed,
+                    in_flight: j.in_flight,
+                }
+            })
+            .collect();
+        let skip = self.rows.len().saturating_sub(RECENT_SECONDS);
+        let start_us = self.open_sec * US_PER_S;
+        let part_us = now_us.saturating_sub(start_us).min(US_PER_S);
+        let current = SecondRow {
+            second: self.open_sec,
+            ops_done: self.done,
+            ops_per_s: if part_us == 0 {
+                0.0
+            } else {
+                self.sec_done as f64 * US_PER_S as f64 / part_us as f64
+            },
+            in_flight: self.in_flight,
+            failures: self.sec_failed,
+        };
+        MetricsSnapshot {
+            overall,
+            jobs,
+            recent: self.rows[skip..].to_vec(),
+            current,
+            totals: Totals {
+                elapsed_us: now_us,
+                ops_dispatched: self.dispatched,
+                ops_done: self.done,
+                failures: self.failed,
+                in_flight: self.in_flight,
+                ops_per_s_mean: self.ops_per_s_mean(now_us),
+                ops_per_s_peak: self.ops_per_s_peak(now_us),
+                outliers: self.overall_outliers.iter().sum(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::MAX_US;
+
+    #[test]
+    fn snapshot_percentiles_match_known_samples() {
+        let mut r = Recorder::new();
+        let a = r.add_job("a");
+        let b = r.add_job("b");
+        // 1..=1000 µs split across two jobs; all below 2048, so recorded exactly.
+        for v in 1..=1000u64 {
+            let job = if v % 2 == 0 { a } else { b };
+            r.record(job, Measure::RoundTrip, v);
+        }
+        r.record(a, Measure::Completion, MAX_US * 2);
+        let s = r.snapshot(500_000);
+        let rt = &s.measure(Measure::RoundTrip).stats;
+        assert_eq!(
+            (rt.count, rt.min_us, rt.p50_us, rt.p90_us, rt.p99_us, rt.p999_us, rt.max_us),
+            (1000, 1, 500, 900, 990, 999, 1000)
+        );
+        assert_eq!(rt.p9999_us, 1000);
+        assert!((rt.mean_us - 500.5).abs() < 1e-9);
+        let ja = &s.job("a").unwrap().measure(Measure::RoundTrip).stats;
+        assert_eq!(
+            (ja.count, ja.min_us, ja.p50_us, ja.max_us),
+            (500, 2, 500, 1000)
+        );
+        let jb = &s.job("b").unwrap().measure(Measure::RoundTrip).stats;
+        assert_eq!(
+            (jb.count, jb.min_us, jb.p50_us, jb.max_us),
+            (500, 1, 499, 999)
+        );
+        let buckets = &s.measure(Measure::RoundTrip).buckets;
+        assert_eq!(buckets.len(), COARSE_BOUNDS_US.len());
+        assert_eq!(
+            buckets[0],
+            Bucket {
+                upper_us: 100,
+                count: 100
+            }
+        );
+        assert_eq!(buckets.iter().map(|b| b.count).sum::<u64>(), 1000);
+        assert_eq!(s.totals.outliers, 1);
+        assert_eq!(s.measure(Measure::Completion).stats.outliers, 1);
+        assert_eq!(s.measure(Measure::Completion).stats.max_us, MAX_US);
+    }
+
+    #[test]
+    fn snapshot_counters_and_recent_rows() {
+        let mut r = Recorder::new();
+        let a = r.add_job("a");
+        for s in 0..100u64 {
+            r.op_dispatched(a);
+            r.op_done(a, s * US_PER_S + 10, s % 10 == 0);
+        }
+        r.op_dispatched(a);
+        let snap = r.snapshot(99_500_000);
+        assert_eq!(snap.recent.len(), RECENT_SECONDS);
+        assert_eq!(snap.recent[0].second, 99 - RECENT_SECONDS as u64);
+        assert_eq!(snap.recent.last().unwrap().second, 98);
+        assert_eq!(snap.current.second, 99);
+        assert!((snap.current.ops_per_s - 2.0).abs() < 1e-9, "1 op in 0.5 s");
+        assert_eq!(snap.totals.ops_done, 100);
+        assert_eq!(snap.totals.failures, 10);
+        assert_eq!(snap.totals.in_flight, 1);
+        assert_eq!(snap.totals.ops_dispatched, 101);
+        assert_eq!(snap.totals.ops_per_s_peak, 1.0);
+        let job = snap.job("a").unwrap();
+        assert_eq!((job.ops_done, job.failures, job.in_flight), (100, 10, 1));
+    }
+}

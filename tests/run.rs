@@ -1,0 +1,87 @@
+//! End to end: `fleetsim run` on a small scenario, as a user runs it, and its result files
+//! checked against the JSON Schema kept in the repository.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn run_small(out: &Path, seed: &str) -> Value {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/valid/small.toml");
+    let status = Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+        .args(["run", "--no-tui", "--seed", seed, "--out"])
+        .arg(out)
+        .arg(&scenario)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("fleetsim-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn small_scenario_runs_and_writes_valid_results() {
+    let out = temp_dir("run");
+    let summary = run_small(&out, "5");
+
+    let schema: Value = serde_json::from_slice(
+        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/summary.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&summary).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+
+    assert_eq!(summary["scenario"], "small");
+    assert_eq!(summary["seed"], 5);
+    assert_eq!(summary["complete"], true);
+    assert_eq!(summary["devices"], 300);
+    let jobs = summary["jobs"].as_array().unwrap();
+    let ids: Vec<_> = jobs.iter().map(|j| j["jobId"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["reboot", "fw-1", "fw-2"]);
+    let reboot = &jobs[0]["deviceJobStatistics"];
+    assert_eq!(reboot["deviceCount"], 200);
+    let failed = reboot["failedCount"].as_u64().unwrap();
+    // 5% offline and 10% answering 503: about 29 of 200.
+    assert!((10..=50).contains(&failed), "failed {failed}");
+    assert_eq!(reboot["succeededCount"].as_u64().unwrap() + failed, 200);
+    for fw in &jobs[1..] {
+        assert_eq!(fw["status"], "completed");
+        assert_eq!(fw["deviceJobStatistics"]["succeededCount"], 100);
+    }
+    let completion = &summary["histograms"]["completion"];
+    assert_eq!(completion["count"], 400);
+    for f in ["delivery.hgrm", "engine_lag.hgrm", "round_trip.hgrm", "completion.hgrm", "histograms.hlog", "timeseries.csv"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(out.join("timeseries.csv")).unwrap();
+    assert!(csv.starts_with("second,ops_done,ops_per_s,in_flight,failures\n"));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn the_seed_decides_which_devices_fail() {
+    let failed = |seed: &str| {
+        let out = temp_dir(&format!("seed{seed}"));
+        let s = run_small(&out, seed);
+        let _ = std::fs::remove_dir_all(&out);
+        s["jobs"][0]["deviceJobStatistics"]["failedCount"].as_u64().unwrap()
+    };
+    let (a, b) = (failed("11"), failed("11"));
+    assert_eq!(a, b, "one seed, one outcome");
+    let others: Vec<u64> = ["12", "13", "14"].iter().map(|s| failed(s)).collect();
+    assert!(others.iter().any(|&o| o != a), "other seeds give other failures: {a} vs {others:?}");
+}
+
+#[test]
+fn a_missing_scenario_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetsim")).args(["run", "nope.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot read scenario nope.toml"), "{stderr}");
+}
