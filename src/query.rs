@@ -22,6 +22,8 @@ mod lexer;
 mod parser;
 mod plan;
 mod project;
+#[cfg(test)]
+mod tests;
 
 pub use ast::{Condition, Query, Source};
 pub use error::{Position, QueryError};

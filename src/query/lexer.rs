@@ -176,7 +176,7 @@ impl Lexer {
             match self.peek(0) {
                 None => {
                     return Err(QueryError::Unexpected {
-                        expected: format!("a closing {quote} for the string opened at {start}"),
+                        expected: format!("a closing {quote} for the string from {start}"),
                         found: "end of input".to_owned(),
                         at: self.at,
                     })

@@ -451,7 +451,7 @@ impl Parser {
         let open = self.peek().at;
         if self.eat_sym("(") {
             let inner = self.or("a condition or value after '('")?;
-            self.expect_sym(")", &format!("')' to close the '(' at {open}"))?;
+            self.expect_sym(")", &format!("')' to close the '(' from {open}"))?;
             return Ok(inner);
         }
         Ok(Expr::Path(self.path(expected)?))
