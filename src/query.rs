@@ -23,6 +23,8 @@ mod parser;
 mod plan;
 mod project;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 pub use ast::{Condition, Query, Source};
