@@ -55,7 +55,7 @@ pub(super) fn parse_query(text: &str) -> Result<Query, QueryError> {
     let condition = Condition {
         expr: if p.eat_keyword("WHERE") {
             after = "AND, OR, GROUP BY or end of input";
-            Some(p.or("a condition after WHERE")?)
+            Some(p.or("a condition after WHERE")?.expr)
         } else {
             None
         },
@@ -100,7 +100,7 @@ pub(super) fn parse_condition(text: &str) -> Result<Condition, QueryError> {
             at: p.peek().at,
         });
     }
-    let expr = p.or("a condition or *")?;
+    let expr = p.or("a condition or *")?.expr;
     p.expect_end("AND, OR or end of input")?;
     Ok(Condition { expr: Some(expr) })
 }
@@ -172,9 +172,27 @@ fn check_grouping(query: &Query, item_positions: &[Position]) -> Result<(), Quer
     Ok(())
 }
 
+/// How deep an expression tree (and the parser's recursion) may go. Evaluating, printing and
+/// dropping a tree recurse through it, so this bounds the stack any query can use.
+const MAX_DEPTH: usize = 128;
+
+/// An expression being built, with the depth of its tree.
+struct Node {
+    expr: Expr,
+    depth: usize,
+}
+
+impl Node {
+    fn leaf(expr: Expr) -> Self {
+        Node { expr, depth: 1 }
+    }
+}
+
 struct Parser {
     tokens: Vec<Token>,
     index: usize,
+    /// Current recursion through `(`, `NOT` and unary `-`.
+    nesting: usize,
 }
 
 impl Parser {
@@ -182,6 +200,7 @@ impl Parser {
         Ok(Parser {
             tokens: tokenize(text)?,
             index: 0,
+            nesting: 0,
         })
     }
 
@@ -298,7 +317,7 @@ impl Parser {
                 self.expect_sym(")", "')' after COUNT(")?;
                 Selected::Count
             } else {
-                Selected::Expr(self.or("*, COUNT() or a value to select")?)
+                Selected::Expr(self.or("*, COUNT() or a value to select")?.expr)
             };
             let alias = if self.eat_keyword("AS") {
                 Some(self.name("a name after AS")?)
@@ -343,33 +362,35 @@ impl Parser {
     }
 
     /// `expected` names what was wanted if no expression starts here.
-    fn or(&mut self, expected: &str) -> Result<Expr, QueryError> {
+    fn or(&mut self, expected: &str) -> Result<Node, QueryError> {
         let mut left = self.and(expected)?;
         while self.eat_keyword("OR") {
             let right = self.and("a condition after OR")?;
-            left = Expr::Logic(LogicOp::Or, Box::new(left), Box::new(right));
+            left = self.join(left, right, |l, r| Expr::Logic(LogicOp::Or, l, r))?;
         }
         Ok(left)
     }
 
-    fn and(&mut self, expected: &str) -> Result<Expr, QueryError> {
+    fn and(&mut self, expected: &str) -> Result<Node, QueryError> {
         let mut left = self.not(expected)?;
         while self.eat_keyword("AND") {
             let right = self.not("a condition after AND")?;
-            left = Expr::Logic(LogicOp::And, Box::new(left), Box::new(right));
+            left = self.join(left, right, |l, r| Expr::Logic(LogicOp::And, l, r))?;
         }
         Ok(left)
     }
 
-    fn not(&mut self, expected: &str) -> Result<Expr, QueryError> {
-        if self.eat_keyword("NOT") {
-            Ok(Expr::Not(Box::new(self.not("a condition after NOT")?)))
-        } else {
-            self.comparison(expected)
+    fn not(&mut self, expected: &str) -> Result<Node, QueryError> {
+        if !self.eat_keyword("NOT") {
+            return self.comparison(expected);
         }
+        self.enter()?;
+        let operand = self.not("a condition after NOT")?;
+        self.nesting -= 1;
+        self.wrap(operand, Expr::Not)
     }
 
-    fn comparison(&mut self, expected: &str) -> Result<Expr, QueryError> {
+    fn comparison(&mut self, expected: &str) -> Result<Node, QueryError> {
         let left = self.additive(expected)?;
         let (op, sym) = match self.peek().tok {
             Tok::Sym(sym @ "=") => (CmpOp::Eq, sym),
@@ -386,8 +407,8 @@ impl Parser {
                 let keyword = if negated { "NIN" } else { "IN" };
                 self.advance();
                 let list = self.array(keyword)?;
-                return Ok(Expr::In {
-                    expr: Box::new(left),
+                return self.wrap(left, |expr| Expr::In {
+                    expr,
                     list,
                     negated,
                 });
@@ -395,10 +416,10 @@ impl Parser {
         };
         self.advance();
         let right = self.additive(&format!("a value after '{sym}'"))?;
-        Ok(Expr::Compare(op, Box::new(left), Box::new(right)))
+        self.join(left, right, |l, r| Expr::Compare(op, l, r))
     }
 
-    fn additive(&mut self, expected: &str) -> Result<Expr, QueryError> {
+    fn additive(&mut self, expected: &str) -> Result<Node, QueryError> {
         let mut left = self.multiplicative(expected)?;
         loop {
             let op = match self.peek().tok {
@@ -408,11 +429,11 @@ impl Parser {
             };
             self.advance();
             let right = self.multiplicative(&format!("a value after '{}'", op.symbol()))?;
-            left = Expr::Arith(op, Box::new(left), Box::new(right));
+            left = self.join(left, right, |l, r| Expr::Arith(op, l, r))?;
         }
     }
 
-    fn multiplicative(&mut self, expected: &str) -> Result<Expr, QueryError> {
+    fn multiplicative(&mut self, expected: &str) -> Result<Node, QueryError> {
         let mut left = self.unary(expected)?;
         loop {
             let op = match self.peek().tok {
@@ -423,38 +444,91 @@ impl Parser {
             };
             self.advance();
             let right = self.unary(&format!("a value after '{}'", op.symbol()))?;
-            left = Expr::Arith(op, Box::new(left), Box::new(right));
+            left = self.join(left, right, |l, r| Expr::Arith(op, l, r))?;
         }
     }
 
-    fn unary(&mut self, expected: &str) -> Result<Expr, QueryError> {
+    fn unary(&mut self, expected: &str) -> Result<Node, QueryError> {
         if !self.eat_sym("-") {
             return self.primary(expected);
         }
         if let Tok::Num(n) = self.peek().tok {
             self.advance();
-            return Ok(Expr::Const(Constant::Number(-n)));
+            return Ok(Node::leaf(Expr::Const(Constant::Number(-n))));
         }
-        Ok(Expr::Neg(Box::new(self.unary("a value after '-'")?)))
+        self.enter()?;
+        let operand = self.unary("a value after '-'")?;
+        self.nesting -= 1;
+        self.wrap(operand, Expr::Neg)
     }
 
-    fn primary(&mut self, expected: &str) -> Result<Expr, QueryError> {
+    fn primary(&mut self, expected: &str) -> Result<Node, QueryError> {
         if let Some(constant) = self.constant() {
-            return Ok(Expr::Const(constant));
+            return Ok(Node::leaf(Expr::Const(constant)));
         }
         if self.eat_keyword("IS_DEFINED") {
             self.expect_sym("(", "'(' after IS_DEFINED")?;
             let path = self.path("a path inside IS_DEFINED(...)")?;
             self.expect_sym(")", "')' after the path in IS_DEFINED(...)")?;
-            return Ok(Expr::IsDefined(path));
+            return Ok(Node::leaf(Expr::IsDefined(path)));
         }
         let open = self.peek().at;
         if self.eat_sym("(") {
+            self.enter()?;
             let inner = self.or("a condition or value after '('")?;
+            self.nesting -= 1;
             self.expect_sym(")", &format!("')' to close the '(' from {open}"))?;
             return Ok(inner);
         }
-        Ok(Expr::Path(self.path(expected)?))
+        Ok(Node::leaf(Expr::Path(self.path(expected)?)))
+    }
+
+    /// Counts one more level of parser recursion (`(`, `NOT`, unary `-`), within [`MAX_DEPTH`].
+    fn enter(&mut self) -> Result<(), QueryError> {
+        self.nesting += 1;
+        if self.nesting > MAX_DEPTH {
+            return Err(self.too_deep());
+        }
+        Ok(())
+    }
+
+    /// A node over one operand, within [`MAX_DEPTH`].
+    fn wrap(
+        &self,
+        operand: Node,
+        build: impl FnOnce(Box<Expr>) -> Expr,
+    ) -> Result<Node, QueryError> {
+        self.checked(Node {
+            depth: operand.depth + 1,
+            expr: build(Box::new(operand.expr)),
+        })
+    }
+
+    /// A node over two operands, within [`MAX_DEPTH`].
+    fn join(
+        &self,
+        left: Node,
+        right: Node,
+        build: impl FnOnce(Box<Expr>, Box<Expr>) -> Expr,
+    ) -> Result<Node, QueryError> {
+        self.checked(Node {
+            depth: left.depth.max(right.depth) + 1,
+            expr: build(Box::new(left.expr), Box::new(right.expr)),
+        })
+    }
+
+    fn checked(&self, node: Node) -> Result<Node, QueryError> {
+        if node.depth > MAX_DEPTH {
+            return Err(self.too_deep());
+        }
+        Ok(node)
+    }
+
+    fn too_deep(&self) -> QueryError {
+        QueryError::Invalid {
+            message: format!("the expression nests deeper than {MAX_DEPTH} levels"),
+            at: self.peek().at,
+        }
     }
 
     /// A string, number, `true`, `false` or `null` (no sign), if one is next.

@@ -534,3 +534,20 @@ fn owned_documents_work_like_borrowed_ones() {
         vec![json!({"id": "computed", "m": 8})]
     );
 }
+
+#[test]
+fn nesting_is_bounded() {
+    let deep_parens = format!("{}a = 1{}", "(".repeat(200), ")".repeat(200));
+    let long_chain = format!("a{} = 1", " + a".repeat(200));
+    let many_nots = format!("{}a", "NOT ".repeat(200));
+    let many_minus = format!("{}a = 1", "- ".repeat(200));
+    for text in [deep_parens, long_chain, many_nots, many_minus] {
+        let message = parse_condition(&text).unwrap_err().to_string();
+        assert!(
+            message.starts_with("the expression nests deeper than 128 levels at 1:"),
+            "{message}"
+        );
+    }
+    let fine = format!("{}a{} = 1", "(".repeat(100), " + a)".repeat(100));
+    assert!(parse_condition(&fine).is_ok());
+}
