@@ -49,7 +49,11 @@ pub(super) fn parse_query(text: &str) -> Result<Query, QueryError> {
         None
     };
     let (projection, item_positions) = p.projection()?;
-    p.expect_keyword("FROM", "',' or FROM")?;
+    let before_from = match projection {
+        Projection::All => "FROM after '*'",
+        Projection::Items(_) => "',' or FROM",
+    };
+    p.expect_keyword("FROM", before_from)?;
     let source = p.source()?;
     let mut after = "WHERE, GROUP BY or end of input";
     let condition = Condition {

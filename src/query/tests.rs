@@ -497,6 +497,7 @@ fn errors_name_the_place_what_was_found_and_what_was_expected() {
         ("SELECT a b FROM devices", "expected ',' or FROM at 1:10, found 'b'"),
         ("SELECT a AS from FROM devices", "expected a name after AS at 1:13, found 'from'"),
         ("DELETE FROM devices", "expected SELECT at 1:1, found 'DELETE'"),
+        ("SELECT * devices", "expected FROM after '*' at 1:10, found 'devices'"),
     ];
     for (text, message) in query_errors {
         assert_eq!(
