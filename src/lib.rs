@@ -3,7 +3,8 @@
 //! Module map (data flows down this list):
 //! - [`scenario`]: the TOML scenario format, its validation, and the runner that wires a run.
 //! - [`hub`]: the emulated IoT Hub: registry, twins, job engine (an actor), tier model, errors.
-//! - [`query`]: the IoT Hub query language (parser, evaluator, index plans).
+//! - [`query`]: the IoT Hub query language (parse, evaluate against twins or job records, plan
+//!   index use, project rows).
 //! - [`link`]: the messages between hub and devices, and the hub's side of a transport.
 //! - [`fleet`]: virtual devices (data, not tasks), behaviour models, the in-process transport.
 //! - [`metrics`]: HDR latency histograms, per-second time series, live snapshots and the run's

@@ -1,0 +1,87 @@
+//! The IoT Hub query language: `SELECT ... FROM devices | devices.jobs [WHERE ...] [GROUP BY ...]`
+//! and a job's `queryCondition` (the WHERE part alone, or `*`).
+//!
+//! - [`parse_query`] / [`parse_condition`] turn text into a [`Query`] / [`Condition`], or a
+//!   [`QueryError`] that points at the line and column.
+//! - [`Condition::matches`] evaluates against any [`Document`] (a twin, a job record).
+//! - [`Condition::plan`] tells the registry which index can narrow the search.
+//! - [`Query::project`] shapes the selected documents into result rows.
+//! - `Display` on [`Query`] and [`Condition`] prints canonical text that parses back to the same tree.
+//!
+//! Inside: `lexer` (text to tokens), `parser` (tokens to the tree in `ast`), `eval` (values and
+//! the undefined-aware comparison rules), `project` (rows), `plan` (index planning).
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+mod ast;
+mod error;
+mod eval;
+mod lexer;
+mod parser;
+mod plan;
+mod project;
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+pub use ast::{Condition, Query, Source};
+pub use error::{Position, QueryError};
+pub use plan::Plan;
+
+/// Parses a full query, e.g.
+/// `SELECT properties.reported.firmware AS fw, COUNT() AS n FROM devices GROUP BY properties.reported.firmware`.
+pub fn parse_query(text: &str) -> Result<Query, QueryError> {
+    parser::parse_query(text)
+}
+
+/// Parses a job's `queryCondition`: a WHERE clause without the `WHERE`, or `*` for every
+/// device. A full `SELECT` query is refused.
+pub fn parse_condition(text: &str) -> Result<Condition, QueryError> {
+    parser::parse_condition(text)
+}
+
+/// What a query evaluates against. Paths are already split on '.'.
+pub trait Document {
+    /// The value at `path`, or `None` when the attribute is missing (undefined, unlike a
+    /// JSON null). Lend it (`Cow::Borrowed`) where possible: evaluation then allocates nothing.
+    fn resolve(&self, path: &[&str]) -> Option<Cow<'_, Value>>;
+    /// The whole document, for `SELECT *`.
+    fn to_json(&self) -> Value;
+}
+
+/// A JSON document: each path segment walks one object level.
+impl Document for Value {
+    fn resolve(&self, path: &[&str]) -> Option<Cow<'_, Value>> {
+        path.iter()
+            .try_fold(self, |value, segment| value.as_object()?.get(*segment))
+            .map(Cow::Borrowed)
+    }
+
+    fn to_json(&self) -> Value {
+        self.clone()
+    }
+}
+
+impl Condition {
+    /// Whether `doc` is selected: the condition must evaluate to boolean `true` (`*` always is).
+    pub fn matches(&self, doc: &impl Document) -> bool {
+        self.expr
+            .as_ref()
+            .is_none_or(|expr| eval::eval(expr, doc) == eval::Val::Bool(true))
+    }
+}
+
+impl Query {
+    /// What the query reads.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// The WHERE condition (`*` when there is none).
+    pub fn condition(&self) -> &Condition {
+        &self.condition
+    }
+}
