@@ -18,12 +18,17 @@ fuzz_target!(|data: &[u8]| {
     });
     if let Ok(query) = parse_query(text) {
         assert_eq!(parse_query(&query.to_string()), Ok(query.clone()));
-        let rows = [&twin].into_iter().filter(|d| query.condition().matches(*d));
+        let rows = [&twin]
+            .into_iter()
+            .filter(|d| query.condition().matches(*d));
         let _ = query.project(rows);
         let _ = query.condition().plan();
     }
     if let Ok(condition) = parse_condition(text) {
-        assert_eq!(parse_condition(&condition.to_string()), Ok(condition.clone()));
+        assert_eq!(
+            parse_condition(&condition.to_string()),
+            Ok(condition.clone())
+        );
         let _ = condition.matches(&twin);
         let _ = condition.plan();
     }
