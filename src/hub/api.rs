@@ -274,7 +274,9 @@ async fn serve_connection<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let builder = hyper::server::conn::http1::Builder::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // Small JSON answers: one flattened write per response beats a vectored one.
+    builder.writev(false);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {

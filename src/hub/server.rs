@@ -15,7 +15,6 @@ use crate::clock::Clock;
 use crate::hub::api::{self, Api};
 use crate::hub::auth::{generate_token, Authority};
 use crate::hub::state::StateDir;
-use crate::hub::throttle::Limits;
 use crate::scenario::format::{Dur, HubSpec};
 use crate::scenario::runner::{self, JobFeeder};
 use crate::scenario::{self, Scenario};
@@ -135,7 +134,7 @@ pub async fn run(
     )?;
     let acceptor = tls::acceptor(&material)?;
 
-    let limits: Limits = runner::limits(&scenario);
+    let limits = runner::limits(&scenario);
     let running = runner::start(&scenario, scenario.seed, clock, limits);
     let api = Api::new(
         running.hub.clone(),
@@ -147,19 +146,16 @@ pub async fn run(
     );
     let app = api::router(api);
 
-    let listening = Listening {
-        http: http.as_ref().and_then(|l| l.local_addr().ok()),
-        https: https.as_ref().and_then(|l| l.local_addr().ok()),
-        ca: material.ca_path.clone(),
-        connection_string: String::new(),
-    };
-    let host = connection_host(auth.hostname(), listening.https);
+    let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());
+    let host = connection_host(auth.hostname(), https_addr);
     write_endpoint(&state, &host)?;
     let listening = Listening {
+        http: http.as_ref().and_then(|l| l.local_addr().ok()),
+        https: https_addr,
+        ca: material.ca_path.clone(),
         connection_string: auth
             .service_connection_string(&host, "iothubowner")
             .unwrap_or_default(),
-        ..listening
     };
     ready(&listening);
 

@@ -28,33 +28,48 @@ struct Histogram {
     sum_us: u64,
 }
 
-/// Latency of API calls by (route, status class). A std mutex held for one increment, never
-/// across `.await`.
+/// Latency of API calls by (method, route, status class): a short list scanned in place, so a
+/// call allocates nothing. A std mutex held for one increment, never across `.await`.
 #[derive(Debug, Default)]
 pub struct Latency {
-    by_route: Mutex<BTreeMap<(String, u16), Histogram>>,
+    by_route: Mutex<Vec<(String, String, u16, Histogram)>>,
 }
 
 impl Latency {
-    /// Records one call of `route` that answered `status` after `us` microseconds.
-    pub fn record(&self, route: &str, status: u16, us: Micros) {
+    /// Records one `method` call of `route` that answered `status` after `us` microseconds.
+    pub fn record(&self, method: &str, route: &str, status: u16, us: Micros) {
         let class = status / 100 * 100;
         let seconds = us as f64 / 1e6;
         let slot = BUCKETS_S
             .iter()
             .position(|&b| seconds <= b)
             .unwrap_or(BUCKETS_S.len());
-        let mut map = self.by_route.lock().unwrap_or_else(|e| e.into_inner());
-        let h = map.entry((route.to_owned(), class)).or_default();
+        let mut list = self.by_route.lock().unwrap_or_else(|e| e.into_inner());
+        let at = match list
+            .iter()
+            .position(|(m, r, c, _)| m == method && r == route && *c == class)
+        {
+            Some(i) => i,
+            None => {
+                list.push((
+                    method.to_owned(),
+                    route.to_owned(),
+                    class,
+                    Histogram::default(),
+                ));
+                list.len() - 1
+            }
+        };
+        let h = &mut list[at].3;
         h.counts[slot] += 1;
         h.sum_us += us;
     }
 
     fn snapshot(&self) -> BTreeMap<(String, u16), Histogram> {
-        self.by_route
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let list = self.by_route.lock().unwrap_or_else(|e| e.into_inner());
+        list.iter()
+            .map(|(m, r, c, h)| ((format!("{m} {r}"), *c), h.clone()))
+            .collect()
     }
 }
 
@@ -178,8 +193,8 @@ mod tests {
     #[test]
     fn exposition_counts_jobs_operations_and_latency() {
         let latency = Latency::default();
-        latency.record("GET /jobs/v2/{id}", 200, 300);
-        latency.record("GET /jobs/v2/{id}", 200, 40_000_000);
+        latency.record("GET", "/jobs/v2/{id}", 200, 300);
+        latency.record("GET", "/jobs/v2/{id}", 200, 40_000_000);
         let view = HubView {
             devices: 10,
             connected: 9,
