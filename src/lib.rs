@@ -10,6 +10,7 @@
 //! - [`metrics`]: HDR latency histograms, per-second time series, live snapshots and the run's
 //!   result files (summary.json, .hgrm, .hlog, timeseries.csv).
 //! - [`report`]: plain data a run reports (`RunReport`, `JobReport`, `DeviceJobStatistics`).
+//! - [`tls`]: the private CA, server certificates and rustls configuration of the hub's endpoints.
 //! - [`clock`]: the one source of time (monotonic instant + the wall-clock time it maps to).
 //! - [`cli`]: the command line.
 
@@ -22,3 +23,4 @@ pub mod metrics;
 pub mod query;
 pub mod report;
 pub mod scenario;
+pub mod tls;

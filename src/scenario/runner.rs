@@ -6,16 +6,18 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Micros};
 use crate::fleet::inproc::{InProcFleet, InProcLink};
 use crate::fleet::Fleet;
 use crate::hub::throttle::Limits;
-use crate::hub::{Engine, Hub, HubView};
+use crate::hub::{Engine, EngineOutput, Hub, HubView};
 use crate::metrics::{self, Measure, MetricsSnapshot};
 use crate::report::RunReport;
-use crate::scenario::{build, default_out_dir, Scenario};
+use crate::scenario::build::{self, PlannedJob};
+use crate::scenario::{default_out_dir, Scenario};
 
 /// How a run shows its progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +60,117 @@ enum Stop {
     Interrupted,
 }
 
+/// A hub engine and a scenario's in-process fleet, running as two tasks.
+pub struct Running {
+    /// The handle API calls and the job feeder use.
+    pub hub: Hub,
+    /// The engine's published view.
+    pub view: watch::Receiver<HubView>,
+    stop: CancellationToken,
+    engine: JoinHandle<EngineOutput>,
+    fleet: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the engine and the fleet; answers the engine's measurements and job reports.
+    pub async fn stop(self) -> anyhow::Result<EngineOutput> {
+        self.stop.cancel();
+        let output = self.engine.await.context("the job engine task failed")?;
+        self.fleet.await.context("the fleet task failed")?;
+        Ok(output)
+    }
+}
+
+/// Builds `scenario`'s registry and fleet (with `seed`) and starts the engine over them, with
+/// `limits` (the scenario's own unless overridden by the caller).
+pub fn start(scenario: &Scenario, seed: u64, clock: Clock, limits: Limits) -> Running {
+    let registry = build::registry(scenario, clock);
+    let fleet = Fleet::new(scenario, seed);
+
+    let (to_dev_tx, to_dev_rx) = mpsc::unbounded_channel();
+    let (from_dev_tx, from_dev_rx) = mpsc::unbounded_channel();
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let (view_tx, view_rx) = watch::channel(HubView::default());
+    let stop = CancellationToken::new();
+
+    let engine = Engine::new(
+        clock,
+        limits,
+        registry,
+        Box::new(InProcLink::new(to_dev_tx)),
+    );
+    let engine = tokio::spawn(engine.run(cmd_rx, from_dev_rx, view_tx, stop.clone()));
+    // Connect the fleet before the hub takes any command, so a job starting at once finds its
+    // devices connected.
+    let mut devices = InProcFleet::new(fleet, clock, from_dev_tx);
+    devices.connect_online();
+    let fleet = tokio::spawn(devices.run(to_dev_rx, stop.clone()));
+    Running {
+        hub: Hub::new(cmd_tx),
+        view: view_rx,
+        stop,
+        engine,
+        fleet,
+    }
+}
+
+/// The limits a scenario's `[hub]` asks for.
+pub fn limits(scenario: &Scenario) -> Limits {
+    Limits {
+        tier: scenario.hub.tier.0,
+        units: scenario.hub.units,
+    }
+}
+
+/// Creates a scenario's jobs when they are due.
+pub struct JobFeeder {
+    plan: Vec<PlannedJob>,
+    next: usize,
+    /// Jobs the hub refused, with the reason.
+    pub refused: Vec<(String, String)>,
+}
+
+impl JobFeeder {
+    /// The feeder of `scenario`'s jobs.
+    pub fn new(scenario: &Scenario) -> Self {
+        JobFeeder {
+            plan: build::planned_jobs(scenario),
+            next: 0,
+            refused: Vec::new(),
+        }
+    }
+
+    /// Creates every job due at `now`.
+    pub async fn create_due(&mut self, hub: &Hub, clock: &Clock, now: Micros) {
+        while self.next < self.plan.len() && self.plan[self.next].create_at <= now {
+            let planned = &self.plan[self.next];
+            let mut request = planned.request.clone();
+            request.start_time = Some(clock.wall_at(planned.start_at));
+            if let Err(e) = hub.create_job(request).await {
+                eprintln!("fleetsim: job '{}' refused: {e}", planned.request.job_id);
+                self.refused
+                    .push((planned.request.job_id.clone(), e.to_string()));
+            }
+            self.next += 1;
+        }
+    }
+
+    /// When the next job is due (None once all are created).
+    pub fn next_at(&self) -> Option<Micros> {
+        self.plan.get(self.next).map(|p| p.create_at)
+    }
+
+    /// Jobs planned.
+    pub fn planned(&self) -> usize {
+        self.plan.len()
+    }
+
+    /// Jobs created so far.
+    pub fn created(&self) -> usize {
+        self.next - self.refused.len()
+    }
+}
+
 /// Runs `scenario` until its jobs end, its duration passes, or `shutdown` fires.
 pub async fn run(
     scenario: &Scenario,
@@ -66,57 +179,26 @@ pub async fn run(
 ) -> anyhow::Result<RunOutcome> {
     let clock = Clock::start();
     let seed = opts.seed.unwrap_or(scenario.seed);
-    let limits = Limits {
-        tier: scenario.hub.tier.0,
-        units: scenario.hub.units,
-    };
-    let registry = build::registry(scenario, clock);
-    let fleet = Fleet::new(scenario, seed);
-
-    let (to_dev_tx, to_dev_rx) = mpsc::unbounded_channel();
-    let (from_dev_tx, from_dev_rx) = mpsc::unbounded_channel();
-    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-    let (view_tx, mut view_rx) = watch::channel(HubView::default());
-    let stop_engine = CancellationToken::new();
-
-    let engine = Engine::new(
-        clock,
-        limits,
-        registry,
-        Box::new(InProcLink::new(to_dev_tx)),
-    );
-    let engine_task = tokio::spawn(engine.run(cmd_rx, from_dev_rx, view_tx, stop_engine.clone()));
-    let fleet_task = tokio::spawn(
-        InProcFleet::new(fleet, clock, from_dev_tx).run(to_dev_rx, stop_engine.clone()),
-    );
-    let hub = Hub::new(cmd_tx);
-
-    let plan = build::planned_jobs(scenario);
-    let mut next_job = 0;
-    let mut refused = Vec::new();
+    let running = start(scenario, seed, clock, limits(scenario));
+    let hub = running.hub.clone();
+    let mut view_rx = running.view.clone();
+    let mut feeder = JobFeeder::new(scenario);
     let deadline = scenario.duration.micros();
     let mut next_line: Micros = 1_000_000;
 
     let stop = loop {
         let now = clock.now_us();
-        while next_job < plan.len() && plan[next_job].create_at <= now {
-            let planned = &plan[next_job];
-            let mut request = planned.request.clone();
-            request.start_time = Some(clock.wall_at(planned.start_at));
-            if let Err(e) = hub.create_job(request).await {
-                eprintln!("fleetsim: job '{}' refused: {e}", planned.request.job_id);
-                refused.push((planned.request.job_id.clone(), e.to_string()));
-            }
-            next_job += 1;
-        }
-        let created = next_job - refused.len();
+        feeder.create_due(&hub, &clock, now).await;
         {
             let view = view_rx.borrow_and_update();
-            if next_job == plan.len() && view.jobs.len() == created && view.all_jobs_done() {
+            if feeder.next_at().is_none()
+                && view.jobs.len() == feeder.created()
+                && view.all_jobs_done()
+            {
                 break Stop::AllDone;
             }
             if opts.progress == Progress::Lines && now >= next_line {
-                eprintln!("{}", progress_line(&view, plan.len()));
+                eprintln!("{}", progress_line(&view, feeder.planned()));
                 next_line = now + 1_000_000;
             }
         }
@@ -124,8 +206,8 @@ pub async fn run(
             break Stop::Duration;
         }
         let mut wake = deadline.min(next_line);
-        if let Some(p) = plan.get(next_job) {
-            wake = wake.min(p.create_at);
+        if let Some(at) = feeder.next_at() {
+            wake = wake.min(at);
         }
         tokio::select! {
             _ = shutdown.cancelled() => break Stop::Interrupted,
@@ -134,9 +216,7 @@ pub async fn run(
         }
     };
 
-    stop_engine.cancel();
-    let output = engine_task.await.context("the job engine task failed")?;
-    fleet_task.await.context("the fleet task failed")?;
+    let output = running.stop().await?;
     let end = clock.now_us();
     let report = RunReport {
         scenario: scenario.name.clone(),
@@ -162,7 +242,7 @@ pub async fn run(
     Ok(RunOutcome {
         dir,
         report,
-        refused,
+        refused: feeder.refused,
         summary: output.recorder.snapshot(end),
     })
 }
