@@ -5,10 +5,11 @@ pub mod engine;
 pub mod error;
 pub mod handle;
 pub mod jobs;
+pub mod mqtt;
 pub mod registry;
 pub mod throttle;
 pub mod twin;
 
 pub use engine::{Engine, EngineOutput};
 pub use error::{ErrorCode, HubError};
-pub use handle::{Command, Hub, HubView, JobView, TwinWrite};
+pub use handle::{Command, DeviceCommand, Hub, HubView, JobView, TwinWrite};

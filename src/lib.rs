@@ -5,6 +5,7 @@
 //! - [`hub`]: the emulated IoT Hub: registry, twins, job engine (an actor), tier model, errors.
 //! - [`query`]: the IoT Hub query language (parser, evaluator, index plans).
 //! - [`link`]: the messages between hub and devices, and the hub's side of a transport.
+//! - [`mqtt`]: the IoT Hub MQTT dialect (topics, packet framing) shared by hub and fleet.
 //! - [`fleet`]: virtual devices (data, not tasks), behaviour models, the in-process transport.
 //! - [`metrics`]: HDR histograms, throughput, snapshots and the result files.
 //! - [`report`]: plain data a run reports (`RunReport`, `JobReport`, `DeviceJobStatistics`).
@@ -17,6 +18,7 @@ pub mod fleet;
 pub mod hub;
 pub mod link;
 pub mod metrics;
+pub mod mqtt;
 pub mod query;
 pub mod report;
 pub mod scenario;
