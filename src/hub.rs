@@ -1,12 +1,15 @@
-//! The emulated IoT Hub: registry and twins, the job engine (an actor owning all of it), the
+//! The emulated IoT Hub: registry and twins, the job engine (an actor owning all of it), SAS
+//! auth and the state directory, the
 //! tier model, and IoT Hub's error vocabulary.
 
+pub mod auth;
 pub mod engine;
 pub mod error;
 pub mod handle;
 pub mod jobs;
 pub mod mqtt;
 pub mod registry;
+pub mod state;
 pub mod throttle;
 pub mod twin;
 

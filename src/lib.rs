@@ -9,6 +9,7 @@
 //! - [`fleet`]: virtual devices (data, not tasks), behaviour models, the in-process transport.
 //! - [`metrics`]: HDR histograms, throughput, snapshots and the result files.
 //! - [`report`]: plain data a run reports (`RunReport`, `JobReport`, `DeviceJobStatistics`).
+//! - [`tls`]: the private CA, server certificates and rustls configuration of the hub's endpoints.
 //! - [`clock`]: the one source of time (monotonic instant + the wall-clock time it maps to).
 //! - [`cli`]: the command line.
 
@@ -22,3 +23,4 @@ pub mod mqtt;
 pub mod query;
 pub mod report;
 pub mod scenario;
+pub mod tls;
