@@ -8,6 +8,8 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use fleetsim::cli::{Cli, Command};
+use fleetsim::hub::mqtt::Listen;
+use fleetsim::scenario::runner::devices::{self, FleetOnly, MqttOptions};
 use fleetsim::scenario::runner::{self, Progress, RunOptions};
 use fleetsim::scenario::{self, inspect};
 
@@ -50,6 +52,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out,
             no_tui: _,
             dry_run,
+            mqtt,
+            mqtts,
+            external_fleet,
+            state_dir,
         } => {
             let s = scenario::load(&scenario)?;
             if dry_run {
@@ -60,24 +66,69 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 seed,
                 out,
                 progress: Progress::Lines,
+                mqtt: MqttOptions {
+                    listen: Listen {
+                        plain: mqtt,
+                        tls: mqtts,
+                    },
+                    state_dir,
+                    external_fleet,
+                },
             };
             let _ = std::io::stderr().is_terminal();
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            let outcome = rt.block_on(async {
-                let shutdown = CancellationToken::new();
-                let on_signal = shutdown.clone();
-                tokio::spawn(async move {
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        on_signal.cancel();
-                    }
-                });
-                runner::run(&s, &opts, shutdown).await
-            })?;
+            let outcome =
+                with_runtime(|shutdown| async move { runner::run(&s, &opts, shutdown).await })?;
             print!("{}", runner::final_table(&outcome));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Devices {
+            scenario,
+            hub,
+            tls,
+            ca,
+            shard,
+            state_dir,
+            sources,
+            seed,
+            ramp,
+            stop_after,
+        } => {
+            let s = scenario::load(&scenario)?;
+            let opts = FleetOnly {
+                hub,
+                tls,
+                ca,
+                shard,
+                state_dir,
+                sources,
+                seed,
+                ramp,
+                stop_after,
+            };
+            with_runtime(|shutdown| async move { devices::run_fleet(&s, &opts, shutdown).await })?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Runs `work` on a multi-threaded runtime with a shutdown token that Ctrl-C fires.
+fn with_runtime<T, F, Fut>(work: F) -> anyhow::Result<T>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                on_signal.cancel();
+            }
+        });
+        work(shutdown).await
+    })
 }

@@ -191,9 +191,11 @@ fn check_dist(d: &format::Dist) -> Result<(), String> {
         Dist::Lognormal { median, p99 } if p99 <= median || median.0.is_zero() => Err(format!(
             "lognormal latency needs 0 < median < p99 (median {median}, p99 {p99})"
         )),
-        Dist::Pareto { scale, shape } if shape.is_nan() || *shape <= 0.0 || scale.0.is_zero() => Err(format!(
-            "pareto latency needs scale > 0 and shape > 0 (scale {scale}, shape {shape})"
-        )),
+        Dist::Pareto { scale, shape } if shape.is_nan() || *shape <= 0.0 || scale.0.is_zero() => {
+            Err(format!(
+                "pareto latency needs scale > 0 and shape > 0 (scale {scale}, shape {shape})"
+            ))
+        }
         _ => Ok(()),
     }
 }

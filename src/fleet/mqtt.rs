@@ -14,25 +14,64 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::fleet::behaviour::CohortModel;
 use crate::fleet::Fleet;
-
-/// Makes a device's CONNECT password (a SAS token signed with its key).
-pub trait Credentials: Send + Sync {
-    /// The password for device `id`.
-    fn password(&self, id: &str) -> String;
-}
+use crate::hub::auth::Authority;
 
 /// TLS towards the hub.
 #[derive(Clone)]
 pub struct TlsClient {
     /// The connector (trusting the hub's CA).
-    pub connector: rumqttc::tokio_rustls::TlsConnector,
+    pub connector: tokio_rustls::TlsConnector,
     /// The name the hub's certificate must carry.
-    pub server_name: rumqttc::tokio_rustls::rustls::pki_types::ServerName<'static>,
+    pub server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl TlsClient {
+    /// A client trusting the CA certificates in `ca` (PEM), expecting the hub to be `name`.
+    pub fn new(ca: &std::path::Path, name: &str) -> Result<TlsClient, FleetError> {
+        let bad = |what: String| FleetError::Ca {
+            path: ca.to_owned(),
+            what,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(e.to_string()))? {
+            roots
+                .add(cert.map_err(|e| bad(e.to_string()))?)
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let server_name = rustls::pki_types::ServerName::try_from(name.to_owned())
+            .map_err(|_| bad(format!("'{name}' is not a valid TLS server name")))?;
+        Ok(TlsClient {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            server_name,
+        })
+    }
+}
+
+/// Why the fleet cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The CA file is unusable.
+    #[error("cannot use CA file {path}: {what}")]
+    Ca {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        what: String,
+    },
 }
 
 /// How the fleet reaches the hub.
@@ -52,8 +91,8 @@ pub struct MqttFleetConfig {
     pub keep_alive_s: u16,
     /// Which devices this process plays: `(i, n)` plays those whose index is `i` modulo `n`.
     pub shard: (u32, u32),
-    /// Device passwords.
-    pub credentials: Arc<dyn Credentials>,
+    /// Device keys: each device signs its CONNECT password (a SAS token) with its own.
+    pub keys: Arc<Authority>,
 }
 
 /// Live counters of the fleet, readable while it runs.
@@ -100,6 +139,7 @@ pub struct Shared {
     config: MqttFleetConfig,
     models: Vec<CohortModel>,
     seed: u64,
+    clock: Clock,
     status: Arc<FleetStatus>,
     shutdown: CancellationToken,
 }
@@ -127,6 +167,7 @@ fn devices(fleet: &mut Fleet, ids: Vec<String>, config: &MqttFleetConfig) -> Vec
 /// Connects the fleet at the configured ramp and plays it until `shutdown`; every connection
 /// is closed (with DISCONNECT) before it returns.
 pub async fn run(
+    clock: Clock,
     mut fleet: Fleet,
     ids: Vec<String>,
     config: MqttFleetConfig,
@@ -140,6 +181,7 @@ pub async fn run(
         config,
         models: fleet.models,
         seed: fleet.seed,
+        clock,
         status: status.clone(),
         shutdown: shutdown.clone(),
     });

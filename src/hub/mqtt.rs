@@ -9,6 +9,7 @@ pub mod conn;
 pub mod session;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -18,18 +19,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
+use crate::hub::auth::Authority;
 use crate::hub::registry::DeviceIdx;
 use crate::hub::Hub;
 use crate::link::{DeviceLink, FromDevice, ToDevice};
 
 /// Largest packet a device may send: IoT Hub's 256 KB message limit plus topic and headers.
 pub const MAX_PACKET: usize = 256 * 1024 + 4096;
-
-/// Checks a device's credentials at CONNECT.
-pub trait DeviceAuth: Send + Sync {
-    /// Whether `password` (a SAS token: device key or service policy) lets device `id` connect.
-    fn allows(&self, id: &str, password: &str) -> bool;
-}
 
 /// The live sessions, by device: where the [`MqttLink`] sends each device's messages.
 ///
@@ -142,8 +138,8 @@ pub struct Endpoint {
     pub to_engine: mpsc::UnboundedSender<Vec<FromDevice>>,
     /// The live sessions.
     pub sessions: Arc<Sessions>,
-    /// Credential checks.
-    pub auth: Arc<dyn DeviceAuth>,
+    /// The hub's keys: CONNECT passwords are SAS tokens it verifies.
+    pub auth: Arc<Authority>,
     /// The run's clock.
     pub clock: Clock,
 }
@@ -152,7 +148,7 @@ pub struct Endpoint {
 /// then closes every session and returns.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<rumqttc::tokio_rustls::TlsAcceptor>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     endpoint: Arc<Endpoint>,
     shutdown: CancellationToken,
 ) {
@@ -186,4 +182,85 @@ pub async fn serve(
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// Where the endpoint listens.
+#[derive(Debug, Clone, Default)]
+pub struct Listen {
+    /// MQTT over TCP (`--mqtt`).
+    pub plain: Option<SocketAddr>,
+    /// MQTT over TLS (`--mqtts`).
+    pub tls: Option<SocketAddr>,
+}
+
+/// A running endpoint: its bound addresses and its listener tasks.
+pub struct Running {
+    /// The bound TCP address, if any.
+    pub plain: Option<SocketAddr>,
+    /// The bound TLS address, if any.
+    pub tls: Option<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits for the listeners (and their sessions) to end after shutdown.
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Why the endpoint cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// A listen address is taken or not ours.
+    #[error("cannot listen for MQTT on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `--mqtts` without TLS material.
+    #[error("--mqtts {0} needs TLS material (a certificate and key)")]
+    NoTls(SocketAddr),
+}
+
+/// Binds the listeners of `listen` and serves them until `shutdown`.
+pub async fn start(
+    listen: &Listen,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    endpoint: Arc<Endpoint>,
+    shutdown: CancellationToken,
+) -> Result<Running, EndpointError> {
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| EndpointError::Bind { addr, source })
+    };
+    let mut running = Running {
+        plain: None,
+        tls: None,
+        tasks: Vec::new(),
+    };
+    if let Some(addr) = listen.plain {
+        let l = bind(addr).await?;
+        running.plain = l.local_addr().ok();
+        running.tasks.push(tokio::spawn(serve(
+            l,
+            None,
+            endpoint.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if let Some(addr) = listen.tls {
+        let acceptor = tls.ok_or(EndpointError::NoTls(addr))?;
+        let l = bind(addr).await?;
+        running.tls = l.local_addr().ok();
+        running
+            .tasks
+            .push(tokio::spawn(serve(l, Some(acceptor), endpoint, shutdown)));
+    }
+    Ok(running)
 }

@@ -2,6 +2,8 @@
 //! their times, reports progress, stops when every job has ended (or at the duration limit, or
 //! on Ctrl-C), and writes the result files.
 
+pub mod devices;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -9,8 +11,6 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Micros};
-use crate::fleet::inproc::{InProcFleet, InProcLink};
-use crate::fleet::Fleet;
 use crate::hub::throttle::Limits;
 use crate::hub::{Engine, Hub, HubView};
 use crate::metrics;
@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     /// Progress display.
     pub progress: Progress,
+    /// The MQTT endpoint and fleet.
+    pub mqtt: devices::MqttOptions,
 }
 
 /// What a finished run produced.
@@ -69,38 +71,76 @@ pub async fn run(
         units: scenario.hub.units,
     };
     let registry = build::registry(scenario, clock);
-    let fleet = Fleet::new(scenario, seed);
 
-    let (to_dev_tx, to_dev_rx) = mpsc::unbounded_channel();
     let (from_dev_tx, from_dev_rx) = mpsc::unbounded_channel();
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (view_tx, mut view_rx) = watch::channel(HubView::default());
     let stop_engine = CancellationToken::new();
-
-    let engine = Engine::new(
-        clock,
-        limits,
-        registry,
-        Box::new(InProcLink::new(to_dev_tx)),
-    );
-    let engine_task = tokio::spawn(engine.run(cmd_rx, from_dev_rx, view_tx, stop_engine.clone()));
-    let fleet_task = tokio::spawn(
-        InProcFleet::new(fleet, clock, from_dev_tx).run(to_dev_rx, stop_engine.clone()),
-    );
     let hub = Hub::new(cmd_tx);
+
+    let (link, side) = devices::start(
+        scenario,
+        seed,
+        &opts.mqtt,
+        clock,
+        &hub,
+        from_dev_tx,
+        stop_engine.clone(),
+    )
+    .await?;
+    let fleet_status = side.fleet_status.clone();
+    let engine = Engine::new(clock, limits, registry, link);
+    let engine_task = tokio::spawn(engine.run(cmd_rx, from_dev_rx, view_tx, stop_engine.clone()));
+
+    // Jobs start once the MQTT devices are connected (or the wait bound passes).
+    let offset = if side.expect_connected > 0 {
+        let bound = clock.now_us() + connect_wait(side.expect_connected, scenario.hub.ramp);
+        let mut next_line = 0;
+        loop {
+            let now = clock.now_us();
+            let connected = view_rx.borrow_and_update().connected;
+            if connected >= side.expect_connected || now >= bound || shutdown.is_cancelled() {
+                eprintln!(
+                    "fleetsim: {connected}/{} MQTT devices connected after {:.1}s",
+                    side.expect_connected,
+                    now as f64 / 1e6
+                );
+                break now;
+            }
+            if now >= next_line {
+                if let Some(s) = &fleet_status {
+                    eprintln!("[{:>6.1}s] {}", now as f64 / 1e6, s.line());
+                } else {
+                    eprintln!(
+                        "[{:>6.1}s] {connected}/{} devices connected",
+                        now as f64 / 1e6,
+                        side.expect_connected
+                    );
+                }
+                next_line = now + 1_000_000;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = view_rx.changed() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            }
+        }
+    } else {
+        0
+    };
 
     let plan = build::planned_jobs(scenario);
     let mut next_job = 0;
     let mut refused = Vec::new();
-    let deadline = scenario.duration.micros();
-    let mut next_line: Micros = 1_000_000;
+    let deadline = offset + scenario.duration.micros();
+    let mut next_line: Micros = offset + 1_000_000;
 
     let stop = loop {
         let now = clock.now_us();
-        while next_job < plan.len() && plan[next_job].create_at <= now {
+        while next_job < plan.len() && offset + plan[next_job].create_at <= now {
             let planned = &plan[next_job];
             let mut request = planned.request.clone();
-            request.start_time = Some(clock.wall_at(planned.start_at));
+            request.start_time = Some(clock.wall_at(offset + planned.start_at));
             if let Err(e) = hub.create_job(request).await {
                 eprintln!("fleetsim: job '{}' refused: {e}", planned.request.job_id);
                 refused.push((planned.request.job_id.clone(), e.to_string()));
@@ -123,7 +163,7 @@ pub async fn run(
         }
         let mut wake = deadline.min(next_line);
         if let Some(p) = plan.get(next_job) {
-            wake = wake.min(p.create_at);
+            wake = wake.min(offset + p.create_at);
         }
         tokio::select! {
             _ = shutdown.cancelled() => break Stop::Interrupted,
@@ -134,7 +174,7 @@ pub async fn run(
 
     stop_engine.cancel();
     let output = engine_task.await.context("the job engine task failed")?;
-    fleet_task.await.context("the fleet task failed")?;
+    side.join().await?;
     let end = clock.now_us();
     let report = RunReport {
         scenario: scenario.name.clone(),
@@ -162,6 +202,12 @@ pub async fn run(
         report,
         refused,
     })
+}
+
+/// How long a run waits for `n` MQTT devices connecting at `ramp` per second.
+fn connect_wait(n: u64, ramp: u32) -> Micros {
+    let ramp_us = n.saturating_mul(1_000_000) / ramp.max(1) as u64;
+    2 * ramp_us + 30_000_000
 }
 
 /// The one-line progress summary.

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::fleet::behaviour::MethodOutcome;
 use crate::fleet::device::{DesiredOutcome, VirtualDevice};
 use crate::fleet::mqtt::Shared;
+use crate::hub::auth::generate_token;
 use crate::mqtt::topics::{self, HubPublish};
 use crate::mqtt::wire::{Wire, WireError};
 
@@ -119,7 +120,7 @@ pub async fn run(mut device: Device, shared: Arc<Shared>) {
 
 enum Conn {
     Plain(Wire<tokio::net::TcpStream>),
-    Tls(Box<Wire<rumqttc::tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>),
+    Tls(Box<Wire<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>),
 }
 
 /// Dials the hub from the device's source address, runs TLS if configured, and connects.
@@ -168,11 +169,8 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     connect.keep_alive = config.keep_alive_s;
     connect.clean_session = false;
     connect.set_login(
-        format!(
-            "{}/{}/?api-version=2021-04-12",
-            config.host_name, device.id
-        ),
-        config.credentials.password(&device.id),
+        format!("{}/{}/?api-version=2021-04-12", config.host_name, device.id),
+        password(device, shared),
     );
     wire.queue(&Packet::Connect(connect));
     let mut subscribe = Subscribe::new(format!("{}#", topics::METHODS_POST), QoS::AtMostOnce);
@@ -272,6 +270,20 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             ping_at = now + keep_alive;
         }
     }
+}
+
+/// A SAS token for the device's own resource, signed with its primary key, valid a day.
+fn password(device: &Device, shared: &Shared) -> String {
+    let keys = shared.config.keys.device_keys(&device.id);
+    let now = shared.clock.wall_at(shared.clock.now_us()).unix_timestamp();
+    let resource = format!("{}/devices/{}", shared.config.host_name, device.id);
+    generate_token(
+        &resource,
+        &keys.primary_key,
+        None,
+        now.max(0) as u64 + 86_400,
+    )
+    .unwrap_or_default()
 }
 
 /// A desired notification's body without its `$version`: what the device reports back.

@@ -134,7 +134,7 @@ fn raise_fd_limit() -> (u64, u64) {
             }
         }
     }
-    (lim.rlim_cur as u64, lim.rlim_max as u64)
+    (lim.rlim_cur, lim.rlim_max)
 }
 
 /// `net.ipv4.ip_local_port_range` (Linux's default when unreadable).
@@ -161,11 +161,24 @@ mod tests {
         };
         let r = evaluate(need, 20_000, 20_000, (32768, 60999)).unwrap();
         assert_eq!(r.per_source, 3750);
-        let e = evaluate(Need { sockets: 30_000, ..need }, 20_000, 20_000, (32768, 60999))
-            .unwrap_err();
+        let e = evaluate(
+            Need {
+                sockets: 30_000,
+                ..need
+            },
+            20_000,
+            20_000,
+            (32768, 60999),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("--shard"), "{e}");
-        let e = evaluate(Need { sources: 1, ..need }, 20_000, 20_000, (60000, 61000))
-            .unwrap_err();
-        assert!(matches!(e, PreflightError::Ports { per_source: 15_000, .. }));
+        let e = evaluate(Need { sources: 1, ..need }, 20_000, 20_000, (60000, 61000)).unwrap_err();
+        assert!(matches!(
+            e,
+            PreflightError::Ports {
+                per_source: 15_000,
+                ..
+            }
+        ));
     }
 }

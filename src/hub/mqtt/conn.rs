@@ -57,18 +57,24 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Checks CONNECT: a known device id as client id, an IoT Hub username naming that device
-/// (parsed loosely), and a SAS token the device's key or a policy signed.
+/// (`{host}/{deviceId}/?api-version=...`, parsed loosely: versions and extra parameters vary by
+/// SDK), and an unexpired SAS token signed by the device's key or a policy with DeviceConnect.
 async fn admit(endpoint: &Endpoint, connect: &Connect) -> Result<DeviceIdx, ConnectReturnCode> {
     let id = connect.client_id.as_str();
     let login = connect
         .login
         .as_ref()
-        .ok_or(ConnectReturnCode::BadUserNamePassword)?;
-    // `{host}/{deviceId}/?api-version=...`; versions and extra parameters vary by SDK.
-    let names_device = login.username.split('/').nth(1) == Some(id);
-    if id.is_empty() || !names_device || !endpoint.auth.allows(id, &login.password) {
+        .ok_or(ConnectReturnCode::NotAuthorized)?;
+    let mut parts = login.username.split('/');
+    let (host, named) = (parts.next().unwrap_or_default(), parts.next());
+    if id.is_empty() || named != Some(id) {
         return Err(ConnectReturnCode::NotAuthorized);
     }
+    let now = endpoint.clock.wall_at(endpoint.clock.now_us());
+    endpoint
+        .auth
+        .verify_device_token(&login.password, host, id, now)
+        .map_err(|_| ConnectReturnCode::NotAuthorized)?;
     endpoint
         .hub
         .device_index(id)
@@ -85,8 +91,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     shutdown: &CancellationToken,
 ) -> Result<(), WireError> {
     // MQTT 3.1.1 §3.1.2.10: the server closes after one and a half keep-alive periods of silence.
-    let keep_alive = (connect.keep_alive > 0)
-        .then(|| Duration::from_millis(connect.keep_alive as u64 * 1500));
+    let keep_alive =
+        (connect.keep_alive > 0).then(|| Duration::from_millis(connect.keep_alive as u64 * 1500));
     let far = Duration::from_secs(86_400 * 365);
     let mut deadline = Instant::now() + keep_alive.unwrap_or(far);
     let mut actions = Vec::new();

@@ -10,10 +10,10 @@ use rumqttc::mqttbytes::QoS;
 use serde_json::Value;
 
 use crate::clock::Micros;
-use crate::mqtt::topics::{self, DevicePublish, Subscription, TopicError};
 use crate::hub::registry::DeviceIdx;
 use crate::hub::twin::Object;
 use crate::link::{FromDevice, OpId, ToDevice};
+use crate::mqtt::topics::{self, DevicePublish, Subscription, TopicError};
 
 /// Hub messages held for a device that has not subscribed yet, at most.
 const HELD_MAX: usize = 64;
@@ -228,10 +228,7 @@ impl Session {
                 out.push(publish(topic, body.into()));
             }
             ToDevice::Desired {
-                op,
-                version,
-                patch,
-                ..
+                op, version, patch, ..
             } => {
                 let mut body = match &*patch {
                     Value::Object(o) => o.clone(),
@@ -259,7 +256,6 @@ impl Session {
             self.on_hub(msg, now, out);
         }
     }
-
 }
 
 /// The answer on `$iothub/twin/res/{status}/?$rid=..[&$version=..]`.
@@ -334,8 +330,10 @@ mod tests {
         p.pkid = 9;
         s.on_packet(Packet::Publish(p), 0, &mut out).unwrap();
         assert!(matches!(&out[0], Action::Send(Packet::PubAck(a)) if a.pkid == 9));
-        assert!(matches!(&out[1], Action::Engine(FromDevice::MethodResponse { status: 201, payload: Some(b), .. })
-            if **b == json!({"ok": true})));
+        assert!(
+            matches!(&out[1], Action::Engine(FromDevice::MethodResponse { status: 201, payload: Some(b), .. })
+            if **b == json!({"ok": true}))
+        );
     }
 
     #[test]
@@ -358,7 +356,11 @@ mod tests {
     fn a_bad_reported_patch_is_answered_400() {
         let mut s = session();
         let mut out = Vec::new();
-        let p = Publish::new(topics::reported_patch("7"), QoS::AtMostOnce, b"[1]".to_vec());
+        let p = Publish::new(
+            topics::reported_patch("7"),
+            QoS::AtMostOnce,
+            b"[1]".to_vec(),
+        );
         s.on_packet(Packet::Publish(p), 0, &mut out).unwrap();
         assert!(matches!(&out[0], Action::Send(Packet::Publish(p))
             if p.topic == "$iothub/twin/res/400/?$rid=7"));
@@ -386,7 +388,11 @@ mod tests {
             if p.topic == "$iothub/twin/PATCH/properties/desired/?$version=5"
             && serde_json::from_slice::<Value>(&p.payload).unwrap() == json!({"fw": "2", "$version": 5})));
         out.clear();
-        let p = Publish::new(topics::reported_patch("1"), QoS::AtMostOnce, b"{\"fw\":\"2\"}".to_vec());
+        let p = Publish::new(
+            topics::reported_patch("1"),
+            QoS::AtMostOnce,
+            b"{\"fw\":\"2\"}".to_vec(),
+        );
         s.on_packet(Packet::Publish(p), 0, &mut out).unwrap();
         assert!(matches!(&out[0], Action::Report { ack_of: Some(o), .. } if *o == op));
     }
