@@ -1,9 +1,9 @@
-//! The command line: `fleetsim run | devices | validate | query`.
+//! The command line: `fleetsim run | validate | query | hub | devices | connection-string`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// fleetsim: schedule Azure IoT Hub jobs against a simulated fleet and measure them.
 #[derive(Debug, Parser)]
@@ -36,26 +36,19 @@ pub enum Command {
         /// Print how many devices each job would target and the first ids; run nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Serve the MQTT device endpoint over TCP here (e.g. 127.0.0.1:1883).
-        #[arg(long, value_name = "ADDR")]
-        mqtt: Option<SocketAddr>,
-        /// Serve the MQTT device endpoint over TLS here (e.g. 0.0.0.0:8883).
-        #[arg(long, value_name = "ADDR")]
-        mqtts: Option<SocketAddr>,
-        /// Run no fleet here: the scenario's devices connect over MQTT from elsewhere
-        /// (`fleetsim devices`), and jobs start once they are connected.
-        #[arg(long)]
-        external_fleet: bool,
-        /// Keys and TLS material.
+        /// The MQTT device endpoint.
+        #[command(flatten)]
+        mqtt: MqttArgs,
+        /// Keys and TLS material (used when MQTT is served).
         #[arg(long, default_value = ".fleetsim")]
         state_dir: PathBuf,
     },
     /// Run only a scenario's fleet, every device an MQTT client, against a hub elsewhere.
     #[command(
-        after_help = "Examples:\n  fleetsim run scenarios/mqtt-15k.toml --mqtt 127.0.0.1:1883 --external-fleet &\n  fleetsim devices --scenario scenarios/mqtt-15k.toml --hub 127.0.0.1:1883\n  fleetsim devices --scenario s.toml --hub localhost --tls --ca .fleetsim/ca.pem --shard 0/2\n\nDevice keys derive from the hub's secret in --state-dir (shared with the hub)."
+        after_help = "Examples:\n  fleetsim run s.toml --mqtt 127.0.0.1:1883 --external-fleet &\n  fleetsim devices --scenario s.toml --hub 127.0.0.1:1883 --for 5m\n  fleetsim devices --scenario s.toml --hub localhost --tls --ca .fleetsim/ca.pem --shard 0/2\n\nDevice keys derive from the hub's secret in --state-dir (share it with the hub).\nExit codes: 0 stopped cleanly; 1 an error (bad scenario, limits too low, CA file)."
     )]
     Devices {
-        /// The scenario file (its cohorts and behaviour).
+        /// The scenario file (its cohorts and their behaviour).
         #[arg(long)]
         scenario: PathBuf,
         /// The hub: HOST[:PORT] (port 8883 with --tls, else 1883).
@@ -82,7 +75,7 @@ pub enum Command {
         /// Overrides the scenario's ramp (connections per second).
         #[arg(long)]
         ramp: Option<u32>,
-        /// Stop after this long (e.g. 90s, 10m); default: on Ctrl-C.
+        /// Stop after this long (e.g. 90s, 10m); default: on Ctrl-C or SIGTERM.
         #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
         stop_after: Option<std::time::Duration>,
     },
@@ -102,6 +95,91 @@ pub enum Command {
         /// The query.
         query: String,
     },
+    /// Serve the IoT Hub service REST API (HTTP and HTTPS), optionally hosting a scenario's fleet.
+    #[command(
+        after_help = "Examples:\n  fleetsim hub\n  fleetsim hub --scenario scenarios/quickstart.toml --https 127.0.0.1:443\n  fleetsim hub --http 127.0.0.1:8080 --https off --state-dir /tmp/hub\n\nPrints where it listens, the CA to trust and the iothubowner connection string. Ctrl-C or SIGTERM stops it.\nExit codes: 0 stopped cleanly; 1 an error (bad scenario, port in use, state directory)."
+    )]
+    Hub {
+        /// A scenario whose fleet the hub hosts in-process (its jobs run too, unless --no-jobs).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Plain HTTP address, or `off`.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: Listen,
+        /// HTTPS address, or `off`. The Node service SDK only reaches port 443.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        https: Listen,
+        /// Another host name for the certificate and connection strings (repeatable).
+        #[arg(long = "hostname")]
+        hostnames: Vec<String>,
+        /// Where keys and TLS material are kept.
+        #[arg(long, default_value = ".fleetsim")]
+        state_dir: PathBuf,
+        /// Your own server certificate (PEM chain) instead of the generated one; needs --key.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// The private key (PEM) of --cert.
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// Host the scenario's fleet but do not create its jobs.
+        #[arg(long)]
+        no_jobs: bool,
+        /// The MQTT device endpoint.
+        #[command(flatten)]
+        mqtt: MqttArgs,
+    },
+    /// Print a connection string (or SAS token) from a hub's state directory.
+    #[command(
+        after_help = "Examples:\n  fleetsim connection-string --state-dir .fleetsim\n  fleetsim connection-string --state-dir .fleetsim --device b43-f3-0001\n  fleetsim connection-string --state-dir .fleetsim --policy service --sas-token 3600"
+    )]
+    ConnectionString {
+        /// The hub's state directory.
+        #[arg(long, default_value = ".fleetsim")]
+        state_dir: PathBuf,
+        /// A device's connection string instead of a policy's.
+        #[arg(long)]
+        device: Option<String>,
+        /// The shared access policy.
+        #[arg(long, default_value = "iothubowner")]
+        policy: String,
+        /// HostName to put in it (default: what the last `fleetsim hub` printed).
+        #[arg(long)]
+        host: Option<String>,
+        /// Print a SAS token valid for this many seconds instead.
+        #[arg(long, value_name = "SECONDS")]
+        sas_token: Option<u64>,
+    },
+}
+
+/// A listening address, or `off` for none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(Listen(None));
+        }
+        text.parse()
+            .map(|a| Listen(Some(a)))
+            .map_err(|_| format!("'{text}' is not an address such as 127.0.0.1:8080 (or 'off')"))
+    }
+}
+
+/// The MQTT device endpoint's flags (`run` and `hub`).
+#[derive(Debug, Clone, Args)]
+pub struct MqttArgs {
+    /// Serve MQTT over TCP here (e.g. 127.0.0.1:1883).
+    #[arg(long, value_name = "ADDR")]
+    pub mqtt: Option<SocketAddr>,
+    /// Serve MQTT over TLS here (e.g. 0.0.0.0:8883), with the HTTPS certificate's CA.
+    #[arg(long, value_name = "ADDR")]
+    pub mqtts: Option<SocketAddr>,
+    /// Start no fleet here: the scenario's devices connect over MQTT from elsewhere
+    /// (`fleetsim devices`); `run` starts the jobs once they are connected.
+    #[arg(long)]
+    pub external_fleet: bool,
 }
 
 fn parse_shard(text: &str) -> Result<(u32, u32), String> {

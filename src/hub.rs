@@ -1,7 +1,8 @@
-//! The emulated IoT Hub: registry and twins, the job engine (an actor owning all of it), SAS
-//! auth and the state directory, the
-//! tier model, and IoT Hub's error vocabulary.
+//! The emulated IoT Hub: registry and twins, the job engine (an actor owning all of it), the
+//! tier model, IoT Hub's error vocabulary, SAS auth and the state directory, and the service
+//! REST API with the `fleetsim hub` server around it.
 
+pub mod api;
 pub mod auth;
 pub mod engine;
 pub mod error;
@@ -9,6 +10,7 @@ pub mod handle;
 pub mod jobs;
 pub mod mqtt;
 pub mod registry;
+pub mod server;
 pub mod state;
 pub mod throttle;
 pub mod twin;

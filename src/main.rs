@@ -7,8 +7,9 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use fleetsim::cli::{Cli, Command};
+use fleetsim::cli::{Cli, Command, MqttArgs};
 use fleetsim::hub::mqtt::Listen;
+use fleetsim::hub::server::{self, ConnectionStringOptions, HubOptions};
 use fleetsim::scenario::runner::devices::{self, FleetOnly, MqttOptions};
 use fleetsim::scenario::runner::{self, Progress, RunOptions};
 use fleetsim::scenario::{self, inspect};
@@ -53,8 +54,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_tui: _,
             dry_run,
             mqtt,
-            mqtts,
-            external_fleet,
             state_dir,
         } => {
             let s = scenario::load(&scenario)?;
@@ -66,19 +65,53 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 seed,
                 out,
                 progress: Progress::Lines,
-                mqtt: MqttOptions {
-                    listen: Listen {
-                        plain: mqtt,
-                        tls: mqtts,
-                    },
-                    state_dir,
-                    external_fleet,
-                },
+                mqtt: mqtt_options(mqtt),
+                state_dir,
             };
             let _ = std::io::stderr().is_terminal();
-            let outcome =
-                with_runtime(|shutdown| async move { runner::run(&s, &opts, shutdown).await })?;
+            let outcome = runtime()?
+                .block_on(async { runner::run(&s, &opts, shutdown_on_signals()).await })?;
             print!("{}", runner::final_table(&outcome));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hub {
+            scenario,
+            http,
+            https,
+            hostnames,
+            state_dir,
+            cert,
+            key,
+            no_jobs,
+            mqtt,
+        } => {
+            let opts = HubOptions {
+                scenario,
+                http: http.0,
+                https: https.0,
+                hostnames,
+                state_dir,
+                cert: cert.zip(key),
+                no_jobs,
+                mqtt: mqtt_options(mqtt),
+            };
+            runtime()?.block_on(async {
+                server::run(&opts, shutdown_on_signals(), |l| {
+                    if let Some(a) = l.http {
+                        println!("fleetsim hub: HTTP  on http://{a}");
+                    }
+                    if let Some(a) = l.https {
+                        println!("fleetsim hub: HTTPS on https://{a}");
+                    }
+                    if let Some(ca) = &l.ca {
+                        println!("fleetsim hub: CA certificate {}", ca.display());
+                    }
+                    println!("fleetsim hub: connection string {}", l.connection_string);
+                    let _ = std::io::stdout().flush();
+                })
+                .await
+            })?;
+            eprintln!("fleetsim hub: stopped");
             Ok(ExitCode::SUCCESS)
         }
         Command::Devices {
@@ -105,30 +138,71 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ramp,
                 stop_after,
             };
-            with_runtime(|shutdown| async move { devices::run_fleet(&s, &opts, shutdown).await })?;
+            runtime()?
+                .block_on(async { devices::run_fleet(&s, &opts, shutdown_on_signals()).await })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ConnectionString {
+            state_dir,
+            device,
+            policy,
+            host,
+            sas_token,
+        } => {
+            let text = server::connection_string(&ConnectionStringOptions {
+                state_dir,
+                device,
+                policy,
+                host,
+                sas_token_ttl: sas_token,
+            })?;
+            println!("{text}");
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// Runs `work` on a multi-threaded runtime with a shutdown token that Ctrl-C fires.
-fn with_runtime<T, F, Fut>(work: F) -> anyhow::Result<T>
-where
-    F: FnOnce(CancellationToken) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<T>>,
-{
-    let rt = tokio::runtime::Builder::new_multi_thread()
+fn mqtt_options(args: MqttArgs) -> MqttOptions {
+    MqttOptions {
+        listen: Listen {
+            plain: args.mqtt,
+            tls: args.mqtts,
+        },
+        external_fleet: args.external_fleet,
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(async {
-        let shutdown = CancellationToken::new();
-        let on_signal = shutdown.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                on_signal.cancel();
+        .context("cannot start the async runtime")
+}
+
+/// A token cancelled by Ctrl-C or SIGTERM. Call inside the runtime.
+fn shutdown_on_signals() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = match signal(SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    on_signal.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
             }
-        });
-        work(shutdown).await
-    })
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        on_signal.cancel();
+    });
+    shutdown
 }

@@ -507,23 +507,20 @@ impl Authority {
         Ok(policy)
     }
 
-    /// `HostName=..;SharedAccessKeyName=..;SharedAccessKey=..` for a policy.
-    pub fn service_connection_string(&self, policy: &str) -> Option<String> {
+    /// `HostName={host};SharedAccessKeyName=..;SharedAccessKey=..` for a policy.
+    pub fn service_connection_string(&self, host: &str, policy: &str) -> Option<String> {
         self.policy(policy).map(|p| {
             format!(
-                "HostName={};SharedAccessKeyName={};SharedAccessKey={}",
-                self.hostname(),
-                p.key_name,
-                p.primary_key
+                "HostName={host};SharedAccessKeyName={};SharedAccessKey={}",
+                p.key_name, p.primary_key
             )
         })
     }
 
-    /// `HostName=..;DeviceId=..;SharedAccessKey=..` for a device.
-    pub fn device_connection_string(&self, device_id: &str) -> String {
+    /// `HostName={host};DeviceId=..;SharedAccessKey=..` for a device.
+    pub fn device_connection_string(&self, host: &str, device_id: &str) -> String {
         format!(
-            "HostName={};DeviceId={device_id};SharedAccessKey={}",
-            self.hostname(),
+            "HostName={host};DeviceId={device_id};SharedAccessKey={}",
             self.device_keys(device_id).primary_key
         )
     }
@@ -678,6 +675,8 @@ mod tests {
             a.verify_device_token(&t, "hub.example", "d9", at(1)),
             Err(AuthError::Forbidden { .. })
         ));
-        assert!(a.device_connection_string("d1").contains(&own.primary_key));
+        assert!(a
+            .device_connection_string("hub.example", "d1")
+            .contains(&own.primary_key));
     }
 }

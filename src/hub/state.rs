@@ -165,7 +165,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fleetsim-state-{}", std::process::id()));
         let state = StateDir::open(&dir).unwrap();
         let a = state.authority(vec!["localhost".into()]).unwrap();
-        let owner = a.service_connection_string("iothubowner").unwrap();
+        let owner = a
+            .service_connection_string("localhost", "iothubowner")
+            .unwrap();
         assert!(owner.starts_with("HostName=localhost;SharedAccessKeyName=iothubowner;"));
         let custom = a.set_device_keys(
             "d1",
@@ -179,7 +181,11 @@ mod tests {
             .unwrap()
             .authority(vec!["localhost".into()])
             .unwrap();
-        assert_eq!(b.service_connection_string("iothubowner").unwrap(), owner);
+        assert_eq!(
+            b.service_connection_string("localhost", "iothubowner")
+                .unwrap(),
+            owner
+        );
         assert_eq!(b.device_keys("d1").primary_key, "AAAA");
         assert_eq!(b.device_keys("d2"), a.device_keys("d2"));
         std::fs::write(dir.join(KEYS_FILE), "{").unwrap();

@@ -8,14 +8,16 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Micros};
 use crate::hub::throttle::Limits;
-use crate::hub::{Engine, Hub, HubView};
+use crate::hub::{Engine, EngineOutput, Hub, HubView};
 use crate::metrics;
 use crate::report::RunReport;
-use crate::scenario::{build, default_out_dir, Scenario};
+use crate::scenario::build::{self, PlannedJob};
+use crate::scenario::{default_out_dir, Scenario};
 
 /// How a run shows its progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,8 @@ pub struct RunOptions {
     pub progress: Progress,
     /// The MQTT endpoint and fleet.
     pub mqtt: devices::MqttOptions,
+    /// Keys and TLS material (used when MQTT is served).
+    pub state_dir: PathBuf,
 }
 
 /// What a finished run produced.
@@ -58,6 +62,177 @@ enum Stop {
     Interrupted,
 }
 
+/// A hub engine and a scenario's devices (in process, or over MQTT), running as tasks.
+pub struct Running {
+    /// The handle API calls and the job feeder use.
+    pub hub: Hub,
+    /// The engine's published view.
+    pub view: watch::Receiver<HubView>,
+    stop: CancellationToken,
+    engine: JoinHandle<EngineOutput>,
+    devices: devices::DeviceSide,
+}
+
+impl Running {
+    /// Stops the engine and the devices; answers the engine's measurements and job reports.
+    pub async fn stop(self) -> anyhow::Result<EngineOutput> {
+        self.stop.cancel();
+        let output = self.engine.await.context("the job engine task failed")?;
+        self.devices.join().await?;
+        Ok(output)
+    }
+
+    /// Waits (printing progress) until the devices expected over MQTT are connected, the wait
+    /// bound passes, or `shutdown`; answers the clock reading then (0 when nothing to wait for).
+    pub async fn await_devices(
+        &mut self,
+        clock: &Clock,
+        ramp: u32,
+        shutdown: &CancellationToken,
+    ) -> Micros {
+        let expected = self.devices.expect_connected;
+        if expected == 0 {
+            return 0;
+        }
+        let bound = clock.now_us() + connect_wait(expected, ramp);
+        let mut next_line = 0;
+        loop {
+            let now = clock.now_us();
+            let connected = self.view.borrow_and_update().connected;
+            if connected >= expected || now >= bound || shutdown.is_cancelled() {
+                eprintln!(
+                    "fleetsim: {connected}/{expected} MQTT devices connected after {:.1}s",
+                    now as f64 / 1e6
+                );
+                return now;
+            }
+            if now >= next_line {
+                match &self.devices.fleet_status {
+                    Some(s) => eprintln!("[{:>6.1}s] {}", now as f64 / 1e6, s.line()),
+                    None => eprintln!(
+                        "[{:>6.1}s] {connected}/{expected} devices connected",
+                        now as f64 / 1e6
+                    ),
+                }
+                next_line = now + 1_000_000;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = self.view.changed() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            }
+        }
+    }
+}
+
+/// How long a run waits for `n` MQTT devices connecting at `ramp` per second.
+fn connect_wait(n: u64, ramp: u32) -> Micros {
+    let ramp_us = n.saturating_mul(1_000_000) / ramp.max(1) as u64;
+    2 * ramp_us + 30_000_000
+}
+
+/// Builds `scenario`'s registry and fleet (with `seed`) and starts the engine over them, with
+/// `limits` (the scenario's own unless overridden by the caller), and the device side `mqtt`
+/// asks for (`security`: keys and TLS, needed when MQTT is served).
+pub async fn start(
+    scenario: &Scenario,
+    seed: u64,
+    clock: Clock,
+    limits: Limits,
+    mqtt: &devices::MqttOptions,
+    security: Option<devices::Security>,
+) -> anyhow::Result<Running> {
+    let registry = build::registry(scenario, clock);
+    let (from_dev_tx, from_dev_rx) = mpsc::unbounded_channel();
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let (view_tx, view_rx) = watch::channel(HubView::default());
+    let stop = CancellationToken::new();
+    let hub = Hub::new(cmd_tx);
+
+    let ends = devices::HubSide {
+        clock,
+        hub: hub.clone(),
+        to_engine: from_dev_tx,
+        stop: stop.clone(),
+    };
+    let (link, devices) = devices::start(scenario, seed, mqtt, security, ends).await?;
+    let engine = Engine::new(clock, limits, registry, link);
+    let engine = tokio::spawn(engine.run(cmd_rx, from_dev_rx, view_tx, stop.clone()));
+    Ok(Running {
+        hub,
+        view: view_rx,
+        stop,
+        engine,
+        devices,
+    })
+}
+
+/// The limits a scenario's `[hub]` asks for.
+pub fn limits(scenario: &Scenario) -> Limits {
+    Limits {
+        tier: scenario.hub.tier.0,
+        units: scenario.hub.units,
+    }
+}
+
+/// Creates a scenario's jobs when they are due.
+pub struct JobFeeder {
+    plan: Vec<PlannedJob>,
+    next: usize,
+    /// Clock reading the plan's times count from (when the devices were ready).
+    offset: Micros,
+    /// Jobs the hub refused, with the reason.
+    pub refused: Vec<(String, String)>,
+}
+
+impl JobFeeder {
+    /// The feeder of `scenario`'s jobs.
+    pub fn new(scenario: &Scenario) -> Self {
+        JobFeeder {
+            plan: build::planned_jobs(scenario),
+            next: 0,
+            offset: 0,
+            refused: Vec::new(),
+        }
+    }
+
+    /// Counts the plan's times from `offset` (when the devices were ready).
+    pub fn starting_at(mut self, offset: Micros) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// Creates every job due at `now`.
+    pub async fn create_due(&mut self, hub: &Hub, clock: &Clock, now: Micros) {
+        while self.next < self.plan.len() && self.offset + self.plan[self.next].create_at <= now {
+            let planned = &self.plan[self.next];
+            let mut request = planned.request.clone();
+            request.start_time = Some(clock.wall_at(self.offset + planned.start_at));
+            if let Err(e) = hub.create_job(request).await {
+                eprintln!("fleetsim: job '{}' refused: {e}", planned.request.job_id);
+                self.refused
+                    .push((planned.request.job_id.clone(), e.to_string()));
+            }
+            self.next += 1;
+        }
+    }
+
+    /// When the next job is due (None once all are created).
+    pub fn next_at(&self) -> Option<Micros> {
+        self.plan.get(self.next).map(|p| self.offset + p.create_at)
+    }
+
+    /// Jobs planned.
+    pub fn planned(&self) -> usize {
+        self.plan.len()
+    }
+
+    /// Jobs created so far.
+    pub fn created(&self) -> usize {
+        self.next - self.refused.len()
+    }
+}
+
 /// Runs `scenario` until its jobs end, its duration passes, or `shutdown` fires.
 pub async fn run(
     scenario: &Scenario,
@@ -66,95 +241,45 @@ pub async fn run(
 ) -> anyhow::Result<RunOutcome> {
     let clock = Clock::start();
     let seed = opts.seed.unwrap_or(scenario.seed);
-    let limits = Limits {
-        tier: scenario.hub.tier.0,
-        units: scenario.hub.units,
+    let security = match devices::serves_mqtt(scenario, &opts.mqtt) {
+        true => Some(devices::Security::from_state_dir(
+            &opts.state_dir,
+            clock,
+            opts.mqtt.listen.tls.is_some(),
+        )?),
+        false => None,
     };
-    let registry = build::registry(scenario, clock);
-
-    let (from_dev_tx, from_dev_rx) = mpsc::unbounded_channel();
-    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-    let (view_tx, mut view_rx) = watch::channel(HubView::default());
-    let stop_engine = CancellationToken::new();
-    let hub = Hub::new(cmd_tx);
-
-    let (link, side) = devices::start(
+    let mut running = start(
         scenario,
         seed,
-        &opts.mqtt,
         clock,
-        &hub,
-        from_dev_tx,
-        stop_engine.clone(),
+        limits(scenario),
+        &opts.mqtt,
+        security,
     )
     .await?;
-    let fleet_status = side.fleet_status.clone();
-    let engine = Engine::new(clock, limits, registry, link);
-    let engine_task = tokio::spawn(engine.run(cmd_rx, from_dev_rx, view_tx, stop_engine.clone()));
-
-    // Jobs start once the MQTT devices are connected (or the wait bound passes).
-    let offset = if side.expect_connected > 0 {
-        let bound = clock.now_us() + connect_wait(side.expect_connected, scenario.hub.ramp);
-        let mut next_line = 0;
-        loop {
-            let now = clock.now_us();
-            let connected = view_rx.borrow_and_update().connected;
-            if connected >= side.expect_connected || now >= bound || shutdown.is_cancelled() {
-                eprintln!(
-                    "fleetsim: {connected}/{} MQTT devices connected after {:.1}s",
-                    side.expect_connected,
-                    now as f64 / 1e6
-                );
-                break now;
-            }
-            if now >= next_line {
-                if let Some(s) = &fleet_status {
-                    eprintln!("[{:>6.1}s] {}", now as f64 / 1e6, s.line());
-                } else {
-                    eprintln!(
-                        "[{:>6.1}s] {connected}/{} devices connected",
-                        now as f64 / 1e6,
-                        side.expect_connected
-                    );
-                }
-                next_line = now + 1_000_000;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = view_rx.changed() => {}
-                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
-            }
-        }
-    } else {
-        0
-    };
-
-    let plan = build::planned_jobs(scenario);
-    let mut next_job = 0;
-    let mut refused = Vec::new();
+    let offset = running
+        .await_devices(&clock, scenario.hub.ramp, &shutdown)
+        .await;
+    let hub = running.hub.clone();
+    let mut view_rx = running.view.clone();
+    let mut feeder = JobFeeder::new(scenario).starting_at(offset);
     let deadline = offset + scenario.duration.micros();
     let mut next_line: Micros = offset + 1_000_000;
 
     let stop = loop {
         let now = clock.now_us();
-        while next_job < plan.len() && offset + plan[next_job].create_at <= now {
-            let planned = &plan[next_job];
-            let mut request = planned.request.clone();
-            request.start_time = Some(clock.wall_at(offset + planned.start_at));
-            if let Err(e) = hub.create_job(request).await {
-                eprintln!("fleetsim: job '{}' refused: {e}", planned.request.job_id);
-                refused.push((planned.request.job_id.clone(), e.to_string()));
-            }
-            next_job += 1;
-        }
-        let created = next_job - refused.len();
+        feeder.create_due(&hub, &clock, now).await;
         {
             let view = view_rx.borrow_and_update();
-            if next_job == plan.len() && view.jobs.len() == created && view.all_jobs_done() {
+            if feeder.next_at().is_none()
+                && view.jobs.len() == feeder.created()
+                && view.all_jobs_done()
+            {
                 break Stop::AllDone;
             }
             if opts.progress == Progress::Lines && now >= next_line {
-                eprintln!("{}", progress_line(&view, plan.len()));
+                eprintln!("{}", progress_line(&view, feeder.planned()));
                 next_line = now + 1_000_000;
             }
         }
@@ -162,8 +287,8 @@ pub async fn run(
             break Stop::Duration;
         }
         let mut wake = deadline.min(next_line);
-        if let Some(p) = plan.get(next_job) {
-            wake = wake.min(offset + p.create_at);
+        if let Some(at) = feeder.next_at() {
+            wake = wake.min(at);
         }
         tokio::select! {
             _ = shutdown.cancelled() => break Stop::Interrupted,
@@ -172,9 +297,7 @@ pub async fn run(
         }
     };
 
-    stop_engine.cancel();
-    let output = engine_task.await.context("the job engine task failed")?;
-    side.join().await?;
+    let output = running.stop().await?;
     let end = clock.now_us();
     let report = RunReport {
         scenario: scenario.name.clone(),
@@ -200,14 +323,8 @@ pub async fn run(
     Ok(RunOutcome {
         dir,
         report,
-        refused,
+        refused: feeder.refused,
     })
-}
-
-/// How long a run waits for `n` MQTT devices connecting at `ramp` per second.
-fn connect_wait(n: u64, ramp: u32) -> Micros {
-    let ramp_us = n.saturating_mul(1_000_000) / ramp.max(1) as u64;
-    2 * ramp_us + 30_000_000
 }
 
 /// The one-line progress summary.

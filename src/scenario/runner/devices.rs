@@ -15,6 +15,7 @@ use crate::clock::Clock;
 use crate::fleet::inproc::{InProcFleet, InProcLink};
 use crate::fleet::mqtt::{self as mqtt_fleet, preflight, FleetStatus, MqttFleetConfig};
 use crate::fleet::Fleet;
+use crate::hub::auth::Authority;
 use crate::hub::mqtt::{self, Endpoint, Listen, MqttLink, Sessions};
 use crate::hub::state::StateDir;
 use crate::hub::Hub;
@@ -35,10 +36,59 @@ pub struct MqttOptions {
     /// Where the endpoint listens (a scenario with `transport = "mqtt"` and no address listens
     /// on an ephemeral loopback port).
     pub listen: Listen,
-    /// The state directory (keys, TLS material).
-    pub state_dir: PathBuf,
     /// The scenario's devices run elsewhere (`fleetsim devices`): start no fleet here.
     pub external_fleet: bool,
+}
+
+/// Whether a run of `scenario` with `opts` serves MQTT.
+pub fn serves_mqtt(scenario: &Scenario, opts: &MqttOptions) -> bool {
+    scenario.hub.transport == Transport::Mqtt
+        || opts.listen.plain.is_some()
+        || opts.listen.tls.is_some()
+}
+
+/// The keys and TLS material the MQTT endpoint and a local MQTT fleet use.
+pub struct Security {
+    /// The hub's keys.
+    pub auth: Arc<Authority>,
+    /// The TLS acceptor (`--mqtts`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The CA certificate a local fleet trusts over TLS.
+    pub ca: Option<PathBuf>,
+}
+
+impl Security {
+    /// From a state directory (made if missing), for [`HOST_NAMES`]; TLS material only when
+    /// `tls` is asked for.
+    pub fn from_state_dir(
+        dir: &std::path::Path,
+        clock: Clock,
+        tls: bool,
+    ) -> anyhow::Result<Security> {
+        let state = StateDir::open(dir)
+            .with_context(|| format!("cannot use state directory {}", dir.display()))?;
+        let names: Vec<String> = HOST_NAMES.iter().map(|s| s.to_string()).collect();
+        let auth = Arc::new(state.authority(names.clone())?);
+        let (tls, ca) = if tls {
+            let material = state.tls(None, &names, clock.wall_at(clock.now_us()))?;
+            (Some(crate::tls::acceptor(&material)?), material.ca_path)
+        } else {
+            (None, None)
+        };
+        Ok(Security { auth, tls, ca })
+    }
+}
+
+/// The engine's ends the device side connects to.
+pub struct HubSide {
+    /// The run's clock.
+    pub clock: Clock,
+    /// The engine's handle.
+    pub hub: Hub,
+    /// The engine's device channel.
+    pub to_engine: mpsc::UnboundedSender<Vec<FromDevice>>,
+    /// Stops the devices.
+    pub stop: CancellationToken,
 }
 
 /// What [`start`] set up (beside the engine's link).
@@ -69,11 +119,15 @@ pub async fn start(
     scenario: &Scenario,
     seed: u64,
     opts: &MqttOptions,
-    clock: Clock,
-    hub: &Hub,
-    from_dev: mpsc::UnboundedSender<Vec<FromDevice>>,
-    stop: CancellationToken,
+    security: Option<Security>,
+    hub_side: HubSide,
 ) -> anyhow::Result<(Box<dyn DeviceLink>, DeviceSide)> {
+    let HubSide {
+        clock,
+        hub,
+        to_engine: from_dev,
+        stop,
+    } = hub_side;
     let fleet = Fleet::new(scenario, seed);
     let mqtt_fleet = scenario.hub.transport == Transport::Mqtt;
     let mut listen = opts.listen.clone();
@@ -108,16 +162,8 @@ pub async fn start(
     })?;
     eprintln!("fleetsim: {report}");
 
-    let state = StateDir::open(&opts.state_dir)?;
-    let names: Vec<String> = HOST_NAMES.iter().map(|s| s.to_string()).collect();
-    let authority = Arc::new(state.authority(names.clone())?);
-    let acceptor = match listen.tls {
-        Some(_) => {
-            let wall = clock.wall_at(clock.now_us());
-            Some(crate::tls::acceptor(&state.tls(None, &names, wall)?)?)
-        }
-        None => None,
-    };
+    let security = security.context("serving MQTT needs the hub's keys (a state directory)")?;
+    let authority = security.auth.clone();
     let sessions = Arc::new(Sessions::default());
     let endpoint = Arc::new(Endpoint {
         hub: hub.clone(),
@@ -126,7 +172,7 @@ pub async fn start(
         auth: authority.clone(),
         clock,
     });
-    let running = mqtt::start(&listen, acceptor, endpoint, stop.clone()).await?;
+    let running = mqtt::start(&listen, security.tls.clone(), endpoint, stop.clone()).await?;
     for (scheme, addr) in [("mqtt", running.plain), ("mqtts", running.tls)] {
         if let Some(addr) = addr {
             eprintln!("fleetsim: MQTT device endpoint on {scheme}://{addr}");
@@ -139,7 +185,10 @@ pub async fn start(
         let tls = match running.plain {
             Some(_) => None,
             None => Some(mqtt_fleet::TlsClient::new(
-                &state.path().join(crate::tls::CA_CERT),
+                security
+                    .ca
+                    .as_deref()
+                    .context("a local fleet over TLS needs the hub's CA")?,
                 HOST_NAMES[0],
             )?),
         };

@@ -1,0 +1,214 @@
+//! `GET /metrics` in the Prometheus text format: devices and connected devices, jobs by status
+//! and type, job device operations by outcome (from the engine's published [`HubView`]), and
+//! a latency histogram of the service API's own calls by route and status class.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use crate::clock::Micros;
+use crate::hub::jobs::JobStatus;
+use crate::hub::HubView;
+
+use super::Api;
+
+/// Upper bounds of the latency buckets, seconds.
+const BUCKETS_S: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    /// Per bucket (not cumulative); the last slot is +Inf.
+    counts: [u64; BUCKETS_S.len() + 1],
+    sum_us: u64,
+}
+
+/// Latency of API calls by (route, status class). A std mutex held for one increment, never
+/// across `.await`.
+#[derive(Debug, Default)]
+pub struct Latency {
+    by_route: Mutex<BTreeMap<(String, u16), Histogram>>,
+}
+
+impl Latency {
+    /// Records one call of `route` that answered `status` after `us` microseconds.
+    pub fn record(&self, route: &str, status: u16, us: Micros) {
+        let class = status / 100 * 100;
+        let seconds = us as f64 / 1e6;
+        let slot = BUCKETS_S
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(BUCKETS_S.len());
+        let mut map = self.by_route.lock().unwrap_or_else(|e| e.into_inner());
+        let h = map.entry((route.to_owned(), class)).or_default();
+        h.counts[slot] += 1;
+        h.sum_us += us;
+    }
+
+    fn snapshot(&self) -> BTreeMap<(String, u16), Histogram> {
+        self.by_route
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+const STATUSES: [JobStatus; 6] = [
+    JobStatus::Queued,
+    JobStatus::Scheduled,
+    JobStatus::Running,
+    JobStatus::Completed,
+    JobStatus::Failed,
+    JobStatus::Cancelled,
+];
+
+/// The exposition text for `view` and the API latency.
+fn exposition(view: &HubView, latency: &Latency) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# HELP fleetsim_devices Devices in the registry.");
+    let _ = writeln!(s, "# TYPE fleetsim_devices gauge");
+    let _ = writeln!(s, "fleetsim_devices {}", view.devices);
+    let _ = writeln!(
+        s,
+        "# HELP fleetsim_devices_connected Devices connected now."
+    );
+    let _ = writeln!(s, "# TYPE fleetsim_devices_connected gauge");
+    let _ = writeln!(s, "fleetsim_devices_connected {}", view.connected);
+
+    let _ = writeln!(s, "# HELP fleetsim_jobs Jobs by status and type.");
+    let _ = writeln!(s, "# TYPE fleetsim_jobs gauge");
+    for status in STATUSES {
+        for job_type in ["scheduleDeviceMethod", "scheduleUpdateTwin"] {
+            let n = view
+                .jobs
+                .iter()
+                .filter(|j| j.status == status && j.job_type == job_type)
+                .count();
+            let _ = writeln!(
+                s,
+                "fleetsim_jobs{{status=\"{}\",type=\"{job_type}\"}} {n}",
+                status.name()
+            );
+        }
+    }
+
+    let (mut ok, mut failed, mut running, mut pending) = (0, 0, 0, 0);
+    for j in &view.jobs {
+        ok += j.stats.succeeded_count;
+        failed += j.stats.failed_count;
+        running += j.stats.running_count;
+        pending += j.stats.pending_count;
+    }
+    let _ = writeln!(
+        s,
+        "# HELP fleetsim_job_device_operations Job device operations by outcome (all jobs)."
+    );
+    let _ = writeln!(s, "# TYPE fleetsim_job_device_operations gauge");
+    for (outcome, n) in [
+        ("succeeded", ok),
+        ("failed", failed),
+        ("running", running),
+        ("pending", pending),
+    ] {
+        let _ = writeln!(
+            s,
+            "fleetsim_job_device_operations{{outcome=\"{outcome}\"}} {n}"
+        );
+    }
+
+    let _ = writeln!(
+        s,
+        "# HELP fleetsim_api_request_duration_seconds Service API call latency."
+    );
+    let _ = writeln!(s, "# TYPE fleetsim_api_request_duration_seconds histogram");
+    for ((route, class), h) in latency.snapshot() {
+        let labels = format!(
+            "route=\"{}\",code=\"{}xx\"",
+            route.replace('"', "'"),
+            class / 100
+        );
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS_S.iter().enumerate() {
+            cumulative += h.counts[i];
+            let _ = writeln!(
+                s,
+                "fleetsim_api_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += h.counts[BUCKETS_S.len()];
+        let _ = writeln!(
+            s,
+            "fleetsim_api_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            s,
+            "fleetsim_api_request_duration_seconds_sum{{{labels}}} {}",
+            h.sum_us as f64 / 1e6
+        );
+        let _ = writeln!(
+            s,
+            "fleetsim_api_request_duration_seconds_count{{{labels}}} {cumulative}"
+        );
+    }
+    s
+}
+
+/// `GET /metrics` (no auth, as Prometheus scrapes).
+pub async fn render(State(api): State<Arc<Api>>) -> impl IntoResponse {
+    let view = api.view.borrow().clone();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        exposition(&view, &api.latency),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::JobView;
+
+    #[test]
+    fn exposition_counts_jobs_operations_and_latency() {
+        let latency = Latency::default();
+        latency.record("GET /jobs/v2/{id}", 200, 300);
+        latency.record("GET /jobs/v2/{id}", 200, 40_000_000);
+        let view = HubView {
+            devices: 10,
+            connected: 9,
+            jobs: vec![JobView {
+                id: "j".into(),
+                job_type: "scheduleUpdateTwin",
+                status: JobStatus::Running,
+                stats: crate::report::DeviceJobStatistics {
+                    device_count: 10,
+                    succeeded_count: 4,
+                    failed_count: 1,
+                    running_count: 2,
+                    pending_count: 3,
+                },
+                makespan_ms: 0.0,
+                ops_per_s: 0.0,
+                errors: Default::default(),
+            }],
+            ..Default::default()
+        };
+        let text = exposition(&view, &latency);
+        for line in [
+            "fleetsim_devices_connected 9",
+            "fleetsim_jobs{status=\"running\",type=\"scheduleUpdateTwin\"} 1",
+            "fleetsim_job_device_operations{outcome=\"pending\"} 3",
+            "fleetsim_api_request_duration_seconds_bucket{route=\"GET /jobs/v2/{id}\",code=\"2xx\",le=\"0.0005\"} 1",
+            "fleetsim_api_request_duration_seconds_bucket{route=\"GET /jobs/v2/{id}\",code=\"2xx\",le=\"+Inf\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Twins and direct methods: `GET`, `PATCH` (merge) and `PUT` (replace) `/twins/{id}` with
+//! `If-Match` (quoted or not; `*` matches any etag, a mismatch is 412), and
+//! `POST /twins/{id}/methods`, which answers the device's `{"status", "payload"}`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::hub::auth::Access;
+use crate::hub::error::HubError;
+use crate::hub::jobs::parse_method_call;
+use crate::hub::TwinWrite;
+
+use super::errors::ApiError;
+use super::{body_json, Api};
+
+type Params = Query<HashMap<String, String>>;
+
+/// `GET /twins/{id}`.
+pub async fn get(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<Json<Value>, ApiError> {
+    api.admit(&headers, &params, Access::Read)?;
+    Ok(Json(api.hub.get_twin(&id).await?))
+}
+
+/// `PATCH /twins/{id}`.
+pub async fn patch(
+    api: State<Arc<Api>>,
+    id: Path<String>,
+    headers: HeaderMap,
+    params: Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    write(api, id, headers, params, body, TwinWrite::Patch).await
+}
+
+/// `PUT /twins/{id}`.
+pub async fn replace(
+    api: State<Arc<Api>>,
+    id: Path<String>,
+    headers: HeaderMap,
+    params: Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    write(api, id, headers, params, body, TwinWrite::Replace).await
+}
+
+async fn write(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(params): Params,
+    body: Bytes,
+    mode: TwinWrite,
+) -> Result<Json<Value>, ApiError> {
+    api.admit(&headers, &params, Access::TwinWrite)?;
+    let body = body_json(&body)?;
+    let if_match = headers
+        .get("if-match")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok(Json(api.hub.write_twin(&id, mode, body, if_match).await?))
+}
+
+/// `POST /twins/{id}/methods`.
+pub async fn invoke(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(params): Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    api.admit(&headers, &params, Access::Service)?;
+    let body = body_json(&body)?;
+    let obj = body.as_object().ok_or_else(|| {
+        HubError::invalid(format!(
+            "the method call must be a JSON object with methodName, found {body}"
+        ))
+    })?;
+    let call = parse_method_call(obj, "method call")?;
+    let (status, payload) = api.hub.invoke_method(&id, call).await?;
+    Ok(Json(json!({ "status": status, "payload": payload })))
+}

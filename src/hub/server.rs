@@ -1,0 +1,307 @@
+//! `fleetsim hub`: the emulated hub as a long-running server. Opens the state directory (keys,
+//! TLS material), starts the engine (with a scenario's in-process fleet and jobs, if given),
+//! serves the REST API over HTTP and/or HTTPS, and stops cleanly when told to.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::hub::api::{self, Api};
+use crate::hub::auth::{generate_token, Authority};
+use crate::hub::state::StateDir;
+use crate::hub::throttle::Limits;
+use crate::scenario::format::{Dur, HubSpec};
+use crate::scenario::runner::devices::{self, MqttOptions};
+use crate::scenario::runner::{self, JobFeeder};
+use crate::scenario::{self, Scenario};
+use crate::tls;
+
+/// Where the last `fleetsim hub` said it can be reached, for `fleetsim connection-string`.
+pub const ENDPOINT_FILE: &str = "endpoint.json";
+
+/// What `fleetsim hub` was asked to do.
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// A scenario whose fleet (and jobs) the hub hosts.
+    pub scenario: Option<PathBuf>,
+    /// Plain HTTP address.
+    pub http: Option<SocketAddr>,
+    /// HTTPS address.
+    pub https: Option<SocketAddr>,
+    /// Extra host names (the first one goes into connection strings).
+    pub hostnames: Vec<String>,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// The user's own certificate and key, instead of the generated ones.
+    pub cert: Option<(PathBuf, PathBuf)>,
+    /// Host the scenario's fleet but do not create its jobs.
+    pub no_jobs: bool,
+    /// The MQTT device endpoint (and whether the scenario's fleet runs elsewhere).
+    pub mqtt: MqttOptions,
+}
+
+/// Where a started hub listens.
+#[derive(Debug, Clone)]
+pub struct Listening {
+    /// Plain HTTP.
+    pub http: Option<SocketAddr>,
+    /// HTTPS.
+    pub https: Option<SocketAddr>,
+    /// The CA clients should trust (None with the user's own certificate).
+    pub ca: Option<PathBuf>,
+    /// `HostName=...;SharedAccessKeyName=iothubowner;SharedAccessKey=...`.
+    pub connection_string: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Endpoint {
+    host_name: String,
+}
+
+/// The `HostName` connection strings carry: the host, with the HTTPS port unless it is 443
+/// (the Node service SDK ignores ports; Python follows them).
+fn connection_host(host: &str, https: Option<SocketAddr>) -> String {
+    match https {
+        Some(a) if a.port() != 443 => format!("{host}:{}", a.port()),
+        _ => host.to_owned(),
+    }
+}
+
+/// The hub's trusted names: localhost, 127.0.0.1 and the user's.
+fn names(extra: &[String]) -> Vec<String> {
+    let mut names = extra.to_vec();
+    for n in ["localhost", "127.0.0.1"] {
+        if !names.iter().any(|x| x.eq_ignore_ascii_case(n)) {
+            names.push(n.to_owned());
+        }
+    }
+    names
+}
+
+/// An empty scenario: a hub with no fleet and no jobs.
+fn empty_scenario() -> Scenario {
+    Scenario {
+        name: "hub".into(),
+        seed: 0,
+        duration: Dur::ZERO,
+        hub: HubSpec::default(),
+        cohorts: Vec::new(),
+        jobs: Vec::new(),
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        let hint = if addr.port() < 1024 {
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        } else {
+            ""
+        };
+        format!("cannot listen for {what} on {addr}{hint}")
+    })
+}
+
+/// Runs the hub until `shutdown`; calls `ready` once it listens.
+pub async fn run(
+    opts: &HubOptions,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(&Listening),
+) -> anyhow::Result<()> {
+    let clock = Clock::start();
+    let scenario = match &opts.scenario {
+        Some(path) => scenario::load(path)?,
+        None => empty_scenario(),
+    };
+    let state = StateDir::open(&opts.state_dir)
+        .with_context(|| format!("cannot use state directory {}", opts.state_dir.display()))?;
+    let names = names(&opts.hostnames);
+    let auth = Arc::new(state.authority(names.clone())?);
+    let http = match opts.http {
+        Some(a) => Some(bind(a, "HTTP").await?),
+        None => None,
+    };
+    let https = match opts.https {
+        Some(a) => Some(bind(a, "HTTPS").await?),
+        None => None,
+    };
+    let material = state.tls(
+        opts.cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        &names,
+        clock.wall_at(0),
+    )?;
+    let acceptor = tls::acceptor(&material)?;
+
+    let limits: Limits = runner::limits(&scenario);
+    let security = devices::serves_mqtt(&scenario, &opts.mqtt).then(|| devices::Security {
+        auth: auth.clone(),
+        tls: Some(acceptor.clone()),
+        ca: material.ca_path.clone(),
+    });
+    let running = runner::start(
+        &scenario,
+        scenario.seed,
+        clock,
+        limits,
+        &opts.mqtt,
+        security,
+    )
+    .await?;
+    let api = Api::new(
+        running.hub.clone(),
+        auth.clone(),
+        state.clone(),
+        clock,
+        limits,
+        running.view.clone(),
+    );
+    let app = api::router(api);
+
+    let listening = Listening {
+        http: http.as_ref().and_then(|l| l.local_addr().ok()),
+        https: https.as_ref().and_then(|l| l.local_addr().ok()),
+        ca: material.ca_path.clone(),
+        connection_string: String::new(),
+    };
+    let host = connection_host(auth.hostname(), listening.https);
+    write_endpoint(&state, &host)?;
+    let listening = Listening {
+        connection_string: auth
+            .service_connection_string(&host, "iothubowner")
+            .unwrap_or_default(),
+        ..listening
+    };
+    ready(&listening);
+
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some(l) = http {
+        servers.spawn(api::serve(l, None, app.clone(), shutdown.clone()));
+    }
+    if let Some(l) = https {
+        servers.spawn(api::serve(l, Some(acceptor), app, shutdown.clone()));
+    }
+    if !opts.no_jobs {
+        let mut feeder = JobFeeder::new(&scenario);
+        let hub = running.hub.clone();
+        let stop = shutdown.clone();
+        servers.spawn(async move {
+            while let Some(at) = feeder.next_at() {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep_until(clock.instant_at(at)) => {}
+                }
+                feeder.create_due(&hub, &clock, clock.now_us()).await;
+            }
+        });
+    }
+    shutdown.cancelled().await;
+    while servers.join_next().await.is_some() {}
+    running.stop().await?;
+    Ok(())
+}
+
+fn write_endpoint(state: &StateDir, host: &str) -> anyhow::Result<()> {
+    let path = state.path().join(ENDPOINT_FILE);
+    let text = serde_json::to_string(&Endpoint {
+        host_name: host.to_owned(),
+    })?;
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// What `fleetsim connection-string` prints.
+#[derive(Debug, Clone)]
+pub struct ConnectionStringOptions {
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// A device's connection string instead of a policy's.
+    pub device: Option<String>,
+    /// The policy (default iothubowner).
+    pub policy: String,
+    /// The host name (default: what the last `fleetsim hub` printed).
+    pub host: Option<String>,
+    /// Print a SAS token valid this many seconds instead of a connection string.
+    pub sas_token_ttl: Option<u64>,
+}
+
+/// The connection string (or SAS token) asked for, read from an existing state directory.
+pub fn connection_string(opts: &ConnectionStringOptions) -> anyhow::Result<String> {
+    if !opts.state_dir.join(crate::hub::state::KEYS_FILE).exists() {
+        anyhow::bail!(
+            "{} has no keys yet; start `fleetsim hub --state-dir {}` once first",
+            opts.state_dir.display(),
+            opts.state_dir.display()
+        );
+    }
+    let state = StateDir::open(&opts.state_dir)?;
+    let host = match &opts.host {
+        Some(h) => h.clone(),
+        None => read_endpoint(state.path()).unwrap_or_else(|| "localhost".into()),
+    };
+    let auth: Authority = state.authority(names(&[]))?;
+    if let Some(ttl) = opts.sas_token_ttl {
+        let expiry = (Clock::start().wall_at(0).unix_timestamp().max(0) as u64) + ttl;
+        let bare = host.split(':').next().unwrap_or(&host);
+        let token = match &opts.device {
+            Some(d) => generate_token(
+                &format!("{bare}/devices/{d}"),
+                &auth.device_keys(d).primary_key,
+                None,
+                expiry,
+            ),
+            None => {
+                let p = policy(&auth, &opts.policy)?;
+                generate_token(bare, &p.primary_key, Some(&p.key_name), expiry)
+            }
+        };
+        return token.context("the key in the state directory is not base64");
+    }
+    Ok(match &opts.device {
+        Some(d) => auth.device_connection_string(&host, d),
+        None => {
+            policy(&auth, &opts.policy)?;
+            auth.service_connection_string(&host, &opts.policy)
+                .unwrap_or_default()
+        }
+    })
+}
+
+fn policy<'a>(auth: &'a Authority, name: &str) -> anyhow::Result<&'a crate::hub::auth::Policy> {
+    auth.policy(name).with_context(|| {
+        let known: Vec<&str> = auth
+            .policies()
+            .iter()
+            .map(|p| p.key_name.as_str())
+            .collect();
+        format!("no policy '{name}'; the hub has {}", known.join(", "))
+    })
+}
+
+fn read_endpoint(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(ENDPOINT_FILE)).ok()?;
+    serde_json::from_str::<Endpoint>(&text)
+        .ok()
+        .map(|e| e.host_name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_host_keeps_non_default_ports() {
+        let a: SocketAddr = "127.0.0.1:443".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+        assert_eq!(connection_host("localhost", Some(a)), "localhost");
+        assert_eq!(connection_host("localhost", Some(b)), "localhost:8443");
+        assert_eq!(
+            names(&["Hub.Test".into()]),
+            ["Hub.Test", "localhost", "127.0.0.1"]
+        );
+    }
+}
