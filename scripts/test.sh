@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The test command (README): installs what the SDK tests need on a fresh Debian machine (Node's
+# azure-iothub, Python's azure-iot-hub and six), then runs every Rust test with the official-SDK
+# test made mandatory. Idempotent: installs are skipped when already in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_install() {
+  if [ -z "${apt_updated:-}" ]; then apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# Node service SDK, pinned by tests/sdk/node/package-lock.json.
+command -v npm >/dev/null || apt_install nodejs npm
+if [ ! -d tests/sdk/node/node_modules/azure-iothub ] \
+  || [ tests/sdk/node/package-lock.json -nt tests/sdk/node/node_modules/.package-lock.json ]; then
+  (cd tests/sdk/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# Python service SDK (azure-iot-hub 2.x imports six without declaring it).
+command -v python3 >/dev/null || apt_install python3
+python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+if ! python3 -c "import azure.iot.hub, six" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check "azure-iot-hub>=2.7,<3" six \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
+      "azure-iot-hub>=2.7,<3" six
+fi
+
+FLEETSIM_SDK_TESTS=1 cargo test
