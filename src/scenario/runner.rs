@@ -74,6 +74,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// Where the MQTT endpoint listens: (TCP, TLS).
+    pub fn mqtt_addrs(&self) -> (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>) {
+        self.devices.mqtt_addrs()
+    }
+
     /// Stops the engine and the devices; answers the engine's measurements and job reports.
     pub async fn stop(self) -> anyhow::Result<EngineOutput> {
         self.stop.cancel();

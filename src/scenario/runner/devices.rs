@@ -48,6 +48,7 @@ pub fn serves_mqtt(scenario: &Scenario, opts: &MqttOptions) -> bool {
 }
 
 /// The keys and TLS material the MQTT endpoint and a local MQTT fleet use.
+#[derive(Clone)]
 pub struct Security {
     /// The hub's keys.
     pub auth: Arc<Authority>,
@@ -102,6 +103,13 @@ pub struct DeviceSide {
 }
 
 impl DeviceSide {
+    /// Where the MQTT endpoint listens: (TCP, TLS).
+    pub fn mqtt_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        self.endpoint
+            .as_ref()
+            .map_or((None, None), |e| (e.plain, e.tls))
+    }
+
     /// Waits for the fleet and the endpoint to stop (after the stop token fired).
     pub async fn join(self) -> anyhow::Result<()> {
         if let Some(t) = self.fleet_task {
