@@ -336,6 +336,7 @@ pub async fn run_fleet(
     let status = Arc::new(FleetStatus::default());
     let stop = shutdown.child_token();
     let ids = build::device_ids(scenario).collect();
+    let rss_before = rss_bytes();
     let task = tokio::spawn(mqtt_fleet::run(
         clock,
         fleet,
@@ -345,12 +346,29 @@ pub async fn run_fleet(
         stop.clone(),
     ));
     let end = opts.stop_after.map(|d| tokio::time::Instant::now() + d);
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    let (mut ramped, mut next_line) = (false, 0);
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tick.tick() => {
-                eprintln!("[{:>6.1}s] {}", clock.now_us() as f64 / 1e6, status.line());
+                let now = clock.now_us();
+                if now >= next_line {
+                    eprintln!("[{:>6.1}s] {}", now as f64 / 1e6, status.line());
+                    next_line = now + 1_000_000;
+                }
+                let connected = status.connected.load(std::sync::atomic::Ordering::Relaxed);
+                if !ramped && mine > 0 && connected >= mine {
+                    ramped = true;
+                    let secs = now as f64 / 1e6;
+                    let rss = rss_bytes().saturating_sub(rss_before);
+                    eprintln!(
+                        "fleetsim: ramp done: {connected} connections in {secs:.2}s = {:.0} connections/s; fleet memory +{:.1} MB RSS = {:.2} KB per device",
+                        connected as f64 / secs,
+                        rss as f64 / 1e6,
+                        rss as f64 / 1024.0 / connected as f64,
+                    );
+                }
                 if end.is_some_and(|e| tokio::time::Instant::now() >= e) {
                     break;
                 }
@@ -361,4 +379,15 @@ pub async fn run_fleet(
     task.await.context("the fleet task failed")?;
     eprintln!("fleetsim: {}", status.line());
     Ok(())
+}
+
+/// This process's resident set size (0 where /proc is missing).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            let line = t.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
 }
