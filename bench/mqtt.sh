@@ -41,7 +41,7 @@ kill -TERM "$FLEET" 2>/dev/null || true; wait "$FLEET" 2>/dev/null || true
 grep -E "preflight|ramp done" "$WORK/fleet.err" || true
 grep -E "MQTT devices connected" "$WORK/hub.err" || true
 cat "$WORK/hub.out"
-HUB_RATE=$(awk '$1 ~ /^rt-/ { ops += $5 + $6; t += $8 + 0 } END { if (t > 0) printf "%.0f", ops / t }' "$WORK/hub.out")
+HUB_RATE=$(awk '$1 ~ /^rt-/ { ops += $5 + $6; t += $7 + 0 } END { if (t > 0) printf "%.0f", ops / t }' "$WORK/hub.out")
 echo "(a) fleetsim hub: $HUB_RATE method round trips/s (all jobs' device ops / summed makespans)"
 
 echo "== (b) mosquitto + $DEVICES plain rumqttc clients"
