@@ -28,6 +28,8 @@ fn run(file: &str) -> (runner::RunOutcome, f64) {
         seed: None,
         out: Some(out.clone()),
         progress: Progress::Quiet,
+        mqtt: Default::default(),
+        state_dir: out.join("state"),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let started = Instant::now();

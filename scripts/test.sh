@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the SDK tests need on a fresh Debian machine (Node's
-# azure-iothub, Python's azure-iot-hub and six), then runs every Rust test with the official-SDK
-# test made mandatory. Idempotent: installs are skipped when already in place.
+# azure-iothub, Python's azure-iot-hub, azure-iot-device and six), then runs every Rust test with
+# the official-SDK tests made mandatory. Idempotent: installs are skipped when already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,13 +17,14 @@ if [ ! -d tests/sdk/node/node_modules/azure-iothub ] \
   (cd tests/sdk/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-# Python service SDK (azure-iot-hub 2.x imports six without declaring it).
+# Python service and device SDKs (azure-iot-hub 2.x imports six without declaring it).
 command -v python3 >/dev/null || apt_install python3
 python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
-if ! python3 -c "import azure.iot.hub, six" 2>/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check "azure-iot-hub>=2.7,<3" six \
+PY_SDKS=("azure-iot-hub>=2.7,<3" "azure-iot-device>=2.12,<3" six)
+if ! python3 -c "import azure.iot.hub, azure.iot.device, six" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check "${PY_SDKS[@]}" \
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
-      "azure-iot-hub>=2.7,<3" six
+      "${PY_SDKS[@]}"
 fi
 
 FLEETSIM_SDK_TESTS=1 cargo test --locked

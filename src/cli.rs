@@ -1,9 +1,9 @@
-//! The command line: `fleetsim run | validate | query | hub | connection-string`.
+//! The command line: `fleetsim run | validate | query | hub | devices | connection-string`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// fleetsim: schedule Azure IoT Hub jobs against a simulated fleet and measure them.
 #[derive(Debug, Parser)]
@@ -36,6 +36,48 @@ pub enum Command {
         /// Print how many devices each job would target and the first ids; run nothing.
         #[arg(long)]
         dry_run: bool,
+        /// The MQTT device endpoint.
+        #[command(flatten)]
+        mqtt: MqttArgs,
+        /// Keys and TLS material (used when MQTT is served).
+        #[arg(long, default_value = ".fleetsim")]
+        state_dir: PathBuf,
+    },
+    /// Run only a scenario's fleet, every device an MQTT client, against a hub elsewhere.
+    #[command(
+        after_help = "Examples:\n  fleetsim run s.toml --mqtt 127.0.0.1:1883 --external-fleet &\n  fleetsim devices --scenario s.toml --hub 127.0.0.1:1883 --for 5m\n  fleetsim devices --scenario s.toml --hub localhost --tls --ca .fleetsim/ca.pem --shard 0/2\n\nDevice keys derive from the hub's secret in --state-dir (share it with the hub).\nExit codes: 0 stopped cleanly; 1 an error (bad scenario, limits too low, CA file)."
+    )]
+    Devices {
+        /// The scenario file (its cohorts and their behaviour).
+        #[arg(long)]
+        scenario: PathBuf,
+        /// The hub: HOST[:PORT] (port 8883 with --tls, else 1883).
+        #[arg(long)]
+        hub: String,
+        /// Connect over TLS.
+        #[arg(long)]
+        tls: bool,
+        /// The CA certificate to trust (default: ca.pem in --state-dir).
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// Play only the devices whose index is i modulo n.
+        #[arg(long, value_name = "i/n", value_parser = parse_shard, default_value = "0/1")]
+        shard: (u32, u32),
+        /// The hub's state directory (device-key secret, CA).
+        #[arg(long, default_value = ".fleetsim")]
+        state_dir: PathBuf,
+        /// Local 127.0.0.x source addresses to spread connections over (0: one per 5,000).
+        #[arg(long, default_value_t = 0)]
+        sources: u64,
+        /// Overrides the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Overrides the scenario's ramp (connections per second).
+        #[arg(long)]
+        ramp: Option<u32>,
+        /// Stop after this long (e.g. 90s, 10m); default: on Ctrl-C or SIGTERM.
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        stop_after: Option<std::time::Duration>,
     },
     /// Check a scenario file and report the first problem with its line.
     #[command(after_help = "Example:\n  fleetsim validate scenarios/quickstart.toml")]
@@ -82,6 +124,9 @@ pub enum Command {
         /// Host the scenario's fleet but do not create its jobs.
         #[arg(long)]
         no_jobs: bool,
+        /// The MQTT device endpoint.
+        #[command(flatten)]
+        mqtt: MqttArgs,
     },
     /// Print a connection string (or SAS token) from a hub's state directory.
     #[command(
@@ -120,4 +165,33 @@ impl std::str::FromStr for Listen {
             .map(|a| Listen(Some(a)))
             .map_err(|_| format!("'{text}' is not an address such as 127.0.0.1:8080 (or 'off')"))
     }
+}
+
+/// The MQTT device endpoint's flags (`run` and `hub`).
+#[derive(Debug, Clone, Args)]
+pub struct MqttArgs {
+    /// Serve MQTT over TCP here (e.g. 127.0.0.1:1883).
+    #[arg(long, value_name = "ADDR")]
+    pub mqtt: Option<SocketAddr>,
+    /// Serve MQTT over TLS here (e.g. 0.0.0.0:8883), with the HTTPS certificate's CA.
+    #[arg(long, value_name = "ADDR")]
+    pub mqtts: Option<SocketAddr>,
+    /// Start no fleet here: the scenario's devices connect over MQTT from elsewhere
+    /// (`fleetsim devices`); `run` starts the jobs once they are connected.
+    #[arg(long)]
+    pub external_fleet: bool,
+}
+
+fn parse_shard(text: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("expected i/n with i < n (e.g. 0/4), got '{text}'");
+    let (i, n) = text.split_once('/').ok_or_else(bad)?;
+    let (i, n): (u32, u32) = (i.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::scenario::format::parse_duration(text)
 }

@@ -1,9 +1,11 @@
 //! The fleet: virtual devices as plain data ([`device`]), the behaviour models that drive them
-//! ([`behaviour`]), and the in-process transport that connects them to the hub ([`inproc`]).
+//! ([`behaviour`]), and the transports that connect them to the hub: in process ([`inproc`]) and
+//! one MQTT connection per device ([`mqtt`]).
 
 pub mod behaviour;
 pub mod device;
 pub mod inproc;
+pub mod mqtt;
 
 use behaviour::CohortModel;
 use device::VirtualDevice;

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod handle;
 pub mod jobs;
+pub mod mqtt;
 pub mod registry;
 pub mod server;
 pub mod state;
@@ -16,4 +17,4 @@ pub mod twin;
 
 pub use engine::{Engine, EngineOutput};
 pub use error::{ErrorCode, HubError};
-pub use handle::{Command, Hub, HubView, JobView, TwinWrite};
+pub use handle::{Command, DeviceCommand, Hub, HubView, JobView, TwinWrite};

@@ -6,6 +6,7 @@
 //! - [`query`]: the IoT Hub query language (parse, evaluate against twins or job records, plan
 //!   index use, project rows).
 //! - [`link`]: the messages between hub and devices, and the hub's side of a transport.
+//! - [`mqtt`]: the IoT Hub MQTT dialect (topics, packet framing) shared by hub and fleet.
 //! - [`fleet`]: virtual devices (data, not tasks), behaviour models, the in-process transport.
 //! - [`metrics`]: HDR latency histograms, per-second time series, live snapshots and the run's
 //!   result files (summary.json, .hgrm, .hlog, timeseries.csv).
@@ -20,6 +21,7 @@ pub mod fleet;
 pub mod hub;
 pub mod link;
 pub mod metrics;
+pub mod mqtt;
 pub mod query;
 pub mod report;
 pub mod scenario;

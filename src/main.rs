@@ -7,8 +7,10 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use fleetsim::cli::{Cli, Command};
+use fleetsim::cli::{Cli, Command, MqttArgs};
+use fleetsim::hub::mqtt::Listen;
 use fleetsim::hub::server::{self, ConnectionStringOptions, HubOptions};
+use fleetsim::scenario::runner::devices::{self, FleetOnly, MqttOptions};
 use fleetsim::scenario::runner::{self, Progress, RunOptions};
 use fleetsim::scenario::{self, inspect};
 
@@ -51,6 +53,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out,
             no_tui: _,
             dry_run,
+            mqtt,
+            state_dir,
         } => {
             let s = scenario::load(&scenario)?;
             if dry_run {
@@ -61,6 +65,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 seed,
                 out,
                 progress: Progress::Lines,
+                mqtt: mqtt_options(mqtt),
+                state_dir,
             };
             let _ = std::io::stderr().is_terminal();
             let outcome = runtime()?
@@ -77,6 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cert,
             key,
             no_jobs,
+            mqtt,
         } => {
             let opts = HubOptions {
                 scenario,
@@ -86,6 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 state_dir,
                 cert: cert.zip(key),
                 no_jobs,
+                mqtt: mqtt_options(mqtt),
             };
             runtime()?.block_on(async {
                 server::run(&opts, shutdown_on_signals(), |l| {
@@ -106,6 +114,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("fleetsim hub: stopped");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Devices {
+            scenario,
+            hub,
+            tls,
+            ca,
+            shard,
+            state_dir,
+            sources,
+            seed,
+            ramp,
+            stop_after,
+        } => {
+            let s = scenario::load(&scenario)?;
+            let opts = FleetOnly {
+                hub,
+                tls,
+                ca,
+                shard,
+                state_dir,
+                sources,
+                seed,
+                ramp,
+                stop_after,
+            };
+            runtime()?
+                .block_on(async { devices::run_fleet(&s, &opts, shutdown_on_signals()).await })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::ConnectionString {
             state_dir,
             device,
@@ -123,6 +159,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{text}");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn mqtt_options(args: MqttArgs) -> MqttOptions {
+    MqttOptions {
+        listen: Listen {
+            plain: args.mqtt,
+            tls: args.mqtts,
+        },
+        external_fleet: args.external_fleet,
     }
 }
 

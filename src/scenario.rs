@@ -62,6 +62,12 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
     if scenario.hub.units == 0 {
         return Err(at(find("units"), "units must be at least 1".into()));
     }
+    if scenario.hub.ramp == 0 {
+        return Err(at(
+            find("ramp"),
+            "ramp must be at least 1 connection per second".into(),
+        ));
+    }
     let mut prefixes = HashSet::new();
     for c in &scenario.cohorts {
         let span = find(&format!("\"{}\"", c.name));

@@ -50,7 +50,16 @@ async fn start(limits: Limits) -> TestHub {
     let material = state.tls(None, &names, clock.wall_at(0)).unwrap();
     let text = std::fs::read_to_string("tests/fixtures/sdk-hub.toml").unwrap();
     let scenario = scenario::parse(&text, "sdk-hub.toml").unwrap();
-    let running = runner::start(&scenario, 1, clock, limits);
+    let running = runner::start(
+        &scenario,
+        1,
+        clock,
+        limits,
+        &runner::devices::MqttOptions::default(),
+        None,
+    )
+    .await
+    .unwrap();
     let api = Api::new(
         running.hub.clone(),
         auth.clone(),

@@ -1,7 +1,8 @@
 //! The official service SDKs against `fleetsim hub`: starts the binary on a temporary state
 //! directory with the `sdk-hub` fleet, HTTPS on 127.0.0.1:443 (the Node SDK ignores ports),
 //! runs `tests/sdk/node` (azure-iothub, NODE_EXTRA_CA_CERTS) and `tests/sdk/python`
-//! (azure-iot-hub, REQUESTS_CA_BUNDLE), then stops the hub with SIGTERM and expects a clean exit.
+//! (azure-iot-hub, REQUESTS_CA_BUNDLE; and azure-iot-device over MQTT/TLS on 127.0.0.1:8883,
+//! the device SDK's fixed port), then stops the hub with SIGTERM and expects a clean exit.
 //!
 //! `scripts/test.sh` installs the SDKs and sets FLEETSIM_SDK_TESTS=1, which makes this test
 //! mandatory; a bare `cargo test` without the SDKs installed skips it with a note.
@@ -33,7 +34,13 @@ fn start_hub(state_dir: &Path) -> Hub {
             "--http",
             "off",
         ])
-        .args(["--https", "127.0.0.1:443", "--state-dir"])
+        .args([
+            "--https",
+            "127.0.0.1:443",
+            "--mqtts",
+            "127.0.0.1:8883",
+            "--state-dir",
+        ])
         .arg(state_dir)
         .stdout(Stdio::piped())
         .spawn()
@@ -75,7 +82,7 @@ fn run(cmd: &mut Command, what: &str) {
 fn official_sdks_drive_the_hub() {
     let node_ready = Path::new("tests/sdk/node/node_modules/azure-iothub").exists();
     let python_ready = Command::new("python3")
-        .args(["-c", "import azure.iot.hub, six"])
+        .args(["-c", "import azure.iot.hub, azure.iot.device, six"])
         .output()
         .is_ok_and(|o| o.status.success());
     if std::env::var_os("FLEETSIM_SDK_TESTS").is_none() && !(node_ready && python_ready) {
@@ -83,7 +90,10 @@ fn official_sdks_drive_the_hub() {
         return;
     }
     assert!(node_ready, "run `npm ci` in tests/sdk/node");
-    assert!(python_ready, "run `pip install azure-iot-hub six`");
+    assert!(
+        python_ready,
+        "run `pip install azure-iot-hub azure-iot-device six`"
+    );
 
     let state_dir = std::env::temp_dir().join(format!("fleetsim-sdk-{}", std::process::id()));
     let mut hub = start_hub(&state_dir);
@@ -103,6 +113,15 @@ fn official_sdks_drive_the_hub() {
             .env("FLEETSIM_CONNECTION_STRING", &hub.connection_string)
             .env("REQUESTS_CA_BUNDLE", &hub.ca),
         "the Python SDK test",
+    );
+    run(
+        Command::new("python3")
+            .args(["-m", "unittest", "-v", "test_device"])
+            .current_dir("tests/sdk/python")
+            .env("FLEETSIM_CONNECTION_STRING", &hub.connection_string)
+            .env("FLEETSIM_CA", &hub.ca)
+            .env("REQUESTS_CA_BUNDLE", &hub.ca),
+        "the Python device SDK test (MQTT over TLS)",
     );
 
     // SIGTERM stops the hub cleanly.

@@ -116,18 +116,24 @@ impl InProcFleet {
         }
     }
 
-    /// Connects the online devices, then serves the hub until `shutdown` or the hub goes away.
-    pub async fn run(
-        mut self,
-        mut from_hub: mpsc::UnboundedReceiver<Vec<ToDevice>>,
-        shutdown: CancellationToken,
-    ) {
+    /// Connects every device that is not offline for good. Call it before the hub takes any
+    /// command, so that a job starting at once finds its devices connected.
+    pub fn connect_online(&mut self) {
         let now = self.clock.now_us();
         for idx in 0..self.fleet.devices.len() as u32 {
             if !self.fleet.devices[idx as usize].offline {
                 self.connect(idx, now);
             }
         }
+        self.flush();
+    }
+
+    /// Serves the hub until `shutdown` or the hub goes away.
+    pub async fn run(
+        mut self,
+        mut from_hub: mpsc::UnboundedReceiver<Vec<ToDevice>>,
+        shutdown: CancellationToken,
+    ) {
         loop {
             let now = self.clock.now_us();
             self.fire_due(now);

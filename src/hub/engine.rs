@@ -9,13 +9,13 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Micros};
 use crate::hub::error::{ErrorCode, HubError};
-use crate::hub::handle::{Command, HubView, JobView, Reply, TwinWrite};
+use crate::hub::handle::{Command, DeviceCommand, HubView, JobView, Reply, TwinWrite};
 use crate::hub::jobs::{
     DeviceError, DeviceRecord, DeviceStatus, Job, JobKind, JobRequest, JobStatus, MethodCall,
 };
@@ -593,18 +593,60 @@ impl Engine {
                 ack_of,
             } => {
                 if let Value::Object(patch) = &*patch {
-                    let _ = self
-                        .registry
-                        .update_twin(device, |t| t.patch_reported(patch, now));
+                    let _ = self.report(device, patch, ack_of, now);
                 }
+            }
+        }
+    }
+
+    /// Merges a device's reported patch, records the acknowledged twin update's round trip, and
+    /// answers the new reported `$version`.
+    fn report(
+        &mut self,
+        device: DeviceIdx,
+        patch: &Object,
+        ack_of: Option<OpId>,
+        now: Micros,
+    ) -> Result<u64, HubError> {
+        let version = self
+            .registry
+            .update_twin(device, |t| t.patch_reported(patch, now));
+        self.registry.touch(device, now);
+        if let Some(op) = ack_of {
+            if let Some(rec) = self.record(op) {
+                let lat = now.saturating_sub(rec.start_us);
+                self.recorder
+                    .record(JobSlot(op.slot()), Measure::RoundTrip, lat);
+            }
+        }
+        version
+    }
+
+    /// Answers a device transport's request.
+    fn on_device_command(&mut self, cmd: DeviceCommand, now: Micros) {
+        match cmd {
+            DeviceCommand::Lookup(id, reply) => {
+                let _ = reply.send(self.registry.lookup(&id));
+            }
+            DeviceCommand::Twin(device, reply) => {
+                let twin = self.registry.get(device).map(|e| {
+                    json!({
+                        "desired": e.twin.desired.to_device_json(),
+                        "reported": e.twin.reported.to_device_json(),
+                    })
+                });
                 self.registry.touch(device, now);
-                if let Some(op) = ack_of {
-                    if let Some(rec) = self.record(op) {
-                        let lat = now.saturating_sub(rec.start_us);
-                        self.recorder
-                            .record(JobSlot(op.slot()), Measure::RoundTrip, lat);
-                    }
-                }
+                let _ = reply.send(twin.ok_or_else(|| {
+                    HubError::new(ErrorCode::DeviceNotFound, "the device was removed")
+                }));
+            }
+            DeviceCommand::Report {
+                device,
+                patch,
+                ack_of,
+                reply,
+            } => {
+                let _ = reply.send(self.report(device, &patch, ack_of, now));
             }
         }
     }
@@ -779,6 +821,7 @@ impl Engine {
             Command::Report(reply) => {
                 let _ = reply.send(Ok(self.job_reports(now)));
             }
+            Command::Device(cmd) => self.on_device_command(cmd, now),
         }
     }
 

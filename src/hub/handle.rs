@@ -7,7 +7,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::clock::Micros;
 use crate::hub::error::{ErrorCode, HubError};
 use crate::hub::jobs::{ErrorCounts, JobRequest, JobStatus, MethodCall};
-use crate::hub::twin::Twin;
+use crate::hub::registry::DeviceIdx;
+use crate::hub::twin::{Object, Twin};
+use crate::link::OpId;
 use crate::metrics::MetricsSnapshot;
 use crate::report::{DeviceJobStatistics, JobReport};
 
@@ -60,6 +62,29 @@ pub enum Command {
     RemoveDevice(String, Reply<Value>),
     /// The jobs as the run report shows them.
     Report(Reply<Vec<JobReport>>),
+    /// A device transport's requests (the MQTT endpoint).
+    Device(DeviceCommand),
+}
+
+/// What a device transport asks the engine on a device's behalf.
+#[derive(Debug)]
+pub enum DeviceCommand {
+    /// The registry index of a device id (404001 when unknown).
+    Lookup(String, Reply<DeviceIdx>),
+    /// The twin as a device's twin GET sees it: `{"desired": .., "reported": ..}`.
+    Twin(DeviceIdx, Reply<Value>),
+    /// Merge a reported patch (acknowledging the twin update `ack_of`, if any); answers the
+    /// new reported `$version`.
+    Report {
+        /// The device.
+        device: DeviceIdx,
+        /// The patch.
+        patch: Object,
+        /// The twin-update operation it acknowledges.
+        ack_of: Option<OpId>,
+        /// The reply.
+        reply: Reply<u64>,
+    },
 }
 
 /// A cloneable handle to the job engine.
@@ -160,6 +185,36 @@ impl Hub {
     /// The jobs for the run report.
     pub async fn report(&self) -> Result<Vec<JobReport>, HubError> {
         self.ask(Command::Report).await
+    }
+
+    /// The registry index of a device.
+    pub async fn device_index(&self, id: &str) -> Result<DeviceIdx, HubError> {
+        self.ask(|r| Command::Device(DeviceCommand::Lookup(id.to_owned(), r)))
+            .await
+    }
+
+    /// A device's twin as the device sees it.
+    pub async fn device_twin(&self, device: DeviceIdx) -> Result<Value, HubError> {
+        self.ask(|r| Command::Device(DeviceCommand::Twin(device, r)))
+            .await
+    }
+
+    /// Applies a device's reported patch; answers the new reported `$version`.
+    pub async fn report_properties(
+        &self,
+        device: DeviceIdx,
+        patch: Object,
+        ack_of: Option<OpId>,
+    ) -> Result<u64, HubError> {
+        self.ask(|reply| {
+            Command::Device(DeviceCommand::Report {
+                device,
+                patch,
+                ack_of,
+                reply,
+            })
+        })
+        .await
     }
 }
 

@@ -16,6 +16,7 @@ use crate::hub::api::{self, Api};
 use crate::hub::auth::{generate_token, Authority};
 use crate::hub::state::StateDir;
 use crate::scenario::format::{Dur, HubSpec};
+use crate::scenario::runner::devices::{self, MqttOptions};
 use crate::scenario::runner::{self, JobFeeder};
 use crate::scenario::{self, Scenario};
 use crate::tls;
@@ -40,6 +41,8 @@ pub struct HubOptions {
     pub cert: Option<(PathBuf, PathBuf)>,
     /// Host the scenario's fleet but do not create its jobs.
     pub no_jobs: bool,
+    /// The MQTT device endpoint (and whether the scenario's fleet runs elsewhere).
+    pub mqtt: MqttOptions,
 }
 
 /// Where a started hub listens.
@@ -135,7 +138,20 @@ pub async fn run(
     let acceptor = tls::acceptor(&material)?;
 
     let limits = runner::limits(&scenario);
-    let running = runner::start(&scenario, scenario.seed, clock, limits);
+    let security = devices::serves_mqtt(&scenario, &opts.mqtt).then(|| devices::Security {
+        auth: auth.clone(),
+        tls: Some(acceptor.clone()),
+        ca: material.ca_path.clone(),
+    });
+    let running = runner::start(
+        &scenario,
+        scenario.seed,
+        clock,
+        limits,
+        &opts.mqtt,
+        security,
+    )
+    .await?;
     let api = Api::new(
         running.hub.clone(),
         auth.clone(),

@@ -9,7 +9,7 @@ use crate::clock::{Clock, Micros};
 use crate::hub::jobs::{JobKind, JobRequest, MethodCall, TwinUpdate};
 use crate::hub::registry::Registry;
 use crate::hub::twin::{Object, Twin};
-use crate::scenario::format::{JobSpec, Scenario};
+use crate::scenario::format::{Cohort, JobSpec, Scenario};
 
 /// A TOML table as a JSON object.
 pub fn json_object(table: &toml::Table) -> Object {
@@ -25,6 +25,16 @@ pub fn device_id(prefix: &str, n: u64, count: u64) -> String {
     format!("{prefix}{n:0width$}")
 }
 
+/// The ids of a cohort's devices, in order.
+pub fn cohort_ids(c: &Cohort) -> impl Iterator<Item = String> + '_ {
+    (0..c.count).map(|n| device_id(&c.id_prefix, n, c.count))
+}
+
+/// The ids of every device of a scenario, in registry order.
+pub fn device_ids(scenario: &Scenario) -> impl Iterator<Item = String> + '_ {
+    scenario.cohorts.iter().flat_map(cohort_ids)
+}
+
 /// The registry of a scenario's devices, in cohort order.
 pub fn registry(scenario: &Scenario, clock: Clock) -> Registry {
     let mut registry = Registry::new(clock);
@@ -32,10 +42,10 @@ pub fn registry(scenario: &Scenario, clock: Clock) -> Registry {
         let tags = Arc::new(json_object(&c.tags));
         let desired = Arc::new(json_object(&c.desired));
         let reported = Arc::new(json_object(&c.reported));
-        for n in 0..c.count {
+        for id in cohort_ids(c) {
             let twin = Twin::new(tags.clone(), desired.clone(), reported.clone());
             // Validation guarantees unique prefixes; a clash would only skip the device.
-            let _ = registry.add(&device_id(&c.id_prefix, n, c.count), twin);
+            let _ = registry.add(&id, twin);
         }
     }
     registry

@@ -44,6 +44,13 @@ pub struct HubSpec {
     /// Units of the tier.
     #[serde(default = "one")]
     pub units: u32,
+    /// How devices reach the hub: `inproc` (channels, the default) or `mqtt` (every device a
+    /// real MQTT client with its own connection to the hub's MQTT endpoint).
+    #[serde(default)]
+    pub transport: Transport,
+    /// MQTT transport: new connections opened per second while the fleet connects.
+    #[serde(default = "default_ramp")]
+    pub ramp: u32,
 }
 
 impl Default for HubSpec {
@@ -51,8 +58,25 @@ impl Default for HubSpec {
         HubSpec {
             tier: unlimited(),
             units: 1,
+            transport: Transport::default(),
+            ramp: default_ramp(),
         }
     }
+}
+
+/// `[hub] transport`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Channels inside the process.
+    #[default]
+    Inproc,
+    /// One MQTT connection per device.
+    Mqtt,
+}
+
+fn default_ramp() -> u32 {
+    2000
 }
 
 fn unlimited() -> TierSpec {

@@ -2,6 +2,8 @@
 //! their times, reports progress, stops when every job has ended (or at the duration limit, or
 //! on Ctrl-C), and writes the result files.
 
+pub mod devices;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -10,8 +12,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Micros};
-use crate::fleet::inproc::{InProcFleet, InProcLink};
-use crate::fleet::Fleet;
 use crate::hub::throttle::Limits;
 use crate::hub::{Engine, EngineOutput, Hub, HubView};
 use crate::metrics::{self, Measure, MetricsSnapshot};
@@ -37,6 +37,10 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     /// Progress display.
     pub progress: Progress,
+    /// The MQTT endpoint and fleet.
+    pub mqtt: devices::MqttOptions,
+    /// Keys and TLS material (used when MQTT is served).
+    pub state_dir: PathBuf,
 }
 
 /// What a finished run produced.
@@ -60,7 +64,7 @@ enum Stop {
     Interrupted,
 }
 
-/// A hub engine and a scenario's in-process fleet, running as two tasks.
+/// A hub engine and a scenario's devices (in process, or over MQTT), running as tasks.
 pub struct Running {
     /// The handle API calls and the job feeder use.
     pub hub: Hub,
@@ -68,50 +72,106 @@ pub struct Running {
     pub view: watch::Receiver<HubView>,
     stop: CancellationToken,
     engine: JoinHandle<EngineOutput>,
-    fleet: JoinHandle<()>,
+    devices: devices::DeviceSide,
 }
 
 impl Running {
-    /// Stops the engine and the fleet; answers the engine's measurements and job reports.
+    /// Where the MQTT endpoint listens: (TCP, TLS).
+    pub fn mqtt_addrs(&self) -> (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>) {
+        self.devices.mqtt_addrs()
+    }
+
+    /// Stops the engine and the devices; answers the engine's measurements and job reports.
     pub async fn stop(self) -> anyhow::Result<EngineOutput> {
         self.stop.cancel();
         let output = self.engine.await.context("the job engine task failed")?;
-        self.fleet.await.context("the fleet task failed")?;
+        self.devices.join().await?;
         Ok(output)
+    }
+
+    /// Waits (printing progress) until the devices expected over MQTT are connected, the wait
+    /// bound passes, or `shutdown`; answers the clock reading then (0 when nothing to wait for).
+    pub async fn await_devices(
+        &mut self,
+        clock: &Clock,
+        ramp: u32,
+        shutdown: &CancellationToken,
+    ) -> Micros {
+        let expected = self.devices.expect_connected;
+        if expected == 0 {
+            return 0;
+        }
+        let bound = clock.now_us() + connect_wait(expected, ramp);
+        let mut next_line = 0;
+        loop {
+            let now = clock.now_us();
+            let connected = self.view.borrow_and_update().connected;
+            if connected >= expected || now >= bound || shutdown.is_cancelled() {
+                eprintln!(
+                    "fleetsim: {connected}/{expected} MQTT devices connected after {:.1}s",
+                    now as f64 / 1e6
+                );
+                return now;
+            }
+            if now >= next_line {
+                match &self.devices.fleet_status {
+                    Some(s) => eprintln!("[{:>6.1}s] {}", now as f64 / 1e6, s.line()),
+                    None => eprintln!(
+                        "[{:>6.1}s] {connected}/{expected} devices connected",
+                        now as f64 / 1e6
+                    ),
+                }
+                next_line = now + 1_000_000;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = self.view.changed() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            }
+        }
     }
 }
 
-/// Builds `scenario`'s registry and fleet (with `seed`) and starts the engine over them, with
-/// `limits` (the scenario's own unless overridden by the caller).
-pub fn start(scenario: &Scenario, seed: u64, clock: Clock, limits: Limits) -> Running {
-    let registry = build::registry(scenario, clock);
-    let fleet = Fleet::new(scenario, seed);
+/// How long a run waits for `n` MQTT devices connecting at `ramp` per second.
+fn connect_wait(n: u64, ramp: u32) -> Micros {
+    let ramp_us = n.saturating_mul(1_000_000) / ramp.max(1) as u64;
+    2 * ramp_us + 30_000_000
+}
 
-    let (to_dev_tx, to_dev_rx) = mpsc::unbounded_channel();
+/// Builds `scenario`'s registry and fleet (with `seed`) and starts the engine over them, with
+/// `limits` (the scenario's own unless overridden by the caller), and the device side `mqtt`
+/// asks for (`security`: keys and TLS, needed when MQTT is served).
+pub async fn start(
+    scenario: &Scenario,
+    seed: u64,
+    clock: Clock,
+    limits: Limits,
+    mqtt: &devices::MqttOptions,
+    security: Option<devices::Security>,
+) -> anyhow::Result<Running> {
+    let registry = build::registry(scenario, clock);
     let (from_dev_tx, from_dev_rx) = mpsc::unbounded_channel();
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (view_tx, view_rx) = watch::channel(HubView::default());
     let stop = CancellationToken::new();
+    let hub = Hub::new(cmd_tx);
 
-    let engine = Engine::new(
+    let ends = devices::HubSide {
         clock,
-        limits,
-        registry,
-        Box::new(InProcLink::new(to_dev_tx)),
-    );
+        hub: hub.clone(),
+        to_engine: from_dev_tx,
+        stop: stop.clone(),
+    };
+    let (link, devices) = devices::start(scenario, seed, mqtt, security, ends).await?;
+    let engine = Engine::new(clock, limits, registry, link);
     let engine = tokio::spawn(engine.run(cmd_rx, from_dev_rx, view_tx, stop.clone()));
-    // Connect the fleet before the hub takes any command, so a job starting at once finds its
-    // devices connected.
-    let mut devices = InProcFleet::new(fleet, clock, from_dev_tx);
-    devices.connect_online();
-    let fleet = tokio::spawn(devices.run(to_dev_rx, stop.clone()));
-    Running {
-        hub: Hub::new(cmd_tx),
+    Ok(Running {
+        hub,
         view: view_rx,
         stop,
         engine,
-        fleet,
-    }
+        devices,
+    })
 }
 
 /// The limits a scenario's `[hub]` asks for.
@@ -126,6 +186,8 @@ pub fn limits(scenario: &Scenario) -> Limits {
 pub struct JobFeeder {
     plan: Vec<PlannedJob>,
     next: usize,
+    /// Clock reading the plan's times count from (when the devices were ready).
+    offset: Micros,
     /// Jobs the hub refused, with the reason.
     pub refused: Vec<(String, String)>,
 }
@@ -136,16 +198,23 @@ impl JobFeeder {
         JobFeeder {
             plan: build::planned_jobs(scenario),
             next: 0,
+            offset: 0,
             refused: Vec::new(),
         }
     }
 
+    /// Counts the plan's times from `offset` (when the devices were ready).
+    pub fn starting_at(mut self, offset: Micros) -> Self {
+        self.offset = offset;
+        self
+    }
+
     /// Creates every job due at `now`.
     pub async fn create_due(&mut self, hub: &Hub, clock: &Clock, now: Micros) {
-        while self.next < self.plan.len() && self.plan[self.next].create_at <= now {
+        while self.next < self.plan.len() && self.offset + self.plan[self.next].create_at <= now {
             let planned = &self.plan[self.next];
             let mut request = planned.request.clone();
-            request.start_time = Some(clock.wall_at(planned.start_at));
+            request.start_time = Some(clock.wall_at(self.offset + planned.start_at));
             if let Err(e) = hub.create_job(request).await {
                 eprintln!("fleetsim: job '{}' refused: {e}", planned.request.job_id);
                 self.refused
@@ -157,7 +226,7 @@ impl JobFeeder {
 
     /// When the next job is due (None once all are created).
     pub fn next_at(&self) -> Option<Micros> {
-        self.plan.get(self.next).map(|p| p.create_at)
+        self.plan.get(self.next).map(|p| self.offset + p.create_at)
     }
 
     /// Jobs planned.
@@ -179,12 +248,31 @@ pub async fn run(
 ) -> anyhow::Result<RunOutcome> {
     let clock = Clock::start();
     let seed = opts.seed.unwrap_or(scenario.seed);
-    let running = start(scenario, seed, clock, limits(scenario));
+    let security = match devices::serves_mqtt(scenario, &opts.mqtt) {
+        true => Some(devices::Security::from_state_dir(
+            &opts.state_dir,
+            clock,
+            opts.mqtt.listen.tls.is_some(),
+        )?),
+        false => None,
+    };
+    let mut running = start(
+        scenario,
+        seed,
+        clock,
+        limits(scenario),
+        &opts.mqtt,
+        security,
+    )
+    .await?;
+    let offset = running
+        .await_devices(&clock, scenario.hub.ramp, &shutdown)
+        .await;
     let hub = running.hub.clone();
     let mut view_rx = running.view.clone();
-    let mut feeder = JobFeeder::new(scenario);
-    let deadline = scenario.duration.micros();
-    let mut next_line: Micros = 1_000_000;
+    let mut feeder = JobFeeder::new(scenario).starting_at(offset);
+    let deadline = offset + scenario.duration.micros();
+    let mut next_line: Micros = offset + 1_000_000;
 
     let stop = loop {
         let now = clock.now_us();

@@ -1,0 +1,210 @@
+//! The MQTT transport's device side: every virtual device is a real MQTT client with its own
+//! connection to the hub (this process's MQTT endpoint, another fleetsim hub, or a real IoT
+//! Hub). Devices keep their [`VirtualDevice`] state and their cohort's behaviour model; the
+//! connections open at a configured ramp rate, spread over several local source addresses.
+//!
+//! - [`client`]: one device's connection (dial, CONNECT, serve, churn, backoff).
+//! - [`preflight`]: descriptors and ports a run needs, checked before the first connection.
+
+pub mod client;
+pub mod preflight;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::fleet::behaviour::CohortModel;
+use crate::fleet::Fleet;
+use crate::hub::auth::Authority;
+
+/// TLS towards the hub.
+#[derive(Clone)]
+pub struct TlsClient {
+    /// The connector (trusting the hub's CA).
+    pub connector: tokio_rustls::TlsConnector,
+    /// The name the hub's certificate must carry.
+    pub server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl TlsClient {
+    /// A client trusting the CA certificates in `ca` (PEM), expecting the hub to be `name`.
+    pub fn new(ca: &std::path::Path, name: &str) -> Result<TlsClient, FleetError> {
+        let bad = |what: String| FleetError::Ca {
+            path: ca.to_owned(),
+            what,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(e.to_string()))? {
+            roots
+                .add(cert.map_err(|e| bad(e.to_string()))?)
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let server_name = rustls::pki_types::ServerName::try_from(name.to_owned())
+            .map_err(|_| bad(format!("'{name}' is not a valid TLS server name")))?;
+        Ok(TlsClient {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            server_name,
+        })
+    }
+}
+
+/// Why the fleet cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The CA file is unusable.
+    #[error("cannot use CA file {path}: {what}")]
+    Ca {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// How the fleet reaches the hub.
+#[derive(Clone)]
+pub struct MqttFleetConfig {
+    /// The hub's MQTT address.
+    pub target: SocketAddr,
+    /// The IoT Hub host name devices put in their username and SAS resource.
+    pub host_name: String,
+    /// TLS, if the endpoint speaks it.
+    pub tls: Option<TlsClient>,
+    /// New connections per second while the fleet connects.
+    pub ramp: u32,
+    /// Local addresses connections are spread over (empty: let the kernel choose).
+    pub sources: Vec<IpAddr>,
+    /// MQTT keep-alive, seconds.
+    pub keep_alive_s: u16,
+    /// Which devices this process plays: `(i, n)` plays those whose index is `i` modulo `n`.
+    pub shard: (u32, u32),
+    /// Device keys: each device signs its CONNECT password (a SAS token) with its own.
+    pub keys: Arc<Authority>,
+}
+
+/// Live counters of the fleet, readable while it runs.
+#[derive(Debug, Default)]
+pub struct FleetStatus {
+    /// Devices this process plays that are meant to connect.
+    pub online: AtomicU64,
+    /// Connection tasks started so far (the ramp's progress).
+    pub started: AtomicU64,
+    /// Devices connected now.
+    pub connected: AtomicU64,
+    /// Successful CONNACKs so far (first connections and reconnections).
+    pub connects: AtomicU64,
+    /// Failed connection attempts.
+    pub failed: AtomicU64,
+    /// Connections the churn model closed.
+    pub churned: AtomicU64,
+    /// Connections lost to errors.
+    pub lost: AtomicU64,
+    /// Method answers and reported patches sent.
+    pub answers: AtomicU64,
+}
+
+impl FleetStatus {
+    /// One line for progress output.
+    pub fn line(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "mqtt fleet: {}/{} connected ({} started) | connects {} | failed attempts {} | churned {} | lost {} | answers {}",
+            g(&self.connected),
+            g(&self.online),
+            g(&self.started),
+            g(&self.connects),
+            g(&self.failed),
+            g(&self.churned),
+            g(&self.lost),
+            g(&self.answers),
+        )
+    }
+}
+
+/// What every device task shares.
+pub struct Shared {
+    config: MqttFleetConfig,
+    models: Vec<CohortModel>,
+    seed: u64,
+    clock: Clock,
+    status: Arc<FleetStatus>,
+    shutdown: CancellationToken,
+}
+
+/// The devices of `fleet` (ids in registry order) that this shard plays and that are meant to
+/// connect, with their source addresses.
+fn devices(fleet: &mut Fleet, ids: Vec<String>, config: &MqttFleetConfig) -> Vec<client::Device> {
+    let (i, n) = (config.shard.0 as usize, config.shard.1.max(1) as usize);
+    let devices = std::mem::take(&mut fleet.devices);
+    devices
+        .into_iter()
+        .zip(ids)
+        .enumerate()
+        .filter(|(idx, (d, _))| idx % n == i && !d.offline)
+        .enumerate()
+        .map(|(k, (idx, (state, id)))| client::Device {
+            idx: idx as u32,
+            id: id.into_boxed_str(),
+            state,
+            source: (!config.sources.is_empty()).then(|| config.sources[k % config.sources.len()]),
+        })
+        .collect()
+}
+
+/// Connects the fleet at the configured ramp and plays it until `shutdown`; every connection
+/// is closed (with DISCONNECT) before it returns.
+pub async fn run(
+    clock: Clock,
+    mut fleet: Fleet,
+    ids: Vec<String>,
+    config: MqttFleetConfig,
+    status: Arc<FleetStatus>,
+    shutdown: CancellationToken,
+) {
+    let devices = devices(&mut fleet, ids, &config);
+    status.online.store(devices.len() as u64, Ordering::Relaxed);
+    let ramp = config.ramp.max(1) as f64;
+    let shared = Arc::new(Shared {
+        config,
+        models: fleet.models,
+        seed: fleet.seed,
+        clock,
+        status: status.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let tracker = TaskTracker::new();
+    let start = tokio::time::Instant::now();
+    for (k, device) in devices.into_iter().enumerate() {
+        let due = start + Duration::from_secs_f64(k as f64 / ramp);
+        if due > tokio::time::Instant::now() + Duration::from_millis(1) {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(due) => {}
+            }
+        }
+        tracker.spawn(client::run(device, shared.clone()));
+        status.started.fetch_add(1, Ordering::Relaxed);
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// `n` loopback source addresses from 127.0.0.2 on, for a hub on the loopback network.
+pub fn loopback_sources(n: u8) -> Vec<IpAddr> {
+    (0..n.max(1))
+        .map(|k| IpAddr::from([127, 0, 0, 2u8.saturating_add(k)]))
+        .collect()
+}

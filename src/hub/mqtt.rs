@@ -1,0 +1,266 @@
+//! The hub's MQTT device endpoint in the IoT Hub dialect (spec §2–§4): MQTT 3.1.1 over TCP or
+//! TLS, one session per device, and the [`MqttLink`] through which the job engine reaches
+//! devices connected here (and, for every other device, the in-process fleet).
+//!
+//! - [`session`]: one device's session as a state machine without I/O.
+//! - [`conn`]: the connection task: CONNECT and authentication, then packets in and out.
+
+pub mod conn;
+pub mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::hub::auth::Authority;
+use crate::hub::registry::DeviceIdx;
+use crate::hub::Hub;
+use crate::link::{DeviceLink, FromDevice, ToDevice};
+
+/// Largest packet a device may send: IoT Hub's 256 KB message limit plus topic and headers.
+pub const MAX_PACKET: usize = 256 * 1024 + 4096;
+
+/// The live sessions, by device: where the [`MqttLink`] sends each device's messages.
+///
+/// A `std::sync::Mutex`, never held across an `.await`.
+#[derive(Default)]
+pub struct Sessions {
+    by_device: Mutex<HashMap<DeviceIdx, Slot>>,
+    next_gen: AtomicU64,
+}
+
+struct Slot {
+    generation: u64,
+    tx: mpsc::UnboundedSender<ToDevice>,
+}
+
+impl Sessions {
+    /// Registers a session for `device`, replacing (and so closing) any earlier one; returns
+    /// its generation and the receiver of its messages.
+    fn open(&self, device: DeviceIdx) -> (u64, mpsc::UnboundedReceiver<ToDevice>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let generation = self.next_gen.fetch_add(1, Ordering::Relaxed);
+        // Dropping the old sender ends the old session's receive loop.
+        self.lock().insert(device, Slot { generation, tx });
+        (generation, rx)
+    }
+
+    /// Removes the session if it is still the device's current one; returns whether it was.
+    fn close(&self, device: DeviceIdx, generation: u64) -> bool {
+        let mut map = self.lock();
+        match map.get(&device) {
+            Some(slot) if slot.generation == generation => {
+                map.remove(&device);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Devices with a session now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no device is connected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceIdx, Slot>> {
+        // A poisoned lock only means a panic elsewhere; the map itself is always consistent.
+        self.by_device.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The engine's link when an MQTT endpoint runs: messages for a device with an MQTT session
+/// go to that session, the others to `fallback` (the in-process fleet), if any.
+pub struct MqttLink {
+    buf: Vec<ToDevice>,
+    sessions: Arc<Sessions>,
+    fallback: Option<Box<dyn DeviceLink>>,
+}
+
+impl MqttLink {
+    /// A link routing to `sessions`, and to `fallback` for devices without one.
+    pub fn new(sessions: Arc<Sessions>, fallback: Option<Box<dyn DeviceLink>>) -> Self {
+        MqttLink {
+            buf: Vec::new(),
+            sessions,
+            fallback,
+        }
+    }
+}
+
+impl DeviceLink for MqttLink {
+    fn send(&mut self, msg: ToDevice) {
+        self.buf.push(msg);
+    }
+
+    fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        {
+            let map = self.sessions.lock();
+            for msg in self.buf.drain(..) {
+                let device = match &msg {
+                    ToDevice::Method { device, .. } | ToDevice::Desired { device, .. } => *device,
+                };
+                match (map.get(&device), &mut self.fallback) {
+                    (Some(slot), _) => {
+                        // A closed session has just disconnected: the engine times the op out.
+                        let _ = slot.tx.send(msg);
+                    }
+                    (None, Some(fallback)) => fallback.send(msg),
+                    (None, None) => {}
+                }
+            }
+        }
+        if let Some(fallback) = &mut self.fallback {
+            fallback.flush();
+        }
+    }
+}
+
+/// What every connection of the endpoint shares.
+pub struct Endpoint {
+    /// The job engine.
+    pub hub: Hub,
+    /// Where device messages go (the engine's device channel).
+    pub to_engine: mpsc::UnboundedSender<Vec<FromDevice>>,
+    /// The live sessions.
+    pub sessions: Arc<Sessions>,
+    /// The hub's keys: CONNECT passwords are SAS tokens it verifies.
+    pub auth: Arc<Authority>,
+    /// The run's clock.
+    pub clock: Clock,
+}
+
+/// Accepts MQTT connections on `listener` (over TLS when `tls` is given) until `shutdown`,
+/// then closes every session and returns.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    endpoint: Arc<Endpoint>,
+    shutdown: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // Out of descriptors or a connection reset before accept: keep serving.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (endpoint, stop, tls) = (endpoint.clone(), shutdown.clone(), tls.clone());
+        tracker.spawn(async move {
+            match tls {
+                None => conn::run(stream, endpoint, stop).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(conn::CONNECT_WAIT, acceptor.accept(stream)).await;
+                    if let Ok(Ok(stream)) = handshake {
+                        conn::run(stream, endpoint, stop).await;
+                    }
+                }
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Where the endpoint listens.
+#[derive(Debug, Clone, Default)]
+pub struct Listen {
+    /// MQTT over TCP (`--mqtt`).
+    pub plain: Option<SocketAddr>,
+    /// MQTT over TLS (`--mqtts`).
+    pub tls: Option<SocketAddr>,
+}
+
+/// A running endpoint: its bound addresses and its listener tasks.
+pub struct Running {
+    /// The bound TCP address, if any.
+    pub plain: Option<SocketAddr>,
+    /// The bound TLS address, if any.
+    pub tls: Option<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits for the listeners (and their sessions) to end after shutdown.
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Why the endpoint cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// A listen address is taken or not ours.
+    #[error("cannot listen for MQTT on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `--mqtts` without TLS material.
+    #[error("--mqtts {0} needs TLS material (a certificate and key)")]
+    NoTls(SocketAddr),
+}
+
+/// Binds the listeners of `listen` and serves them until `shutdown`.
+pub async fn start(
+    listen: &Listen,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    endpoint: Arc<Endpoint>,
+    shutdown: CancellationToken,
+) -> Result<Running, EndpointError> {
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| EndpointError::Bind { addr, source })
+    };
+    let mut running = Running {
+        plain: None,
+        tls: None,
+        tasks: Vec::new(),
+    };
+    if let Some(addr) = listen.plain {
+        let l = bind(addr).await?;
+        running.plain = l.local_addr().ok();
+        running.tasks.push(tokio::spawn(serve(
+            l,
+            None,
+            endpoint.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if let Some(addr) = listen.tls {
+        let acceptor = tls.ok_or(EndpointError::NoTls(addr))?;
+        let l = bind(addr).await?;
+        running.tls = l.local_addr().ok();
+        running
+            .tasks
+            .push(tokio::spawn(serve(l, Some(acceptor), endpoint, shutdown)));
+    }
+    Ok(running)
+}

@@ -1,0 +1,510 @@
+//! The hub's MQTT device endpoint over real TCP and TLS: rumqttc clients (and raw sockets for
+//! protocol violations) against `runner::start` with the endpoint on ephemeral ports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use fleetsim::clock::Clock;
+use fleetsim::hub::auth::generate_token;
+use fleetsim::hub::jobs::{JobKind, JobRequest, MethodCall, TwinUpdate};
+use fleetsim::hub::mqtt::Listen;
+use fleetsim::hub::throttle::{Limits, Tier};
+use fleetsim::hub::TwinWrite;
+use fleetsim::scenario::runner::devices::{MqttOptions, Security};
+use fleetsim::scenario::runner::{self, Running};
+use fleetsim::scenario::{self};
+use rumqttc::mqttbytes::v4::{Connect, Login, Packet, Publish};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop,
+    MqttOptions as ClientOptions, QoS, TlsConfiguration, Transport,
+};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SCENARIO: &str = r#"
+name = "mqtt-test"
+duration = "10m"
+[hub]
+transport = "mqtt"
+[[cohort]]
+name = "d"
+count = 8
+id_prefix = "d"
+desired = { fw = "1" }
+"#;
+
+struct TestHub {
+    running: Running,
+    security: Security,
+    plain: std::net::SocketAddr,
+    tls: std::net::SocketAddr,
+    ca: Vec<u8>,
+    clock: Clock,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn start() -> TestHub {
+    let dir = std::env::temp_dir().join(format!(
+        "fleetsim-mqtt-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let clock = Clock::start();
+    let scenario = scenario::parse(SCENARIO, "mqtt-test.toml").unwrap();
+    let security = Security::from_state_dir(&dir, clock, true).unwrap();
+    let opts = MqttOptions {
+        listen: Listen {
+            plain: Some("127.0.0.1:0".parse().unwrap()),
+            tls: Some("127.0.0.1:0".parse().unwrap()),
+        },
+        external_fleet: true,
+    };
+    let limits = Limits {
+        tier: Tier::Unlimited,
+        units: 1,
+    };
+    let running = runner::start(&scenario, 1, clock, limits, &opts, Some(security.clone()))
+        .await
+        .unwrap();
+    let (plain, tls) = running.mqtt_addrs();
+    let ca = std::fs::read(security.ca.as_ref().unwrap()).unwrap();
+    TestHub {
+        running,
+        security,
+        plain: plain.unwrap(),
+        tls: tls.unwrap(),
+        ca,
+        clock,
+        dir,
+    }
+}
+
+impl TestHub {
+    fn token(&self, id: &str, valid_s: i64) -> String {
+        let key = self.security.auth.device_keys(id).primary_key;
+        let now = self.clock.wall_at(self.clock.now_us()).unix_timestamp();
+        generate_token(
+            &format!("localhost/devices/{id}"),
+            &key,
+            None,
+            (now + valid_s) as u64,
+        )
+        .unwrap()
+    }
+
+    fn options(&self, id: &str, password: String) -> ClientOptions {
+        let mut o = ClientOptions::new(id, "127.0.0.1", self.plain.port());
+        o.set_credentials(format!("localhost/{id}/?api-version=2021-04-12"), password);
+        o.set_keep_alive(Duration::from_secs(30));
+        o
+    }
+
+    /// A connected rumqttc client whose event loop is polled by `pump`.
+    async fn device(
+        &self,
+        id: &str,
+    ) -> (AsyncClient, tokio::sync::mpsc::UnboundedReceiver<Publish>) {
+        let (client, eventloop) = AsyncClient::new(self.options(id, self.token(id, 3600)), 16);
+        (client, pump(eventloop).await)
+    }
+
+    async fn twin(&self, id: &str) -> Value {
+        self.running.hub.get_twin(id).await.unwrap()
+    }
+}
+
+/// Polls `eventloop` until its CONNACK, then forwards every incoming publish.
+async fn pump(mut eventloop: EventLoop) -> tokio::sync::mpsc::UnboundedReceiver<Publish> {
+    match eventloop.poll().await {
+        Ok(Event::Incoming(Packet::ConnAck(_))) => {}
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(ev) = eventloop.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = ev {
+                if tx.send(p).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Publish>) -> Publish {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a publish within 10 s")
+        .expect("the connection is alive")
+}
+
+async fn refused(hub: &TestHub, opts: ClientOptions) -> ConnectReturnCode {
+    let (_c, mut el) = AsyncClient::new(opts, 4);
+    match el.poll().await {
+        Err(ConnectionError::ConnectionRefused(code)) => code,
+        other => panic!("expected a refusal, got {other:?} ({})", hub.plain),
+    }
+}
+
+async fn eventually(mut check: impl AsyncFnMut() -> bool, what: &str) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within 5 s");
+}
+
+#[tokio::test]
+async fn bad_credentials_are_not_authorized() {
+    let hub = start().await;
+    let wrong = hub.token("d1", 3600); // d1's token presented by d0
+    assert_eq!(
+        refused(&hub, hub.options("d0", wrong)).await,
+        ConnectReturnCode::NotAuthorized
+    );
+    let expired = hub.token("d0", -60);
+    assert_eq!(
+        refused(&hub, hub.options("d0", expired)).await,
+        ConnectReturnCode::NotAuthorized
+    );
+    let unknown = hub.token("nobody", 3600);
+    assert_eq!(
+        refused(&hub, hub.options("nobody", unknown)).await,
+        ConnectReturnCode::NotAuthorized
+    );
+    assert_eq!(
+        refused(
+            &hub,
+            hub.options("d0", "SharedAccessSignature nonsense".into())
+        )
+        .await,
+        ConnectReturnCode::NotAuthorized
+    );
+    // A policy with DeviceConnect may connect any device.
+    let owner = hub
+        .security
+        .auth
+        .policy("iothubowner")
+        .unwrap()
+        .primary_key
+        .clone();
+    let now = hub.clock.wall_at(hub.clock.now_us()).unix_timestamp() as u64;
+    let policy = generate_token("localhost", &owner, Some("iothubowner"), now + 600).unwrap();
+    let (_c, el) = AsyncClient::new(hub.options("d2", policy), 4);
+    let _rx = pump(el).await;
+    assert_eq!(hub.twin("d0").await["connectionState"], "Disconnected");
+}
+
+#[tokio::test]
+async fn a_method_job_reaches_the_device_and_records_its_answer() {
+    let hub = start().await;
+    let (client, mut rx) = hub.device("d3").await;
+    client
+        .subscribe("$iothub/methods/POST/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    eventually(
+        async || hub.twin("d3").await["connectionState"] == "Connected",
+        "connect",
+    )
+    .await;
+    let job = JobRequest {
+        job_id: "reboot-d3".into(),
+        kind: JobKind::Method(MethodCall {
+            name: "reboot".into(),
+            payload: Arc::new(json!({"delay": 1})),
+            response_timeout_s: 10,
+            connect_timeout_s: 5,
+        }),
+        query_condition: "deviceId = 'd3'".into(),
+        start_time: None,
+        max_execution_s: 60,
+    };
+    hub.running.hub.create_job(job).await.unwrap();
+    let req = next(&mut rx).await;
+    let rid = req
+        .topic
+        .strip_prefix("$iothub/methods/POST/reboot/?$rid=")
+        .expect(&req.topic);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&req.payload).unwrap(),
+        json!({"delay": 1})
+    );
+    client
+        .publish(
+            format!("$iothub/methods/res/201/?$rid={rid}"),
+            QoS::AtLeastOnce,
+            false,
+            r#"{"rebooted":true}"#,
+        )
+        .await
+        .unwrap();
+    eventually(
+        async || hub.running.hub.get_job("reboot-d3").await.unwrap()["status"] == "completed",
+        "job completion",
+    )
+    .await;
+    let rows = hub
+        .running
+        .hub
+        .query("SELECT * FROM devices.jobs WHERE devices.jobs.jobId = 'reboot-d3'")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows[0]["outcome"]["deviceMethodResponse"],
+        json!({"status": 201, "payload": {"rebooted": true}})
+    );
+}
+
+#[tokio::test]
+async fn twin_get_reported_patch_and_desired_notifications() {
+    let hub = start().await;
+    let (client, mut rx) = hub.device("d4").await;
+    client
+        .subscribe("$iothub/twin/res/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    client
+        .subscribe("$iothub/twin/PATCH/properties/desired/#", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    client
+        .publish("$iothub/twin/GET/?$rid=abc", QoS::AtMostOnce, false, " ")
+        .await
+        .unwrap();
+    let got = next(&mut rx).await;
+    assert_eq!(got.topic, "$iothub/twin/res/200/?$rid=abc");
+    let doc: Value = serde_json::from_slice(&got.payload).unwrap();
+    assert_eq!(doc["desired"], json!({"fw": "1", "$version": 1}));
+    assert_eq!(doc["reported"]["$version"], 1);
+
+    client
+        .publish(
+            "$iothub/twin/PATCH/properties/reported/?$rid=7",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"fw":"1","temp":21}"#,
+        )
+        .await
+        .unwrap();
+    let got = next(&mut rx).await;
+    assert_eq!(got.topic, "$iothub/twin/res/204/?$rid=7&$version=2");
+    assert!(got.payload.is_empty());
+    assert_eq!(hub.twin("d4").await["properties"]["reported"]["temp"], 21);
+
+    client
+        .publish(
+            "$iothub/twin/PATCH/properties/reported/?$rid=8",
+            QoS::AtMostOnce,
+            false,
+            "[1]",
+        )
+        .await
+        .unwrap();
+    assert_eq!(next(&mut rx).await.topic, "$iothub/twin/res/400/?$rid=8");
+
+    // A REST-style twin patch notifies the device.
+    let body = json!({"properties": {"desired": {"fw": "2"}}});
+    hub.running
+        .hub
+        .write_twin("d4", TwinWrite::Patch, body, None)
+        .await
+        .unwrap();
+    let got = next(&mut rx).await;
+    assert_eq!(
+        got.topic,
+        "$iothub/twin/PATCH/properties/desired/?$version=2"
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&got.payload).unwrap(),
+        json!({"fw": "2", "$version": 2})
+    );
+
+    // And so does a twin-update job.
+    let job = JobRequest {
+        job_id: "fw3".into(),
+        kind: JobKind::Twin(TwinUpdate {
+            tags: None,
+            desired: Some(Arc::new(json!({"fw": "3"}).as_object().unwrap().clone())),
+        }),
+        query_condition: "deviceId = 'd4'".into(),
+        start_time: None,
+        max_execution_s: 60,
+    };
+    hub.running.hub.create_job(job).await.unwrap();
+    let got = next(&mut rx).await;
+    assert_eq!(
+        got.topic,
+        "$iothub/twin/PATCH/properties/desired/?$version=3"
+    );
+}
+
+/// A raw MQTT connection: CONNECT accepted, then whatever the test sends.
+async fn raw(hub: &TestHub, id: &str, keep_alive: u16) -> TcpStream {
+    let mut connect = Connect::new(id);
+    connect.keep_alive = keep_alive;
+    connect.login = Some(Login::new(
+        format!("localhost/{id}/?api-version=2021-04-12"),
+        hub.token(id, 600),
+    ));
+    let mut buf = BytesMut::new();
+    Packet::Connect(connect).write(&mut buf, 1 << 20).unwrap();
+    let mut s = TcpStream::connect(hub.plain).await.unwrap();
+    s.write_all(&buf).await.unwrap();
+    let mut ack = [0u8; 4];
+    s.read_exact(&mut ack).await.unwrap();
+    assert_eq!(ack, [0x20, 2, 0, 0], "CONNACK accepted");
+    s
+}
+
+async fn closed_within(s: &mut TcpStream, secs: u64) -> bool {
+    let mut byte = [0u8; 64];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(secs), s.read(&mut byte)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn protocol_violations_close_only_their_connection() {
+    let hub = start().await;
+    let (client, mut rx) = hub.device("d5").await;
+    client
+        .subscribe("$iothub/twin/res/#", QoS::AtMostOnce)
+        .await
+        .unwrap();
+
+    // QoS 2 is refused by disconnecting.
+    let mut s = raw(&hub, "d6", 30).await;
+    let mut buf = BytesMut::new();
+    let mut p = Publish::new(
+        "devices/d6/messages/events/",
+        QoS::ExactlyOnce,
+        b"x".to_vec(),
+    );
+    p.pkid = 1;
+    Packet::Publish(p).write(&mut buf, 1 << 20).unwrap();
+    s.write_all(&buf).await.unwrap();
+    assert!(
+        closed_within(&mut s, 5).await,
+        "QoS 2 closes the connection"
+    );
+
+    // Garbage closes that connection.
+    let mut s = raw(&hub, "d6", 30).await;
+    s.write_all(&[0xF0, 0xFF, 0xFF, 0xFF, 0xFF, 0x01])
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut s, 5).await,
+        "a malformed packet closes the connection"
+    );
+
+    // Another device's topic closes it too.
+    let mut s = raw(&hub, "d6", 30).await;
+    let mut buf = BytesMut::new();
+    Packet::Publish(Publish::new(
+        "devices/d5/messages/events/",
+        QoS::AtMostOnce,
+        b"x".to_vec(),
+    ))
+    .write(&mut buf, 1 << 20)
+    .unwrap();
+    s.write_all(&buf).await.unwrap();
+    assert!(
+        closed_within(&mut s, 5).await,
+        "a foreign topic closes the connection"
+    );
+
+    // An oversized packet is refused from its header.
+    let mut s = raw(&hub, "d6", 30).await;
+    s.write_all(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F]).await.unwrap();
+    assert!(
+        closed_within(&mut s, 5).await,
+        "an oversized packet closes the connection"
+    );
+
+    // Keep-alive: silent for 1.5 × 1 s, the hub closes.
+    let mut s = raw(&hub, "d6", 1).await;
+    assert!(
+        !closed_within(&mut s, 1).await,
+        "still open inside the keep-alive"
+    );
+    assert!(
+        closed_within(&mut s, 3).await,
+        "closed after 1.5 keep-alive periods"
+    );
+
+    // Meanwhile d5 was untouched.
+    client
+        .publish("$iothub/twin/GET/?$rid=1", QoS::AtMostOnce, false, "")
+        .await
+        .unwrap();
+    assert_eq!(next(&mut rx).await.topic, "$iothub/twin/res/200/?$rid=1");
+    eventually(
+        async || hub.twin("d6").await["connectionState"] == "Disconnected",
+        "d6 disconnected",
+    )
+    .await;
+    assert_eq!(hub.twin("d5").await["connectionState"], "Connected");
+}
+
+#[tokio::test]
+async fn a_new_connection_replaces_the_old_one() {
+    let hub = start().await;
+    let mut first = raw(&hub, "d7", 30).await;
+    let (client, mut rx) = hub.device("d7").await;
+    assert!(
+        closed_within(&mut first, 5).await,
+        "the first connection is closed"
+    );
+    client
+        .subscribe("$iothub/twin/res/#", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    client
+        .publish("$iothub/twin/GET/?$rid=2", QoS::AtMostOnce, false, "")
+        .await
+        .unwrap();
+    assert_eq!(next(&mut rx).await.topic, "$iothub/twin/res/200/?$rid=2");
+    assert_eq!(hub.twin("d7").await["connectionState"], "Connected");
+}
+
+#[tokio::test]
+async fn tls_with_the_hub_ca() {
+    let hub = start().await;
+    // rumqttc's TLS builds its config with the process-wide provider: choose ring, as the hub.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut o = ClientOptions::new("d1", "localhost", hub.tls.port());
+    o.set_credentials("localhost/d1/?api-version=2021-04-12", hub.token("d1", 600));
+    o.set_transport(Transport::Tls(TlsConfiguration::Simple {
+        ca: hub.ca.clone(),
+        alpn: None,
+        client_auth: None,
+    }));
+    let (client, el) = AsyncClient::new(o, 8);
+    let mut rx = pump(el).await;
+    client
+        .subscribe("$iothub/twin/res/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    client
+        .publish("$iothub/twin/GET/?$rid=t", QoS::AtMostOnce, false, "")
+        .await
+        .unwrap();
+    assert_eq!(next(&mut rx).await.topic, "$iothub/twin/res/200/?$rid=t");
+}
