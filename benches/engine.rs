@@ -31,9 +31,14 @@ fn run(file: &str) -> (runner::RunOutcome, f64) {
         mqtt: Default::default(),
         state_dir: out.join("state"),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let started = Instant::now();
-    let outcome = rt.block_on(runner::run(&scenario, &opts, CancellationToken::new())).expect("run");
+    let outcome = rt
+        .block_on(runner::run(&scenario, &opts, CancellationToken::new()))
+        .expect("run");
     let wall = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(out);
     (outcome, wall)

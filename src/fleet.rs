@@ -47,4 +47,3 @@ impl Fleet {
         self.devices.iter().filter(|d| d.offline).count()
     }
 }
-

@@ -42,8 +42,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let s = scenario::load(&scenario)?;
             let rows = inspect::query(&s, &query)?;
             let mut out = std::io::stdout().lock();
-            for row in rows {
-                writeln!(out, "{row}")?;
+            if out.is_terminal() {
+                write!(out, "{}", inspect::table(&rows))?;
+            } else {
+                for row in rows {
+                    writeln!(out, "{row}")?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

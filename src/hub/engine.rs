@@ -75,6 +75,9 @@ pub struct Engine {
     limits: Limits,
     registry: Registry,
     slots: Vec<Slot>,
+    /// Slots of the jobs not yet ended, in creation order: the only ones with timed work, so
+    /// the engine's step does not grow with the job history.
+    active: Vec<u32>,
     by_id: HashMap<String, u32>,
     recorder: Recorder,
     link: Box<dyn DeviceLink>,
@@ -103,6 +106,7 @@ impl Engine {
             limits,
             registry,
             slots: Vec::new(),
+            active: Vec::new(),
             by_id: HashMap::new(),
             recorder: Recorder::new(),
             link,
@@ -175,9 +179,12 @@ impl Engine {
 
     /// Does all work due at `now`; returns true when dispatch work remains runnable at once.
     fn step(&mut self, now: Micros) -> bool {
-        for s in 0..self.slots.len() {
-            self.advance_job(s as u32, now);
+        for i in 0..self.active.len() {
+            self.advance_job(self.active[i], now);
         }
+        let slots = &self.slots;
+        self.active
+            .retain(|&s| !slots[s as usize].job.status.is_terminal());
         self.expire_direct(now);
         self.dispatch(now)
     }
@@ -301,7 +308,10 @@ impl Engine {
 
     /// Dispatches due operations; true when more could go at once.
     fn dispatch(&mut self, now: Micros) -> bool {
-        let running: Vec<u32> = (0..self.slots.len() as u32)
+        let running: Vec<u32> = self
+            .active
+            .iter()
+            .copied()
             .filter(|&s| {
                 let slot = &self.slots[s as usize];
                 slot.job.status == JobStatus::Running && slot.run.next < slot.job.records.len()
@@ -514,7 +524,7 @@ impl Engine {
     /// The earliest time the engine has timed work.
     fn next_deadline(&self) -> Micros {
         let mut next = Micros::MAX;
-        for slot in &self.slots {
+        for slot in self.active.iter().map(|&s| &self.slots[s as usize]) {
             let job = &slot.job;
             match job.status {
                 JobStatus::Queued | JobStatus::Scheduled => next = next.min(job.start_us),
@@ -848,9 +858,9 @@ impl Engine {
         }
         if let Some(limit) = self.limits.concurrent_jobs() {
             let active = self
-                .slots
+                .active
                 .iter()
-                .filter(|s| !s.job.status.is_terminal())
+                .filter(|&&s| !self.slots[s as usize].job.status.is_terminal())
                 .count();
             if active >= limit {
                 return Err(HubError::new(
@@ -887,6 +897,7 @@ impl Engine {
             job,
             run: JobRun::default(),
         });
+        self.active.push(s);
         Ok(answer)
     }
 

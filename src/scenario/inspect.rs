@@ -23,10 +23,56 @@ pub fn query(scenario: &Scenario, text: &str) -> anyhow::Result<Vec<Value>> {
     Ok(q.project(docs.iter()))
 }
 
+/// Rows as a text table for a terminal: one column per top-level key (in first-seen order),
+/// strings bare, everything else as compact JSON, cells cut at 40 characters.
+pub fn table(rows: &[Value]) -> String {
+    const WIDEST: usize = 40;
+    let mut columns: Vec<String> = Vec::new();
+    for row in rows {
+        for key in row.as_object().into_iter().flat_map(|o| o.keys()) {
+            if !columns.contains(key) {
+                columns.push(key.clone());
+            }
+        }
+    }
+    let cell = |row: &Value, col: &str| -> String {
+        let text = match row.get(col) {
+            None => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+        };
+        text.chars().take(WIDEST).collect()
+    };
+    let widths: Vec<usize> = columns
+        .iter()
+        .map(|c| {
+            rows.iter()
+                .map(|r| cell(r, c).chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(c.len())
+        })
+        .collect();
+    let line = |cells: Vec<String>| -> String {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned() + "\n"
+    };
+    let mut out = line(columns.clone());
+    for row in rows {
+        out += &line(columns.iter().map(|c| cell(row, c)).collect());
+    }
+    out += &format!("({} rows)\n", rows.len());
+    out
+}
+
 /// Per job: how many devices it would target now and the first few ids.
 pub fn dry_run(scenario: &Scenario) -> anyhow::Result<String> {
     let mut registry = build::registry(scenario, Clock::start());
-    let mut out = String::new();
+    let mut out = String::from("targets as the fleet is built, before any job changes a twin:\n");
     for planned in build::planned_jobs(scenario) {
         let r = &planned.request;
         let cond =
@@ -53,4 +99,50 @@ pub fn dry_run(scenario: &Scenario) -> anyhow::Result<String> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn table_aligns_columns_and_counts_rows() {
+        let rows = vec![
+            json!({"fw": "1.4.2", "n": 6000}),
+            json!({"fw": "1.3.9", "n": 4000, "x": true}),
+        ];
+        assert_eq!(
+            table(&rows),
+            "fw     n     x\n1.4.2  6000\n1.3.9  4000  true\n(2 rows)\n"
+        );
+    }
+
+    #[test]
+    fn query_and_dry_run_on_the_quickstart() {
+        let s = crate::scenario::load(std::path::Path::new("scenarios/quickstart.toml")).unwrap();
+        let rows = query(
+            &s,
+            "SELECT properties.reported.firmware AS fw, COUNT() AS n FROM devices GROUP BY properties.reported.firmware",
+        )
+        .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                json!({"fw": "1.4.2", "n": 6000}),
+                json!({"fw": "1.3.9", "n": 4000})
+            ]
+        );
+        let plan = dry_run(&s).unwrap();
+        assert!(
+            plan.contains(
+                "reboot-b43-f3 (scheduleDeviceMethod, starts +2.0s): 6000 devices [b43-f3-0000"
+            ),
+            "{plan}"
+        );
+        assert!(
+            plan.contains("firmware-b44 (scheduleUpdateTwin, starts +3.0s): 4000 devices"),
+            "{plan}"
+        );
+    }
 }
