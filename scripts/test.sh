@@ -4,4 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# tests/tui.rs drives the dashboard in a tmux pseudo-terminal.
+if ! command -v tmux >/dev/null; then
+    apt-get update && apt-get install -y tmux
+fi
+
 cargo test --locked

@@ -11,6 +11,7 @@
 //!   result files (summary.json, .hgrm, .hlog, timeseries.csv).
 //! - [`report`]: plain data a run reports (`RunReport`, `JobReport`, `DeviceJobStatistics`).
 //! - [`clock`]: the one source of time (monotonic instant + the wall-clock time it maps to).
+//! - [`tui`]: the live dashboard (ratatui), fed by the engine's snapshots.
 //! - [`cli`]: the command line.
 
 pub mod cli;
@@ -22,3 +23,4 @@ pub mod metrics;
 pub mod query;
 pub mod report;
 pub mod scenario;
+pub mod tui;

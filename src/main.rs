@@ -48,7 +48,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             scenario,
             seed,
             out,
-            no_tui: _,
+            no_tui,
+            fps,
             dry_run,
         } => {
             let s = scenario::load(&scenario)?;
@@ -56,12 +57,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", inspect::dry_run(&s)?);
                 return Ok(ExitCode::SUCCESS);
             }
+            let progress = if no_tui || !std::io::stdout().is_terminal() {
+                Progress::Lines
+            } else {
+                Progress::Dashboard { fps }
+            };
             let opts = RunOptions {
                 seed,
                 out,
-                progress: Progress::Lines,
+                progress,
             };
-            let _ = std::io::stderr().is_terminal();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -16,6 +16,7 @@ use crate::hub::{Engine, Hub, HubView};
 use crate::metrics::{self, Measure, MetricsSnapshot};
 use crate::report::RunReport;
 use crate::scenario::{build, default_out_dir, Scenario};
+use crate::tui::{self, Dashboard};
 
 /// How a run shows its progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,12 @@ pub enum Progress {
     Lines,
     /// Nothing until the end.
     Quiet,
+    /// The live dashboard on the terminal, redrawn `fps` times a second; it stays up after the
+    /// run until the user quits it.
+    Dashboard {
+        /// Frames per second.
+        fps: u32,
+    },
 }
 
 /// Options of one run.
@@ -90,6 +97,29 @@ pub async fn run(
         InProcFleet::new(fleet, clock, from_dev_tx).run(to_dev_rx, stop_engine.clone()),
     );
     let hub = Hub::new(cmd_tx);
+    let dashboard = match opts.progress {
+        Progress::Dashboard { fps } => {
+            let header = tui::Header {
+                scenario: scenario.name.clone(),
+                seed: Some(seed),
+                duration_us: Some(scenario.duration.micros()),
+                transport: "in-process",
+            };
+            Some(Dashboard::spawn(
+                view_rx.clone(),
+                hub.clone(),
+                header,
+                shutdown.clone(),
+                fps,
+            ))
+        }
+        Progress::Lines | Progress::Quiet => None,
+    };
+    // Messages go to the dashboard's event log while it owns the terminal.
+    let tell = |event: tui::Event| match &dashboard {
+        Some(d) => d.send(event),
+        None => eprintln!("fleetsim: {event}"),
+    };
 
     let plan = build::planned_jobs(scenario);
     let mut next_job = 0;
@@ -104,7 +134,10 @@ pub async fn run(
             let mut request = planned.request.clone();
             request.start_time = Some(clock.wall_at(planned.start_at));
             if let Err(e) = hub.create_job(request).await {
-                eprintln!("fleetsim: job '{}' refused: {e}", planned.request.job_id);
+                tell(tui::Event::Refused {
+                    job: planned.request.job_id.clone(),
+                    why: e.to_string(),
+                });
                 refused.push((planned.request.job_id.clone(), e.to_string()));
             }
             next_job += 1;
@@ -135,36 +168,47 @@ pub async fn run(
     };
 
     stop_engine.cancel();
-    let output = engine_task.await.context("the job engine task failed")?;
-    fleet_task.await.context("the fleet task failed")?;
-    let end = clock.now_us();
-    let report = RunReport {
-        scenario: scenario.name.clone(),
-        seed,
-        complete: stop == Stop::AllDone,
-        started_at: clock.iso_at(0),
-        ended_at: clock.iso_at(end),
-        devices: output.devices,
-        jobs: output.jobs,
-    };
-    let dir = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| default_out_dir(scenario, clock.wall_at(0)));
-    metrics::results::write(&dir, &report, &output.recorder, end)
-        .with_context(|| format!("cannot write results to {}", dir.display()))?;
-    if stop == Stop::Duration {
-        eprintln!(
-            "fleetsim: the run reached its duration limit ({}) before every job ended",
-            scenario.duration
-        );
+    let outcome = async {
+        let output = engine_task.await.context("the job engine task failed")?;
+        fleet_task.await.context("the fleet task failed")?;
+        let end = clock.now_us();
+        let report = RunReport {
+            scenario: scenario.name.clone(),
+            seed,
+            complete: stop == Stop::AllDone,
+            started_at: clock.iso_at(0),
+            ended_at: clock.iso_at(end),
+            devices: output.devices,
+            jobs: output.jobs,
+        };
+        let dir = opts
+            .out
+            .clone()
+            .unwrap_or_else(|| default_out_dir(scenario, clock.wall_at(0)));
+        metrics::results::write(&dir, &report, &output.recorder, end)
+            .with_context(|| format!("cannot write results to {}", dir.display()))?;
+        Ok::<_, anyhow::Error>(RunOutcome {
+            dir,
+            report,
+            refused,
+            summary: output.recorder.snapshot(end),
+        })
     }
-    Ok(RunOutcome {
-        dir,
-        report,
-        refused,
-        summary: output.recorder.snapshot(end),
-    })
+    .await;
+    if stop == Stop::Duration {
+        tell(tui::Event::Note(format!(
+            "the run reached its duration limit ({}) before every job ended",
+            scenario.duration
+        )));
+    }
+    if let Some(d) = dashboard {
+        let message = match &outcome {
+            Ok(o) => format!("run ended; results written to {}", o.dir.display()),
+            Err(e) => format!("error: {e:#}"),
+        };
+        d.finish(message).await?;
+    }
+    outcome
 }
 
 /// The one-line progress summary: jobs, operations, the current rate and delivery p99 so far.
