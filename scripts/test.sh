@@ -10,6 +10,9 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# tests/tui.rs drives the dashboard in a tmux pseudo-terminal.
+command -v tmux >/dev/null || apt_install tmux
+
 # Node service SDK, pinned by tests/sdk/node/package-lock.json.
 command -v npm >/dev/null || apt_install nodejs npm
 if [ ! -d tests/sdk/node/node_modules/azure-iothub ] \

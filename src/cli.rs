@@ -19,7 +19,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a scenario: build the hub and fleet, schedule its jobs, write results.
     #[command(
-        after_help = "Examples:\n  fleetsim run scenarios/quickstart.toml\n  fleetsim run scenarios/million.toml --seed 3 --out /tmp/million\n  fleetsim run scenarios/rollout-100k.toml --dry-run\n\nExit codes: 0 the run completed; 1 an error (bad scenario, I/O)."
+        after_help = "Examples:\n  fleetsim run scenarios/quickstart.toml\n  fleetsim run scenarios/million.toml --seed 3 --out /tmp/million\n  fleetsim run scenarios/rollout-100k.toml --dry-run\n  fleetsim run scenarios/quickstart.toml --no-tui\n\nKeys in the dashboard: q quit, ↑/↓ select a job, Tab latency measure, +/- window, c cancel job, p freeze, ? help.\n\nExit codes: 0 the run completed; 1 an error (bad scenario, I/O)."
     )]
     Run {
         /// The scenario file.
@@ -30,9 +30,13 @@ pub enum Command {
         /// The result directory (default results/<scenario>/<UTC timestamp>/).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Plain progress lines instead of the dashboard.
+        /// Plain progress lines instead of the dashboard (the default when stdout is not a
+        /// terminal).
         #[arg(long)]
         no_tui: bool,
+        /// Dashboard frames per second.
+        #[arg(long, default_value_t = crate::tui::DEFAULT_FPS, value_parser = clap::value_parser!(u32).range(1..=60))]
+        fps: u32,
         /// Print how many devices each job would target and the first ids; run nothing.
         #[arg(long)]
         dry_run: bool,

@@ -13,6 +13,7 @@
 //! - [`report`]: plain data a run reports (`RunReport`, `JobReport`, `DeviceJobStatistics`).
 //! - [`tls`]: the private CA, server certificates and rustls configuration of the hub's endpoints.
 //! - [`clock`]: the one source of time (monotonic instant + the wall-clock time it maps to).
+//! - [`tui`]: the live dashboard (ratatui), fed by the engine's snapshots.
 //! - [`cli`]: the command line.
 
 pub mod cli;
@@ -26,3 +27,4 @@ pub mod query;
 pub mod report;
 pub mod scenario;
 pub mod tls;
+pub mod tui;

@@ -55,7 +55,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             scenario,
             seed,
             out,
-            no_tui: _,
+            no_tui,
+            fps,
             dry_run,
             mqtt,
             state_dir,
@@ -65,14 +66,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", inspect::dry_run(&s)?);
                 return Ok(ExitCode::SUCCESS);
             }
+            let progress = if no_tui || !std::io::stdout().is_terminal() {
+                Progress::Lines
+            } else {
+                Progress::Dashboard { fps }
+            };
             let opts = RunOptions {
                 seed,
                 out,
-                progress: Progress::Lines,
+                progress,
                 mqtt: mqtt_options(mqtt),
                 state_dir,
             };
-            let _ = std::io::stderr().is_terminal();
             let outcome = runtime()?
                 .block_on(async { runner::run(&s, &opts, shutdown_on_signals()).await })?;
             print!("{}", runner::final_table(&outcome));

@@ -192,7 +192,9 @@ pub async fn run(
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep_until(clock.instant_at(at)) => {}
                 }
-                feeder.create_due(&hub, &clock, clock.now_us()).await;
+                for (job, why) in feeder.create_due(&hub, &clock, clock.now_us()).await {
+                    eprintln!("fleetsim: job '{job}' refused: {why}");
+                }
             }
         });
     }

@@ -17,7 +17,9 @@ use crate::hub::{Engine, EngineOutput, Hub, HubView};
 use crate::metrics::{self, Measure, MetricsSnapshot};
 use crate::report::RunReport;
 use crate::scenario::build::{self, PlannedJob};
+use crate::scenario::format::Transport;
 use crate::scenario::{default_out_dir, Scenario};
+use crate::tui::{self, Dashboard};
 
 /// How a run shows its progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +28,12 @@ pub enum Progress {
     Lines,
     /// Nothing until the end.
     Quiet,
+    /// The live dashboard on the terminal, redrawn `fps` times a second; it stays up after the
+    /// run until the user quits it.
+    Dashboard {
+        /// Frames per second.
+        fps: u32,
+    },
 }
 
 /// Options of one run.
@@ -209,19 +217,26 @@ impl JobFeeder {
         self
     }
 
-    /// Creates every job due at `now`.
-    pub async fn create_due(&mut self, hub: &Hub, clock: &Clock, now: Micros) {
+    /// Creates every job due at `now`; answers the jobs the hub refused this time, with why
+    /// (they are also kept in `refused`).
+    pub async fn create_due(
+        &mut self,
+        hub: &Hub,
+        clock: &Clock,
+        now: Micros,
+    ) -> &[(String, String)] {
+        let before = self.refused.len();
         while self.next < self.plan.len() && self.offset + self.plan[self.next].create_at <= now {
             let planned = &self.plan[self.next];
             let mut request = planned.request.clone();
             request.start_time = Some(clock.wall_at(self.offset + planned.start_at));
             if let Err(e) = hub.create_job(request).await {
-                eprintln!("fleetsim: job '{}' refused: {e}", planned.request.job_id);
                 self.refused
                     .push((planned.request.job_id.clone(), e.to_string()));
             }
             self.next += 1;
         }
+        &self.refused[before..]
     }
 
     /// When the next job is due (None once all are created).
@@ -265,18 +280,49 @@ pub async fn run(
         security,
     )
     .await?;
+    let hub = running.hub.clone();
+    let mut view_rx = running.view.clone();
+    let dashboard = match opts.progress {
+        Progress::Dashboard { fps } => {
+            let header = tui::Header {
+                scenario: scenario.name.clone(),
+                seed: Some(seed),
+                duration_us: Some(scenario.duration.micros()),
+                transport: match scenario.hub.transport {
+                    Transport::Mqtt => "mqtt",
+                    Transport::Inproc => "in-process",
+                },
+            };
+            Some(Dashboard::spawn(
+                view_rx.clone(),
+                hub.clone(),
+                header,
+                shutdown.clone(),
+                fps,
+            ))
+        }
+        Progress::Lines | Progress::Quiet => None,
+    };
+    // Messages go to the dashboard's event log while it owns the terminal.
+    let tell = |event: tui::Event| match &dashboard {
+        Some(d) => d.send(event),
+        None => eprintln!("fleetsim: {event}"),
+    };
     let offset = running
         .await_devices(&clock, scenario.hub.ramp, &shutdown)
         .await;
-    let hub = running.hub.clone();
-    let mut view_rx = running.view.clone();
     let mut feeder = JobFeeder::new(scenario).starting_at(offset);
     let deadline = offset + scenario.duration.micros();
     let mut next_line: Micros = offset + 1_000_000;
 
     let stop = loop {
         let now = clock.now_us();
-        feeder.create_due(&hub, &clock, now).await;
+        for (job, why) in feeder.create_due(&hub, &clock, now).await {
+            tell(tui::Event::Refused {
+                job: job.clone(),
+                why: why.clone(),
+            });
+        }
         {
             let view = view_rx.borrow_and_update();
             if feeder.next_at().is_none()
@@ -304,35 +350,46 @@ pub async fn run(
         }
     };
 
-    let output = running.stop().await?;
-    let end = clock.now_us();
-    let report = RunReport {
-        scenario: scenario.name.clone(),
-        seed,
-        complete: stop == Stop::AllDone,
-        started_at: clock.iso_at(0),
-        ended_at: clock.iso_at(end),
-        devices: output.devices,
-        jobs: output.jobs,
-    };
-    let dir = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| default_out_dir(scenario, clock.wall_at(0)));
-    metrics::results::write(&dir, &report, &output.recorder, end)
-        .with_context(|| format!("cannot write results to {}", dir.display()))?;
-    if stop == Stop::Duration {
-        eprintln!(
-            "fleetsim: the run reached its duration limit ({}) before every job ended",
-            scenario.duration
-        );
+    let outcome = async {
+        let output = running.stop().await?;
+        let end = clock.now_us();
+        let report = RunReport {
+            scenario: scenario.name.clone(),
+            seed,
+            complete: stop == Stop::AllDone,
+            started_at: clock.iso_at(0),
+            ended_at: clock.iso_at(end),
+            devices: output.devices,
+            jobs: output.jobs,
+        };
+        let dir = opts
+            .out
+            .clone()
+            .unwrap_or_else(|| default_out_dir(scenario, clock.wall_at(0)));
+        metrics::results::write(&dir, &report, &output.recorder, end)
+            .with_context(|| format!("cannot write results to {}", dir.display()))?;
+        Ok::<_, anyhow::Error>(RunOutcome {
+            dir,
+            report,
+            refused: feeder.refused,
+            summary: output.recorder.snapshot(end),
+        })
     }
-    Ok(RunOutcome {
-        dir,
-        report,
-        refused: feeder.refused,
-        summary: output.recorder.snapshot(end),
-    })
+    .await;
+    if stop == Stop::Duration {
+        tell(tui::Event::Note(format!(
+            "the run reached its duration limit ({}) before every job ended",
+            scenario.duration
+        )));
+    }
+    if let Some(d) = dashboard {
+        let message = match &outcome {
+            Ok(o) => format!("run ended; results written to {}", o.dir.display()),
+            Err(e) => format!("error: {e:#}"),
+        };
+        d.finish(message).await?;
+    }
+    outcome
 }
 
 /// The one-line progress summary: jobs, operations, the current rate and delivery p99 so far.
