@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use fleetsim::metrics::Measure;
+use fleetsim::shard::Shard;
 use fleetsim::scenario::runner::{self, fmt_us, Progress, RunOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +29,8 @@ fn run(file: &str) -> (runner::RunOutcome, f64) {
         seed: None,
         out: Some(out.clone()),
         progress: Progress::Quiet,
+        shard: Shard::ALL,
+        scenario_text: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let started = Instant::now();

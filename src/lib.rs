@@ -9,6 +9,8 @@
 //! - [`fleet`]: virtual devices (data, not tasks), behaviour models, the in-process transport.
 //! - [`metrics`]: HDR latency histograms, per-second time series, live snapshots and the run's
 //!   result files (summary.json, .hgrm, .hlog, timeseries.csv).
+//! - [`verdict`]: thresholds, comparison with a baseline, exit codes, junit.xml and summary.md.
+//! - [`shard`]: the `i/n` slice of a fleet a sharded run plays.
 //! - [`report`]: plain data a run reports (`RunReport`, `JobReport`, `DeviceJobStatistics`).
 //! - [`clock`]: the one source of time (monotonic instant + the wall-clock time it maps to).
 //! - [`cli`]: the command line.
@@ -22,3 +24,5 @@ pub mod metrics;
 pub mod query;
 pub mod report;
 pub mod scenario;
+pub mod shard;
+pub mod verdict;

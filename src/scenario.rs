@@ -173,6 +173,22 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
             }
         }
     }
+    for t in &scenario.thresholds.list {
+        if let Some(job) = t.figure.job() {
+            if !ids.contains(job) {
+                let mut known: Vec<&str> = ids.iter().map(String::as_str).collect();
+                known.sort_unstable();
+                return Err(at(
+                    find(&format!("\"{}\"", t.key)),
+                    format!(
+                        "threshold '{}' names job '{job}', which the scenario does not create; its jobs are: {}",
+                        t.key,
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
     Ok(scenario)
 }
 

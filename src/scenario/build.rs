@@ -10,6 +10,7 @@ use crate::hub::jobs::{JobKind, JobRequest, MethodCall, TwinUpdate};
 use crate::hub::registry::Registry;
 use crate::hub::twin::{Object, Twin};
 use crate::scenario::format::{JobSpec, Scenario};
+use crate::shard::Shard;
 
 /// A TOML table as a JSON object.
 pub fn json_object(table: &toml::Table) -> Object {
@@ -25,14 +26,19 @@ pub fn device_id(prefix: &str, n: u64, count: u64) -> String {
     format!("{prefix}{n:0width$}")
 }
 
-/// The registry of a scenario's devices, in cohort order.
-pub fn registry(scenario: &Scenario, clock: Clock) -> Registry {
+/// The registry of a scenario's devices in `shard`, in cohort order.
+pub fn registry(scenario: &Scenario, clock: Clock, shard: Shard) -> Registry {
     let mut registry = Registry::new(clock);
+    let mut global = 0u64;
     for c in &scenario.cohorts {
         let tags = Arc::new(json_object(&c.tags));
         let desired = Arc::new(json_object(&c.desired));
         let reported = Arc::new(json_object(&c.reported));
         for n in 0..c.count {
+            global += 1;
+            if !shard.contains(global - 1) {
+                continue;
+            }
             let twin = Twin::new(tags.clone(), desired.clone(), reported.clone());
             // Validation guarantees unique prefixes; a clash would only skip the device.
             let _ = registry.add(&device_id(&c.id_prefix, n, c.count), twin);
@@ -160,7 +166,10 @@ twin = { desired = { fw = "2" } }
                 ("r-2", 10_000_000, 12_000_000)
             ]
         );
-        let reg = registry(&s, Clock::start());
+        let reg = registry(&s, Clock::start(), Shard::ALL);
+        let half = registry(&s, Clock::start(), Shard::new(1, 2).unwrap());
+        assert_eq!(half.len(), 1);
+        assert_eq!(half.get(0).unwrap().id.as_ref(), "a-1");
         assert_eq!(reg.len(), 3);
         assert_eq!(reg.get(2).unwrap().id.as_ref(), "a-2");
     }

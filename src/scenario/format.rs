@@ -11,6 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::hub::throttle::Tier;
+use crate::verdict::thresholds::Thresholds;
 
 /// A whole scenario file.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,6 +33,9 @@ pub struct Scenario {
     /// The jobs to schedule.
     #[serde(default, rename = "job")]
     pub jobs: Vec<JobSpec>,
+    /// Conditions on the run's figures (`[thresholds]`).
+    #[serde(default)]
+    pub thresholds: Thresholds,
 }
 
 /// `[hub]`.

@@ -16,6 +16,7 @@ use crate::hub::{Engine, Hub, HubView};
 use crate::metrics::{self, Measure, MetricsSnapshot};
 use crate::report::RunReport;
 use crate::scenario::{build, default_out_dir, Scenario};
+use crate::shard::Shard;
 
 /// How a run shows its progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +36,11 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     /// Progress display.
     pub progress: Progress,
+    /// The slice of the fleet to play ([`Shard::ALL`]: all of it).
+    pub shard: Shard,
+    /// The scenario file's text, copied into the result directory as `scenario.toml` so that
+    /// `fleetsim merge` can recompute its thresholds.
+    pub scenario_text: Option<String>,
 }
 
 /// What a finished run produced.
@@ -56,6 +62,8 @@ enum Stop {
     AllDone,
     Duration,
     Interrupted,
+    /// A threshold (its index) was certainly lost and the scenario asks to abort then.
+    Threshold(usize),
 }
 
 /// Runs `scenario` until its jobs end, its duration passes, or `shutdown` fires.
@@ -70,8 +78,8 @@ pub async fn run(
         tier: scenario.hub.tier.0,
         units: scenario.hub.units,
     };
-    let registry = build::registry(scenario, clock);
-    let fleet = Fleet::new(scenario, seed);
+    let registry = build::registry(scenario, clock, opts.shard);
+    let fleet = Fleet::new(scenario, seed, opts.shard);
 
     let (to_dev_tx, to_dev_rx) = mpsc::unbounded_channel();
     let (from_dev_tx, from_dev_rx) = mpsc::unbounded_channel();
@@ -115,6 +123,12 @@ pub async fn run(
             if next_job == plan.len() && view.jobs.len() == created && view.all_jobs_done() {
                 break Stop::AllDone;
             }
+            let thresholds = &scenario.thresholds;
+            if thresholds.abort_on_fail {
+                if let Some(i) = thresholds.list.iter().position(|t| t.certainly_lost(&view, !opts.shard.is_all())) {
+                    break Stop::Threshold(i);
+                }
+            }
             if opts.progress == Progress::Lines && now >= next_line {
                 eprintln!("{}", progress_line(&view, plan.len()));
                 next_line = now + 1_000_000;
@@ -146,6 +160,7 @@ pub async fn run(
         ended_at: clock.iso_at(end),
         devices: output.devices,
         jobs: output.jobs,
+        shard: (!opts.shard.is_all()).then_some(opts.shard),
     };
     let dir = opts
         .out
@@ -153,6 +168,18 @@ pub async fn run(
         .unwrap_or_else(|| default_out_dir(scenario, clock.wall_at(0)));
     metrics::results::write(&dir, &report, &output.recorder, end)
         .with_context(|| format!("cannot write results to {}", dir.display()))?;
+    if let Some(text) = &opts.scenario_text {
+        let path = dir.join("scenario.toml");
+        std::fs::write(&path, text)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Stop::Threshold(i) = stop {
+        let t = &scenario.thresholds.list[i];
+        eprintln!(
+            "fleetsim: threshold '{} {}' is lost for certain: run stopped (abort_on_fail)",
+            t.key, t.condition
+        );
+    }
     if stop == Stop::Duration {
         eprintln!(
             "fleetsim: the run reached its duration limit ({}) before every job ended",
