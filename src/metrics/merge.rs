@@ -356,3 +356,142 @@ fn merged_job(id: &str, summaries: &[&Summary]) -> Option<JobReport> {
     };
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{JobSlot, Recorder, MAX_US};
+    use crate::report::DeviceJobStatistics;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fleetsim-merge-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn report(shard: Option<Shard>, recorder: &Recorder, scenario: &str) -> RunReport {
+        let jobs = recorder
+            .jobs
+            .iter()
+            .map(|j| JobReport {
+                job_id: j.id.clone(),
+                job_type: "scheduleDeviceMethod".into(),
+                status: "completed".into(),
+                statistics: DeviceJobStatistics {
+                    device_count: j.done,
+                    failed_count: j.failed,
+                    succeeded_count: j.done - j.failed,
+                    running_count: 0,
+                    pending_count: 0,
+                },
+                makespan_ms: 4000.0,
+                ops_per_s: j.done as f64 / 4.0,
+            })
+            .collect();
+        RunReport {
+            scenario: scenario.into(),
+            seed: 1,
+            complete: true,
+            started_at: "2025-01-02T03:04:05.678Z".into(),
+            ended_at: "2025-01-02T03:04:10.178Z".into(),
+            devices: recorder.done,
+            jobs,
+            shard,
+        }
+    }
+
+    /// The same samples recorded by three shards (sample `i` in shard `i % 3`) and by one
+    /// recorder; values from 1 µs to past the histogram maximum, over several seconds.
+    fn recorders() -> (Vec<Recorder>, Recorder) {
+        let mut shards: Vec<Recorder> = (0..3).map(|_| Recorder::new()).collect();
+        let mut whole = Recorder::new();
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for r in shards.iter_mut().chain([&mut whole]) {
+            r.add_job("a");
+            r.add_job("b.c");
+        }
+        for i in 0..6000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let now = i * 700;
+            let job = JobSlot((i % 2) as u32);
+            let values = Measure::ALL.map(|m| match (x >> (m.index() * 8)) % 100 {
+                0 => MAX_US + x % 5000,
+                1..=20 => x % 30_000_000,
+                _ => x % 40_000,
+            });
+            for r in [&mut shards[(i % 3) as usize], &mut whole] {
+                r.tick(now);
+                r.op_dispatched(job);
+                for m in Measure::ALL {
+                    r.record(job, m, values[m.index()]);
+                }
+                r.op_done(job, now, i % 31 == 0);
+            }
+        }
+        (shards, whole)
+    }
+
+    fn buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+        h.iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
+    }
+
+    #[test]
+    fn merged_shards_equal_the_histogram_of_all_samples_bucket_for_bucket() {
+        let (shards, whole) = recorders();
+        let end = 4_500_000;
+        let dirs: Vec<PathBuf> = shards
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let dir = temp(&format!("shard{i}"));
+                let shard = Shard::new(i as u32, 3);
+                results::write(&dir, &report(shard, r, "m"), r, end).unwrap();
+                dir
+            })
+            .collect();
+        let out = temp("out");
+        let merged = merge(&dirs, &out).unwrap();
+
+        let logged = read_interval_log(&out.join("histograms.hlog")).unwrap();
+        let mut tags = 0;
+        for slot in [None, Some(JobSlot(0)), Some(JobSlot(1))] {
+            for m in Measure::ALL {
+                let id = slot.map(|s| whole.job_id(s).to_owned());
+                let expected = whole.histogram(slot, m);
+                let got = &logged[&results::tag_for(id.as_deref(), m)];
+                assert_eq!(buckets(got), buckets(&expected), "{id:?} {m}");
+                assert_eq!(got.len(), 3000 * if slot.is_none() { 2 } else { 1 });
+                tags += 1;
+            }
+        }
+        assert_eq!(tags, 12);
+
+        let direct = Summary::new(&report(None, &whole, "m"), &whole, end);
+        assert_eq!(merged.histograms, direct.histograms);
+        assert_eq!(merged.job_histograms, direct.job_histograms);
+        assert_eq!(merged.throughput.ops_total, 6000);
+        assert_eq!(merged.throughput.failures_total, whole.failed);
+        assert_eq!(merged.run.jobs[1].statistics.failed_count, whole.jobs[1].failed);
+        assert_eq!(merged.run.shard, None);
+        assert_eq!(read_summary(&out).unwrap(), merged);
+        let rows = read_timeseries(&out.join("timeseries.csv")).unwrap();
+        assert_eq!(rows.last().unwrap().ops_done, 6000);
+
+        // A shard twice, a shard missing, another scenario: refused.
+        let twice = [dirs[0].clone(), dirs[1].clone(), dirs[1].clone()];
+        assert!(matches!(merge(&twice, &temp("x")), Err(MergeError::Twice { .. })));
+        let missing = merge(&dirs[..2], &temp("x")).unwrap_err();
+        assert_eq!(missing.to_string(), "shard(s) 2 of 3 are missing: a merge must have every shard");
+        let other = temp("other");
+        results::write(&other, &report(Shard::new(2, 3), &shards[2], "n"), &shards[2], end).unwrap();
+        let e = merge(&[dirs[0].clone(), dirs[1].clone(), other.clone()], &temp("x")).unwrap_err();
+        assert!(e.to_string().contains("from scenario 'n'"), "{e}");
+        for d in dirs.iter().chain([&out, &other]) {
+            let _ = fs::remove_dir_all(d);
+        }
+    }
+}

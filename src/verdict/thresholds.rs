@@ -1,5 +1,5 @@
-//! The `[thresholds]` table of a scenario: conditions on a run's figures, read and checked where
-//! the TOML is read, evaluated on a finished run's [`Summary`] and, for `abort_on_fail`, on the
+//! The `[thresholds]` table of a scenario: conditions on a run's figures, checked when the
+//! scenario is read (errors point at their line), evaluated on a finished run's [`Summary`] and, for `abort_on_fail`, on the
 //! live [`HubView`] while the run goes on.
 //!
 //! ```toml
@@ -12,17 +12,14 @@
 //! "throughput.ops_per_s_mean" = "> 5000"
 //! ```
 
-use std::fmt;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
 use serde::Serialize;
 
 use crate::hub::HubView;
 use crate::metrics::results::Summary;
 use crate::metrics::{HistogramStats, Measure};
-use crate::scenario::format::{parse_duration, Dur};
+use crate::scenario::format::parse_duration;
 
 /// Engine-lag p99 above which a run is invalid when the scenario does not say otherwise: the
 /// simulator could not dispatch on time, so the figures describe fleetsim, not the system.
@@ -405,7 +402,8 @@ fn parse_number(key: &str, text: &str) -> Result<f64, String> {
         })
 }
 
-/// The `[thresholds]` table.
+/// The `[thresholds]` table, checked (from [`ThresholdTable`](crate::scenario::format::ThresholdTable)
+/// by `scenario::parse`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Thresholds {
     /// Stop the run as soon as a threshold is certainly lost.
@@ -423,37 +421,6 @@ impl Default for Thresholds {
             engine_lag_limit: DEFAULT_ENGINE_LAG_LIMIT,
             list: Vec::new(),
         }
-    }
-}
-
-impl<'de> Deserialize<'de> for Thresholds {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Thresholds;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a table of \"figure\" = \"condition\"")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Thresholds, A::Error> {
-                let mut out = Thresholds::default();
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        "abort_on_fail" => out.abort_on_fail = map.next_value()?,
-                        "engine_lag_limit" => out.engine_lag_limit = map.next_value::<Dur>()?.0,
-                        _ => {
-                            let condition: String = map.next_value()?;
-                            let t = Threshold::parse(&key, &condition).map_err(de::Error::custom)?;
-                            if out.list.iter().any(|o| o.key == key) {
-                                return Err(de::Error::custom(format!("threshold '{key}' is given twice")));
-                            }
-                            out.list.push(t);
-                        }
-                    }
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_map(V)
     }
 }
 
