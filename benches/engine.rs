@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use fleetsim::metrics::Measure;
-use fleetsim::shard::Shard;
 use fleetsim::scenario::runner::{self, fmt_us, Progress, RunOptions};
+use fleetsim::shard::Shard;
 use tokio_util::sync::CancellationToken;
 
 fn peak_rss_mb() -> f64 {
@@ -32,9 +32,14 @@ fn run(file: &str) -> (runner::RunOutcome, f64) {
         shard: Shard::ALL,
         scenario_text: None,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let started = Instant::now();
-    let outcome = rt.block_on(runner::run(&scenario, &opts, CancellationToken::new())).expect("run");
+    let outcome = rt
+        .block_on(runner::run(&scenario, &opts, CancellationToken::new()))
+        .expect("run");
     let wall = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(out);
     (outcome, wall)

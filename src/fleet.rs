@@ -54,4 +54,3 @@ impl Fleet {
         self.devices.iter().filter(|d| d.offline).count()
     }
 }
-

@@ -128,7 +128,12 @@ mod tests {
     #[test]
     fn reads_an_indexed_job_environment() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
         };
         assert_eq!(Shard::from_vars(env(&[])), Ok(Shard::ALL));
         assert_eq!(

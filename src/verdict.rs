@@ -67,7 +67,11 @@ pub struct Verdict {
 
 impl Verdict {
     /// The verdict on `summary` under `thresholds`, with an optional comparison.
-    pub fn new(summary: Summary, thresholds: &Thresholds, comparison: Option<Comparison>) -> Verdict {
+    pub fn new(
+        summary: Summary,
+        thresholds: &Thresholds,
+        comparison: Option<Comparison>,
+    ) -> Verdict {
         Verdict {
             engine_lag_limit_us: thresholds.engine_lag_limit.as_micros() as u64,
             invalid: thresholds::invalid_because(thresholds, &summary),
@@ -118,7 +122,12 @@ impl Verdict {
             );
         }
         let exit = self.exit();
-        let _ = writeln!(s, "verdict: {} (exit code {})", exit.headline(), exit.code());
+        let _ = writeln!(
+            s,
+            "verdict: {} (exit code {})",
+            exit.headline(),
+            exit.code()
+        );
         s
     }
 }
@@ -135,6 +144,9 @@ pub fn judge(
         .transpose()?;
     let verdict = Verdict::new(read_summary(dir)?, thresholds, comparison);
     write_atomic(&dir.join("junit.xml"), junit::report(&verdict).as_bytes())?;
-    write_atomic(&dir.join("summary.md"), markdown::summary(&verdict).as_bytes())?;
+    write_atomic(
+        &dir.join("summary.md"),
+        markdown::summary(&verdict).as_bytes(),
+    )?;
     Ok(verdict)
 }

@@ -30,11 +30,15 @@ fn small_scenario_runs_and_writes_valid_results() {
     let summary = run_small(&out, "5");
 
     let schema: Value = serde_json::from_slice(
-        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/summary.schema.json")).unwrap(),
+        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/summary.schema.json"))
+            .unwrap(),
     )
     .unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator.iter_errors(&summary).map(|e| e.to_string()).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(&summary)
+        .map(|e| e.to_string())
+        .collect();
     assert!(errors.is_empty(), "{errors:?}");
 
     assert_eq!(summary["scenario"], "small");
@@ -56,7 +60,14 @@ fn small_scenario_runs_and_writes_valid_results() {
     }
     let completion = &summary["histograms"]["completion"];
     assert_eq!(completion["count"], 400);
-    for f in ["delivery.hgrm", "engine_lag.hgrm", "round_trip.hgrm", "completion.hgrm", "histograms.hlog", "timeseries.csv"] {
+    for f in [
+        "delivery.hgrm",
+        "engine_lag.hgrm",
+        "round_trip.hgrm",
+        "completion.hgrm",
+        "histograms.hlog",
+        "timeseries.csv",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let csv = std::fs::read_to_string(out.join("timeseries.csv")).unwrap();
@@ -70,18 +81,29 @@ fn the_seed_decides_which_devices_fail() {
         let out = temp_dir(&format!("seed{seed}"));
         let s = run_small(&out, seed);
         let _ = std::fs::remove_dir_all(&out);
-        s["jobs"][0]["deviceJobStatistics"]["failedCount"].as_u64().unwrap()
+        s["jobs"][0]["deviceJobStatistics"]["failedCount"]
+            .as_u64()
+            .unwrap()
     };
     let (a, b) = (failed("11"), failed("11"));
     assert_eq!(a, b, "one seed, one outcome");
     let others: Vec<u64> = ["12", "13", "14"].iter().map(|s| failed(s)).collect();
-    assert!(others.iter().any(|&o| o != a), "other seeds give other failures: {a} vs {others:?}");
+    assert!(
+        others.iter().any(|&o| o != a),
+        "other seeds give other failures: {a} vs {others:?}"
+    );
 }
 
 #[test]
 fn a_missing_scenario_is_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_fleetsim")).args(["run", "nope.toml"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+        .args(["run", "nope.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cannot read scenario nope.toml"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read scenario nope.toml"),
+        "{stderr}"
+    );
 }

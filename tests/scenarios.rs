@@ -6,8 +6,13 @@ use std::path::Path;
 use std::process::Command;
 
 fn fixtures(kind: &str) -> Vec<std::path::PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(kind);
-    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(kind);
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     assert!(!files.is_empty());
     files
@@ -24,15 +29,31 @@ fn valid_fixtures_parse() {
 fn invalid_fixtures_fail_with_their_expected_message() {
     for f in fixtures("invalid") {
         let text = std::fs::read_to_string(&f).unwrap();
-        let expect = text.lines().next().unwrap().trim_start_matches("# expect: ").trim_end();
+        let expect = text
+            .lines()
+            .next()
+            .unwrap()
+            .trim_start_matches("# expect: ")
+            .trim_end();
         let err = fleetsim::scenario::load(&f).unwrap_err().to_string();
         assert!(err.starts_with(&f.display().to_string()), "{err}");
-        assert!(err.contains(expect), "{}: {err:?} lacks {expect:?}", f.display());
+        assert!(
+            err.contains(expect),
+            "{}: {err:?} lacks {expect:?}",
+            f.display()
+        );
 
-        let out = Command::new(env!("CARGO_BIN_EXE_fleetsim")).arg("validate").arg(&f).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+            .arg("validate")
+            .arg(&f)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(1), "{}", f.display());
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(expect) && !stderr.contains("panicked"), "{stderr}");
+        assert!(
+            stderr.contains(expect) && !stderr.contains("panicked"),
+            "{stderr}"
+        );
     }
 }
 

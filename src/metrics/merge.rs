@@ -127,7 +127,10 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary, MergeError> {
     })?;
     write_summary(out, &summary)?;
     for m in Measure::ALL {
-        let h = histograms.get(m.name()).cloned().unwrap_or_else(new_histogram);
+        let h = histograms
+            .get(m.name())
+            .cloned()
+            .unwrap_or_else(new_histogram);
         write_hgrm(out, m, &h)?;
     }
     write_timeseries(out, &rows)?;
@@ -254,11 +257,13 @@ fn merged_summary(
         let [engine_lag, delivery, round_trip, completion] = Measure::ALL.map(|m| {
             let tag = results::tag_for(job, m);
             let o = outliers(job, m);
-            histograms
-                .get(&tag)
-                .map_or(HistogramStats { outliers: o, ..Default::default() }, |h| {
-                    HistogramStats::of(h, o)
-                })
+            histograms.get(&tag).map_or(
+                HistogramStats {
+                    outliers: o,
+                    ..Default::default()
+                },
+                |h| HistogramStats::of(h, o),
+            )
         });
         MeasureStats {
             engine_lag,
@@ -305,8 +310,16 @@ fn merged_summary(
             scenario: first.run.scenario.clone(),
             seed: first.run.seed,
             complete: summaries.iter().all(|s| s.run.complete),
-            started_at: summaries.iter().map(|s| s.run.started_at.clone()).min().unwrap_or_default(),
-            ended_at: summaries.iter().map(|s| s.run.ended_at.clone()).max().unwrap_or_default(),
+            started_at: summaries
+                .iter()
+                .map(|s| s.run.started_at.clone())
+                .min()
+                .unwrap_or_default(),
+            ended_at: summaries
+                .iter()
+                .map(|s| s.run.ended_at.clone())
+                .max()
+                .unwrap_or_default(),
             devices: summaries.iter().map(|s| s.run.devices).sum(),
             jobs,
             shard: None,
@@ -364,7 +377,8 @@ mod tests {
     use crate::report::DeviceJobStatistics;
 
     fn temp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("fleetsim-merge-{}-{name}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("fleetsim-merge-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
     }
@@ -475,7 +489,10 @@ mod tests {
         assert_eq!(merged.job_histograms, direct.job_histograms);
         assert_eq!(merged.throughput.ops_total, 6000);
         assert_eq!(merged.throughput.failures_total, whole.failed);
-        assert_eq!(merged.run.jobs[1].statistics.failed_count, whole.jobs[1].failed);
+        assert_eq!(
+            merged.run.jobs[1].statistics.failed_count,
+            whole.jobs[1].failed
+        );
         assert_eq!(merged.run.shard, None);
         assert_eq!(read_summary(&out).unwrap(), merged);
         let rows = read_timeseries(&out.join("timeseries.csv")).unwrap();
@@ -483,12 +500,28 @@ mod tests {
 
         // A shard twice, a shard missing, another scenario: refused.
         let twice = [dirs[0].clone(), dirs[1].clone(), dirs[1].clone()];
-        assert!(matches!(merge(&twice, &temp("x")), Err(MergeError::Twice { .. })));
+        assert!(matches!(
+            merge(&twice, &temp("x")),
+            Err(MergeError::Twice { .. })
+        ));
         let missing = merge(&dirs[..2], &temp("x")).unwrap_err();
-        assert_eq!(missing.to_string(), "shard(s) 2 of 3 are missing: a merge must have every shard");
+        assert_eq!(
+            missing.to_string(),
+            "shard(s) 2 of 3 are missing: a merge must have every shard"
+        );
         let other = temp("other");
-        results::write(&other, &report(Shard::new(2, 3), &shards[2], "n"), &shards[2], end).unwrap();
-        let e = merge(&[dirs[0].clone(), dirs[1].clone(), other.clone()], &temp("x")).unwrap_err();
+        results::write(
+            &other,
+            &report(Shard::new(2, 3), &shards[2], "n"),
+            &shards[2],
+            end,
+        )
+        .unwrap();
+        let e = merge(
+            &[dirs[0].clone(), dirs[1].clone(), other.clone()],
+            &temp("x"),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("from scenario 'n'"), "{e}");
         for d in dirs.iter().chain([&out, &other]) {
             let _ = fs::remove_dir_all(d);

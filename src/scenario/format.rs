@@ -60,9 +60,14 @@ impl<'de> Deserialize<'de> for ThresholdTable {
         impl<'de> de::Visitor<'de> for V {
             type Value = ThresholdTable;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a table of \"figure\" = \"condition\", such as \"delivery.p99\" = \"< 250ms\"")
+                f.write_str(
+                    "a table of \"figure\" = \"condition\", such as \"delivery.p99\" = \"< 250ms\"",
+                )
             }
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<ThresholdTable, A::Error> {
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ThresholdTable, A::Error> {
                 let mut out = ThresholdTable::default();
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {

@@ -125,7 +125,11 @@ pub async fn run(
             }
             let thresholds = &scenario.thresholds;
             if thresholds.abort_on_fail {
-                if let Some(i) = thresholds.list.iter().position(|t| t.certainly_lost(&view, !opts.shard.is_all())) {
+                if let Some(i) = thresholds
+                    .list
+                    .iter()
+                    .position(|t| t.certainly_lost(&view, !opts.shard.is_all()))
+                {
                     break Stop::Threshold(i);
                 }
             }
@@ -170,8 +174,7 @@ pub async fn run(
         .with_context(|| format!("cannot write results to {}", dir.display()))?;
     if let Some(text) = &opts.scenario_text {
         let path = dir.join("scenario.toml");
-        std::fs::write(&path, text)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Stop::Threshold(i) = stop {
         let t = &scenario.thresholds.list[i];

@@ -11,10 +11,10 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::thresholds::show_value;
-use crate::metrics::results::{read_interval_log, read_summary, tag_for, Summary};
-use crate::report::JobReport;
 use crate::metrics::results::ResultsError;
+use crate::metrics::results::{read_interval_log, read_summary, tag_for, Summary};
 use crate::metrics::{Measure, MAX_US};
+use crate::report::JobReport;
 
 /// A latency change smaller than this (µs) is never a regression: below it, scheduling jitter
 /// and histogram quantisation dominate.
@@ -60,7 +60,14 @@ pub struct Row {
 }
 
 impl Row {
-    fn new(job: Option<&str>, figure: String, kind: Kind, baseline: f64, run: f64, tolerance: f64) -> Row {
+    fn new(
+        job: Option<&str>,
+        figure: String,
+        kind: Kind,
+        baseline: f64,
+        run: f64,
+        tolerance: f64,
+    ) -> Row {
         let change = (baseline != 0.0).then(|| (run - baseline) / baseline);
         let worse_by = match kind {
             Kind::Time | Kind::Ratio => run - baseline,
@@ -229,7 +236,14 @@ fn rows(
             };
             for (label, q) in QUANTILES {
                 let (bv, rv) = (quantile(b, q), quantile(r, q));
-                out.push(Row::new(job, format!("{m} {label}"), Kind::Time, bv, rv, tolerance));
+                out.push(Row::new(
+                    job,
+                    format!("{m} {label}"),
+                    Kind::Time,
+                    bv,
+                    rv,
+                    tolerance,
+                ));
             }
         }
     };
@@ -253,7 +267,12 @@ fn rows(
             s.failed_count as f64 / s.device_count.max(1) as f64
         };
         for (figure, kind, bv, rv) in [
-            ("makespan", Kind::Time, b.makespan_ms * 1e3, j.makespan_ms * 1e3),
+            (
+                "makespan",
+                Kind::Time,
+                b.makespan_ms * 1e3,
+                j.makespan_ms * 1e3,
+            ),
             ("ops_per_s", Kind::Rate, b.ops_per_s, j.ops_per_s),
             ("failed_ratio", Kind::Ratio, failed(b), failed(j)),
         ] {
@@ -283,12 +302,29 @@ mod tests {
         assert!(parse_tolerance("-5%").is_err());
         assert!(parse_tolerance("lots").is_err());
 
-        let slower = Row::new(None, "delivery p50".into(), Kind::Time, 10_000.0, 20_000.0, 0.1);
+        let slower = Row::new(
+            None,
+            "delivery p50".into(),
+            Kind::Time,
+            10_000.0,
+            20_000.0,
+            0.1,
+        );
         assert!(slower.regression);
-        assert_eq!((slower.show_change().as_str(), slower.verdict()), ("+100.0%", "regression"));
+        assert_eq!(
+            (slower.show_change().as_str(), slower.verdict()),
+            ("+100.0%", "regression")
+        );
         let jitter = Row::new(None, "engine_lag p50".into(), Kind::Time, 5.0, 9.0, 0.1);
         assert!(!jitter.regression, "under the noise floor");
-        let within = Row::new(None, "delivery p50".into(), Kind::Time, 100_000.0, 105_000.0, 0.1);
+        let within = Row::new(
+            None,
+            "delivery p50".into(),
+            Kind::Time,
+            100_000.0,
+            105_000.0,
+            0.1,
+        );
         assert_eq!(within.verdict(), "worse");
         let faster = Row::new(None, "ops_per_s".into(), Kind::Rate, 1000.0, 1500.0, 0.1);
         assert_eq!(faster.verdict(), "better");

@@ -14,17 +14,24 @@ pub fn summary(v: &Verdict) -> String {
     let exit = v.exit();
     let mut s = String::new();
     let mark = if exit.code() == 0 { "✅" } else { "❌" };
-    let _ = writeln!(s, "## {mark} fleetsim `{}`: {}\n", r.scenario, exit.headline());
-    let shard = r
-        .shard
-        .map_or(String::new(), |sh| format!(", shard {sh}"));
+    let _ = writeln!(
+        s,
+        "## {mark} fleetsim `{}`: {}\n",
+        r.scenario,
+        exit.headline()
+    );
+    let shard = r.shard.map_or(String::new(), |sh| format!(", shard {sh}"));
     let _ = writeln!(
         s,
         "{} devices, seed {}{shard}, {:.1} s, {}, exit code {}.\n",
         r.devices,
         r.seed,
         v.summary.elapsed_s,
-        if r.complete { "complete" } else { "**incomplete**" },
+        if r.complete {
+            "complete"
+        } else {
+            "**incomplete**"
+        },
         exit.code()
     );
     if let Some(why) = &v.invalid {

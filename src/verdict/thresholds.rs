@@ -205,7 +205,9 @@ impl Figure {
     pub fn is_additive(&self) -> bool {
         match self {
             Figure::Latency { stat, .. } => *stat == Stat::Count,
-            Figure::Job { figure, .. } => !matches!(figure, JobFigure::Makespan | JobFigure::FailedRatio),
+            Figure::Job { figure, .. } => {
+                !matches!(figure, JobFigure::Makespan | JobFigure::FailedRatio)
+            }
             Figure::Run(f) => *f != RunFigure::FailedRatio,
         }
     }
@@ -214,11 +216,7 @@ impl Figure {
     /// latency statistic has no samples.
     pub fn value(&self, summary: &Summary) -> Option<f64> {
         match self {
-            Figure::Latency {
-                job,
-                measure,
-                stat,
-            } => {
+            Figure::Latency { job, measure, stat } => {
                 let h = match job {
                     None => summary.histograms.get(*measure),
                     Some(id) => summary.job_histograms.get(id)?.get(*measure),
@@ -256,7 +254,11 @@ impl Figure {
     fn floor_now(&self, view: &HubView) -> Option<f64> {
         let job = |id: &str| view.jobs.iter().find(|j| j.id == id);
         match self {
-            Figure::Latency { job: id, measure, stat: stat @ (Stat::Max | Stat::Count) } => {
+            Figure::Latency {
+                job: id,
+                measure,
+                stat: stat @ (Stat::Max | Stat::Count),
+            } => {
                 let m = match id {
                     None => view.metrics.measure(*measure),
                     Some(id) => view.metrics.job(id)?.measure(*measure),
@@ -367,10 +369,7 @@ impl Threshold {
     pub fn certainly_lost(&self, view: &HubView, sharded: bool) -> bool {
         matches!(self.op, Op::Lt | Op::Le)
             && !(sharded && self.figure.is_additive())
-            && self
-                .figure
-                .floor_now(view)
-                .is_some_and(|v| !self.holds(v))
+            && self.figure.floor_now(view).is_some_and(|v| !self.holds(v))
     }
 
     /// `value` for people: a time with its unit, or a number.
