@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use fleetsim::metrics::Measure;
 use fleetsim::scenario::runner::{self, fmt_us, Progress, RunOptions};
+use fleetsim::shard::Shard;
 use tokio_util::sync::CancellationToken;
 
 fn peak_rss_mb() -> f64 {
@@ -30,6 +31,8 @@ fn run(file: &str) -> (runner::RunOutcome, f64) {
         progress: Progress::Quiet,
         mqtt: Default::default(),
         state_dir: out.join("state"),
+        shard: Shard::ALL,
+        scenario_text: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

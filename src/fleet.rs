@@ -11,8 +11,10 @@ use behaviour::CohortModel;
 use device::VirtualDevice;
 
 use crate::scenario::Scenario;
+use crate::shard::Shard;
 
-/// Every device of a scenario with its cohort's model. Device `i` is registry index `i`.
+/// The devices of a scenario's shard with their cohort's model. Device `i` is registry index
+/// `i` (a shard's registry holds only its own devices, in the same order).
 #[derive(Debug, Clone)]
 pub struct Fleet {
     /// The scenario seed.
@@ -24,13 +26,20 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Builds the fleet of a scenario with `seed`.
-    pub fn new(scenario: &Scenario, seed: u64) -> Fleet {
+    /// Builds the fleet of a scenario's `shard` with `seed`. A device draws its randomness from
+    /// its index in the shard, so a sharded fleet behaves like the whole one statistically, not
+    /// device for device.
+    pub fn new(scenario: &Scenario, seed: u64, shard: Shard) -> Fleet {
         let models: Vec<CohortModel> = scenario.cohorts.iter().map(CohortModel::new).collect();
         let total: u64 = scenario.cohorts.iter().map(|c| c.count).sum();
-        let mut devices = Vec::with_capacity(total as usize);
+        let mut devices = Vec::with_capacity((total / u64::from(shard.count) + 1) as usize);
+        let mut global = 0u64;
         for (ci, c) in scenario.cohorts.iter().enumerate() {
             for _ in 0..c.count {
+                global += 1;
+                if !shard.contains(global - 1) {
+                    continue;
+                }
                 let idx = devices.len() as u32;
                 devices.push(VirtualDevice::new(ci as u16, &models[ci], seed, idx));
             }

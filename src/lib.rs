@@ -10,6 +10,8 @@
 //! - [`fleet`]: virtual devices (data, not tasks), behaviour models, the in-process transport.
 //! - [`metrics`]: HDR latency histograms, per-second time series, live snapshots and the run's
 //!   result files (summary.json, .hgrm, .hlog, timeseries.csv).
+//! - [`verdict`]: thresholds, comparison with a baseline, exit codes, junit.xml and summary.md.
+//! - [`shard`]: the `i/n` slice of a fleet a sharded run plays.
 //! - [`report`]: plain data a run reports (`RunReport`, `JobReport`, `DeviceJobStatistics`).
 //! - [`tls`]: the private CA, server certificates and rustls configuration of the hub's endpoints.
 //! - [`clock`]: the one source of time (monotonic instant + the wall-clock time it maps to).
@@ -26,5 +28,7 @@ pub mod mqtt;
 pub mod query;
 pub mod report;
 pub mod scenario;
+pub mod shard;
 pub mod tls;
 pub mod tui;
+pub mod verdict;

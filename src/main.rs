@@ -7,12 +7,16 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use fleetsim::cli::{Cli, Command, MqttArgs};
+use fleetsim::cli::{Cli, Command, Format, MqttArgs};
 use fleetsim::hub::mqtt::Listen;
 use fleetsim::hub::server::{self, ConnectionStringOptions, HubOptions};
+use fleetsim::metrics::merge;
 use fleetsim::scenario::runner::devices::{self, FleetOnly, MqttOptions};
 use fleetsim::scenario::runner::{self, Progress, RunOptions};
 use fleetsim::scenario::{self, inspect};
+use fleetsim::shard::Shard;
+use fleetsim::verdict::thresholds::Thresholds;
+use fleetsim::verdict::{self, compare, markdown, Exit};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -60,8 +64,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             mqtt,
             state_dir,
+            shard,
+            baseline,
+            tolerance,
         } => {
             let s = scenario::load(&scenario)?;
+            let shard = Shard::resolve(shard)?;
             if dry_run {
                 print!("{}", inspect::dry_run(&s)?);
                 return Ok(ExitCode::SUCCESS);
@@ -77,11 +85,49 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 progress,
                 mqtt: mqtt_options(mqtt),
                 state_dir,
+                shard,
+                scenario_text: Some(std::fs::read_to_string(&scenario)?),
             };
             let outcome = runtime()?
                 .block_on(async { runner::run(&s, &opts, shutdown_on_signals()).await })?;
             print!("{}", runner::final_table(&outcome));
-            Ok(ExitCode::SUCCESS)
+            let baseline = baseline.as_deref().map(|b| (b, tolerance));
+            let verdict = verdict::judge(&outcome.dir, &s.thresholds, baseline)?;
+            if let Some(c) = &verdict.comparison {
+                print!("{}", c.text(std::io::stdout().is_terminal()));
+            }
+            print!("{}", verdict.text());
+            Ok(ExitCode::from(verdict.exit().code()))
+        }
+        Command::Compare {
+            baseline,
+            run,
+            tolerance,
+            format,
+        } => {
+            let c = compare::compare(&baseline, &run, tolerance)?;
+            match format {
+                Format::Text => print!("{}", c.text(std::io::stdout().is_terminal())),
+                Format::Md => print!("{}", markdown::comparison(&c)),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&c)?),
+            }
+            let exit = match c.regressions().next() {
+                Some(_) => Exit::Regression,
+                None => Exit::Pass,
+            };
+            Ok(ExitCode::from(exit.code()))
+        }
+        Command::Merge { dirs, out } => {
+            merge::merge(&dirs, &out)?;
+            let scenario_file = out.join("scenario.toml");
+            let thresholds = match scenario_file.is_file() {
+                true => scenario::load(&scenario_file)?.thresholds,
+                false => Thresholds::default(),
+            };
+            let verdict = verdict::judge(&out, &thresholds, None)?;
+            println!("merged {} shards into {}", dirs.len(), out.display());
+            print!("{}", verdict.text());
+            Ok(ExitCode::from(verdict.exit().code()))
         }
         Command::Hub {
             scenario,

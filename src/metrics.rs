@@ -19,8 +19,10 @@
 //! - [`recorder`]: the hot-path [`Recorder`] and its one-second intervals.
 //! - [`snapshot`]: the owned [`MetricsSnapshot`] the dashboard and progress line read.
 //! - [`results`]: the run's result directory (summary.json, .hgrm, .hlog, timeseries.csv).
+//! - [`merge`]: the exact merge of a sharded run's result directories.
 
 pub mod histogram;
+pub mod merge;
 pub mod recorder;
 pub mod results;
 pub mod snapshot;

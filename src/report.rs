@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::shard::Shard;
+
 /// Per-job device counts, as IoT Hub reports them in `deviceJobStatistics`.
 ///
 /// Invariant kept by the job engine: `failed + succeeded + running + pending == device_count`.
@@ -59,4 +61,8 @@ pub struct RunReport {
     pub devices: u64,
     /// The jobs in creation order.
     pub jobs: Vec<JobReport>,
+    /// The slice of the fleet this run played (`--shard i/n`); absent for the whole fleet and
+    /// for merged shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 pub use format::Scenario;
 
 use crate::query::parse_condition;
+use crate::verdict::thresholds::{Threshold, Thresholds, DEFAULT_ENGINE_LAG_LIMIT};
 
 /// A scenario that cannot be used, with the file, line and column of the offending value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,7 +47,7 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
             message,
         }
     };
-    let scenario: Scenario =
+    let mut scenario: Scenario =
         toml::from_str(text).map_err(|e| at(e.span(), e.message().trim().to_owned()))?;
     // Checks serde cannot make: point at the key's line by searching for it.
     let find = |needle: &str| text.find(needle).map(|i| i..i + needle.len());
@@ -179,6 +180,33 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
             }
         }
     }
+    let table = &scenario.threshold_table;
+    let mut list = Vec::with_capacity(table.conditions.len());
+    for (key, condition) in &table.conditions {
+        let span = Some(condition.span());
+        let t = Threshold::parse(key, condition.get_ref()).map_err(|m| at(span.clone(), m))?;
+        if let Some(job) = t.figure.job() {
+            if !ids.contains(job) {
+                let mut known: Vec<&str> = ids.iter().map(String::as_str).collect();
+                known.sort_unstable();
+                return Err(at(
+                    span,
+                    format!(
+                        "threshold '{key}' names job '{job}', which the scenario does not create; its jobs are: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        list.push(t);
+    }
+    scenario.thresholds = Thresholds {
+        abort_on_fail: table.abort_on_fail,
+        engine_lag_limit: table
+            .engine_lag_limit
+            .map_or(DEFAULT_ENGINE_LAG_LIMIT, |d| d.0),
+        list,
+    };
     Ok(scenario)
 }
 

@@ -71,9 +71,17 @@ async fn start() -> TestHub {
         tier: Tier::Unlimited,
         units: 1,
     };
-    let running = runner::start(&scenario, 1, clock, limits, &opts, Some(security.clone()))
-        .await
-        .unwrap();
+    let running = runner::start(
+        &scenario,
+        1,
+        fleetsim::shard::Shard::ALL,
+        clock,
+        limits,
+        &opts,
+        Some(security.clone()),
+    )
+    .await
+    .unwrap();
     let (plain, tls) = running.mqtt_addrs();
     let ca = std::fs::read(security.ca.as_ref().unwrap()).unwrap();
     TestHub {

@@ -53,6 +53,7 @@ async fn start(limits: Limits) -> TestHub {
     let running = runner::start(
         &scenario,
         1,
+        fleetsim::shard::Shard::ALL,
         clock,
         limits,
         &runner::devices::MqttOptions::default(),

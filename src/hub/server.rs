@@ -19,6 +19,7 @@ use crate::scenario::format::{Dur, HubSpec};
 use crate::scenario::runner::devices::{self, MqttOptions};
 use crate::scenario::runner::{self, JobFeeder};
 use crate::scenario::{self, Scenario};
+use crate::shard::Shard;
 use crate::tls;
 
 /// Where the last `fleetsim hub` said it can be reached, for `fleetsim connection-string`.
@@ -93,6 +94,8 @@ fn empty_scenario() -> Scenario {
         hub: HubSpec::default(),
         cohorts: Vec::new(),
         jobs: Vec::new(),
+        threshold_table: Default::default(),
+        thresholds: Default::default(),
     }
 }
 
@@ -146,6 +149,7 @@ pub async fn run(
     let running = runner::start(
         &scenario,
         scenario.seed,
+        Shard::ALL,
         clock,
         limits,
         &opts.mqtt,

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::histogram::{percentile_distribution, HistogramStats};
 pub use super::recorder::escape_tag;
-use super::{JobSlot, Measure, Recorder, US_PER_S};
+use super::{JobSlot, Measure, Recorder, SecondRow, US_PER_S};
 use crate::report::RunReport;
 
 /// Version of the `summary.json` layout; bumped on any incompatible change.
@@ -51,6 +51,11 @@ pub enum ResultsError {
     },
     #[error("cannot encode {}: {source}", path.display())]
     Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{}: not a fleetsim summary: {source}", path.display())]
+    BadSummary {
         path: PathBuf,
         source: serde_json::Error,
     },
@@ -209,29 +214,12 @@ pub fn write(
         source,
     })?;
 
-    let path = dir.join("summary.json");
-    let summary = Summary::new(report, recorder, now_us);
-    let mut json = serde_json::to_vec_pretty(&summary).map_err(|source| ResultsError::Json {
-        path: path.clone(),
-        source,
-    })?;
-    json.push(b'\n');
-    write_atomic(&path, &json)?;
-
+    write_summary(dir, &Summary::new(report, recorder, now_us))?;
     for m in Measure::ALL {
-        let text = percentile_distribution(&recorder.histogram(None, m), HGRM_SCALE);
-        write_atomic(&dir.join(format!("{}.hgrm", m.name())), text.as_bytes())?;
+        write_hgrm(dir, m, &recorder.histogram(None, m))?;
     }
 
-    let mut csv = String::from("second,ops_done,ops_per_s,in_flight,failures\n");
-    for r in recorder.timeseries(now_us) {
-        let _ = writeln!(
-            csv,
-            "{},{},{:.3},{},{}",
-            r.second, r.ops_done, r.ops_per_s, r.in_flight, r.failures
-        );
-    }
-    write_atomic(&dir.join("timeseries.csv"), csv.as_bytes())?;
+    write_timeseries(dir, &recorder.timeseries(now_us))?;
 
     let path = dir.join("histograms.hlog");
     let log = interval_log(report, recorder, now_us).map_err(|message| ResultsError::Encode {
@@ -239,6 +227,39 @@ pub fn write(
         message,
     })?;
     write_atomic(&path, &log)
+}
+
+/// Writes `summary` as `dir/summary.json`.
+pub(crate) fn write_summary(dir: &Path, summary: &Summary) -> Result<(), ResultsError> {
+    let path = dir.join("summary.json");
+    let mut json = serde_json::to_vec_pretty(summary).map_err(|source| ResultsError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    json.push(b'\n');
+    write_atomic(&path, &json)
+}
+
+/// The header line of `timeseries.csv`.
+pub(crate) const TIMESERIES_HEADER: &str = "second,ops_done,ops_per_s,in_flight,failures";
+
+/// Writes `rows` as `dir/timeseries.csv`.
+pub(crate) fn write_timeseries(dir: &Path, rows: &[SecondRow]) -> Result<(), ResultsError> {
+    let mut csv = format!("{TIMESERIES_HEADER}\n");
+    for r in rows {
+        let _ = writeln!(
+            csv,
+            "{},{},{:.3},{},{}",
+            r.second, r.ops_done, r.ops_per_s, r.in_flight, r.failures
+        );
+    }
+    write_atomic(&dir.join("timeseries.csv"), csv.as_bytes())
+}
+
+/// Writes the overall histogram of `m` as `dir/<measure>.hgrm`.
+pub(crate) fn write_hgrm(dir: &Path, m: Measure, h: &Histogram<u64>) -> Result<(), ResultsError> {
+    let text = percentile_distribution(h, HGRM_SCALE);
+    write_atomic(&dir.join(format!("{}.hgrm", m.name())), text.as_bytes())
 }
 
 /// The whole interval log: header, the closed seconds, then the open (partial) one.
@@ -327,8 +348,18 @@ pub fn read_interval_log(path: &Path) -> Result<BTreeMap<String, Histogram<u64>>
     Ok(out)
 }
 
+/// Reads `summary.json` of the result directory `dir`.
+pub fn read_summary(dir: &Path) -> Result<Summary, ResultsError> {
+    let path = dir.join("summary.json");
+    let bytes = fs::read(&path).map_err(|source| ResultsError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| ResultsError::BadSummary { path, source })
+}
+
 /// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError> {
     let err = |source| ResultsError::Write {
         path: path.to_owned(),
         source,

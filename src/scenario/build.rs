@@ -10,6 +10,7 @@ use crate::hub::jobs::{JobKind, JobRequest, MethodCall, TwinUpdate};
 use crate::hub::registry::Registry;
 use crate::hub::twin::{Object, Twin};
 use crate::scenario::format::{Cohort, JobSpec, Scenario};
+use crate::shard::Shard;
 
 /// A TOML table as a JSON object.
 pub fn json_object(table: &toml::Table) -> Object {
@@ -35,14 +36,19 @@ pub fn device_ids(scenario: &Scenario) -> impl Iterator<Item = String> + '_ {
     scenario.cohorts.iter().flat_map(cohort_ids)
 }
 
-/// The registry of a scenario's devices, in cohort order.
-pub fn registry(scenario: &Scenario, clock: Clock) -> Registry {
+/// The registry of a scenario's devices in `shard`, in cohort order.
+pub fn registry(scenario: &Scenario, clock: Clock, shard: Shard) -> Registry {
     let mut registry = Registry::new(clock);
+    let mut global = 0u64;
     for c in &scenario.cohorts {
         let tags = Arc::new(json_object(&c.tags));
         let desired = Arc::new(json_object(&c.desired));
         let reported = Arc::new(json_object(&c.reported));
         for id in cohort_ids(c) {
+            global += 1;
+            if !shard.contains(global - 1) {
+                continue;
+            }
             let twin = Twin::new(tags.clone(), desired.clone(), reported.clone());
             // Validation guarantees unique prefixes; a clash would only skip the device.
             let _ = registry.add(&id, twin);
@@ -170,7 +176,10 @@ twin = { desired = { fw = "2" } }
                 ("r-2", 10_000_000, 12_000_000)
             ]
         );
-        let reg = registry(&s, Clock::start());
+        let reg = registry(&s, Clock::start(), Shard::ALL);
+        let half = registry(&s, Clock::start(), Shard::new(1, 2).unwrap());
+        assert_eq!(half.len(), 1);
+        assert_eq!(half.get(0).unwrap().id.as_ref(), "a-1");
         assert_eq!(reg.len(), 3);
         assert_eq!(reg.get(2).unwrap().id.as_ref(), "a-2");
     }

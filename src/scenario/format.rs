@@ -11,6 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::hub::throttle::Tier;
+use crate::verdict::thresholds::Thresholds;
 
 /// A whole scenario file.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,6 +33,54 @@ pub struct Scenario {
     /// The jobs to schedule.
     #[serde(default, rename = "job")]
     pub jobs: Vec<JobSpec>,
+    /// `[thresholds]` as written; checked into [`Scenario::thresholds`] by
+    /// [`parse`](crate::scenario::parse).
+    #[serde(default, rename = "thresholds")]
+    pub threshold_table: ThresholdTable,
+    /// The checked conditions on the run's figures.
+    #[serde(skip)]
+    pub thresholds: Thresholds,
+}
+
+/// `[thresholds]`: `abort_on_fail`, `engine_lag_limit`, and `"figure" = "condition"` pairs whose
+/// conditions keep their position for errors.
+#[derive(Debug, Clone, Default)]
+pub struct ThresholdTable {
+    /// Stop the run as soon as a threshold is certainly lost.
+    pub abort_on_fail: bool,
+    /// Engine-lag p99 above which the run is invalid.
+    pub engine_lag_limit: Option<Dur>,
+    /// `(figure, condition)` in file order.
+    pub conditions: Vec<(String, Spanned<String>)>,
+}
+
+impl<'de> Deserialize<'de> for ThresholdTable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = ThresholdTable;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a table of \"figure\" = \"condition\", such as \"delivery.p99\" = \"< 250ms\"",
+                )
+            }
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ThresholdTable, A::Error> {
+                let mut out = ThresholdTable::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "abort_on_fail" => out.abort_on_fail = map.next_value()?,
+                        "engine_lag_limit" => out.engine_lag_limit = Some(map.next_value()?),
+                        _ => out.conditions.push((key, map.next_value()?)),
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// `[hub]`.

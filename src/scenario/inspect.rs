@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::clock::Clock;
 use crate::query::{parse_condition, parse_query, Source};
 use crate::scenario::{build, Scenario};
+use crate::shard::Shard;
 
 /// Runs a query on the scenario's freshly built fleet (no job has run, so `devices.jobs` is
 /// empty).
@@ -17,7 +18,7 @@ pub fn query(scenario: &Scenario, text: &str) -> anyhow::Result<Vec<Value>> {
     if q.source() == Source::DeviceJobs {
         return Ok(Vec::new());
     }
-    let mut registry = build::registry(scenario, Clock::start());
+    let mut registry = build::registry(scenario, Clock::start(), Shard::ALL);
     let selected = registry.select(q.condition());
     let docs: Vec<_> = selected.iter().filter_map(|&d| registry.doc(d)).collect();
     Ok(q.project(docs.iter()))
@@ -71,7 +72,7 @@ pub fn table(rows: &[Value]) -> String {
 
 /// Per job: how many devices it would target now and the first few ids.
 pub fn dry_run(scenario: &Scenario) -> anyhow::Result<String> {
-    let mut registry = build::registry(scenario, Clock::start());
+    let mut registry = build::registry(scenario, Clock::start(), Shard::ALL);
     let mut out = String::from("targets as the fleet is built, before any job changes a twin:\n");
     for planned in build::planned_jobs(scenario) {
         let r = &planned.request;

@@ -19,6 +19,7 @@ use crate::report::RunReport;
 use crate::scenario::build::{self, PlannedJob};
 use crate::scenario::format::Transport;
 use crate::scenario::{default_out_dir, Scenario};
+use crate::shard::Shard;
 use crate::tui::{self, Dashboard};
 
 /// How a run shows its progress.
@@ -49,6 +50,11 @@ pub struct RunOptions {
     pub mqtt: devices::MqttOptions,
     /// Keys and TLS material (used when MQTT is served).
     pub state_dir: PathBuf,
+    /// The slice of the fleet to play ([`Shard::ALL`]: all of it).
+    pub shard: Shard,
+    /// The scenario file's text, copied into the result directory as `scenario.toml` so that
+    /// `fleetsim merge` can recompute its thresholds.
+    pub scenario_text: Option<String>,
 }
 
 /// What a finished run produced.
@@ -70,6 +76,8 @@ enum Stop {
     AllDone,
     Duration,
     Interrupted,
+    /// A threshold (its index) was certainly lost and the scenario asks to abort then.
+    Threshold(usize),
 }
 
 /// A hub engine and a scenario's devices (in process, or over MQTT), running as tasks.
@@ -152,12 +160,13 @@ fn connect_wait(n: u64, ramp: u32) -> Micros {
 pub async fn start(
     scenario: &Scenario,
     seed: u64,
+    shard: Shard,
     clock: Clock,
     limits: Limits,
     mqtt: &devices::MqttOptions,
     security: Option<devices::Security>,
 ) -> anyhow::Result<Running> {
-    let registry = build::registry(scenario, clock);
+    let registry = build::registry(scenario, clock, shard);
     let (from_dev_tx, from_dev_rx) = mpsc::unbounded_channel();
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (view_tx, view_rx) = watch::channel(HubView::default());
@@ -170,7 +179,7 @@ pub async fn start(
         to_engine: from_dev_tx,
         stop: stop.clone(),
     };
-    let (link, devices) = devices::start(scenario, seed, mqtt, security, ends).await?;
+    let (link, devices) = devices::start(scenario, seed, shard, mqtt, security, ends).await?;
     let engine = Engine::new(clock, limits, registry, link);
     let engine = tokio::spawn(engine.run(cmd_rx, from_dev_rx, view_tx, stop.clone()));
     Ok(Running {
@@ -274,6 +283,7 @@ pub async fn run(
     let mut running = start(
         scenario,
         seed,
+        opts.shard,
         clock,
         limits(scenario),
         &opts.mqtt,
@@ -331,6 +341,16 @@ pub async fn run(
             {
                 break Stop::AllDone;
             }
+            let thresholds = &scenario.thresholds;
+            if thresholds.abort_on_fail {
+                if let Some(i) = thresholds
+                    .list
+                    .iter()
+                    .position(|t| t.certainly_lost(&view, !opts.shard.is_all()))
+                {
+                    break Stop::Threshold(i);
+                }
+            }
             if opts.progress == Progress::Lines && now >= next_line {
                 eprintln!("{}", progress_line(&view, feeder.planned()));
                 next_line = now + 1_000_000;
@@ -361,6 +381,7 @@ pub async fn run(
             ended_at: clock.iso_at(end),
             devices: output.devices,
             jobs: output.jobs,
+            shard: (!opts.shard.is_all()).then_some(opts.shard),
         };
         let dir = opts
             .out
@@ -368,6 +389,11 @@ pub async fn run(
             .unwrap_or_else(|| default_out_dir(scenario, clock.wall_at(0)));
         metrics::results::write(&dir, &report, &output.recorder, end)
             .with_context(|| format!("cannot write results to {}", dir.display()))?;
+        if let Some(text) = &opts.scenario_text {
+            let path = dir.join("scenario.toml");
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
         Ok::<_, anyhow::Error>(RunOutcome {
             dir,
             report,
@@ -380,6 +406,13 @@ pub async fn run(
         tell(tui::Event::Note(format!(
             "the run reached its duration limit ({}) before every job ended",
             scenario.duration
+        )));
+    }
+    if let Stop::Threshold(i) = stop {
+        let t = &scenario.thresholds.list[i];
+        tell(tui::Event::Note(format!(
+            "threshold '{} {}' is lost for certain: run stopped (abort_on_fail)",
+            t.key, t.condition
         )));
     }
     if let Some(d) = dashboard {

@@ -22,6 +22,7 @@ use crate::hub::Hub;
 use crate::link::{DeviceLink, FromDevice, ToDevice};
 use crate::scenario::format::Transport;
 use crate::scenario::{build, Scenario};
+use crate::shard::Shard;
 
 /// Host names the hub answers to (SAS resources and the TLS certificate).
 pub const HOST_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
@@ -126,6 +127,7 @@ impl DeviceSide {
 pub async fn start(
     scenario: &Scenario,
     seed: u64,
+    shard: Shard,
     opts: &MqttOptions,
     security: Option<Security>,
     hub_side: HubSide,
@@ -136,7 +138,7 @@ pub async fn start(
         to_engine: from_dev,
         stop,
     } = hub_side;
-    let fleet = Fleet::new(scenario, seed);
+    let fleet = Fleet::new(scenario, seed, shard);
     let mqtt_fleet = scenario.hub.transport == Transport::Mqtt;
     let mut listen = opts.listen.clone();
     if mqtt_fleet && !opts.external_fleet && listen.plain.is_none() && listen.tls.is_none() {
@@ -304,7 +306,7 @@ pub async fn run_fleet(
     } else {
         None
     };
-    let fleet = Fleet::new(scenario, seed);
+    let fleet = Fleet::new(scenario, seed, Shard::ALL);
     let (i, n) = opts.shard;
     let mine = fleet
         .devices
