@@ -47,7 +47,33 @@ fn run(file: &str) -> (runner::RunOutcome, f64) {
     (outcome, wall)
 }
 
+/// Registry look-ups over the million-device fleet: an id (index look-up), an id list, and a
+/// tag equality (first use builds the index, later uses read it).
+fn registry_lookups() {
+    use fleetsim::query::parse_condition;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let scenario =
+        fleetsim::scenario::load(&root.join("scenarios/million.toml")).expect("scenario");
+    let mut registry =
+        fleetsim::scenario::build::registry(&scenario, fleetsim::clock::Clock::start(), Shard::ALL);
+    for text in [
+        "deviceId = 'm-500000'",
+        "deviceId IN ['m-000001', 'm-999999', 'nope']",
+        "tags.fleet = 'million' AND properties.reported.firmware = '1.0.0'",
+        "tags.fleet = 'million' AND properties.reported.firmware = '1.0.0'",
+    ] {
+        let cond = parse_condition(text).expect("condition");
+        let started = Instant::now();
+        let n = registry.select(&cond).len();
+        println!(
+            "registry select over 1,000,000 twins: {:?} for {n} rows: {text}",
+            started.elapsed()
+        );
+    }
+}
+
 fn main() {
+    registry_lookups();
     let (o, wall) = run("scenarios/million.toml");
     let job = &o.report.jobs[0];
     let s = job.statistics;
