@@ -242,6 +242,11 @@ pub fn stats_of_bins(parts: &[&Bins], outliers: u64) -> HistogramStats {
 /// [`coarse_counts`] of the sum of `parts`.
 pub fn coarse_counts_of_bins(parts: &[&Bins]) -> [u64; COARSE_BOUNDS_US.len()] {
     let mut out = [0u64; COARSE_BOUNDS_US.len()];
+    // An empty histogram needs no pass over its bins: a hub with thousands of jobs without
+    // samples (say, jobs on no device) must not pay for them at every snapshot.
+    if parts.iter().all(|b| b.total == 0) {
+        return out;
+    }
     let mut bucket = 0;
     for i in 0..BINS {
         let c: u64 = parts.iter().map(|b| b.counts[i]).sum();
