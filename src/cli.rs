@@ -110,8 +110,8 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         ca: Option<PathBuf>,
         /// Play only the devices whose index is i modulo n.
-        #[arg(long, value_name = "i/n", value_parser = parse_shard, default_value = "0/1")]
-        shard: (u32, u32),
+        #[arg(long, value_name = "i/n", default_value = "0/1")]
+        shard: Shard,
         /// The hub's state directory (device-key secret, CA).
         #[arg(long, default_value = ".fleetsim")]
         state_dir: PathBuf,
@@ -229,16 +229,6 @@ pub struct MqttArgs {
     /// (`fleetsim devices`); `run` starts the jobs once they are connected.
     #[arg(long)]
     pub external_fleet: bool,
-}
-
-fn parse_shard(text: &str) -> Result<(u32, u32), String> {
-    let bad = || format!("expected i/n with i < n (e.g. 0/4), got '{text}'");
-    let (i, n) = text.split_once('/').ok_or_else(bad)?;
-    let (i, n): (u32, u32) = (i.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
-    if n == 0 || i >= n {
-        return Err(bad());
-    }
-    Ok((i, n))
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

@@ -90,7 +90,7 @@ pub struct MqttFleetConfig {
     /// MQTT keep-alive, seconds.
     pub keep_alive_s: u16,
     /// Which devices this process plays: `(i, n)` plays those whose index is `i` modulo `n`.
-    pub shard: (u32, u32),
+    pub shard: crate::shard::Shard,
     /// Device keys: each device signs its CONNECT password (a SAS token) with its own.
     pub keys: Arc<Authority>,
 }
@@ -147,13 +147,12 @@ pub struct Shared {
 /// The devices of `fleet` (ids in registry order) that this shard plays and that are meant to
 /// connect, with their source addresses.
 fn devices(fleet: &mut Fleet, ids: Vec<String>, config: &MqttFleetConfig) -> Vec<client::Device> {
-    let (i, n) = (config.shard.0 as usize, config.shard.1.max(1) as usize);
     let devices = std::mem::take(&mut fleet.devices);
     devices
         .into_iter()
         .zip(ids)
         .enumerate()
-        .filter(|(idx, (d, _))| idx % n == i && !d.offline)
+        .filter(|(idx, (d, _))| config.shard.contains(*idx as u64) && !d.offline)
         .enumerate()
         .map(|(k, (idx, (state, id)))| client::Device {
             idx: idx as u32,

@@ -209,7 +209,7 @@ pub async fn start(
             ramp: scenario.hub.ramp,
             sources: sources_for(target.ip(), sources),
             keep_alive_s: KEEP_ALIVE_S,
-            shard: (0, 1),
+            shard: Shard::ALL,
             keys: authority,
         };
         let ids = build::device_ids(scenario).collect();
@@ -259,7 +259,7 @@ pub struct FleetOnly {
     /// The CA file.
     pub ca: Option<PathBuf>,
     /// `(i, n)`: play the devices whose index is `i` modulo `n`.
-    pub shard: (u32, u32),
+    pub shard: Shard,
     /// Where the device-key secret is (the hub's state directory).
     pub state_dir: PathBuf,
     /// Local source addresses (0: one per 5,000 connections on loopback).
@@ -307,12 +307,11 @@ pub async fn run_fleet(
         None
     };
     let fleet = Fleet::new(scenario, seed, Shard::ALL);
-    let (i, n) = opts.shard;
     let mine = fleet
         .devices
         .iter()
         .enumerate()
-        .filter(|(idx, d)| *idx as u64 % n as u64 == i as u64 && !d.offline)
+        .filter(|(idx, d)| opts.shard.contains(*idx as u64) && !d.offline)
         .count() as u64;
     let sources = match opts.sources {
         0 => mine.div_ceil(PER_SOURCE).max(1),
