@@ -173,6 +173,12 @@ pub enum Command {
         /// Host the scenario's fleet but do not create its jobs.
         #[arg(long)]
         no_jobs: bool,
+        /// Show the live dashboard (jobs created over REST or by the scenario); q stops the hub.
+        #[arg(long)]
+        tui: bool,
+        /// Dashboard frames per second.
+        #[arg(long, default_value_t = crate::tui::DEFAULT_FPS, value_parser = clap::value_parser!(u32).range(1..=60))]
+        fps: u32,
         /// The MQTT device endpoint.
         #[command(flatten)]
         mqtt: MqttArgs,

@@ -139,6 +139,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             key,
             no_jobs,
             mqtt,
+            tui,
+            fps,
         } => {
             let opts = HubOptions {
                 scenario,
@@ -149,6 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cert: cert.zip(key),
                 no_jobs,
                 mqtt: mqtt_options(mqtt),
+                dashboard_fps: (tui && std::io::stdout().is_terminal()).then_some(fps),
             };
             runtime()?.block_on(async {
                 server::run(&opts, shutdown_on_signals(), |l| {

@@ -21,6 +21,7 @@ use crate::scenario::runner::{self, JobFeeder};
 use crate::scenario::{self, Scenario};
 use crate::shard::Shard;
 use crate::tls;
+use crate::tui::{self, Dashboard};
 
 /// Where the last `fleetsim hub` said it can be reached, for `fleetsim connection-string`.
 pub const ENDPOINT_FILE: &str = "endpoint.json";
@@ -42,6 +43,8 @@ pub struct HubOptions {
     pub cert: Option<(PathBuf, PathBuf)>,
     /// Host the scenario's fleet but do not create its jobs.
     pub no_jobs: bool,
+    /// Show the live dashboard on the terminal at this many frames per second.
+    pub dashboard_fps: Option<u32>,
     /// The MQTT device endpoint (and whether the scenario's fleet runs elsewhere).
     pub mqtt: MqttOptions,
 }
@@ -178,6 +181,22 @@ pub async fn run(
             .unwrap_or_default(),
     };
     ready(&listening);
+    // The dashboard stops the hub when the user quits it, and closes when the hub stops.
+    let dashboard = opts.dashboard_fps.map(|fps| {
+        let header = tui::Header {
+            scenario: scenario.name.clone(),
+            seed: Some(scenario.seed),
+            duration_us: None,
+            transport: "hub",
+        };
+        Dashboard::spawn(
+            running.view.clone(),
+            running.hub.clone(),
+            header,
+            shutdown.clone(),
+            fps,
+        )
+    });
 
     let mut servers = tokio::task::JoinSet::new();
     if let Some(l) = http {
@@ -205,6 +224,9 @@ pub async fn run(
     shutdown.cancelled().await;
     while servers.join_next().await.is_some() {}
     running.stop().await?;
+    if let Some(d) = dashboard {
+        d.finish("the hub has stopped".to_owned()).await?;
+    }
     Ok(())
 }
 
