@@ -8,6 +8,9 @@
 //! rejections included, leaves as IoT Hub's error body with an `iothub-errorcode` header
 //! ([`errors`]).
 
+/// The query parameters of a request (`api-version` and paging), as axum extracts them.
+type Params = axum::extract::Query<std::collections::HashMap<String, String>>;
+
 pub mod devices;
 pub mod errors;
 pub mod jobs;

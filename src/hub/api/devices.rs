@@ -7,7 +7,6 @@
 //! keys (persisted in the state directory); one created without gets the keys derived from the
 //! hub's secret (see [`crate::hub::auth`]), and the answer shows them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -23,14 +22,12 @@ use crate::hub::error::{ErrorCode, HubError};
 use crate::hub::twin::Twin;
 
 use super::errors::ApiError;
-use super::{body_json, Api};
+use super::{body_json, Api, Params};
 
 /// Devices one bulk call may carry.
 pub const BULK_LIMIT: usize = 100_000;
 /// Devices a listing answers at most.
 pub const LIST_LIMIT: usize = 1000;
-
-type Params = Query<HashMap<String, String>>;
 
 /// Checks a device id as IoT Hub does: 1..=128 ASCII letters, digits and `-.+%_#*?!(),:=@$'`.
 pub fn check_device_id(id: &str) -> Result<(), HubError> {

@@ -2,7 +2,6 @@
 //! `POST /jobs/v2/{id}/cancel` and `GET /jobs/v2/query` (paged, filtered by `jobType` and
 //! `jobStatus`, both case-insensitive). Each counts against the tier's job-operation rate.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -18,9 +17,7 @@ use crate::hub::jobs::{parse_job_type, JobRequest, JobStatus};
 
 use super::errors::ApiError;
 use super::query::Paging;
-use super::{body_json, Api};
-
-type Params = Query<HashMap<String, String>>;
+use super::{body_json, Api, Params};
 
 /// `PUT /jobs/v2/{id}`.
 pub async fn create(

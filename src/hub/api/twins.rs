@@ -2,7 +2,6 @@
 //! `If-Match` (quoted or not; `*` matches any etag, a mismatch is 412), and
 //! `POST /twins/{id}/methods`, which answers the device's `{"status", "payload"}`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -17,9 +16,7 @@ use crate::hub::jobs::parse_method_call;
 use crate::hub::TwinWrite;
 
 use super::errors::ApiError;
-use super::{body_json, Api};
-
-type Params = Query<HashMap<String, String>>;
+use super::{body_json, Api, Params};
 
 /// `GET /twins/{id}`.
 pub async fn get(
