@@ -1099,7 +1099,8 @@ impl Engine {
             .collect()
     }
 
-    fn view(&self, now: Micros) -> HubView {
+    fn view(&mut self, now: Micros) -> HubView {
+        let metrics = self.recorder.snapshot(now);
         HubView {
             now_us: now,
             devices: self.registry.len() as u64,
@@ -1120,7 +1121,7 @@ impl Engine {
                     }
                 })
                 .collect(),
-            metrics: self.recorder.snapshot(now),
+            metrics,
         }
     }
 }

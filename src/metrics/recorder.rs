@@ -19,6 +19,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::histogram::{bin_index, new_histogram, stats_of_bins, Bins, HistogramStats};
+use super::snapshot::SnapshotCache;
 use super::{JobSlot, Measure, MAX_US, US_PER_S};
 
 /// One second of the run's time series (one row of `timeseries.csv`).
@@ -85,6 +86,8 @@ pub struct Recorder {
     /// `results::write`).
     pub(crate) hlog_error: Option<String>,
     serializer: V2DeflateSerializer,
+    /// Histogram summaries of the last snapshot.
+    pub(crate) snapshot_cache: SnapshotCache,
 }
 
 impl Default for Recorder {
@@ -115,6 +118,7 @@ impl Recorder {
             hlog: Vec::new(),
             hlog_error: None,
             serializer: V2DeflateSerializer::new(),
+            snapshot_cache: SnapshotCache::default(),
         }
     }
 

@@ -1,11 +1,14 @@
 //! The owned [`MetricsSnapshot`]: what the live dashboard and the progress line read, sent over a
-//! `watch` channel about every 100 ms. Taking one costs two passes over the bins of each measure,
-//! overall and per job (23,552 bins each, about 20 µs), so it belongs to the ~10 Hz publisher,
-//! not to the hot path.
+//! `watch` channel about every 100 ms. Summarising a histogram costs two passes over its 23,552
+//! bins, so the recorder keeps the last summary of each (overall and per job and measure) in a
+//! [`SnapshotCache`] and only walks the bins of histograms that gained samples since: a hub with
+//! many finished jobs does not pay for them ten times a second.
 
 use serde::{Deserialize, Serialize};
 
-use super::histogram::{coarse_counts_of_bins, stats_of_bins, HistogramStats, COARSE_BOUNDS_US};
+use super::histogram::{
+    coarse_counts_of_bins, stats_of_bins, Bins, HistogramStats, COARSE_BOUNDS_US,
+};
 use super::recorder::{Recorder, SecondRow};
 use super::{JobSlot, Measure, US_PER_S};
 
@@ -94,12 +97,11 @@ impl MetricsSnapshot {
     }
 }
 
-fn measure_snapshot(r: &Recorder, job: Option<JobSlot>, m: Measure) -> MeasureSnapshot {
-    let bins = r.bins(job, m);
-    let counts = coarse_counts_of_bins(&bins);
+fn measure_snapshot(bins: &[&Bins; 2], outliers: u64, m: Measure) -> MeasureSnapshot {
+    let counts = coarse_counts_of_bins(bins);
     MeasureSnapshot {
         measure: m.name().to_owned(),
-        stats: stats_of_bins(&bins, r.outliers(job, m)),
+        stats: stats_of_bins(bins, outliers),
         buckets: COARSE_BOUNDS_US
             .iter()
             .zip(counts)
@@ -108,12 +110,51 @@ fn measure_snapshot(r: &Recorder, job: Option<JobSlot>, m: Measure) -> MeasureSn
     }
 }
 
+/// The last summary of every histogram, reused while its sample and outlier counts stay the
+/// same (samples are only ever added, so equal counts mean equal contents).
+#[derive(Debug, Default)]
+pub(crate) struct SnapshotCache(Vec<Option<Cached>>);
+
+#[derive(Debug)]
+struct Cached {
+    samples: u64,
+    outliers: u64,
+    snapshot: MeasureSnapshot,
+}
+
+impl SnapshotCache {
+    /// The summary of `m` in `r`, overall or for `job`: from the cache when unchanged.
+    fn measure(&mut self, r: &Recorder, job: Option<JobSlot>, m: Measure) -> MeasureSnapshot {
+        let key = job.map_or(0, |j| j.0 as usize + 1) * Measure::ALL.len() + m.index();
+        if self.0.len() <= key {
+            self.0.resize_with(key + 1, || None);
+        }
+        let bins = r.bins(job, m);
+        let samples = bins.iter().map(|b| b.len()).sum();
+        let outliers = r.outliers(job, m);
+        match &self.0[key] {
+            Some(c) if c.samples == samples && c.outliers == outliers => c.snapshot.clone(),
+            _ => {
+                let snapshot = measure_snapshot(&bins, outliers, m);
+                self.0[key] = Some(Cached {
+                    samples,
+                    outliers,
+                    snapshot: snapshot.clone(),
+                });
+                snapshot
+            }
+        }
+    }
+}
+
 impl Recorder {
-    /// An owned snapshot at `now_us` (which should not be before the last `tick`).
-    pub fn snapshot(&self, now_us: u64) -> MetricsSnapshot {
+    /// An owned snapshot at `now_us` (which should not be before the last `tick`). Mutable only
+    /// to keep the summaries it computes for the next call.
+    pub fn snapshot(&mut self, now_us: u64) -> MetricsSnapshot {
+        let mut cache = std::mem::take(&mut self.snapshot_cache);
         let overall = Measure::ALL
             .iter()
-            .map(|&m| measure_snapshot(self, None, m))
+            .map(|&m| cache.measure(self, None, m))
             .collect();
         let jobs = self
             .jobs
@@ -126,7 +167,7 @@ impl Recorder {
                     slot: Some(slot),
                     measures: Measure::ALL
                         .iter()
-                        .map(|&m| measure_snapshot(self, Some(slot), m))
+                        .map(|&m| cache.measure(self, Some(slot), m))
                         .collect(),
                     ops_dispatched: j.dispatched,
                     ops_done: j.done,
@@ -135,6 +176,7 @@ impl Recorder {
                 }
             })
             .collect();
+        self.snapshot_cache = cache;
         let skip = self.rows.len().saturating_sub(RECENT_SECONDS);
         let start_us = self.open_sec * US_PER_S;
         let part_us = now_us.saturating_sub(start_us).min(US_PER_S);
@@ -215,6 +257,38 @@ mod tests {
         assert_eq!(s.totals.outliers, 1);
         assert_eq!(s.measure(Measure::Completion).stats.outliers, 1);
         assert_eq!(s.measure(Measure::Completion).stats.max_us, MAX_US);
+    }
+
+    #[test]
+    fn later_snapshots_see_new_samples_through_the_cache() {
+        let mut r = Recorder::new();
+        let a = r.add_job("a");
+        let b = r.add_job("b");
+        r.record(a, Measure::RoundTrip, 100);
+        r.record(b, Measure::RoundTrip, 300);
+        let first = r.snapshot(100_000);
+        r.record(a, Measure::RoundTrip, 5_000);
+        r.tick(1_500_000);
+        r.record(a, Measure::RoundTrip, 7_000);
+        let second = r.snapshot(1_500_000);
+        let stats =
+            |s: &MetricsSnapshot, job: &str| s.job(job).unwrap().measure(Measure::RoundTrip).stats;
+        assert_eq!(
+            (stats(&first, "a").count, stats(&first, "a").max_us),
+            (1, 100)
+        );
+        assert_eq!(stats(&second, "a").count, 3);
+        assert!(stats(&second, "a").max_us >= 7_000);
+        assert_eq!(stats(&second, "b"), stats(&first, "b"));
+        assert_eq!(second.measure(Measure::RoundTrip).stats.count, 4);
+        // A fresh recorder with the same samples agrees with the cached summaries.
+        let mut fresh = Recorder::new();
+        for (job, v) in [("a", 100), ("b", 300), ("a", 5_000), ("a", 7_000)] {
+            let slot = fresh.add_job(job);
+            fresh.record(slot, Measure::RoundTrip, v);
+        }
+        let third = r.snapshot(1_600_000);
+        assert_eq!(third.overall, fresh.snapshot(1_600_000).overall);
     }
 
     #[test]

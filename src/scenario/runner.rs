@@ -371,7 +371,7 @@ pub async fn run(
     };
 
     let outcome = async {
-        let output = running.stop().await?;
+        let mut output = running.stop().await?;
         let end = clock.now_us();
         let report = RunReport {
             scenario: scenario.name.clone(),
