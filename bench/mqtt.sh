@@ -6,6 +6,9 @@
 #  (b) the baseline built by hand: 15,000 plain rumqttc clients answering requests that one
 #      controller client sends through mosquitto (Debian package), each device on its own topic;
 # plus connections per second during the ramp and fleet memory per MQTT device (RSS delta).
+# Both sides also print CPU microseconds per round trip (user + system of every process taking
+# part, from all-connected to the last answer): a figure that depends far less than the rates on
+# what else the machine is running.
 # Loopback only; every process is bounded by a timeout and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +30,24 @@ fi
 cargo build --release --bin fleetsim --bench mqtt_baseline 2>&1 | tail -1
 FLEETSIM=target/release/fleetsim
 BASELINE=$(ls -t target/release/deps/mqtt_baseline-* | grep -v '\.d$' | head -1)
+TICKS=$(getconf CLK_TCK)
+# cpu PID...: user + system clock ticks of the processes, summed.
+cpu() {
+  local t=0 p
+  for p in "$@"; do t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+  echo "$t"
+}
+# cpu_until DONE_CMD PID...: CPU ticks of the PIDs from now until DONE_CMD succeeds (or the
+# first PID exits), sampled every 50 ms.
+cpu_until() {
+  local done_cmd=$1; shift
+  local start last
+  start=$(cpu "$@"); last=$start
+  while kill -0 "$1" 2>/dev/null && ! eval "$done_cmd"; do
+    last=$(cpu "$@"); sleep 0.05
+  done
+  echo $((last - start))
+}
 
 echo "== (a) fleetsim hub, $DEVICES MQTT devices"
 timeout 300 "$FLEETSIM" run bench/mqtt-15k.toml --mqtt 127.0.0.1:$HUB_PORT --external-fleet \
@@ -36,13 +57,16 @@ sleep 1
 timeout 300 "$FLEETSIM" devices --scenario bench/mqtt-15k.toml --hub 127.0.0.1:$HUB_PORT \
   --state-dir "$WORK/state" --for 240s 2>"$WORK/fleet.err" &
 FLEET=$!; PIDS="$PIDS $FLEET"
+until grep -q "MQTT devices connected" "$WORK/hub.err" 2>/dev/null || ! kill -0 "$HUB" 2>/dev/null; do sleep 0.05; done
+HUB_TICKS=$(cpu_until "grep -q 'ops $((DEVICES * ROUNDS))/$((DEVICES * ROUNDS))' '$WORK/hub.err'" "$HUB" "$FLEET")
 wait "$HUB" || { echo "hub failed:"; tail -20 "$WORK/hub.err"; exit 1; }
 kill -TERM "$FLEET" 2>/dev/null || true; wait "$FLEET" 2>/dev/null || true
 grep -E "preflight|ramp done" "$WORK/fleet.err" || true
 grep -E "MQTT devices connected" "$WORK/hub.err" || true
 cat "$WORK/hub.out"
 HUB_RATE=$(awk '$1 ~ /^rt-/ { ops += $5 + $6; t += $7 + 0 } END { if (t > 0) printf "%.0f", ops / t }' "$WORK/hub.out")
-echo "(a) fleetsim hub: $HUB_RATE method round trips/s (all jobs' device ops / summed makespans)"
+HUB_CPU=$(awk -v t="$HUB_TICKS" -v hz="$TICKS" -v n=$((DEVICES * ROUNDS)) 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+echo "(a) fleetsim hub: $HUB_RATE method round trips/s (all jobs' device ops / summed makespans), $HUB_CPU µs CPU per round trip (hub + fleet)"
 
 echo "== (b) mosquitto + $DEVICES plain rumqttc clients"
 cat >"$WORK/mosquitto.conf" <<CONF
@@ -56,14 +80,21 @@ CONF
 timeout 300 mosquitto -c "$WORK/mosquitto.conf" &
 BROKER=$!; PIDS="$PIDS $BROKER"
 sleep 1
-timeout 300 "$BASELINE" $BROKER_PORT $DEVICES $ROUNDS 2>"$WORK/baseline.err" | tee "$WORK/baseline.out"
+timeout 300 "$BASELINE" $BROKER_PORT $DEVICES $ROUNDS 2>"$WORK/baseline.err" >"$WORK/baseline.out" &
+CLIENTS=$!; PIDS="$PIDS $CLIENTS"
+until grep -q "subscribed in" "$WORK/baseline.err" 2>/dev/null || ! kill -0 "$CLIENTS" 2>/dev/null; do sleep 0.05; done
+BASE_TICKS=$(cpu_until "grep -q 'round $ROUNDS ' '$WORK/baseline.err'" "$CLIENTS" "$BROKER")
+wait "$CLIENTS" || { echo "baseline failed:"; tail -5 "$WORK/baseline.err"; exit 1; }
+cat "$WORK/baseline.out"
+BASE_CPU=$(awk -v t="$BASE_TICKS" -v hz="$TICKS" -v n=$((DEVICES * ROUNDS)) 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
 tail -$((ROUNDS + 1)) "$WORK/baseline.err"
 BASE_RATE=$(awk '/round trips\/s/ { print $4 }' "$WORK/baseline.out")
 kill "$BROKER" 2>/dev/null || true
 
 echo "== summary"
-echo "(a) fleetsim hub:           $HUB_RATE round trips/s"
-echo "(b) mosquitto + rumqttc:    $BASE_RATE round trips/s"
+echo "(a) fleetsim hub:           $HUB_RATE round trips/s, $HUB_CPU µs CPU per round trip"
+echo "(b) mosquitto + rumqttc:    $BASE_RATE round trips/s, $BASE_CPU µs CPU per round trip"
 awk -v a="$HUB_RATE" -v b="$BASE_RATE" 'BEGIN { if (b > 0) printf "ratio a/b: %.2f (target >= 2)\n", a / b }'
+awk -v a="$HUB_CPU" -v b="$BASE_CPU" 'BEGIN { if (a > 0) printf "CPU per round trip, b/a: %.2f\n", b / a }'
 grep -E "ramp done" "$WORK/fleet.err" | sed 's/^fleetsim: /fleet: /'
 echo "logs: $WORK"

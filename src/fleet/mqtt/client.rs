@@ -208,14 +208,22 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     // Answers waiting for their latency to pass: (due, packet). Rarely more than one or two.
     let mut later: Vec<(Instant, Packet)> = Vec::new();
     let mut report_rid: u32 = 0;
+    // One timer and one shutdown waiter for the whole session, re-armed only when the next
+    // wake-up moves: registering them afresh per packet costs more than answering.
+    let timer = tokio::time::sleep_until(ping_at);
+    let stop = shared.shutdown.cancelled();
+    tokio::pin!(timer, stop);
     loop {
         wire.flush().await?;
         let mut wake = ping_at;
         for at in churn_at.iter().chain(later.iter().map(|(at, _)| at)) {
             wake = wake.min(*at);
         }
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
         tokio::select! {
-            _ = shared.shutdown.cancelled() => {
+            _ = &mut stop => {
                 wire.queue(&Packet::Disconnect);
                 wire.close().await;
                 return Ok(Ended::Shutdown);
@@ -247,7 +255,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
             }
-            _ = tokio::time::sleep_until(wake) => {}
+            _ = &mut timer => {}
         }
         let now = Instant::now();
         if churn_at.is_some_and(|at| at <= now) {

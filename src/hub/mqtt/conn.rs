@@ -20,6 +20,9 @@ use crate::mqtt::wire::{Wire, WireError};
 /// How long a new connection has to send CONNECT (and to finish the TLS handshake).
 pub const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
+/// The keep-alive timer of a device that asked for none (keep-alive 0): a year.
+const NEVER: Duration = Duration::from_secs(86_400 * 365);
+
 /// Serves one connection until it ends or `shutdown` fires.
 pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
@@ -91,17 +94,29 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     shutdown: &CancellationToken,
 ) -> Result<(), WireError> {
     // MQTT 3.1.1 §3.1.2.10: the server closes after one and a half keep-alive periods of silence.
-    let keep_alive =
-        (connect.keep_alive > 0).then(|| Duration::from_millis(connect.keep_alive as u64 * 1500));
-    let far = Duration::from_secs(86_400 * 365);
-    let mut deadline = Instant::now() + keep_alive.unwrap_or(far);
+    // The timer is armed once per period, not per packet: when it fires early (the device spoke
+    // since), it is moved to one period after the last packet.
+    let period = match connect.keep_alive {
+        0 => NEVER,
+        s => Duration::from_millis(s as u64 * 1500),
+    };
+    let mut last_heard = Instant::now();
+    let silence = tokio::time::sleep(period);
+    let stop = shutdown.cancelled();
+    tokio::pin!(silence, stop);
     let mut actions = Vec::new();
     let mut to_engine = Vec::new();
     loop {
         wire.flush().await?;
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep_until(deadline) => return Ok(()),
+            _ = &mut stop => return Ok(()),
+            _ = &mut silence => {
+                let due = last_heard + period;
+                if due <= Instant::now() {
+                    return Ok(());
+                }
+                silence.as_mut().reset(due);
+            }
             msg = rx.recv() => {
                 // None: a newer connection of the same device replaced this one.
                 let Some(msg) = msg else { return Ok(()) };
@@ -113,7 +128,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
             read = wire.fill() => {
                 read?;
-                deadline = Instant::now() + keep_alive.unwrap_or(far);
+                last_heard = Instant::now();
                 let now = endpoint.clock.now_us();
                 while let Some(packet) = wire.parse()? {
                     if packet == Packet::Disconnect {
