@@ -586,6 +586,24 @@ async fn the_tier_model_throttles() {
     }
     last.expect("the 101st job operation is throttled")
         .expect_error(429, "ThrottlingException", "100 per minute");
+    // Queries have their own allowance: 20 per minute per unit on S1.
+    let query = || json!({"query": "SELECT * FROM devices WHERE tags.building = '43'"});
+    for k in 0..20 {
+        let a = hub
+            .call(Method::POST, "/devices/query", Some(query()))
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "query {k}: {:?}", a.body);
+    }
+    hub.call(Method::POST, "/devices/query", Some(query()))
+        .await
+        .expect_error(
+            429,
+            "ThrottlingException",
+            "queries are limited to 20 per minute",
+        );
+    // Twin reads are not spent by the queries: 100 per second.
+    let a = hub.call(Method::GET, "/twins/sdk-05", None).await;
+    assert_eq!(a.status, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@ pub mod query;
 pub mod twins;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
@@ -35,11 +35,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::{Clock, Micros};
+use crate::clock::Clock;
 use crate::hub::auth::{Access, Authority};
 use crate::hub::error::{ErrorCode, HubError};
 use crate::hub::state::StateDir;
-use crate::hub::throttle::Limits;
+use crate::hub::throttle::{Limits, Metered, RateLimiter};
 use crate::hub::{Hub, HubView};
 use errors::ApiError;
 
@@ -86,7 +86,7 @@ pub struct Api {
     pub clock: Clock,
     /// The engine's published view, for `/metrics`.
     pub view: watch::Receiver<HubView>,
-    throttle: JobThrottle,
+    limiter: RateLimiter,
     cursors: query::Cursors,
     latency: metrics::Latency,
 }
@@ -107,7 +107,7 @@ impl Api {
             state,
             clock,
             view,
-            throttle: JobThrottle::new(limits.job_api_per_min()),
+            limiter: RateLimiter::new(limits),
             cursors: query::Cursors::default(),
             latency: metrics::Latency::default(),
         })
@@ -144,9 +144,10 @@ impl Api {
         }
     }
 
-    /// Counts a job operation against the tier's per-minute limit (429001 past it).
-    pub fn job_operation(&self) -> Result<(), ApiError> {
-        self.throttle.take(self.clock.now_us())
+    /// Counts a call (`cost` of them: 4 KB chunks for direct methods) against the tier's
+    /// allowance for `op` (429001 past it).
+    pub fn meter(&self, op: Metered, cost: f64) -> Result<(), ApiError> {
+        Ok(self.limiter.take(op, cost, self.clock.now_us())?)
     }
 }
 
@@ -157,42 +158,6 @@ pub fn body_json(bytes: &[u8]) -> Result<Value, ApiError> {
     }
     serde_json::from_slice(bytes)
         .map_err(|e| HubError::invalid(format!("the request body is not valid JSON: {e}")).into())
-}
-
-/// A token bucket over job operations: a minute's allowance, refilled continuously.
-#[derive(Debug)]
-struct JobThrottle {
-    per_min: Option<f64>,
-    /// (tokens, last refill). A std mutex held for a few arithmetic steps, never across `.await`.
-    bucket: Mutex<(f64, Micros)>,
-}
-
-impl JobThrottle {
-    fn new(per_min: Option<f64>) -> Self {
-        JobThrottle {
-            per_min,
-            bucket: Mutex::new((per_min.unwrap_or(0.0), 0)),
-        }
-    }
-
-    fn take(&self, now: Micros) -> Result<(), ApiError> {
-        let Some(per_min) = self.per_min else {
-            return Ok(());
-        };
-        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-        let refill = now.saturating_sub(b.1) as f64 / 60e6 * per_min;
-        b.0 = (b.0 + refill).min(per_min);
-        b.1 = now;
-        if b.0 < 1.0 {
-            return Err(HubError::new(
-                ErrorCode::ThrottlingException,
-                format!("job operations are limited to {per_min:.0} per minute on this tier; retry later"),
-            )
-            .into());
-        }
-        b.0 -= 1.0;
-        Ok(())
-    }
 }
 
 /// The API's routes over `api`.
@@ -294,16 +259,6 @@ async fn serve_connection<I>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn throttle_allows_a_minute_then_refills() {
-        let t = JobThrottle::new(Some(3.0));
-        assert!(t.take(0).is_ok() && t.take(0).is_ok() && t.take(0).is_ok());
-        let e = t.take(1).unwrap_err();
-        assert_eq!(e.name(), "ThrottlingException");
-        assert!(t.take(20_000_000).is_ok(), "one token back after 20 s");
-        assert!(JobThrottle::new(None).take(0).is_ok());
-    }
 
     #[test]
     fn body_json_names_the_problem() {

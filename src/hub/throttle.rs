@@ -1,11 +1,15 @@
 //! The IoT Hub tier model (spec §6): how many job device operations per second and how many
-//! concurrent jobs a hub of a given tier and unit count allows, and the pacing of device
-//! operations under that rate. Off by default (`unlimited`).
+//! concurrent jobs a hub of a given tier and unit count allows, the pacing of device operations
+//! under that rate, and the [`RateLimiter`] that answers 429001 to service calls past their
+//! allowance (job operations, queries, twin reads and updates, direct methods). Off by default
+//! (`unlimited`).
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use crate::clock::Micros;
+use crate::hub::error::{ErrorCode, HubError};
 
 /// An IoT Hub pricing tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,14 +93,126 @@ impl Limits {
         }
     }
 
-    /// Job operations (create, get, list, cancel) per minute (None: unlimited).
-    pub fn job_api_per_min(&self) -> Option<f64> {
+    /// The allowance of `op` (None: unlimited), from the quota table.
+    pub fn allowance(&self, op: Metered) -> Option<Allowance> {
         let units = self.units.max(1) as f64;
-        match self.tier {
-            Tier::Unlimited => None,
-            Tier::F1 | Tier::S1 | Tier::S2 => Some(100.0 * units),
-            Tier::S3 => Some(5000.0 * units),
+        let (per_window, window_s) = match (self.tier, op) {
+            (Tier::Unlimited, _) => return None,
+            (Tier::S3, Metered::JobApi) => (5000.0 * units, 60.0),
+            (_, Metered::JobApi) => (100.0 * units, 60.0),
+            (Tier::S3, Metered::Query) => (1000.0 * units, 60.0),
+            (_, Metered::Query) => (20.0 * units, 60.0),
+            (Tier::S3, Metered::TwinRead) => (500.0 * units, 1.0),
+            (Tier::S2, Metered::TwinRead) => ((10.0 * units).max(100.0), 1.0),
+            (_, Metered::TwinRead) => (100.0, 1.0),
+            (Tier::S3, Metered::TwinUpdate) => (250.0 * units, 1.0),
+            (Tier::S2, Metered::TwinUpdate) => ((5.0 * units).max(50.0), 1.0),
+            (_, Metered::TwinUpdate) => (50.0, 1.0),
+            // 160 KB/s, 480 KB/s and 24 MB/s per unit, metered in 4 KB chunks.
+            (Tier::S3, Metered::DirectMethod) => (6000.0 * units, 1.0),
+            (Tier::S2, Metered::DirectMethod) => (120.0 * units, 1.0),
+            (_, Metered::DirectMethod) => (40.0 * units, 1.0),
+        };
+        Some(Allowance {
+            per_window,
+            window_s,
+        })
+    }
+}
+
+/// The service calls a tier meters, beside job device operations (paced by [`Pacer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metered {
+    /// Job create, get, list and cancel.
+    JobApi,
+    /// Device queries (each page asked for).
+    Query,
+    /// Twin reads.
+    TwinRead,
+    /// Twin updates (tags and desired properties).
+    TwinUpdate,
+    /// Direct methods, in 4 KB chunks of request payload.
+    DirectMethod,
+}
+
+impl Metered {
+    const ALL: [Metered; 5] = [
+        Metered::JobApi,
+        Metered::Query,
+        Metered::TwinRead,
+        Metered::TwinUpdate,
+        Metered::DirectMethod,
+    ];
+
+    fn what(self) -> &'static str {
+        match self {
+            Metered::JobApi => "job operations",
+            Metered::Query => "queries",
+            Metered::TwinRead => "twin reads",
+            Metered::TwinUpdate => "twin updates",
+            Metered::DirectMethod => "direct methods (4 KB chunks)",
         }
+    }
+}
+
+/// How much of one kind of call a hub allows: `per_window` every `window_s` seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Allowance {
+    /// Calls (or chunks) per window.
+    pub per_window: f64,
+    /// The window, seconds (60 for per-minute quotas, 1 for per-second ones).
+    pub window_s: f64,
+}
+
+/// Token buckets over the [`Metered`] calls: each holds one window's allowance and refills
+/// continuously; a call past it is refused with 429001 ThrottlingException.
+#[derive(Debug)]
+pub struct RateLimiter {
+    limits: Limits,
+    /// Per [`Metered::ALL`]: (tokens, last refill). A std mutex held for a few arithmetic
+    /// steps, never across `.await`.
+    buckets: [Mutex<(f64, Micros)>; 5],
+}
+
+impl RateLimiter {
+    /// The buckets of `limits`, full.
+    pub fn new(limits: Limits) -> Self {
+        RateLimiter {
+            limits,
+            buckets: Metered::ALL
+                .map(|op| Mutex::new((limits.allowance(op).map_or(0.0, |a| a.per_window), 0))),
+        }
+    }
+
+    /// Takes `cost` tokens of `op` at `now`, or refuses with 429001.
+    pub fn take(&self, op: Metered, cost: f64, now: Micros) -> Result<(), HubError> {
+        let Some(a) = self.limits.allowance(op) else {
+            return Ok(());
+        };
+        let i = Metered::ALL.iter().position(|&m| m == op).unwrap_or(0);
+        let mut b = self.buckets[i].lock().unwrap_or_else(|e| e.into_inner());
+        let refill = now.saturating_sub(b.1) as f64 / (a.window_s * 1e6) * a.per_window;
+        b.0 = (b.0 + refill).min(a.per_window);
+        b.1 = now;
+        if b.0 < cost {
+            let per = if a.window_s >= 60.0 {
+                "minute"
+            } else {
+                "second"
+            };
+            return Err(HubError::new(
+                ErrorCode::ThrottlingException,
+                format!(
+                    "{} are limited to {:.0} per {per} on {} with {} unit(s); retry later",
+                    op.what(),
+                    a.per_window,
+                    self.limits.tier,
+                    self.limits.units.max(1)
+                ),
+            ));
+        }
+        b.0 -= cost;
+        Ok(())
     }
 }
 
@@ -175,6 +291,50 @@ mod tests {
             .parse::<Tier>()
             .unwrap_err()
             .contains("expected unlimited, F1, S1, S2 or S3"));
+    }
+
+    #[test]
+    fn service_calls_get_their_tiers_allowance_then_429001() {
+        let s1 = RateLimiter::new(Limits {
+            tier: Tier::S1,
+            units: 1,
+        });
+        for _ in 0..20 {
+            s1.take(Metered::Query, 1.0, 0).unwrap();
+        }
+        let e = s1.take(Metered::Query, 1.0, 1).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ThrottlingException);
+        assert!(
+            e.message
+                .contains("queries are limited to 20 per minute on S1"),
+            "{}",
+            e.message
+        );
+        assert!(
+            s1.take(Metered::Query, 1.0, 3_000_000).is_ok(),
+            "one query back after 3 s"
+        );
+        // Buckets are separate: twin reads still have their 100 per second.
+        for _ in 0..100 {
+            s1.take(Metered::TwinRead, 1.0, 3_000_000).unwrap();
+        }
+        assert!(s1.take(Metered::TwinRead, 1.0, 3_000_000).is_err());
+        // A 40-chunk method call takes S1's whole second of direct-method metering.
+        assert!(s1.take(Metered::DirectMethod, 40.0, 0).is_ok());
+        assert!(s1.take(Metered::DirectMethod, 1.0, 0).is_err());
+        let s3 = Limits {
+            tier: Tier::S3,
+            units: 2,
+        };
+        assert_eq!(
+            s3.allowance(Metered::TwinUpdate),
+            Some(Allowance {
+                per_window: 500.0,
+                window_s: 1.0
+            })
+        );
+        let open = RateLimiter::new(Limits::UNLIMITED);
+        assert!((0..10_000).all(|_| open.take(Metered::Query, 1.0, 0).is_ok()));
     }
 
     #[test]

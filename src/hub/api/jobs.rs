@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::hub::auth::Access;
 use crate::hub::error::HubError;
 use crate::hub::jobs::{parse_job_type, JobRequest, JobStatus};
+use crate::hub::throttle::Metered;
 
 use super::errors::ApiError;
 use super::query::Paging;
@@ -28,7 +29,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     api.admit(&headers, &params, Access::Service)?;
-    api.job_operation()?;
+    api.meter(Metered::JobApi, 1.0)?;
     let request = JobRequest::from_json(&body_json(&body)?, Some(&id))?;
     Ok(Json(api.hub.create_job(request).await?))
 }
@@ -41,7 +42,7 @@ pub async fn get(
     Query(params): Params,
 ) -> Result<Json<Value>, ApiError> {
     api.admit(&headers, &params, Access::Read)?;
-    api.job_operation()?;
+    api.meter(Metered::JobApi, 1.0)?;
     Ok(Json(api.hub.get_job(&id).await?))
 }
 
@@ -53,7 +54,7 @@ pub async fn cancel(
     Query(params): Params,
 ) -> Result<Json<Value>, ApiError> {
     api.admit(&headers, &params, Access::Service)?;
-    api.job_operation()?;
+    api.meter(Metered::JobApi, 1.0)?;
     Ok(Json(api.hub.cancel_job(&id).await?))
 }
 
@@ -64,7 +65,7 @@ pub async fn list(
     Query(params): Params,
 ) -> Result<Response, ApiError> {
     api.admit(&headers, &params, Access::Read)?;
-    api.job_operation()?;
+    api.meter(Metered::JobApi, 1.0)?;
     let paging = Paging::read(&headers, &params)?;
     if paging.token.is_some() {
         return api.cursors.page(&paging, None);

@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::hub::auth::Access;
 use crate::hub::error::HubError;
+use crate::hub::throttle::Metered;
 
 use super::errors::ApiError;
 use super::{body_json, Api};
@@ -189,6 +190,7 @@ pub async fn devices(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     api.admit(&headers, &params, Access::Read)?;
+    api.meter(Metered::Query, 1.0)?;
     let paging = Paging::read(&headers, &params)?;
     if paging.token.is_some() {
         return api.cursors.page(&paging, None);

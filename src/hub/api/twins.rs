@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use crate::hub::auth::Access;
 use crate::hub::error::HubError;
 use crate::hub::jobs::parse_method_call;
+use crate::hub::throttle::Metered;
 use crate::hub::TwinWrite;
 
 use super::errors::ApiError;
@@ -26,6 +27,7 @@ pub async fn get(
     Query(params): Params,
 ) -> Result<Json<Value>, ApiError> {
     api.admit(&headers, &params, Access::Read)?;
+    api.meter(Metered::TwinRead, 1.0)?;
     Ok(Json(api.hub.get_twin(&id).await?))
 }
 
@@ -60,6 +62,7 @@ async fn write(
     mode: TwinWrite,
 ) -> Result<Json<Value>, ApiError> {
     api.admit(&headers, &params, Access::TwinWrite)?;
+    api.meter(Metered::TwinUpdate, 1.0)?;
     let body = body_json(&body)?;
     let if_match = headers
         .get("if-match")
@@ -67,6 +70,9 @@ async fn write(
         .map(str::to_owned);
     Ok(Json(api.hub.write_twin(&id, mode, body, if_match).await?))
 }
+
+/// Direct methods are metered in chunks of this many bytes of request body.
+const METER_CHUNK: usize = 4096;
 
 /// `POST /twins/{id}/methods`.
 pub async fn invoke(
@@ -77,6 +83,10 @@ pub async fn invoke(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     api.admit(&headers, &params, Access::Service)?;
+    api.meter(
+        Metered::DirectMethod,
+        body.len().div_ceil(METER_CHUNK).max(1) as f64,
+    )?;
     let body = body_json(&body)?;
     let obj = body.as_object().ok_or_else(|| {
         HubError::invalid(format!(
