@@ -31,10 +31,13 @@ cargo build --release --bin fleetsim --bench mqtt_baseline 2>&1 | tail -1
 FLEETSIM=target/release/fleetsim
 BASELINE=$(ls -t target/release/deps/mqtt_baseline-* | grep -v '\.d$' | head -1)
 TICKS=$(getconf CLK_TCK)
-# cpu PID...: user + system clock ticks of the processes, summed.
+# cpu PID...: user + system clock ticks of the processes and their children (the PIDs are
+# `timeout` wrappers), summed.
 cpu() {
   local t=0 p
-  for p in "$@"; do t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+  for p in "$@" $(pgrep -d ' ' -P "$(echo "$@" | tr ' ' ',')"); do
+    t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
   echo "$t"
 }
 # cpu_until DONE_CMD PID...: CPU ticks of the PIDs from now until DONE_CMD succeeds (or the
