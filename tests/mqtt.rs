@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use fleetsim::clock::Clock;
+use fleetsim::hub::api::{self, Api};
 use fleetsim::hub::auth::generate_token;
 use fleetsim::hub::jobs::{JobKind, JobRequest, MethodCall, TwinUpdate};
+use fleetsim::hub::mqtt::session::SUBSCRIBE_GRACE_US;
 use fleetsim::hub::mqtt::Listen;
+use fleetsim::hub::state::StateDir;
 use fleetsim::hub::throttle::{Limits, Tier};
 use fleetsim::hub::TwinWrite;
 use fleetsim::scenario::runner::devices::{MqttOptions, Security};
@@ -127,7 +130,53 @@ impl TestHub {
     async fn twin(&self, id: &str) -> Value {
         self.running.hub.get_twin(id).await.unwrap()
     }
+
+    /// Serves the service REST API over HTTP for this test; answers a function that invokes a
+    /// direct method over it: (HTTP status, `iothub-errorcode`, body).
+    async fn rest(&self) -> impl Fn(&str, Value) -> RestCall {
+        let state = StateDir::open(&self.dir).unwrap();
+        let limits = Limits {
+            tier: Tier::Unlimited,
+            units: 1,
+        };
+        let auth = self.security.auth.clone();
+        let app = api::router(Api::new(
+            self.running.hub.clone(),
+            auth.clone(),
+            state,
+            self.clock,
+            limits,
+            self.running.view.clone(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(api::serve(listener, None, app, Default::default()));
+        let owner = auth.policy("iothubowner").unwrap().primary_key.clone();
+        let now = self.clock.wall_at(self.clock.now_us()).unix_timestamp() as u64;
+        let token = generate_token("localhost", &owner, Some("iothubowner"), now + 600).unwrap();
+        move |device: &str, call: Value| {
+            let request = reqwest::Client::new()
+                .post(format!(
+                    "{base}/twins/{device}/methods?api-version=2021-04-12"
+                ))
+                .header("Authorization", &token)
+                .json(&call)
+                .send();
+            Box::pin(async move {
+                let r = request.await.unwrap();
+                let code = r
+                    .headers()
+                    .get("iothub-errorcode")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                (r.status().as_u16(), code, r.json().await.unwrap())
+            })
+        }
+    }
 }
+
+/// A direct method call over REST in flight: (HTTP status, `iothub-errorcode`, body).
+type RestCall =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (u16, Option<String>, Value)> + Send>>;
 
 /// Polls `eventloop` until its CONNACK, then forwards every incoming publish.
 async fn pump(mut eventloop: EventLoop) -> tokio::sync::mpsc::UnboundedReceiver<Publish> {
@@ -515,4 +564,58 @@ async fn tls_with_the_hub_ca() {
         .await
         .unwrap();
     assert_eq!(next(&mut rx).await.topic, "$iothub/twin/res/200/?$rid=t");
+}
+
+#[tokio::test]
+async fn direct_methods_need_the_methods_subscription_within_the_grace() {
+    let hub = start().await;
+    let invoke = hub.rest().await;
+    // d1 connects and never subscribes to methods; d2 subscribes a second after connecting.
+    let (_d1, _rx1) = hub.device("d1").await;
+    let (d2, mut rx2) = hub.device("d2").await;
+    let connected = tokio::time::Instant::now();
+    let call = json!({"methodName": "ping", "payload": {"n": 1},
+        "responseTimeoutInSeconds": 5, "connectTimeoutInSeconds": 0});
+    let to_d1 = tokio::spawn(invoke("d1", call.clone()));
+    let to_d2 = tokio::spawn(invoke("d2", call));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    d2.subscribe("$iothub/methods/POST/#", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    let req = next(&mut rx2).await;
+    let rid = req
+        .topic
+        .strip_prefix("$iothub/methods/POST/ping/?$rid=")
+        .expect(&req.topic);
+    d2.publish(
+        format!("$iothub/methods/res/200/?$rid={rid}"),
+        QoS::AtMostOnce,
+        false,
+        r#"{"pong":1}"#,
+    )
+    .await
+    .unwrap();
+    let (status, _, body) = to_d2.await.unwrap();
+    assert_eq!(
+        (status, body),
+        (200, json!({"status": 200, "payload": {"pong": 1}}))
+    );
+
+    let (status, code, body) = to_d1.await.unwrap();
+    let waited = connected.elapsed();
+    assert_eq!(
+        (status, code.as_deref()),
+        (404, Some("DeviceNotOnline")),
+        "{body}"
+    );
+    assert!(body["Message"]
+        .as_str()
+        .unwrap()
+        .contains("$iothub/methods/POST/#"));
+    // It failed at the end of the grace after d1 connected, not at the 5 s response timeout.
+    let grace = Duration::from_micros(SUBSCRIBE_GRACE_US);
+    assert!(
+        waited > grace - Duration::from_millis(500) && waited < grace + Duration::from_secs(1),
+        "failed after {waited:?}"
+    );
 }

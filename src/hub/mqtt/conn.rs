@@ -47,12 +47,26 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let _ = endpoint
         .to_engine
         .send(vec![FromDevice::Connected { device }]);
-    let session = Session::new(device, connect.client_id.as_str().into());
-    let _ = serve(&mut wire, session, rx, &endpoint, &connect, &shutdown).await;
+    let mut session = Session::new(
+        device,
+        connect.client_id.as_str().into(),
+        endpoint.clock.now_us(),
+    );
+    let _ = serve(&mut wire, &mut session, rx, &endpoint, &connect, &shutdown).await;
+    let mut actions = Vec::new();
+    session.close(&mut actions);
+    let mut last: Vec<FromDevice> = actions
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Engine(msg) => Some(msg),
+            _ => None,
+        })
+        .collect();
     if endpoint.sessions.close(device, generation) {
-        let _ = endpoint
-            .to_engine
-            .send(vec![FromDevice::Disconnected { device }]);
+        last.push(FromDevice::Disconnected { device });
+    }
+    if !last.is_empty() {
+        let _ = endpoint.to_engine.send(last);
     }
 }
 
@@ -84,7 +98,7 @@ async fn admit(endpoint: &Endpoint, connect: &Connect) -> Result<DeviceIdx, Conn
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     wire: &mut Wire<S>,
-    mut session: Session,
+    session: &mut Session,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<crate::link::ToDevice>,
     endpoint: &Endpoint,
     connect: &Connect,
@@ -99,9 +113,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut to_engine = Vec::new();
     loop {
         wire.flush().await?;
+        let held_until = session
+            .next_deadline()
+            .map_or(deadline, |us| endpoint.clock.instant_at(us));
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep_until(deadline) => return Ok(()),
+            _ = tokio::time::sleep_until(held_until), if held_until < deadline => {
+                session.on_time(endpoint.clock.now_us(), &mut actions);
+            }
             msg = rx.recv() => {
                 // None: a newer connection of the same device replaced this one.
                 let Some(msg) = msg else { return Ok(()) };
@@ -117,7 +137,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 let now = endpoint.clock.now_us();
                 while let Some(packet) = wire.parse()? {
                     if packet == Packet::Disconnect {
-                        perform(wire, &session, &mut actions, &mut to_engine, endpoint).await;
+                        perform(wire, session, &mut actions, &mut to_engine, endpoint).await;
                         return Ok(());
                     }
                     if session.on_packet(packet, now, &mut actions).is_err() {
@@ -126,7 +146,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
-        perform(wire, &session, &mut actions, &mut to_engine, endpoint).await;
+        perform(wire, session, &mut actions, &mut to_engine, endpoint).await;
     }
 }
 
