@@ -1,11 +1,13 @@
-//! The command line: `fleetsim run | validate | query | hub | devices | connection-string |
-//! compare | merge`.
+//! The command line: `fleetsim run | validate | query | hub | devices | keys |
+//! connection-string | compare | merge`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::fleet::credentials::PolicyKey;
+use crate::scenario::identities::KeyFormat;
 use crate::shard::Shard;
 use crate::verdict::compare::parse_tolerance;
 
@@ -94,27 +96,38 @@ pub enum Command {
     },
     /// Run only a scenario's fleet, every device an MQTT client, against a hub elsewhere.
     #[command(
-        after_help = "Examples:\n  fleetsim run s.toml --mqtt 127.0.0.1:1883 --external-fleet &\n  fleetsim devices --scenario s.toml --hub 127.0.0.1:1883 --for 5m\n  fleetsim devices --scenario s.toml --hub localhost --tls --ca .fleetsim/ca.pem --shard 0/2\n\nDevice keys derive from the hub's secret in --state-dir (share it with the hub).\nExit codes: 0 stopped cleanly; 1 an error (bad scenario, limits too low, CA file)."
+        after_help = "Examples:\n  fleetsim run s.toml --mqtt 127.0.0.1:1883 --external-fleet &\n  fleetsim devices --scenario s.toml --hub 127.0.0.1:1883 --for 5m\n  fleetsim devices --scenario s.toml --hub localhost --tls --ca .fleetsim/ca.pem --shard 0/2\n  fleetsim devices --scenario s.toml --keys keys.csv --hub myhub.azure-devices.net --tls\n  fleetsim devices --scenario s.toml --tls --connection-string \"HostName=myhub.azure-devices.net;SharedAccessKeyName=device;SharedAccessKey=...\"\n\nDevice keys: from --keys (see fleetsim keys), from --connection-string (a policy with\nDeviceConnect), or else derived from the hub's secret in --state-dir (share it with the hub).\nExit codes: 0 stopped cleanly; 1 an error (bad scenario, key file, limits too low, CA file)."
     )]
     Devices {
         /// The scenario file (its cohorts and their behaviour).
         #[arg(long)]
         scenario: PathBuf,
-        /// The hub: HOST[:PORT] (port 8883 with --tls, else 1883).
-        #[arg(long)]
-        hub: String,
+        /// The hub: HOST[:PORT] (port 8883 with --tls, else 1883); default: the HostName of
+        /// --connection-string.
+        #[arg(long, required_unless_present = "connection_string")]
+        hub: Option<String>,
         /// Connect over TLS.
         #[arg(long)]
         tls: bool,
-        /// The CA certificate to trust (default: ca.pem in --state-dir).
+        /// The CA certificate to trust (default: the system's root certificates, and ca.pem in
+        /// --state-dir if it is there).
         #[arg(long, value_name = "FILE")]
         ca: Option<PathBuf>,
         /// Play only the devices whose index is i modulo n.
         #[arg(long, value_name = "i/n", default_value = "0/1")]
         shard: Shard,
-        /// The hub's state directory (device-key secret, CA).
+        /// The hub's state directory (device-key secret unless --keys or --connection-string;
+        /// a fleetsim hub's CA).
         #[arg(long, default_value = ".fleetsim")]
         state_dir: PathBuf,
+        /// Each device signs with its own key from this CSV (deviceId,primaryKey[,secondaryKey]),
+        /// e.g. from `fleetsim keys`; a device of the fleet missing from it is an error.
+        #[arg(long, value_name = "FILE", conflicts_with = "connection_string")]
+        keys: Option<PathBuf>,
+        /// Every device signs with this shared access policy (it needs DeviceConnect):
+        /// "HostName=..;SharedAccessKeyName=..;SharedAccessKey=..".
+        #[arg(long, value_name = "STRING")]
+        connection_string: Option<PolicyKey>,
         /// Local 127.0.0.x source addresses to spread connections over (0: one per 5,000).
         #[arg(long, default_value_t = 0)]
         sources: u64,
@@ -127,6 +140,25 @@ pub enum Command {
         /// Stop after this long (e.g. 90s, 10m); default: on Ctrl-C or SIGTERM.
         #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
         stop_after: Option<std::time::Duration>,
+    },
+    /// Export a scenario's device identities with their keys: a key file for `fleetsim devices
+    /// --keys`, or IoT Hub's bulk-import format to create the same fleet on a real hub.
+    #[command(
+        after_help = "Examples:\n  fleetsim keys --scenario s.toml --out keys.csv\n  fleetsim keys --scenario s.toml --format import --out devices.txt\n\nThe keys derive from the secret in --state-dir (made at first use): the same directory\nexports the same keys, and a fleetsim hub with it accepts them. The files hold secrets\n(written readable by their owner only). Upload devices.txt to a blob container and run an\nimport job (e.g. az iot hub device-identity import) to register the devices on IoT Hub.\nExit codes: 0 written; 1 an error (bad scenario, state directory, output file)."
+    )]
+    Keys {
+        /// The scenario file.
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Where the key secret is kept.
+        #[arg(long, default_value = ".fleetsim")]
+        state_dir: PathBuf,
+        /// csv: deviceId,primaryKey,secondaryKey; import: IoT Hub's bulk-import JSON lines.
+        #[arg(long, value_enum, default_value_t = KeyFormat::Csv)]
+        format: KeyFormat,
+        /// The output file (default: standard output).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Check a scenario file and report the first problem with its line.
     #[command(after_help = "Example:\n  fleetsim validate scenarios/quickstart.toml")]

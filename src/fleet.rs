@@ -1,10 +1,13 @@
 //! The fleet: virtual devices as plain data ([`device`]), the behaviour models that drive them
 //! ([`behaviour`]), and the transports that connect them to the hub: in process ([`inproc`]) and
-//! one MQTT connection per device ([`mqtt`]).
+//! one MQTT connection per device ([`mqtt`]), whose devices sign in with [`credentials`] (keys
+//! from a hub's state directory, a [`keyfile`], or a policy).
 
 pub mod behaviour;
+pub mod credentials;
 pub mod device;
 pub mod inproc;
+pub mod keyfile;
 pub mod mqtt;
 
 use behaviour::CohortModel;

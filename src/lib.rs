@@ -1,13 +1,15 @@
 //! fleetsim: a load-testing and device-fleet simulator for Azure IoT Hub jobs.
 //!
 //! Module map (data flows down this list):
-//! - [`scenario`]: the TOML scenario format, its validation, and the runner that wires a run.
+//! - [`scenario`]: the TOML scenario format, its validation, the runner that wires a run, and
+//!   the export of its device identities with their keys (`fleetsim keys`).
 //! - [`hub`]: the emulated IoT Hub: registry, twins, job engine (an actor), tier model, errors.
 //! - [`query`]: the IoT Hub query language (parse, evaluate against twins or job records, plan
 //!   index use, project rows).
 //! - [`link`]: the messages between hub and devices, and the hub's side of a transport.
 //! - [`mqtt`]: the IoT Hub MQTT dialect (topics, packet framing) shared by hub and fleet.
-//! - [`fleet`]: virtual devices (data, not tasks), behaviour models, the in-process transport.
+//! - [`fleet`]: virtual devices (data, not tasks), behaviour models, the in-process and MQTT
+//!   transports, and what MQTT devices sign in with (hub keys, a key file, a policy).
 //! - [`metrics`]: HDR latency histograms, per-second time series, live snapshots and the run's
 //!   result files (summary.json, .hgrm, .hlog, timeseries.csv).
 //! - [`verdict`]: thresholds, comparison with a baseline, exit codes, junit.xml and summary.md.

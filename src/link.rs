@@ -44,6 +44,10 @@ pub enum ToDevice {
         method: Arc<str>,
         /// The request payload.
         payload: Arc<Value>,
+        /// The end of the call's connect timeout: until then a transport may hold the request
+        /// for a device that is connected but not yet subscribed to methods (see
+        /// [`FromDevice::MethodHeld`]); past it the device is not online for methods.
+        connect_deadline: Micros,
     },
     /// A desired-properties patch notification.
     Desired {
@@ -83,6 +87,30 @@ pub enum FromDevice {
         payload: Option<Box<Value>>,
         /// When the device received the request, if the transport knows.
         delivered_us: Option<Micros>,
+    },
+    /// The transport holds a method request because the device, though connected, has not
+    /// subscribed to methods yet: its response timeout waits until [`FromDevice::MethodReleased`].
+    /// One of [`FromDevice::MethodReleased`] or [`FromDevice::MethodUnreachable`] follows.
+    MethodHeld {
+        /// The operation held.
+        op: OpId,
+        /// The device.
+        device: DeviceIdx,
+    },
+    /// A held method request reached the device (it subscribed): its response timeout starts.
+    MethodReleased {
+        /// The operation delivered.
+        op: OpId,
+        /// The device.
+        device: DeviceIdx,
+    },
+    /// The device did not subscribe to methods by the call's connect deadline (or left before
+    /// it did): the operation fails 404103 DeviceNotOnline, as for an offline device.
+    MethodUnreachable {
+        /// The operation.
+        op: OpId,
+        /// The device.
+        device: DeviceIdx,
     },
     /// A desired patch reached the device.
     DesiredDelivered {

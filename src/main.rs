@@ -10,10 +10,11 @@ use tokio_util::sync::CancellationToken;
 use fleetsim::cli::{Cli, Command, Format, MqttArgs};
 use fleetsim::hub::mqtt::Listen;
 use fleetsim::hub::server::{self, ConnectionStringOptions, HubOptions};
+use fleetsim::hub::state::StateDir;
 use fleetsim::metrics::merge;
 use fleetsim::scenario::runner::devices::{self, FleetOnly, MqttOptions};
 use fleetsim::scenario::runner::{self, Progress, RunOptions};
-use fleetsim::scenario::{self, inspect};
+use fleetsim::scenario::{self, identities, inspect};
 use fleetsim::shard::Shard;
 use fleetsim::verdict::thresholds::Thresholds;
 use fleetsim::verdict::{self, compare, markdown, Exit};
@@ -179,6 +180,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ca,
             shard,
             state_dir,
+            keys,
+            connection_string,
             sources,
             seed,
             ramp,
@@ -191,6 +194,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ca,
                 shard,
                 state_dir,
+                keys,
+                connection_string,
                 sources,
                 seed,
                 ramp,
@@ -198,6 +203,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             runtime()?
                 .block_on(async { devices::run_fleet(&s, &opts, shutdown_on_signals()).await })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys {
+            scenario,
+            state_dir,
+            format,
+            out,
+        } => {
+            let s = scenario::load(&scenario)?;
+            let state = StateDir::open(&state_dir)
+                .with_context(|| format!("cannot use state directory {}", state_dir.display()))?;
+            let authority = state.authority(Vec::new())?;
+            let n = match &out {
+                Some(path) => {
+                    let file = private_file(path)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    let mut w = std::io::BufWriter::new(file);
+                    identities::export(&s, &authority, format, &mut w)
+                        .with_context(|| format!("cannot write {}", path.display()))?
+                }
+                None => {
+                    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+                    identities::export(&s, &authority, format, &mut w)?
+                }
+            };
+            if let Some(path) = &out {
+                eprintln!(
+                    "fleetsim: wrote {n} device identities to {}",
+                    path.display()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::ConnectionString {
@@ -218,6 +254,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Creates (or truncates) `path`, readable by its owner only on Unix: it holds keys.
+fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::File::create(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
 }
 
 fn mqtt_options(args: MqttArgs) -> MqttOptions {

@@ -1,8 +1,10 @@
 //! Scenarios: reading and checking a scenario file ([`format`]), turning it into a registry,
-//! fleet models and job requests ([`build`]), and running it ([`runner`]).
+//! fleet models and job requests ([`build`]), exporting its device identities ([`identities`]),
+//! and running it ([`runner`]).
 
 pub mod build;
 pub mod format;
+pub mod identities;
 pub mod inspect;
 pub mod runner;
 

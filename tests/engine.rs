@@ -493,3 +493,174 @@ async fn statistics_add_up_at_every_moment() {
     }
     assert!(seen > 20, "observed the statistics {seen} times");
 }
+
+/// The method requests of the next batch the hub sends: (op, device).
+async fn requests(h: &mut Harness) -> Vec<(fleetsim::link::OpId, u32)> {
+    let batch = h.to_dev.recv().await.unwrap();
+    batch
+        .into_iter()
+        .filter_map(|m| match m {
+            ToDevice::Method { op, device, .. } => Some((op, device)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn response(op: fleetsim::link::OpId, device: u32) -> FromDevice {
+    FromDevice::MethodResponse {
+        op,
+        device,
+        status: 200,
+        payload: None,
+        delivered_us: None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_from_another_device_is_ignored() {
+    let mut h = harness(2, 2, Limits::UNLIMITED);
+    h.hub
+        .create_job(method_job("j", "deviceId = 'd0'", 30, 0))
+        .await
+        .unwrap();
+    let [(op, 0)] = requests(&mut h).await[..] else {
+        panic!("one request, to d0")
+    };
+    h.from_dev.send(vec![response(op, 1)]).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let job = h.hub.get_job("j").await.unwrap();
+    assert_eq!(stats(&job), (1, 0, 0, 1, 0), "d1's answer does not count");
+    h.from_dev.send(vec![response(op, 0)]).unwrap();
+    wait_status(&h, "j", "completed").await;
+
+    // The same for a direct method.
+    let hub = h.hub.clone();
+    let call = MethodCall {
+        name: "ping".into(),
+        payload: Arc::new(Value::Null),
+        response_timeout_s: 5,
+        connect_timeout_s: 0,
+    };
+    let pending = tokio::spawn(async move { hub.invoke_method("d0", call).await });
+    let [(op, 0)] = requests(&mut h).await[..] else {
+        panic!("one request, to d0")
+    };
+    h.from_dev.send(vec![response(op, 1)]).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!pending.is_finished(), "d1's answer does not count");
+    h.from_dev.send(vec![response(op, 0)]).unwrap();
+    assert_eq!(pending.await.unwrap().unwrap().0, 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_methods_time_out_from_their_release_or_fail_404103_when_unreachable() {
+    // Response timeout 5 s, connect timeout 30 s; the transport holds both requests.
+    let mut h = harness(2, 2, Limits::UNLIMITED);
+    h.hub.create_job(method_job("j", "*", 5, 30)).await.unwrap();
+    let sent = requests(&mut h).await;
+    assert_eq!(sent.len(), 2);
+    let held = sent
+        .iter()
+        .map(|&(op, device)| FromDevice::MethodHeld { op, device });
+    h.from_dev.send(held.collect()).unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let job = h.hub.get_job("j").await.unwrap();
+    assert_eq!(
+        stats(&job),
+        (2, 0, 0, 2, 0),
+        "held: no response timeout yet"
+    );
+    // d0 subscribes at 10 s and stays silent; d1 never subscribes.
+    let released = h.clock.now_us();
+    let (op0, op1) = (sent[0].0, sent[1].0);
+    h.from_dev
+        .send(vec![
+            FromDevice::MethodReleased { op: op0, device: 0 },
+            FromDevice::MethodUnreachable { op: op1, device: 1 },
+        ])
+        .unwrap();
+    let job = wait_status(&h, "j", "completed").await;
+    let waited = h.clock.now_us() - released;
+    assert!(
+        (5_000_000..5_100_000).contains(&waited),
+        "timed out {waited} µs after the release"
+    );
+    assert_eq!(stats(&job), (2, 0, 2, 0, 0));
+    let recs = records(&h, "j").await;
+    let code = |d: &str| {
+        let r = recs.iter().find(|r| r["deviceId"] == d).unwrap();
+        r["error"]["code"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(code("d0"), "GatewayTimeout");
+    assert_eq!(code("d1"), "DeviceNotOnline");
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_direct_methods_answer_after_release_or_fail_404103() {
+    let mut h = harness(2, 2, Limits::UNLIMITED);
+    let call = MethodCall {
+        name: "ping".into(),
+        payload: Arc::new(Value::Null),
+        response_timeout_s: 5,
+        connect_timeout_s: 20,
+    };
+    let hub = h.hub.clone();
+    let c = call.clone();
+    let answered = tokio::spawn(async move { hub.invoke_method("d0", c).await });
+    let [(op, 0)] = requests(&mut h).await[..] else {
+        panic!("one request, to d0")
+    };
+    h.from_dev
+        .send(vec![FromDevice::MethodHeld { op, device: 0 }])
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(!answered.is_finished(), "held: no response timeout yet");
+    h.from_dev
+        .send(vec![FromDevice::MethodReleased { op, device: 0 }])
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    h.from_dev.send(vec![response(op, 0)]).unwrap();
+    assert_eq!(answered.await.unwrap().unwrap().0, 200);
+
+    let hub = h.hub.clone();
+    let failed = tokio::spawn(async move { hub.invoke_method("d1", call).await });
+    let [(op, 1)] = requests(&mut h).await[..] else {
+        panic!("one request, to d1")
+    };
+    // Another device cannot give it up; its own transport can.
+    h.from_dev
+        .send(vec![FromDevice::MethodUnreachable { op, device: 0 }])
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!failed.is_finished());
+    h.from_dev
+        .send(vec![FromDevice::MethodUnreachable { op, device: 1 }])
+        .unwrap();
+    let e = failed.await.unwrap().unwrap_err();
+    assert_eq!(e.code, ErrorCode::DeviceNotOnline);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_direct_method_sent_on_connect_gets_its_whole_response_timeout() {
+    // d1 connects 8 s into a 10 s connect timeout; it answers 4 s later, past the connect
+    // deadline but within the 30 s response timeout.
+    let mut h = harness(2, 1, Limits::UNLIMITED);
+    let call = MethodCall {
+        name: "ping".into(),
+        payload: Arc::new(Value::Null),
+        response_timeout_s: 30,
+        connect_timeout_s: 10,
+    };
+    let hub = h.hub.clone();
+    let pending = tokio::spawn(async move { hub.invoke_method("d1", call).await });
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    h.from_dev
+        .send(vec![FromDevice::Connected { device: 1 }])
+        .unwrap();
+    let [(op, 1)] = requests(&mut h).await[..] else {
+        panic!("one request, to d1")
+    };
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    h.from_dev.send(vec![response(op, 1)]).unwrap();
+    assert_eq!(pending.await.unwrap().unwrap().0, 200);
+}

@@ -6,12 +6,17 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use fleetsim::clock::Clock;
+use fleetsim::fleet::keyfile::{self, KeyFile};
+use fleetsim::hub::api::{self, Api};
 use fleetsim::hub::auth::generate_token;
+use fleetsim::hub::auth::{random_key, DeviceKeys};
 use fleetsim::hub::jobs::{JobKind, JobRequest, MethodCall, TwinUpdate};
+use fleetsim::hub::mqtt::session::SUBSCRIBE_GRACE_US;
 use fleetsim::hub::mqtt::Listen;
+use fleetsim::hub::state::StateDir;
 use fleetsim::hub::throttle::{Limits, Tier};
 use fleetsim::hub::TwinWrite;
-use fleetsim::scenario::runner::devices::{MqttOptions, Security};
+use fleetsim::scenario::runner::devices::{self as fleet_only, FleetOnly, MqttOptions, Security};
 use fleetsim::scenario::runner::{self, Running};
 use fleetsim::scenario::{self};
 use rumqttc::mqttbytes::v4::{Connect, Login, Packet, Publish};
@@ -127,7 +132,53 @@ impl TestHub {
     async fn twin(&self, id: &str) -> Value {
         self.running.hub.get_twin(id).await.unwrap()
     }
+
+    /// Serves the service REST API over HTTP for this test; answers a function that invokes a
+    /// direct method over it: (HTTP status, `iothub-errorcode`, body).
+    async fn rest(&self) -> impl Fn(&str, Value) -> RestCall {
+        let state = StateDir::open(&self.dir).unwrap();
+        let limits = Limits {
+            tier: Tier::Unlimited,
+            units: 1,
+        };
+        let auth = self.security.auth.clone();
+        let app = api::router(Api::new(
+            self.running.hub.clone(),
+            auth.clone(),
+            state,
+            self.clock,
+            limits,
+            self.running.view.clone(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(api::serve(listener, None, app, Default::default()));
+        let owner = auth.policy("iothubowner").unwrap().primary_key.clone();
+        let now = self.clock.wall_at(self.clock.now_us()).unix_timestamp() as u64;
+        let token = generate_token("localhost", &owner, Some("iothubowner"), now + 600).unwrap();
+        move |device: &str, call: Value| {
+            let request = reqwest::Client::new()
+                .post(format!(
+                    "{base}/twins/{device}/methods?api-version=2021-04-12"
+                ))
+                .header("Authorization", &token)
+                .json(&call)
+                .send();
+            Box::pin(async move {
+                let r = request.await.unwrap();
+                let code = r
+                    .headers()
+                    .get("iothub-errorcode")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                (r.status().as_u16(), code, r.json().await.unwrap())
+            })
+        }
+    }
 }
+
+/// A direct method call over REST in flight: (HTTP status, `iothub-errorcode`, body).
+type RestCall =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (u16, Option<String>, Value)> + Send>>;
 
 /// Polls `eventloop` until its CONNACK, then forwards every incoming publish.
 async fn pump(mut eventloop: EventLoop) -> tokio::sync::mpsc::UnboundedReceiver<Publish> {
@@ -515,4 +566,216 @@ async fn tls_with_the_hub_ca() {
         .await
         .unwrap();
     assert_eq!(next(&mut rx).await.topic, "$iothub/twin/res/200/?$rid=t");
+}
+
+#[tokio::test]
+async fn direct_methods_need_the_methods_subscription_within_the_grace() {
+    let hub = start().await;
+    let invoke = hub.rest().await;
+    // d1 connects and never subscribes to methods; d2 subscribes a second after connecting.
+    let (_d1, _rx1) = hub.device("d1").await;
+    let (d2, mut rx2) = hub.device("d2").await;
+    let connected = tokio::time::Instant::now();
+    let call = json!({"methodName": "ping", "payload": {"n": 1},
+        "responseTimeoutInSeconds": 5, "connectTimeoutInSeconds": 0});
+    let to_d1 = tokio::spawn(invoke("d1", call.clone()));
+    let to_d2 = tokio::spawn(invoke("d2", call));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    d2.subscribe("$iothub/methods/POST/#", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    let req = next(&mut rx2).await;
+    let rid = req
+        .topic
+        .strip_prefix("$iothub/methods/POST/ping/?$rid=")
+        .expect(&req.topic);
+    d2.publish(
+        format!("$iothub/methods/res/200/?$rid={rid}"),
+        QoS::AtMostOnce,
+        false,
+        r#"{"pong":1}"#,
+    )
+    .await
+    .unwrap();
+    let (status, _, body) = to_d2.await.unwrap();
+    assert_eq!(
+        (status, body),
+        (200, json!({"status": 200, "payload": {"pong": 1}}))
+    );
+
+    let (status, code, body) = to_d1.await.unwrap();
+    let waited = connected.elapsed();
+    assert_eq!(
+        (status, code.as_deref()),
+        (404, Some("DeviceNotOnline")),
+        "{body}"
+    );
+    assert!(body["Message"]
+        .as_str()
+        .unwrap()
+        .contains("$iothub/methods/POST/#"));
+    // It failed at the end of the grace after d1 connected, not at the 5 s response timeout.
+    let grace = Duration::from_micros(SUBSCRIBE_GRACE_US);
+    assert!(
+        waited > grace - Duration::from_millis(500) && waited < grace + Duration::from_secs(1),
+        "failed after {waited:?}"
+    );
+}
+
+impl TestHub {
+    /// The scenario, as a file `fleetsim keys` and `fleetsim devices` can read.
+    fn scenario_file(&self) -> std::path::PathBuf {
+        let path = self.dir.join("mqtt-test.toml");
+        std::fs::write(&path, SCENARIO).unwrap();
+        path
+    }
+
+    /// `fleetsim devices` options for the scenario's 8 devices against the plain endpoint,
+    /// with no usable state directory: the keys must come from `keys` or `connection_string`.
+    fn fleet_options(&self) -> FleetOnly {
+        FleetOnly {
+            hub: Some(format!("127.0.0.1:{}", self.plain.port())),
+            tls: false,
+            ca: None,
+            shard: fleetsim::shard::Shard::ALL,
+            state_dir: self.dir.join("no-state-here"),
+            keys: None,
+            connection_string: None,
+            sources: 1,
+            seed: None,
+            ramp: Some(10_000),
+            stop_after: None,
+        }
+    }
+
+    fn connected(&self) -> u64 {
+        self.running.view.borrow().connected
+    }
+}
+
+/// Runs the fleet until the hub sees all 8 devices connected, then stops it; answers its
+/// counters.
+async fn run_fleet_until_connected(
+    hub: &TestHub,
+    opts: FleetOnly,
+) -> Arc<fleetsim::fleet::mqtt::FleetStatus> {
+    let scenario = scenario::parse(SCENARIO, "mqtt-test.toml").unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let fleet = tokio::spawn({
+        let stop = stop.clone();
+        async move { fleet_only::run_fleet(&scenario, &opts, stop).await }
+    });
+    eventually(async || hub.connected() == 8, "all 8 devices connected").await;
+    stop.cancel();
+    fleet.await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn fleetsim_devices_signs_with_the_keys_fleetsim_keys_exported() {
+    let hub = start().await;
+    let scenario = hub.scenario_file();
+    let keys = hub.dir.join("keys.csv");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+        .args(["keys", "--scenario"])
+        .arg(&scenario)
+        .arg("--state-dir")
+        .arg(&hub.dir)
+        .arg("--out")
+        .arg(&keys)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("wrote 8 device identities"), "{stderr}");
+    assert_eq!(KeyFile::load(&keys).unwrap().len(), 8);
+
+    // Over TLS with no --ca and no state directory: the hub's CA is the "system" root here.
+    let ca = hub.dir.join("ca.pem");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+        .args(["devices", "--scenario"])
+        .arg(&scenario)
+        .arg("--keys")
+        .arg(&keys)
+        .args(["--hub", &format!("localhost:{}", hub.tls.port()), "--tls"])
+        .arg("--state-dir")
+        .arg(hub.dir.join("no-state-here"))
+        .args(["--for", "20s"])
+        .env("SSL_CERT_FILE", &ca)
+        .env_remove("SSL_CERT_DIR")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    eventually(async || hub.connected() == 8, "all 8 devices connected").await;
+    // SAFETY: kill(2) on our own child's pid, with a valid signal.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains("connects 8 | failed attempts 0"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_wrong_or_incomplete_key_file_is_refused() {
+    let hub = start().await;
+    let path = hub.dir.join("wrong.csv");
+    let mut text = format!("{}\n", keyfile::HEADER);
+    for i in 0..8 {
+        let keys = DeviceKeys {
+            primary_key: random_key(),
+            secondary_key: random_key(),
+        };
+        text += &format!("{}\n", keyfile::line(&format!("d{i}"), &keys));
+    }
+    std::fs::write(&path, &text).unwrap();
+    let scenario = scenario::parse(SCENARIO, "mqtt-test.toml").unwrap();
+    let opts = FleetOnly {
+        keys: Some(path.clone()),
+        stop_after: Some(Duration::from_millis(500)),
+        ..hub.fleet_options()
+    };
+    let status = fleet_only::run_fleet(&scenario, &opts, Default::default())
+        .await
+        .unwrap();
+    let count = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(count(&status.connects), 0);
+    assert!(count(&status.failed) >= 8, "{}", status.line());
+    assert_eq!(hub.connected(), 0);
+
+    // A device missing from the file stops the fleet before it connects, naming both.
+    let short: String = text
+        .lines()
+        .filter(|l| !l.starts_with("d5,"))
+        .map(|l| l.to_owned() + "\n")
+        .collect();
+    std::fs::write(&path, short).unwrap();
+    let e = fleet_only::run_fleet(&scenario, &opts, Default::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("device 'd5' is not in key file") && e.contains("wrong.csv"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_fleet_signs_with_a_device_connect_policy() {
+    let hub = start().await;
+    let key = &hub.security.auth.policy("device").unwrap().primary_key;
+    let connection_string =
+        format!("HostName=localhost;SharedAccessKeyName=device;SharedAccessKey={key}");
+    let opts = FleetOnly {
+        connection_string: Some(connection_string.parse().unwrap()),
+        ..hub.fleet_options()
+    };
+    let status = run_fleet_until_connected(&hub, opts).await;
+    assert_eq!(
+        status.connects.load(std::sync::atomic::Ordering::Relaxed),
+        8,
+        "{}",
+        status.line()
+    );
+    assert_eq!(status.failed.load(std::sync::atomic::Ordering::Relaxed), 0);
 }

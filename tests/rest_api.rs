@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use fleetsim::clock::Clock;
 use fleetsim::hub::api::{self, Api};
-use fleetsim::hub::auth::{generate_token, Authority};
+use fleetsim::hub::auth::{default_policies, generate_token, Authority};
 use fleetsim::hub::state::StateDir;
 use fleetsim::hub::throttle::{Limits, Tier};
+use fleetsim::scenario::identities::{self, KeyFormat};
 use fleetsim::scenario::{self, runner};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -805,6 +806,38 @@ async fn device_registry_and_bulk() {
     hub.call(Method::POST, "/devices", Some(json!({"id": "x"})))
         .await
         .expect_error(400, "ArgumentInvalid", "JSON array");
+
+    // The bulk-import lines of `fleetsim keys --format import` (keys from another hub's
+    // secret) register their devices with those keys.
+    let text = "name = \"k\"\nduration = \"1m\"\n[[cohort]]\nname = \"c\"\ncount = 3\nid_prefix = \"imp-\"\ntags = { a = \"1\" }\n";
+    let other = Authority::new(
+        vec![],
+        default_policies(),
+        b"other".to_vec(),
+        Default::default(),
+    );
+    let mut lines = Vec::new();
+    identities::export(
+        &scenario::parse(text, "k.toml").unwrap(),
+        &other,
+        KeyFormat::Import,
+        &mut lines,
+    )
+    .unwrap();
+    let devices: Vec<Value> = String::from_utf8(lines)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let a = hub
+        .call(Method::POST, "/devices", Some(Value::Array(devices)))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let got = hub.call(Method::GET, "/devices/imp-2", None).await;
+    assert_eq!(
+        got.body["authentication"]["symmetricKey"]["primaryKey"],
+        other.device_keys("imp-2").primary_key.as_str()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,8 +21,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::fleet::behaviour::CohortModel;
+use crate::fleet::credentials::Credentials;
 use crate::fleet::Fleet;
-use crate::hub::auth::Authority;
 
 /// TLS towards the hub.
 #[derive(Clone)]
@@ -36,29 +36,61 @@ pub struct TlsClient {
 impl TlsClient {
     /// A client trusting the CA certificates in `ca` (PEM), expecting the hub to be `name`.
     pub fn new(ca: &std::path::Path, name: &str) -> Result<TlsClient, FleetError> {
-        let bad = |what: String| FleetError::Ca {
-            path: ca.to_owned(),
-            what,
-        };
         let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(e.to_string()))? {
-            roots
-                .add(cert.map_err(|e| bad(e.to_string()))?)
-                .map_err(|e| bad(e.to_string()))?;
+        add_pem(&mut roots, ca)?;
+        TlsClient::with_roots(roots, name)
+    }
+
+    /// A client trusting the system's root certificates (as `rustls-native-certs` finds them:
+    /// the OS store, or `SSL_CERT_FILE` / `SSL_CERT_DIR`) and the CA in `extra` (PEM), if given:
+    /// for IoT Hub itself, whose certificates a public CA issues.
+    pub fn system(extra: Option<&std::path::Path>, name: &str) -> Result<TlsClient, FleetError> {
+        let mut roots = rustls::RootCertStore::empty();
+        let found = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(found.certs);
+        if let Some(ca) = extra {
+            add_pem(&mut roots, ca)?;
         }
+        if roots.is_empty() {
+            let why = found
+                .errors
+                .first()
+                .map_or_else(|| "the store is empty".to_owned(), |e| e.to_string());
+            return Err(FleetError::NoRoots(format!(
+                "no system root certificate could be loaded: {why}"
+            )));
+        }
+        TlsClient::with_roots(roots, name)
+    }
+
+    fn with_roots(roots: rustls::RootCertStore, name: &str) -> Result<TlsClient, FleetError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| bad(e.to_string()))?
+            .map_err(|e| FleetError::Tls(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
         let server_name = rustls::pki_types::ServerName::try_from(name.to_owned())
-            .map_err(|_| bad(format!("'{name}' is not a valid TLS server name")))?;
+            .map_err(|_| FleetError::Tls(format!("'{name}' is not a valid TLS server name")))?;
         Ok(TlsClient {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
             server_name,
         })
     }
+}
+
+/// Adds the certificates of PEM file `ca` to `roots`.
+fn add_pem(roots: &mut rustls::RootCertStore, ca: &std::path::Path) -> Result<(), FleetError> {
+    let bad = |what: String| FleetError::Ca {
+        path: ca.to_owned(),
+        what,
+    };
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Why the fleet cannot start.
@@ -72,6 +104,12 @@ pub enum FleetError {
         /// What is wrong.
         what: String,
     },
+    /// `--tls` without `--ca` found no root certificate to trust.
+    #[error("{0}; install the system's CA certificates (ca-certificates), set SSL_CERT_FILE, or pass --ca FILE")]
+    NoRoots(String),
+    /// The TLS configuration cannot be built.
+    #[error("TLS towards the hub: {0}")]
+    Tls(String),
 }
 
 /// How the fleet reaches the hub.
@@ -91,8 +129,8 @@ pub struct MqttFleetConfig {
     pub keep_alive_s: u16,
     /// Which devices this process plays: `(i, n)` plays those whose index is `i` modulo `n`.
     pub shard: crate::shard::Shard,
-    /// Device keys: each device signs its CONNECT password (a SAS token) with its own.
-    pub keys: Arc<Authority>,
+    /// What each device signs its CONNECT password (a SAS token) with.
+    pub credentials: Credentials,
 }
 
 /// Live counters of the fleet, readable while it runs.

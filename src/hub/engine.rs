@@ -6,7 +6,7 @@
 //! and every later step, so queueing inside the hub shows up in the figures.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -55,8 +55,24 @@ struct DirectCall {
     reply: Reply<(i32, Value)>,
     device: DeviceIdx,
     call: MethodCall,
-    /// Whether it was sent to the device (else it waits for a connection).
-    sent: bool,
+    /// The end of the call's connect timeout.
+    connect_deadline: Micros,
+    stage: Stage,
+}
+
+/// Where a direct method call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for the device to connect, until the connect deadline (then 404103).
+    Waiting,
+    /// Sent; the device must answer by `until` (then 504101).
+    Sent {
+        /// The response deadline.
+        until: Micros,
+    },
+    /// Held by the transport until the device subscribes to methods; the transport says when
+    /// it is delivered or given up.
+    Held,
 }
 
 /// What the engine hands back when it stops.
@@ -84,8 +100,11 @@ pub struct Engine {
     pacer: Option<Pacer>,
     /// Round-robin cursor over running jobs for paced dispatch.
     cursor: usize,
-    /// Job operations waiting for a device to connect.
-    parked_by_device: HashMap<DeviceIdx, Vec<OpId>>,
+    /// Job operations waiting for a device to connect, with their connect deadlines.
+    parked_by_device: HashMap<DeviceIdx, Vec<(OpId, Micros)>>,
+    /// Job method operations a transport holds for a device not yet subscribed to methods:
+    /// their response timeout waits until the transport releases them.
+    held: HashSet<OpId>,
     /// Desired notifications waiting for a device to connect.
     desired_pending: HashMap<DeviceIdx, OpId>,
     direct: HashMap<u32, DirectCall>,
@@ -113,6 +132,7 @@ impl Engine {
             pacer: limits.device_ops_per_s().map(Pacer::new),
             cursor: 0,
             parked_by_device: HashMap::new(),
+            held: HashSet::new(),
             desired_pending: HashMap::new(),
             direct: HashMap::new(),
             direct_deadlines: BinaryHeap::new(),
@@ -244,14 +264,19 @@ impl Engine {
 
     /// Fails timed-out operations and, past the job's max execution time, everything not reached.
     fn expire_ops(&mut self, s: u32, now: Micros) {
+        let response_timeout = self.response_timeout_us(s);
         loop {
             let run = &mut self.slots[s as usize].run;
             match run.inflight.front() {
                 Some(&(deadline, r)) if deadline <= now => {
                     run.inflight.pop_front();
-                    if self.slots[s as usize].job.records[r as usize].status
-                        == DeviceStatus::Running
-                    {
+                    let rec = &self.slots[s as usize].job.records[r as usize];
+                    // A held operation's timeout has not started; a released one has a later
+                    // deadline, queued when it was released.
+                    let current = rec.status == DeviceStatus::Running
+                        && deadline >= rec.start_us + response_timeout
+                        && !self.held.contains(&OpId::new(s, r));
+                    if current {
                         self.finish_op(s, r, now, DeviceStatus::Failed, DeviceError::Timeout);
                     }
                 }
@@ -386,6 +411,7 @@ impl Engine {
         };
         match &slot.job.request.kind {
             JobKind::Method(call) => {
+                let connect_deadline = now + call.connect_timeout_s as Micros * 1_000_000;
                 if entry.connected {
                     let (method, payload) = (call.name.clone(), call.payload.clone());
                     let deadline = now + call.response_timeout_s as Micros * 1_000_000;
@@ -395,14 +421,17 @@ impl Engine {
                         device,
                         method,
                         payload,
+                        connect_deadline,
                     });
                 } else if call.connect_timeout_s == 0 {
                     self.finish_op(s, r, now, DeviceStatus::Failed, DeviceError::NotOnline);
                 } else {
-                    let deadline = now + call.connect_timeout_s as Micros * 1_000_000;
                     rec.status = DeviceStatus::Scheduled;
-                    slot.run.parked.push_back((deadline, r));
-                    self.parked_by_device.entry(device).or_default().push(op);
+                    slot.run.parked.push_back((connect_deadline, r));
+                    self.parked_by_device
+                        .entry(device)
+                        .or_default()
+                        .push((op, connect_deadline));
                 }
             }
             JobKind::Twin(update) => {
@@ -507,15 +536,21 @@ impl Engine {
                 break;
             }
             self.direct_deadlines.pop();
-            if let Some(call) = self.direct.remove(&id) {
-                let err = if call.sent {
-                    HubError::new(
-                        ErrorCode::GatewayTimeout,
-                        "the device did not answer within the response timeout",
-                    )
-                } else {
+            let err = match self.direct.get(&id) {
+                Some(c) if c.stage == Stage::Waiting && c.connect_deadline <= now => {
                     HubError::new(ErrorCode::DeviceNotOnline, "the device is not online")
-                };
+                }
+                Some(DirectCall {
+                    stage: Stage::Sent { until },
+                    ..
+                }) if *until <= now => HubError::new(
+                    ErrorCode::GatewayTimeout,
+                    "the device did not answer within the response timeout",
+                ),
+                // Gone, held, or an earlier stage's deadline.
+                _ => continue,
+            };
+            if let Some(call) = self.direct.remove(&id) {
                 let _ = call.reply.send(Err(err));
             }
         }
@@ -581,14 +616,23 @@ impl Engine {
             } => {
                 self.registry.touch(device, now);
                 if op.slot() == DIRECT_SLOT {
-                    if let Some(call) = self.direct.remove(&op.record()) {
+                    let id = op.record();
+                    let sent = self.direct.get(&id).is_some_and(|c| {
+                        c.device == device && matches!(c.stage, Stage::Sent { .. })
+                    });
+                    if let Some(call) = sent.then(|| self.direct.remove(&id)).flatten() {
                         let _ = call
                             .reply
                             .send(Ok((status, payload.map(|b| *b).unwrap_or(Value::Null))));
                     }
                     return;
                 }
-                self.on_method_response(op, status, payload, delivered_us, now);
+                self.on_method_response(op, device, status, payload, delivered_us, now);
+            }
+            FromDevice::MethodHeld { op, device } => self.on_method_held(op, device),
+            FromDevice::MethodReleased { op, device } => self.on_method_released(op, device, now),
+            FromDevice::MethodUnreachable { op, device } => {
+                self.on_method_unreachable(op, device, now)
             }
             FromDevice::DesiredDelivered { op, delivered_us } => {
                 if let Some(rec) = self.record(op) {
@@ -669,25 +713,102 @@ impl Engine {
             .get(op.record() as usize)
     }
 
+    /// The job record of `op` if it is a method operation in flight to `device`: an answer or
+    /// a transport's word about anything else (another device, an op that ended) is ignored.
+    fn running_record(&mut self, op: OpId, device: DeviceIdx) -> Option<&mut DeviceRecord> {
+        self.slots
+            .get_mut(op.slot() as usize)?
+            .job
+            .records
+            .get_mut(op.record() as usize)
+            .filter(|rec| rec.device == device && rec.status == DeviceStatus::Running)
+    }
+
+    /// The response timeout of job `s`'s method call (0 for twin jobs).
+    fn response_timeout_us(&self, s: u32) -> Micros {
+        match &self.slots[s as usize].job.request.kind {
+            JobKind::Method(call) => call.response_timeout_s as Micros * 1_000_000,
+            JobKind::Twin(_) => 0,
+        }
+    }
+
+    fn on_method_held(&mut self, op: OpId, device: DeviceIdx) {
+        if op.slot() == DIRECT_SLOT {
+            if let Some(call) = self.direct.get_mut(&op.record()) {
+                if call.device == device && matches!(call.stage, Stage::Sent { .. }) {
+                    call.stage = Stage::Held;
+                }
+            }
+        } else if self.running_record(op, device).is_some() {
+            self.held.insert(op);
+        }
+    }
+
+    fn on_method_released(&mut self, op: OpId, device: DeviceIdx, now: Micros) {
+        if op.slot() == DIRECT_SLOT {
+            let id = op.record();
+            if let Some(call) = self.direct.get_mut(&id) {
+                if call.device == device && call.stage == Stage::Held {
+                    let until = now + call.call.response_timeout_s as Micros * 1_000_000;
+                    call.stage = Stage::Sent { until };
+                    self.direct_deadlines.push(Reverse((until, id)));
+                }
+            }
+            return;
+        }
+        if !self.held.remove(&op) {
+            return;
+        }
+        let until = now + self.response_timeout_us(op.slot());
+        if let Some(rec) = self.running_record(op, device) {
+            // The request reached the device only now: its round trip and timeout start here.
+            rec.start_us = now;
+            self.slots[op.slot() as usize]
+                .run
+                .inflight
+                .push_back((until, op.record()));
+        }
+    }
+
+    fn on_method_unreachable(&mut self, op: OpId, device: DeviceIdx, now: Micros) {
+        if op.slot() == DIRECT_SLOT {
+            let id = op.record();
+            let waiting = self.direct.get(&id).is_some_and(|c| {
+                c.device == device && matches!(c.stage, Stage::Sent { .. } | Stage::Held)
+            });
+            if let Some(call) = waiting.then(|| self.direct.remove(&id)).flatten() {
+                let name = self.registry.get(device).map_or("?", |e| &*e.id);
+                let _ = call.reply.send(Err(HubError::new(
+                    ErrorCode::DeviceNotOnline,
+                    format!(
+                        "device '{name}' did not subscribe to direct methods \
+                         ($iothub/methods/POST/#) within the connect timeout"
+                    ),
+                )));
+            }
+            return;
+        }
+        self.held.remove(&op);
+        if self.running_record(op, device).is_some() {
+            let (s, r) = (op.slot(), op.record());
+            self.finish_op(s, r, now, DeviceStatus::Failed, DeviceError::NotOnline);
+        }
+    }
+
     fn on_method_response(
         &mut self,
         op: OpId,
+        device: DeviceIdx,
         status: i32,
         payload: Option<Box<Value>>,
         delivered_us: Option<Micros>,
         now: Micros,
     ) {
         let (s, r) = (op.slot(), op.record());
-        let Some(rec) = self
-            .slots
-            .get_mut(s as usize)
-            .and_then(|slot| slot.job.records.get_mut(r as usize))
-        else {
+        // Not in flight to this device: timed out, cancelled, or another device's answer.
+        let Some(rec) = self.running_record(op, device) else {
             return;
         };
-        if rec.status != DeviceStatus::Running {
-            return; // timed out or cancelled already
-        }
         rec.method_status = status;
         rec.payload = payload;
         let (start, scheduled) = (rec.start_us, rec.scheduled_us);
@@ -709,7 +830,7 @@ impl Engine {
 
     fn on_connected(&mut self, device: DeviceIdx, now: Micros) {
         if let Some(ops) = self.parked_by_device.remove(&device) {
-            for op in ops {
+            for (op, connect_deadline) in ops {
                 let (s, r) = (op.slot(), op.record());
                 let slot = &self.slots[s as usize];
                 if slot.job.records[r as usize].status != DeviceStatus::Scheduled {
@@ -726,6 +847,7 @@ impl Engine {
                         device,
                         method,
                         payload,
+                        connect_deadline,
                     });
                 }
             }
@@ -747,7 +869,7 @@ impl Engine {
         let waiting: Vec<u32> = self
             .direct
             .iter()
-            .filter(|(_, c)| c.device == device && !c.sent)
+            .filter(|(_, c)| c.device == device && c.stage == Stage::Waiting)
             .map(|(id, _)| *id)
             .collect();
         for id in waiting {
@@ -759,16 +881,15 @@ impl Engine {
         let Some(call) = self.direct.get_mut(&id) else {
             return;
         };
-        call.sent = true;
-        self.direct_deadlines.push(Reverse((
-            now + call.call.response_timeout_s as Micros * 1_000_000,
-            id,
-        )));
+        let until = now + call.call.response_timeout_s as Micros * 1_000_000;
+        call.stage = Stage::Sent { until };
+        self.direct_deadlines.push(Reverse((until, id)));
         self.link.send(ToDevice::Method {
             op: OpId::new(DIRECT_SLOT, id),
             device: call.device,
             method: call.call.name.clone(),
             payload: call.call.payload.clone(),
+            connect_deadline: call.connect_deadline,
         });
     }
 
@@ -1051,7 +1172,8 @@ impl Engine {
                 reply,
                 device,
                 call,
-                sent: false,
+                connect_deadline,
+                stage: Stage::Waiting,
             },
         );
         if connected {

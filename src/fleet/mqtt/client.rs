@@ -20,9 +20,9 @@ use tokio::net::TcpSocket;
 use tokio::time::Instant;
 
 use crate::fleet::behaviour::MethodOutcome;
+use crate::fleet::credentials::CredentialsError;
 use crate::fleet::device::{DesiredOutcome, VirtualDevice};
 use crate::fleet::mqtt::Shared;
-use crate::hub::auth::generate_token;
 use crate::mqtt::topics::{self, HubPublish};
 use crate::mqtt::wire::{Wire, WireError};
 
@@ -50,6 +50,9 @@ pub enum ClientError {
     /// Dialling, TLS or CONNACK took too long.
     #[error("no CONNACK within {0:?}")]
     Timeout(Duration),
+    /// The device cannot sign its password.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
 }
 
 /// How a session ended normally.
@@ -170,7 +173,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     connect.clean_session = false;
     connect.set_login(
         format!("{}/{}/?api-version=2021-04-12", config.host_name, device.id),
-        password(device, shared),
+        password(device, shared)?,
     );
     wire.queue(&Packet::Connect(connect));
     let mut subscribe = Subscribe::new(format!("{}#", topics::METHODS_POST), QoS::AtMostOnce);
@@ -280,18 +283,14 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// A SAS token for the device's own resource, signed with its primary key, valid a day.
-fn password(device: &Device, shared: &Shared) -> String {
-    let keys = shared.config.keys.device_keys(&device.id);
+/// The device's SAS token, valid a day.
+fn password(device: &Device, shared: &Shared) -> Result<String, CredentialsError> {
     let now = shared.clock.wall_at(shared.clock.now_us()).unix_timestamp();
-    let resource = format!("{}/devices/{}", shared.config.host_name, device.id);
-    generate_token(
-        &resource,
-        &keys.primary_key,
-        None,
-        now.max(0) as u64 + 86_400,
-    )
-    .unwrap_or_default()
+    let expiry = now.max(0) as u64 + 86_400;
+    let config = &shared.config;
+    config
+        .credentials
+        .password(&config.host_name, &device.id, expiry)
 }
 
 /// A desired notification's body without its `$version`: what the device reports back.

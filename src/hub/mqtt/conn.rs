@@ -50,12 +50,26 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let _ = endpoint
         .to_engine
         .send(vec![FromDevice::Connected { device }]);
-    let session = Session::new(device, connect.client_id.as_str().into());
-    let _ = serve(&mut wire, session, rx, &endpoint, &connect, &shutdown).await;
+    let mut session = Session::new(
+        device,
+        connect.client_id.as_str().into(),
+        endpoint.clock.now_us(),
+    );
+    let _ = serve(&mut wire, &mut session, rx, &endpoint, &connect, &shutdown).await;
+    let mut actions = Vec::new();
+    session.close(&mut actions);
+    let mut last: Vec<FromDevice> = actions
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Engine(msg) => Some(msg),
+            _ => None,
+        })
+        .collect();
     if endpoint.sessions.close(device, generation) {
-        let _ = endpoint
-            .to_engine
-            .send(vec![FromDevice::Disconnected { device }]);
+        last.push(FromDevice::Disconnected { device });
+    }
+    if !last.is_empty() {
+        let _ = endpoint.to_engine.send(last);
     }
 }
 
@@ -87,35 +101,46 @@ async fn admit(endpoint: &Endpoint, connect: &Connect) -> Result<DeviceIdx, Conn
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     wire: &mut Wire<S>,
-    mut session: Session,
+    session: &mut Session,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<crate::link::ToDevice>,
     endpoint: &Endpoint,
     connect: &Connect,
     shutdown: &CancellationToken,
 ) -> Result<(), WireError> {
     // MQTT 3.1.1 §3.1.2.10: the server closes after one and a half keep-alive periods of silence.
-    // The timer is armed once per period, not per packet: when it fires early (the device spoke
-    // since), it is moved to one period after the last packet.
+    // One timer serves the keep-alive and the session's held requests. It is not moved per
+    // packet: when the keep-alive check comes due and the device spoke since, the check moves
+    // to one period after the last packet.
     let period = match connect.keep_alive {
         0 => NEVER,
         s => Duration::from_millis(s as u64 * 1500),
     };
     let mut last_heard = Instant::now();
-    let silence = tokio::time::sleep(period);
+    let mut keep_alive_due = last_heard + period;
+    let timer = tokio::time::sleep_until(keep_alive_due);
     let stop = shutdown.cancelled();
-    tokio::pin!(silence, stop);
+    tokio::pin!(timer, stop);
     let mut actions = Vec::new();
     let mut to_engine = Vec::new();
     loop {
         wire.flush().await?;
+        let wake = session.next_deadline().map_or(keep_alive_due, |us| {
+            keep_alive_due.min(endpoint.clock.instant_at(us))
+        });
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
         tokio::select! {
             _ = &mut stop => return Ok(()),
-            _ = &mut silence => {
-                let due = last_heard + period;
-                if due <= Instant::now() {
-                    return Ok(());
+            _ = &mut timer => {
+                let now = Instant::now();
+                if keep_alive_due <= now {
+                    if last_heard + period <= now {
+                        return Ok(());
+                    }
+                    keep_alive_due = last_heard + period;
                 }
-                silence.as_mut().reset(due);
+                session.on_time(endpoint.clock.now_us(), &mut actions);
             }
             msg = rx.recv() => {
                 // None: a newer connection of the same device replaced this one.
@@ -132,7 +157,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 let now = endpoint.clock.now_us();
                 while let Some(packet) = wire.parse()? {
                     if packet == Packet::Disconnect {
-                        perform(wire, &session, &mut actions, &mut to_engine, endpoint).await;
+                        perform(wire, session, &mut actions, &mut to_engine, endpoint).await;
                         return Ok(());
                     }
                     if session.on_packet(packet, now, &mut actions).is_err() {
@@ -141,7 +166,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
-        perform(wire, &session, &mut actions, &mut to_engine, endpoint).await;
+        perform(wire, session, &mut actions, &mut to_engine, endpoint).await;
     }
 }
 

@@ -1,6 +1,11 @@
 //! One device's MQTT session on the hub, as a state machine without I/O (in the manner of
-//! rumqttc's `state.rs`): packets and hub messages go in, [`Action`]s come out, and the
-//! connection task in [`super::conn`] performs them.
+//! rumqttc's `state.rs`): packets, hub messages and the passing of time go in, [`Action`]s come
+//! out, and the connection task in [`super::conn`] performs them.
+//!
+//! Direct methods follow IoT Hub: a device that has not subscribed to `$iothub/methods/POST/#`
+//! is not online for methods. Its requests are held until it subscribes, at most until the
+//! call's connect deadline (but at least [`SUBSCRIBE_GRACE_US`] after CONNECT), and then fail
+//! 404103. The session remembers the requests it delivered, and forwards only answers to those.
 
 use std::sync::Arc;
 
@@ -15,8 +20,21 @@ use crate::hub::twin::Object;
 use crate::link::{FromDevice, OpId, ToDevice};
 use crate::mqtt::topics::{self, DevicePublish, Subscription, TopicError};
 
-/// Hub messages held for a device that has not subscribed yet, at most.
+/// Hub messages held for a device that has not subscribed yet, at most (per kind: method
+/// requests, desired notifications). A method request beyond it fails at once (404103); a
+/// desired notification beyond it is dropped (the device reads the twin when it subscribes).
 const HELD_MAX: usize = 64;
+
+/// Method requests delivered and not yet answered that a session remembers, at most. Beyond it
+/// the oldest is forgotten: its answer is then dropped and the engine times it out (504101).
+const UNANSWERED_MAX: usize = 64;
+
+/// How long after CONNECT a device may take to subscribe to `$iothub/methods/POST/#` before
+/// its method requests fail 404103 DeviceNotOnline, even with `connectTimeoutInSeconds` 0: the
+/// SDKs subscribe lazily, right after CONNECT when the application registers its first method
+/// handler. Two seconds covers that round trip on a slow link and stays below the shortest
+/// response timeout IoT Hub allows (5 s).
+pub const SUBSCRIBE_GRACE_US: Micros = 2_000_000;
 
 /// What the connection task does next.
 #[derive(Debug)]
@@ -63,26 +81,45 @@ struct Subs {
     desired: bool,
 }
 
+/// A method request waiting for the device to subscribe to methods.
+#[derive(Debug)]
+struct HeldMethod {
+    /// When it fails 404103 if the device has not subscribed.
+    until: Micros,
+    op: OpId,
+    method: Arc<str>,
+    payload: Arc<Value>,
+}
+
 /// One connected device.
 #[derive(Debug)]
 pub struct Session {
     device: DeviceIdx,
     id: Arc<str>,
+    /// When the device connected.
+    connected_us: Micros,
     subs: Subs,
-    /// Hub messages that arrived before the matching subscription.
-    held: Vec<ToDevice>,
+    /// Method requests that arrived before the methods subscription.
+    held_methods: Vec<HeldMethod>,
+    /// Desired notifications that arrived before the desired subscription.
+    held_desired: Vec<ToDevice>,
+    /// Method requests delivered and not yet answered, oldest first.
+    unanswered: Vec<OpId>,
     /// The last twin update delivered, which the next reported patch acknowledges.
     last_desired_op: Option<OpId>,
 }
 
 impl Session {
-    /// A session of device `id` (registry index `device`).
-    pub fn new(device: DeviceIdx, id: Arc<str>) -> Self {
+    /// A session of device `id` (registry index `device`) that connected at `now`.
+    pub fn new(device: DeviceIdx, id: Arc<str>, now: Micros) -> Self {
         Session {
             device,
             id,
+            connected_us: now,
             subs: Subs::default(),
-            held: Vec::new(),
+            held_methods: Vec::new(),
+            held_desired: Vec::new(),
+            unanswered: Vec::new(),
             last_desired_op: None,
         }
     }
@@ -171,8 +208,12 @@ impl Session {
         }
         match what {
             DevicePublish::MethodResponse { status, rid } => {
-                // An answer to a request this hub never sent is dropped.
-                if let Some(op) = topics::op_of_rid(rid) {
+                // Only an answer to a request delivered to this device, once: any other rid (a
+                // request never sent, another device's, one answered already) is dropped.
+                let sent = topics::op_of_rid(rid)
+                    .and_then(|op| self.unanswered.iter().position(|&o| o == op));
+                if let Some(i) = sent {
+                    let op = self.unanswered.remove(i);
                     let payload = serde_json::from_slice::<Value>(&p.payload)
                         .ok()
                         .map(Box::new);
@@ -205,27 +246,36 @@ impl Session {
 
     /// A message from the engine for this device.
     pub fn on_hub(&mut self, msg: ToDevice, now: Micros, out: &mut Vec<Action>) {
-        let ready = match &msg {
-            ToDevice::Method { .. } => self.subs.methods,
-            ToDevice::Desired { .. } => self.subs.desired,
-        };
-        if !ready {
-            // The SDKs subscribe lazily: hold a few until they do; the engine times out the rest.
-            if self.held.len() < HELD_MAX {
-                self.held.push(msg);
-            }
-            return;
-        }
         match msg {
             ToDevice::Method {
                 op,
                 method,
                 payload,
+                connect_deadline,
                 ..
             } => {
-                let topic = topics::method_request(&method, &topics::method_rid(op));
-                let body = serde_json::to_vec(&*payload).unwrap_or_default();
-                out.push(publish(topic, body.into()));
+                if self.subs.methods {
+                    self.deliver_method(op, &method, &payload, out);
+                    return;
+                }
+                let until = connect_deadline.max(self.connected_us + SUBSCRIBE_GRACE_US);
+                let device = self.device;
+                if until <= now || self.held_methods.len() >= HELD_MAX {
+                    out.push(Action::Engine(FromDevice::MethodUnreachable { op, device }));
+                } else {
+                    self.held_methods.push(HeldMethod {
+                        until,
+                        op,
+                        method,
+                        payload,
+                    });
+                    out.push(Action::Engine(FromDevice::MethodHeld { op, device }));
+                }
+            }
+            ToDevice::Desired { .. } if !self.subs.desired => {
+                if self.held_desired.len() < HELD_MAX {
+                    self.held_desired.push(msg);
+                }
             }
             ToDevice::Desired {
                 op, version, patch, ..
@@ -248,12 +298,61 @@ impl Session {
         }
     }
 
-    fn release_held(&mut self, now: Micros, out: &mut Vec<Action>) {
-        if self.held.is_empty() {
-            return;
+    /// Publishes a method request and remembers it until answered.
+    fn deliver_method(&mut self, op: OpId, method: &str, payload: &Value, out: &mut Vec<Action>) {
+        let topic = topics::method_request(method, &topics::method_rid(op));
+        let body = serde_json::to_vec(payload).unwrap_or_default();
+        out.push(publish(topic, body.into()));
+        if self.unanswered.len() >= UNANSWERED_MAX {
+            self.unanswered.remove(0);
         }
-        for msg in std::mem::take(&mut self.held) {
-            self.on_hub(msg, now, out);
+        self.unanswered.push(op);
+    }
+
+    /// When [`Session::on_time`] next has work: the earliest held method request's deadline.
+    pub fn next_deadline(&self) -> Option<Micros> {
+        self.held_methods.iter().map(|h| h.until).min()
+    }
+
+    /// Fails the held method requests whose deadline has passed at `now`.
+    pub fn on_time(&mut self, now: Micros, out: &mut Vec<Action>) {
+        let device = self.device;
+        self.held_methods.retain(|h| {
+            let keep = h.until > now;
+            if !keep {
+                out.push(Action::Engine(FromDevice::MethodUnreachable {
+                    op: h.op,
+                    device,
+                }));
+            }
+            keep
+        });
+    }
+
+    /// The session ends: every held method request fails (the device left before subscribing).
+    pub fn close(&mut self, out: &mut Vec<Action>) {
+        let device = self.device;
+        out.extend(
+            self.held_methods
+                .drain(..)
+                .map(|h| Action::Engine(FromDevice::MethodUnreachable { op: h.op, device })),
+        );
+    }
+
+    fn release_held(&mut self, now: Micros, out: &mut Vec<Action>) {
+        if self.subs.methods {
+            for h in std::mem::take(&mut self.held_methods) {
+                self.deliver_method(h.op, &h.method, &h.payload, out);
+                out.push(Action::Engine(FromDevice::MethodReleased {
+                    op: h.op,
+                    device: self.device,
+                }));
+            }
+        }
+        if self.subs.desired {
+            for msg in std::mem::take(&mut self.held_desired) {
+                self.on_hub(msg, now, out);
+            }
         }
     }
 }
@@ -281,46 +380,94 @@ mod tests {
     use rumqttc::mqttbytes::v4::Subscribe;
     use serde_json::json;
 
+    const DEVICE: DeviceIdx = 4;
+
     fn session() -> Session {
-        Session::new(4, "dev".into())
+        Session::new(DEVICE, "dev".into(), 0)
     }
 
-    fn method(op: OpId) -> ToDevice {
+    fn method(op: OpId, connect_deadline: Micros) -> ToDevice {
         ToDevice::Method {
             op,
-            device: 4,
+            device: DEVICE,
             method: "reboot".into(),
             payload: Arc::new(json!({"a": 1})),
+            connect_deadline,
         }
+    }
+
+    fn subscribe(s: &mut Session, filter: &str, now: Micros, out: &mut Vec<Action>) {
+        let mut sub = Subscribe::new(filter, QoS::AtLeastOnce);
+        sub.pkid = 1;
+        s.on_packet(Packet::Subscribe(sub), now, out).unwrap();
+    }
+
+    fn answer(s: &mut Session, op: OpId, out: &mut Vec<Action>) {
+        let p = Publish::new(
+            topics::method_response(200, &topics::method_rid(op)),
+            QoS::AtMostOnce,
+            b"{}".to_vec(),
+        );
+        s.on_packet(Packet::Publish(p), 0, out).unwrap();
+    }
+
+    /// The engine messages among `out`, as (kind, op).
+    fn to_engine(out: &[Action]) -> Vec<(&'static str, OpId)> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Engine(FromDevice::MethodResponse { op, device, .. }) => {
+                    assert_eq!(*device, DEVICE);
+                    Some(("response", *op))
+                }
+                Action::Engine(FromDevice::MethodHeld { op, .. }) => Some(("held", *op)),
+                Action::Engine(FromDevice::MethodReleased { op, .. }) => Some(("released", *op)),
+                Action::Engine(FromDevice::MethodUnreachable { op, .. }) => {
+                    Some(("unreachable", *op))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn published(out: &[Action]) -> Vec<&str> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Send(Packet::Publish(p)) => Some(p.topic.as_str()),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
     fn methods_wait_for_the_subscription() {
         let mut s = session();
         let mut out = Vec::new();
-        s.on_hub(method(OpId::new(1, 2)), 0, &mut out);
-        assert!(out.is_empty());
-        let mut sub = Subscribe::new("$iothub/methods/POST/#", QoS::AtLeastOnce);
-        sub.pkid = 1;
-        s.on_packet(Packet::Subscribe(sub), 0, &mut out).unwrap();
+        let op = OpId::new(1, 2);
+        s.on_hub(method(op, 0), 0, &mut out);
+        assert_eq!(to_engine(&out), [("held", op)]);
+        assert!(published(&out).is_empty());
+        out.clear();
+        subscribe(&mut s, "$iothub/methods/POST/#", 1_000, &mut out);
         assert!(matches!(&out[0], Action::Send(Packet::SubAck(a))
             if a.return_codes == [SubscribeReasonCode::Success(QoS::AtLeastOnce)]));
-        let Action::Send(Packet::Publish(p)) = &out[1] else {
-            panic!("{out:?}")
-        };
         assert_eq!(
-            p.topic,
-            format!(
+            published(&out),
+            [format!(
                 "$iothub/methods/POST/reboot/?$rid={}",
-                topics::method_rid(OpId::new(1, 2))
-            )
+                topics::method_rid(op)
+            )]
         );
+        assert_eq!(to_engine(&out), [("released", op)]);
+        assert_eq!(s.next_deadline(), None);
     }
 
     #[test]
     fn answers_reach_the_engine_and_qos1_is_acked() {
         let mut s = session();
         let mut out = Vec::new();
+        subscribe(&mut s, "$iothub/methods/POST/#", 0, &mut out);
+        s.on_hub(method(OpId::new(1, 2), 0), 0, &mut out);
+        out.clear();
         let rid = topics::method_rid(OpId::new(1, 2));
         let mut p = Publish::new(
             topics::method_response(201, &rid),
@@ -333,6 +480,107 @@ mod tests {
         assert!(
             matches!(&out[1], Action::Engine(FromDevice::MethodResponse { status: 201, payload: Some(b), .. })
             if **b == json!({"ok": true}))
+        );
+    }
+
+    #[test]
+    fn only_answers_to_requests_delivered_here_reach_the_engine_once() {
+        let mut s = session();
+        let mut out = Vec::new();
+        subscribe(&mut s, "$iothub/methods/POST/#", 0, &mut out);
+        let (mine, theirs) = (OpId::new(0, 7), OpId::new(0, 8));
+        s.on_hub(method(mine, 0), 0, &mut out);
+        out.clear();
+        // Another device's request id (a guess: the hex of a neighbouring op), then a rid that
+        // is no op at all: both dropped.
+        answer(&mut s, theirs, &mut out);
+        let p = Publish::new(
+            topics::method_response(200, "not-hex"),
+            QoS::AtMostOnce,
+            vec![],
+        );
+        s.on_packet(Packet::Publish(p), 0, &mut out).unwrap();
+        assert!(to_engine(&out).is_empty(), "{out:?}");
+        answer(&mut s, mine, &mut out);
+        assert_eq!(to_engine(&out), [("response", mine)]);
+        out.clear();
+        answer(&mut s, mine, &mut out);
+        assert!(to_engine(&out).is_empty(), "a second answer is dropped");
+    }
+
+    #[test]
+    fn the_oldest_unanswered_request_is_forgotten_past_the_bound() {
+        let mut s = session();
+        let mut out = Vec::new();
+        subscribe(&mut s, "$iothub/methods/POST/#", 0, &mut out);
+        for r in 0..=UNANSWERED_MAX as u32 {
+            s.on_hub(method(OpId::new(0, r), 0), 0, &mut out);
+        }
+        out.clear();
+        answer(&mut s, OpId::new(0, 0), &mut out);
+        assert!(to_engine(&out).is_empty());
+        answer(&mut s, OpId::new(0, 1), &mut out);
+        answer(&mut s, OpId::new(0, UNANSWERED_MAX as u32), &mut out);
+        assert_eq!(
+            to_engine(&out),
+            [
+                ("response", OpId::new(0, 1)),
+                ("response", OpId::new(0, UNANSWERED_MAX as u32))
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_connect_timeout_only_the_grace_after_connect_is_waited() {
+        let mut s = session();
+        let mut out = Vec::new();
+        let early = OpId::new(0, 1);
+        s.on_hub(method(early, 500_000), 500_000, &mut out);
+        assert_eq!(to_engine(&out), [("held", early)]);
+        assert_eq!(s.next_deadline(), Some(SUBSCRIBE_GRACE_US));
+        out.clear();
+        s.on_time(SUBSCRIBE_GRACE_US - 1, &mut out);
+        assert!(out.is_empty());
+        s.on_time(SUBSCRIBE_GRACE_US, &mut out);
+        assert_eq!(to_engine(&out), [("unreachable", early)]);
+        assert_eq!(s.next_deadline(), None);
+        // Past the grace, a request with no connect timeout fails at once.
+        out.clear();
+        let late = OpId::new(0, 2);
+        let now = SUBSCRIBE_GRACE_US + 1;
+        s.on_hub(method(late, now), now, &mut out);
+        assert_eq!(to_engine(&out), [("unreachable", late)]);
+    }
+
+    #[test]
+    fn a_connect_timeout_holds_past_the_grace_and_closing_fails_what_is_held() {
+        let mut s = session();
+        let mut out = Vec::new();
+        let op = OpId::new(2, 0);
+        s.on_hub(method(op, 10_000_000), 3_000_000, &mut out);
+        assert_eq!(to_engine(&out), [("held", op)]);
+        assert_eq!(s.next_deadline(), Some(10_000_000));
+        out.clear();
+        s.on_time(9_999_999, &mut out);
+        assert!(out.is_empty());
+        s.close(&mut out);
+        assert_eq!(to_engine(&out), [("unreachable", op)]);
+        assert_eq!(s.next_deadline(), None);
+    }
+
+    #[test]
+    fn held_requests_beyond_the_bound_fail_at_once() {
+        let mut s = session();
+        let mut out = Vec::new();
+        for r in 0..=HELD_MAX as u32 {
+            s.on_hub(method(OpId::new(0, r), 0), 0, &mut out);
+        }
+        let kinds = to_engine(&out);
+        assert_eq!(kinds.len(), HELD_MAX + 1);
+        assert!(kinds[..HELD_MAX].iter().all(|(k, _)| *k == "held"));
+        assert_eq!(
+            kinds[HELD_MAX],
+            ("unreachable", OpId::new(0, HELD_MAX as u32))
         );
     }
 

@@ -12,7 +12,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::fleet::credentials::{Credentials, PolicyKey};
 use crate::fleet::inproc::{InProcFleet, InProcLink};
+use crate::fleet::keyfile::KeyFile;
 use crate::fleet::mqtt::{self as mqtt_fleet, preflight, FleetStatus, MqttFleetConfig};
 use crate::fleet::Fleet;
 use crate::hub::auth::Authority;
@@ -210,7 +212,7 @@ pub async fn start(
             sources: sources_for(target.ip(), sources),
             keep_alive_s: KEEP_ALIVE_S,
             shard: Shard::ALL,
-            keys: authority,
+            credentials: Credentials::Hub(authority),
         };
         let ids = build::device_ids(scenario).collect();
         let task = tokio::spawn(mqtt_fleet::run(
@@ -252,16 +254,24 @@ pub fn sources_for(target: IpAddr, n: u64) -> Vec<IpAddr> {
 /// `fleetsim devices`: only the fleet, against a hub elsewhere.
 #[derive(Debug, Clone)]
 pub struct FleetOnly {
-    /// The hub's MQTT address: `HOST[:PORT]` (port 8883 with TLS, else 1883).
-    pub hub: String,
-    /// Speak TLS, trusting `ca` (default: the state directory's `ca.pem`).
+    /// The hub's MQTT address: `HOST[:PORT]` (port 8883 with TLS, else 1883); default: the
+    /// connection string's `HostName`.
+    pub hub: Option<String>,
+    /// Speak TLS, trusting `ca`, or else the system's root certificates and the state
+    /// directory's `ca.pem` if there is one.
     pub tls: bool,
     /// The CA file.
     pub ca: Option<PathBuf>,
     /// `(i, n)`: play the devices whose index is `i` modulo `n`.
     pub shard: Shard,
-    /// Where the device-key secret is (the hub's state directory).
+    /// The hub's state directory: the device keys when neither `keys` nor `connection_string`
+    /// is given, and a fleetsim hub's `ca.pem`.
     pub state_dir: PathBuf,
+    /// A key file (`fleetsim keys`): each device signs with its own key.
+    pub keys: Option<PathBuf>,
+    /// A shared access policy with DeviceConnect: every device signs with its key, and its
+    /// `HostName` names the hub.
+    pub connection_string: Option<PolicyKey>,
     /// Local source addresses (0: one per 5,000 connections on loopback).
     pub sources: u64,
     /// Overrides the scenario's seed.
@@ -273,46 +283,71 @@ pub struct FleetOnly {
 }
 
 /// Runs only the scenario's fleet over MQTT until `shutdown` (or `stop_after`), printing a
-/// status line a second.
+/// status line a second; answers the fleet's final counters.
 pub async fn run_fleet(
     scenario: &Scenario,
     opts: &FleetOnly,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Arc<FleetStatus>> {
     let clock = Clock::start();
     let seed = opts.seed.unwrap_or(scenario.seed);
+    let hub = match (&opts.hub, &opts.connection_string) {
+        (Some(hub), _) => hub.clone(),
+        (None, Some(policy)) => policy.host_name.clone(),
+        (None, None) => anyhow::bail!(
+            "give the hub with --hub HOST[:PORT], or --connection-string (its HostName is the hub)"
+        ),
+    };
     let default_port = if opts.tls { 8883 } else { 1883 };
-    let (host, port) = match opts.hub.rsplit_once(':') {
+    let (host, port) = match hub.rsplit_once(':') {
         Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => (
             h.to_owned(),
             p.parse()
-                .with_context(|| format!("bad port in --hub {}", opts.hub))?,
+                .with_context(|| format!("bad port in --hub {hub}"))?,
         ),
-        _ => (opts.hub.clone(), default_port),
+        _ => (hub.clone(), default_port),
     };
     let target = tokio::net::lookup_host((host.as_str(), port))
         .await
-        .with_context(|| format!("cannot resolve --hub {}", opts.hub))?
+        .with_context(|| format!("cannot resolve --hub {hub}"))?
         .next()
-        .with_context(|| format!("--hub {} resolves to no address", opts.hub))?;
-    let state = StateDir::open(&opts.state_dir)?;
-    let keys = Arc::new(state.authority(vec![host.clone()])?);
+        .with_context(|| format!("--hub {hub} resolves to no address"))?;
+    let host_name = opts
+        .connection_string
+        .as_ref()
+        .map_or_else(|| host.clone(), |p| p.host_name.clone());
+    let credentials = match (&opts.keys, &opts.connection_string) {
+        (Some(path), _) => Credentials::Keys(Arc::new(KeyFile::load(path)?)),
+        (None, Some(policy)) => Credentials::Policy(policy.clone()),
+        (None, None) => {
+            let state = StateDir::open(&opts.state_dir)?;
+            Credentials::Hub(Arc::new(state.authority(vec![host_name.clone()])?))
+        }
+    };
     let tls = if opts.tls {
-        let ca = opts
-            .ca
-            .clone()
-            .unwrap_or_else(|| state.path().join(crate::tls::CA_CERT));
-        Some(mqtt_fleet::TlsClient::new(&ca, &host)?)
+        Some(match &opts.ca {
+            Some(ca) => mqtt_fleet::TlsClient::new(ca, &host)?,
+            None => {
+                let ca = opts.state_dir.join(crate::tls::CA_CERT);
+                mqtt_fleet::TlsClient::system(ca.is_file().then_some(ca.as_path()), &host)?
+            }
+        })
     } else {
         None
     };
     let fleet = Fleet::new(scenario, seed, Shard::ALL);
-    let mine = fleet
-        .devices
-        .iter()
-        .enumerate()
-        .filter(|(idx, d)| opts.shard.contains(*idx as u64) && !d.offline)
-        .count() as u64;
+    let ids: Vec<String> = build::device_ids(scenario).collect();
+    let playing = || {
+        fleet
+            .devices
+            .iter()
+            .zip(&ids)
+            .enumerate()
+            .filter(|(idx, (d, _))| opts.shard.contains(*idx as u64) && !d.offline)
+            .map(|(_, (_, id))| id.as_str())
+    };
+    credentials.check(playing())?;
+    let mine = playing().count() as u64;
     let sources = match opts.sources {
         0 => mine.div_ceil(PER_SOURCE).max(1),
         k => k,
@@ -326,17 +361,16 @@ pub async fn run_fleet(
     eprintln!("fleetsim: {report}");
     let config = MqttFleetConfig {
         target,
-        host_name: host,
+        host_name,
         tls,
         ramp: opts.ramp.unwrap_or(scenario.hub.ramp),
         sources: source_addrs,
         keep_alive_s: KEEP_ALIVE_S,
         shard: opts.shard,
-        keys,
+        credentials,
     };
     let status = Arc::new(FleetStatus::default());
     let stop = shutdown.child_token();
-    let ids = build::device_ids(scenario).collect();
     let rss_before = rss_bytes();
     let task = tokio::spawn(mqtt_fleet::run(
         clock,
@@ -379,7 +413,7 @@ pub async fn run_fleet(
     stop.cancel();
     task.await.context("the fleet task failed")?;
     eprintln!("fleetsim: {}", status.line());
-    Ok(())
+    Ok(status)
 }
 
 /// This process's resident set size (0 where /proc is missing).
