@@ -1,7 +1,7 @@
 //! The dashboard's panels, each a pure function of [`App`] drawn into an area: header, jobs
 //! table, latency, throughput, errors, event log and the key line.
 
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Layout, Margin, Position, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{
@@ -146,7 +146,46 @@ fn stat_cells(s: &DeviceJobStatistics) -> [Cell<'static>; 5] {
     ]
 }
 
-/// The jobs table with an "all" row first; the selected row is highlighted.
+/// Where the jobs table's rows are on the screen: what a mouse position is mapped with. Rows
+/// count like [`App::selected`]: 0 is "(all)", `i` is job `i - 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobsTable {
+    /// The table's area, borders included.
+    pub area: Rect,
+    /// The first row shown.
+    pub offset: usize,
+}
+
+impl JobsTable {
+    /// The table of `app` drawn in `area`: scrolled from where it was last drawn
+    /// ([`App::jobs_offset`]) only as far as it takes to show the selected row, and no further
+    /// than its last row.
+    pub fn new(area: Rect, app: &App) -> JobsTable {
+        // The borders and the header row take three lines.
+        let shown = usize::from(area.height.saturating_sub(3)).max(1);
+        let rows = app.view.jobs.len() + 1;
+        let selected = app.selected.min(rows - 1);
+        let offset = app
+            .jobs_offset
+            .min(rows.saturating_sub(shown))
+            .max((selected + 1).saturating_sub(shown))
+            .min(selected);
+        JobsTable { area, offset }
+    }
+
+    /// The row under the screen cell (`column`, `row`), if one of the table's `rows` is there.
+    pub fn row_at(&self, column: u16, row: u16, rows: usize) -> Option<usize> {
+        let inside = self.area.inner(Margin::new(1, 1));
+        let first = inside.y.saturating_add(1); // below the header
+        if !inside.contains(Position::new(column, row)) || row < first {
+            return None;
+        }
+        let i = self.offset + usize::from(row - first);
+        (i < rows).then_some(i)
+    }
+}
+
+/// The jobs table with an "all" row first; the selected row is highlighted and in view.
 pub fn jobs(f: &mut Frame, area: Rect, app: &App) {
     let v = &app.view;
     let ended = v.jobs.iter().filter(|j| j.status.is_terminal()).count();
@@ -193,7 +232,9 @@ pub fn jobs(f: &mut Frame, area: Rect, app: &App) {
         .column_spacing(1)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
         .block(Block::bordered().title(" jobs (↑/↓ select) "));
-    let mut state = TableState::default().with_selected(Some(app.selected));
+    let mut state = TableState::default()
+        .with_offset(JobsTable::new(area, app).offset)
+        .with_selected(Some(app.selected));
     f.render_stateful_widget(table, area, &mut state);
 }
 
@@ -457,6 +498,38 @@ pub(crate) mod tests {
         ] {
             assert!(text.contains(want), "{want:?} missing in\n{text}");
         }
+    }
+
+    #[test]
+    fn jobs_table_scrolls_only_as_far_as_it_must() {
+        let mut app = App::new(test_header());
+        let six = (0..6)
+            .map(|i| job(&format!("j{i}"), JobStatus::Running, 0, 0))
+            .collect();
+        app.absorb(view(0, six));
+        // Borders and header at y 10, 11 and 15: rows show on y 12..=14, 3 of 7.
+        let area = Rect::new(0, 10, 80, 6);
+        app.selected = 5;
+        assert_eq!(JobsTable::new(area, &app).offset, 3);
+        app.jobs_offset = 3;
+        app.selected = 3;
+        assert_eq!(JobsTable::new(area, &app).offset, 3, "still in view");
+        app.selected = 2;
+        assert_eq!(JobsTable::new(area, &app).offset, 2);
+        app.jobs_offset = 6;
+        app.selected = 6;
+        let tall = Rect::new(0, 10, 80, 12);
+        assert_eq!(JobsTable::new(tall, &app).offset, 0, "all 7 rows fit");
+
+        let table = JobsTable { area, offset: 3 };
+        assert_eq!(table.row_at(1, 12, 7), Some(3));
+        assert_eq!(table.row_at(78, 14, 7), Some(5));
+        assert_eq!(table.row_at(1, 11, 7), None, "header");
+        assert_eq!(table.row_at(1, 15, 7), None, "bottom border");
+        assert_eq!(table.row_at(79, 12, 7), None, "right border");
+        assert_eq!(table.row_at(1, 13, 4), None, "past the last row");
+        let flat = JobsTable::new(Rect::new(0, 0, 80, 2), &app);
+        assert_eq!(flat.row_at(1, 1, 7), None, "no room for rows");
     }
 
     #[test]
