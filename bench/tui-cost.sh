@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # What the live dashboard costs: the CPU time (user + system) of `fleetsim run SCENARIO` with
 # `--no-tui` and with the dashboard in a tmux pane (q is pressed as soon as it shows FINISHED),
-# each run REPS times, and the dashboard's overhead in % of the median. In-process devices only,
+# alternating, REPS times each, and the dashboard's overhead in %. In-process devices only,
 # no network; every wait is bounded and the tmux server is killed on exit.
-# Usage: bench/tui-cost.sh [scenario, default scenarios/million.toml] [repetitions, default 3]
+# Usage: bench/tui-cost.sh [scenario, default scenarios/million.toml] [repetitions, default 10]
 # FLEETSIM_BIN=path measures that binary instead of building the release one; FLEETSIM_FPS=n sets
 # the dashboard's frame rate (default 10).
 set -euo pipefail
 if [[ -n ${FLEETSIM_BIN:-} ]]; then FLEETSIM_BIN=$(realpath "$FLEETSIM_BIN"); fi
 cd "$(dirname "$0")/.."
 SCENARIO=${1:-scenarios/million.toml}
-REPS=${2:-3}
+REPS=${2:-10}
 FPS=${FLEETSIM_FPS:-10}
 
 command -v tmux >/dev/null || { echo "needs tmux: apt-get install -y tmux" >&2; exit 1; }
@@ -63,8 +63,15 @@ for _ in $(seq "$REPS"); do
   P+=("$(plain)")
   D+=("$(dashboard)")
 done
-PM=$(echo "${P[*]}" | median)
-DM=$(echo "${D[*]}" | median)
-echo "--no-tui    CPU s: ${P[*]}  (median $PM)"
-echo "dashboard   CPU s: ${D[*]}  (median $DM)"
-awk -v p="$PM" -v d="$DM" 'BEGIN {printf "overhead: %+.1f%% CPU\n", (d - p) / p * 100}'
+echo "--no-tui    CPU s: ${P[*]}  (median $(echo "${P[*]}" | median))"
+echo "dashboard   CPU s: ${D[*]}  (median $(echo "${D[*]}" | median))"
+# Runs alternate, so each pair saw about the same load: the overhead is the mean of the pairs'
+# differences over the mean --no-tui time, with its standard error (other work on the machine
+# moves single runs by 10% and more).
+paste <(echo "${P[*]}" | tr ' ' '\n') <(echo "${D[*]}" | tr ' ' '\n') | awk '
+  { p += $1; d = $2 - $1; s += d; ss += d * d; n++ }
+  END {
+    mp = p / n; md = s / n
+    se = n > 1 ? sqrt((ss - n * md * md) / (n - 1) / n) : 0
+    printf "overhead: %+.1f%% CPU (mean of %d pairs, standard error %.1f%%)\n", md / mp * 100, n, se / mp * 100
+  }'

@@ -3,13 +3,14 @@
 //! event log. Everything here is a pure state transition; the frame loop feeds it snapshots,
 //! run events, keys and mouse events, and acts on the [`Action`]s it returns.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
 
 use crate::clock::Micros;
+use crate::hub::jobs::JobStatus;
 use crate::hub::{HubView, JobView};
 use crate::metrics::Measure;
 
@@ -132,13 +133,16 @@ impl App {
     /// throughput history.
     pub fn absorb(&mut self, view: HubView) {
         let old = std::mem::replace(&mut self.view, view);
+        // A map, not a search per job: a hub may hold thousands of jobs.
+        let statuses: HashMap<&str, JobStatus> =
+            old.jobs.iter().map(|j| (j.id.as_str(), j.status)).collect();
         let mut lines = Vec::new();
         for job in &self.view.jobs {
-            let before = old.jobs.iter().find(|j| j.id == job.id);
+            let before = statuses.get(job.id.as_str()).copied();
             if before.is_none() {
                 lines.push(format!("job {} created ({})", job.id, job.job_type));
             }
-            if before.map(|j| j.status) != Some(job.status) {
+            if before != Some(job.status) {
                 let s = &job.stats;
                 lines.push(if job.status.is_terminal() {
                     format!(

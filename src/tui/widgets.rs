@@ -10,7 +10,7 @@ use ratatui::widgets::{
 use ratatui::Frame;
 
 use crate::hub::jobs::{ErrorCounts, JobStatus};
-use crate::hub::JobView;
+use crate::hub::{HubView, JobView};
 use crate::metrics::{Measure, MeasureSnapshot};
 use crate::report::DeviceJobStatistics;
 use crate::scenario::runner::fmt_us;
@@ -146,6 +146,12 @@ fn stat_cells(s: &DeviceJobStatistics) -> [Cell<'static>; 5] {
     ]
 }
 
+/// How many rows the jobs table in `area` shows (at least one, to scroll by): the borders and
+/// the header row take three lines.
+fn rows_shown(area: Rect) -> usize {
+    usize::from(area.height.saturating_sub(3)).max(1)
+}
+
 /// Where the jobs table's rows are on the screen: what a mouse position is mapped with. Rows
 /// count like [`App::selected`]: 0 is "(all)", `i` is job `i - 1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,8 +167,7 @@ impl JobsTable {
     /// ([`App::jobs_offset`]) only as far as it takes to show the selected row, and no further
     /// than its last row.
     pub fn new(area: Rect, app: &App) -> JobsTable {
-        // The borders and the header row take three lines.
-        let shown = usize::from(area.height.saturating_sub(3)).max(1);
+        let shown = rows_shown(area);
         let rows = app.view.jobs.len() + 1;
         let selected = app.selected.min(rows - 1);
         let offset = app
@@ -185,32 +190,44 @@ impl JobsTable {
     }
 }
 
-/// The jobs table with an "all" row first; the selected row is highlighted and in view.
-pub fn jobs(f: &mut Frame, area: Rect, app: &App) {
-    let v = &app.view;
+/// The "(all)" row: every job's counts summed.
+fn all_row(v: &HubView) -> Row<'static> {
     let ended = v.jobs.iter().filter(|j| j.status.is_terminal()).count();
-    let mut rows = Vec::with_capacity(v.jobs.len() + 1);
-    let all = all_stats(&v.jobs);
     let mut cells = vec![
         Cell::from("(all)"),
         Cell::from(""),
         Cell::from(format!("{ended}/{} ended", v.jobs.len())),
     ];
-    cells.extend(stat_cells(&all));
+    cells.extend(stat_cells(&all_stats(&v.jobs)));
     cells.push(Cell::from(format!("{:.0}", v.metrics.current.ops_per_s)));
     cells.push(Cell::from(""));
-    rows.push(Row::new(cells));
-    for j in &v.jobs {
-        let mut cells = vec![
-            Cell::from(j.id.clone()),
-            Cell::from(short_type(j.job_type).to_owned()),
-            Cell::from(j.status.name()).style(status_style(j.status)),
-        ];
-        cells.extend(stat_cells(&j.stats));
-        cells.push(Cell::from(format!("{:.0}", j.ops_per_s)));
-        cells.push(Cell::from(fmt_secs((j.makespan_ms * 1000.0) as u64)));
-        rows.push(Row::new(cells));
+    Row::new(cells)
+}
+
+fn job_row(j: &JobView) -> Row<'static> {
+    let mut cells = vec![
+        Cell::from(j.id.clone()),
+        Cell::from(short_type(j.job_type).to_owned()),
+        Cell::from(j.status.name()).style(status_style(j.status)),
+    ];
+    cells.extend(stat_cells(&j.stats));
+    cells.push(Cell::from(format!("{:.0}", j.ops_per_s)));
+    cells.push(Cell::from(fmt_secs((j.makespan_ms * 1000.0) as u64)));
+    Row::new(cells)
+}
+
+/// The jobs table with an "all" row first; the selected row is highlighted and in view.
+pub fn jobs(f: &mut Frame, area: Rect, app: &App) {
+    let v = &app.view;
+    let table = JobsTable::new(area, app);
+    // Only the rows in view are built: a hub may hold thousands of jobs.
+    let end = (table.offset + rows_shown(area)).min(v.jobs.len() + 1);
+    let mut rows = Vec::with_capacity(end - table.offset);
+    if table.offset == 0 {
+        rows.push(all_row(v));
     }
+    let first_job = table.offset.saturating_sub(1);
+    rows.extend(v.jobs[first_job..end - 1].iter().map(job_row));
     let widths = [
         Constraint::Min(6),
         Constraint::Length(6),
@@ -227,15 +244,14 @@ pub fn jobs(f: &mut Frame, area: Rect, app: &App) {
         "job", "type", "status", "progress", "ok", "failed", "run", "pend", "ops/s", "span",
     ])
     .style(Style::new().add_modifier(Modifier::BOLD));
-    let table = Table::new(rows, widths)
+    let shown = Table::new(rows, widths)
         .header(header)
         .column_spacing(1)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
         .block(Block::bordered().title(" jobs (↑/↓ select) "));
-    let mut state = TableState::default()
-        .with_offset(JobsTable::new(area, app).offset)
-        .with_selected(Some(app.selected));
-    f.render_stateful_widget(table, area, &mut state);
+    let mut state =
+        TableState::default().with_selected(Some(app.selected.saturating_sub(table.offset)));
+    f.render_stateful_widget(shown, area, &mut state);
 }
 
 /// The snapshot of the chosen measure for the selected job or all jobs.
