@@ -150,18 +150,24 @@ impl FrameLoop {
             {
                 app.absorb(self.view.borrow_and_update().clone());
             }
-            screen.draw(|f| ui::draw(f, &app))?;
-            // Keys wake the loop at once; otherwise it draws once a frame.
+            let area = screen.draw(|f| ui::draw(f, &app))?.area;
+            // Mouse positions refer to this frame until the next one is drawn, and the jobs
+            // table scrolls from here.
+            let table = ui::jobs_table(area, &app);
+            app.jobs_offset = table.offset;
+            // Keys and clicks wake the loop at once; otherwise it draws once a frame.
             if !event::poll(self.frame)? {
                 continue;
             }
             loop {
-                if let TermEvent::Key(key) = event::read()? {
-                    match app.on_key(key) {
+                match event::read()? {
+                    TermEvent::Key(key) => match app.on_key(key) {
                         Some(Action::Quit) => return Ok(()),
                         Some(Action::CancelJob(id)) => self.cancel(id),
                         None => {}
-                    }
+                    },
+                    TermEvent::Mouse(mouse) => app.on_mouse(mouse, &table),
+                    _ => {}
                 }
                 if !event::poll(Duration::ZERO)? {
                     break;

@@ -323,7 +323,8 @@ pub async fn run(
         .await;
     let mut feeder = JobFeeder::new(scenario).starting_at(offset);
     let deadline = offset + scenario.duration.micros();
-    let mut next_line: Micros = offset + 1_000_000;
+    // Only progress lines need a wake-up each second; a dashboard reads the view itself.
+    let mut next_line = (opts.progress == Progress::Lines).then_some(offset + 1_000_000);
 
     let stop = loop {
         let now = clock.now_us();
@@ -351,18 +352,18 @@ pub async fn run(
                     break Stop::Threshold(i);
                 }
             }
-            if opts.progress == Progress::Lines && now >= next_line {
+            if next_line.is_some_and(|at| now >= at) {
                 eprintln!("{}", progress_line(&view, feeder.planned()));
-                next_line = now + 1_000_000;
+                next_line = Some(now + 1_000_000);
             }
         }
         if now >= deadline {
             break Stop::Duration;
         }
-        let mut wake = deadline.min(next_line);
-        if let Some(at) = feeder.next_at() {
-            wake = wake.min(at);
-        }
+        let wake = [next_line, feeder.next_at()]
+            .into_iter()
+            .flatten()
+            .fold(deadline, Micros::min);
         tokio::select! {
             _ = shutdown.cancelled() => break Stop::Interrupted,
             _ = view_rx.changed() => {}
@@ -515,4 +516,66 @@ pub fn final_table(outcome: &RunOutcome) -> String {
     }
     let _ = writeln!(s, "results: {}", outcome.dir.display());
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Without progress lines (quiet, or a dashboard reading the view itself) the run loop must
+    /// still wait between views. On tokio's paused clock time moves only while every task
+    /// waits, so a loop that never waits never sees its job end: the watchdog, on real time,
+    /// turns that into a failure.
+    #[test]
+    fn a_run_without_progress_lines_waits_instead_of_spinning() {
+        let scenario = crate::scenario::parse(
+            r#"
+            name = "quiet"
+            seed = 3
+            duration = "1m"
+            [[cohort]]
+            name = "a"
+            count = 50
+            id_prefix = "q-"
+            [cohort.methods.default]
+            latency = { dist = "uniform", min = "100ms", max = "3s" }
+            [[job]]
+            id = "ping"
+            type = "scheduleDeviceMethod"
+            start = "+2s"
+            query = "*"
+            method = { name = "ping", response_timeout = "10s" }
+            "#,
+            "quiet.toml",
+        )
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("fleetsim-quiet-{}", std::process::id()));
+        let opts = RunOptions {
+            seed: None,
+            out: Some(dir.clone()),
+            progress: Progress::Quiet,
+            mqtt: devices::MqttOptions::default(),
+            state_dir: dir.clone(),
+            shard: Shard::ALL,
+            scenario_text: None,
+        };
+        let (done, outcome) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let outcome = runtime.block_on(run(&scenario, &opts, CancellationToken::new()));
+            let _ = done.send(outcome.map(|o| o.report.complete));
+        });
+        let complete = outcome
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the run never ended: its loop keeps virtual time from moving")
+            .unwrap();
+        assert!(complete);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

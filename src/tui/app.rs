@@ -1,16 +1,20 @@
 //! The dashboard's own state: the snapshot on show, the user's choices (selected job, latency
 //! measure, throughput window, frozen, help, a pending cancel), the throughput history and the
 //! event log. Everything here is a pure state transition; the frame loop feeds it snapshots,
-//! run events and keys, and acts on the [`Action`]s it returns.
+//! run events, keys and mouse events, and acts on the [`Action`]s it returns.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
-use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use crossterm::event::{
+    KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
 
 use crate::clock::Micros;
+use crate::hub::jobs::JobStatus;
 use crate::hub::{HubView, JobView};
 use crate::metrics::Measure;
 
+use super::widgets::JobsTable;
 use super::{Event, Header};
 
 /// Throughput windows `+`/`-` step through, in seconds.
@@ -52,6 +56,9 @@ pub struct App {
     pub view: HubView,
     /// 0 is "all jobs", `i` is `view.jobs[i - 1]`.
     pub selected: usize,
+    /// The jobs table's first row shown when it was last drawn: it scrolls from there, so a row
+    /// stays under the mouse when it is clicked.
+    pub jobs_offset: usize,
     /// Index into [`MEASURES`].
     pub measure: usize,
     /// Index into [`WINDOWS_S`].
@@ -81,6 +88,7 @@ impl App {
             header,
             view: HubView::default(),
             selected: 0,
+            jobs_offset: 0,
             measure: 0,
             window: 2,
             frozen: false,
@@ -125,13 +133,16 @@ impl App {
     /// throughput history.
     pub fn absorb(&mut self, view: HubView) {
         let old = std::mem::replace(&mut self.view, view);
+        // A map, not a search per job: a hub may hold thousands of jobs.
+        let statuses: HashMap<&str, JobStatus> =
+            old.jobs.iter().map(|j| (j.id.as_str(), j.status)).collect();
         let mut lines = Vec::new();
         for job in &self.view.jobs {
-            let before = old.jobs.iter().find(|j| j.id == job.id);
+            let before = statuses.get(job.id.as_str()).copied();
             if before.is_none() {
                 lines.push(format!("job {} created ({})", job.id, job.job_type));
             }
-            if before.map(|j| j.status) != Some(job.status) {
+            if before != Some(job.status) {
                 let s = &job.stats;
                 lines.push(if job.status.is_terminal() {
                     format!(
@@ -174,6 +185,34 @@ impl App {
         self.log(event.to_string());
     }
 
+    fn select_previous(&mut self) {
+        self.selected = self.selected.saturating_sub(1);
+    }
+
+    fn select_next(&mut self) {
+        self.selected = (self.selected + 1).min(self.view.jobs.len());
+    }
+
+    /// Handles a mouse event; `table` is the jobs table as drawn on the screen the user sees.
+    /// A click on a row selects it and the wheel moves the selection, unless an overlay (help,
+    /// cancel confirmation) waits for a key.
+    pub fn on_mouse(&mut self, mouse: MouseEvent, table: &JobsTable) {
+        if self.help || self.confirm.is_some() {
+            return;
+        }
+        match mouse.kind {
+            MouseEventKind::Down(MouseButton::Left) => {
+                let rows = self.view.jobs.len() + 1;
+                if let Some(row) = table.row_at(mouse.column, mouse.row, rows) {
+                    self.selected = row;
+                }
+            }
+            MouseEventKind::ScrollUp => self.select_previous(),
+            MouseEventKind::ScrollDown => self.select_next(),
+            _ => {}
+        }
+    }
+
     /// Handles a key; returns what the frame loop must do, if anything.
     pub fn on_key(&mut self, key: KeyEvent) -> Option<Action> {
         if key.kind == KeyEventKind::Release {
@@ -197,10 +236,8 @@ impl App {
         }
         match key.code {
             KeyCode::Char('q') | KeyCode::Esc => return Some(Action::Quit),
-            KeyCode::Up | KeyCode::Char('k') => self.selected = self.selected.saturating_sub(1),
-            KeyCode::Down | KeyCode::Char('j') => {
-                self.selected = (self.selected + 1).min(self.view.jobs.len())
-            }
+            KeyCode::Up | KeyCode::Char('k') => self.select_previous(),
+            KeyCode::Down | KeyCode::Char('j') => self.select_next(),
             KeyCode::Tab => self.measure = (self.measure + 1) % MEASURES.len(),
             KeyCode::BackTab => self.measure = (self.measure + MEASURES.len() - 1) % MEASURES.len(),
             KeyCode::Char('+' | '=') => self.window = (self.window + 1).min(WINDOWS_S.len() - 1),

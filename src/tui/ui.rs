@@ -8,12 +8,13 @@ use ratatui::widgets::{Block, Clear, Paragraph};
 use ratatui::Frame;
 
 use super::app::App;
-use super::widgets;
+use super::widgets::{self, JobsTable};
 
 /// Help overlay text, a line per key.
-const HELP: [&str; 9] = [
+const HELP: [&str; 10] = [
     "q, Esc, Ctrl-C  quit (the run stops, results are written)",
     "↑/↓, k/j        select a job (the top row is all jobs)",
+    "click, wheel    select a job with the mouse",
     "Tab, Shift-Tab  next/previous latency measure",
     "+ / -           longer/shorter throughput window",
     "c               cancel the selected job (asks first)",
@@ -23,17 +24,28 @@ const HELP: [&str; 9] = [
     "any key closes this help",
 ];
 
-/// Draws the whole dashboard.
-pub fn draw(f: &mut Frame, app: &App) {
+/// The screen `area` cut into bands: header, jobs table, latency and throughput, errors and
+/// events, key line.
+fn bands(area: Rect, app: &App) -> [Rect; 5] {
     let jobs_rows = (app.view.jobs.len() as u16 + 4).clamp(5, 12);
-    let [header, jobs, middle, bottom, keys] = Layout::vertical([
+    Layout::vertical([
         Constraint::Length(2),
         Constraint::Length(jobs_rows),
         Constraint::Min(7),
         Constraint::Length(8),
         Constraint::Length(1),
     ])
-    .areas(f.area());
+    .areas(area)
+}
+
+/// The jobs table as [`draw`] places it on a screen of `area`, to map mouse positions to rows.
+pub fn jobs_table(area: Rect, app: &App) -> JobsTable {
+    JobsTable::new(bands(area, app)[1], app)
+}
+
+/// Draws the whole dashboard.
+pub fn draw(f: &mut Frame, app: &App) {
+    let [header, jobs, middle, bottom, keys] = bands(f.area(), app);
     widgets::header(f, header, app);
     widgets::jobs(f, jobs, app);
     let [latency, throughput] =
@@ -71,6 +83,8 @@ fn popup(f: &mut Frame, title: &str, lines: &[String]) {
 
 #[cfg(test)]
 mod tests {
+    use crossterm::event::{KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+
     use super::*;
     use crate::hub::jobs::JobStatus;
     use crate::tui::app::tests::{header, job, view};
@@ -117,6 +131,90 @@ mod tests {
         app.help = true;
         let text = render(100, 30, |f| draw(f, &app));
         assert!(text.contains("freeze/unfreeze"), "{text}");
+    }
+
+    fn click(column: u16, row: u16) -> MouseEvent {
+        MouseEvent {
+            kind: MouseEventKind::Down(MouseButton::Left),
+            column,
+            row,
+            modifiers: KeyModifiers::NONE,
+        }
+    }
+
+    /// The screen cell where `needle` starts in the rendered `text`.
+    fn cell_of(text: &str, needle: &str) -> (u16, u16) {
+        text.lines()
+            .enumerate()
+            .find_map(|(y, line)| {
+                let i = line.find(needle)?;
+                Some((line[..i].chars().count() as u16, y as u16))
+            })
+            .unwrap_or_else(|| panic!("{needle:?} not on the screen:\n{text}"))
+    }
+
+    /// Draws `app` on a 100×40 screen the way the frame loop does: answers the screen and the
+    /// jobs table that mouse positions on it are mapped with.
+    fn frame(app: &mut App) -> (String, JobsTable) {
+        let text = render(100, 40, |f| draw(f, app));
+        let table = jobs_table(Rect::new(0, 0, 100, 40), app);
+        app.jobs_offset = table.offset;
+        (text, table)
+    }
+
+    #[test]
+    fn a_click_selects_the_job_drawn_under_it() {
+        let mut app = App::new(header());
+        let jobs = (0..12)
+            .map(|i| job(&format!("job-{i:02}"), JobStatus::Running, 0, 0))
+            .collect();
+        app.absorb(view(0, jobs));
+        // The table shows 9 of its 13 rows; selecting job-10 scrolls it.
+        app.selected = 11;
+        let (text, table) = frame(&mut app);
+        assert!(
+            !text.contains("(all)") && !text.contains("job-01"),
+            "{text}"
+        );
+        for id in ["job-10", "job-04", "job-02"] {
+            let (column, row) = cell_of(&text, id);
+            app.on_mouse(click(column + 2, row), &table);
+            assert_eq!(app.selected_job().map(|j| j.id.as_str()), Some(id));
+            let (again, _) = frame(&mut app);
+            assert_eq!(cell_of(&again, id), (column, row), "the row stays put");
+        }
+        let (text, table) = frame(&mut app);
+        let (column, row) = cell_of(&text, "job-05");
+        for (x, y) in [
+            (column, row - 4), // the header row
+            (0, row),          // the border
+            (column, row + 9), // the panel below
+            (99, 39),
+        ] {
+            app.on_mouse(click(x, y), &table);
+            assert_eq!(app.selected_job().unwrap().id, "job-02", "click at {x},{y}");
+        }
+        // The wheel moves the selection, and the table scrolls only when it must.
+        let wheel = |kind| MouseEvent {
+            kind,
+            ..click(0, 0)
+        };
+        app.on_mouse(wheel(MouseEventKind::ScrollUp), &table);
+        let (text, table) = frame(&mut app);
+        assert_eq!(app.selected_job().unwrap().id, "job-01");
+        assert_eq!(
+            cell_of(&text, "job-01").1,
+            row - 3,
+            "scrolled by one:\n{text}"
+        );
+        app.on_mouse(wheel(MouseEventKind::ScrollDown), &table);
+        app.on_mouse(wheel(MouseEventKind::ScrollDown), &table);
+        assert_eq!(app.selected_job().unwrap().id, "job-03");
+        // Overlays wait for a key.
+        let (text, table) = frame(&mut app);
+        app.help = true;
+        app.on_mouse(click(3, cell_of(&text, "job-05").1), &table);
+        assert_eq!(app.selected_job().unwrap().id, "job-03");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The dashboard's panels, each a pure function of [`App`] drawn into an area: header, jobs
 //! table, latency, throughput, errors, event log and the key line.
 
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Layout, Margin, Position, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{
@@ -10,7 +10,7 @@ use ratatui::widgets::{
 use ratatui::Frame;
 
 use crate::hub::jobs::{ErrorCounts, JobStatus};
-use crate::hub::JobView;
+use crate::hub::{HubView, JobView};
 use crate::metrics::{Measure, MeasureSnapshot};
 use crate::report::DeviceJobStatistics;
 use crate::scenario::runner::fmt_us;
@@ -146,32 +146,88 @@ fn stat_cells(s: &DeviceJobStatistics) -> [Cell<'static>; 5] {
     ]
 }
 
-/// The jobs table with an "all" row first; the selected row is highlighted.
-pub fn jobs(f: &mut Frame, area: Rect, app: &App) {
-    let v = &app.view;
+/// How many rows the jobs table in `area` shows (at least one, to scroll by): the borders and
+/// the header row take three lines.
+fn rows_shown(area: Rect) -> usize {
+    usize::from(area.height.saturating_sub(3)).max(1)
+}
+
+/// Where the jobs table's rows are on the screen: what a mouse position is mapped with. Rows
+/// count like [`App::selected`]: 0 is "(all)", `i` is job `i - 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobsTable {
+    /// The table's area, borders included.
+    pub area: Rect,
+    /// The first row shown.
+    pub offset: usize,
+}
+
+impl JobsTable {
+    /// The table of `app` drawn in `area`: scrolled from where it was last drawn
+    /// ([`App::jobs_offset`]) only as far as it takes to show the selected row, and no further
+    /// than its last row.
+    pub fn new(area: Rect, app: &App) -> JobsTable {
+        let shown = rows_shown(area);
+        let rows = app.view.jobs.len() + 1;
+        let selected = app.selected.min(rows - 1);
+        let offset = app
+            .jobs_offset
+            .min(rows.saturating_sub(shown))
+            .max((selected + 1).saturating_sub(shown))
+            .min(selected);
+        JobsTable { area, offset }
+    }
+
+    /// The row under the screen cell (`column`, `row`), if one of the table's `rows` is there.
+    pub fn row_at(&self, column: u16, row: u16, rows: usize) -> Option<usize> {
+        let inside = self.area.inner(Margin::new(1, 1));
+        let first = inside.y.saturating_add(1); // below the header
+        if !inside.contains(Position::new(column, row)) || row < first {
+            return None;
+        }
+        let i = self.offset + usize::from(row - first);
+        (i < rows).then_some(i)
+    }
+}
+
+/// The "(all)" row: every job's counts summed.
+fn all_row(v: &HubView) -> Row<'static> {
     let ended = v.jobs.iter().filter(|j| j.status.is_terminal()).count();
-    let mut rows = Vec::with_capacity(v.jobs.len() + 1);
-    let all = all_stats(&v.jobs);
     let mut cells = vec![
         Cell::from("(all)"),
         Cell::from(""),
         Cell::from(format!("{ended}/{} ended", v.jobs.len())),
     ];
-    cells.extend(stat_cells(&all));
+    cells.extend(stat_cells(&all_stats(&v.jobs)));
     cells.push(Cell::from(format!("{:.0}", v.metrics.current.ops_per_s)));
     cells.push(Cell::from(""));
-    rows.push(Row::new(cells));
-    for j in &v.jobs {
-        let mut cells = vec![
-            Cell::from(j.id.clone()),
-            Cell::from(short_type(j.job_type).to_owned()),
-            Cell::from(j.status.name()).style(status_style(j.status)),
-        ];
-        cells.extend(stat_cells(&j.stats));
-        cells.push(Cell::from(format!("{:.0}", j.ops_per_s)));
-        cells.push(Cell::from(fmt_secs((j.makespan_ms * 1000.0) as u64)));
-        rows.push(Row::new(cells));
+    Row::new(cells)
+}
+
+fn job_row(j: &JobView) -> Row<'static> {
+    let mut cells = vec![
+        Cell::from(j.id.clone()),
+        Cell::from(short_type(j.job_type).to_owned()),
+        Cell::from(j.status.name()).style(status_style(j.status)),
+    ];
+    cells.extend(stat_cells(&j.stats));
+    cells.push(Cell::from(format!("{:.0}", j.ops_per_s)));
+    cells.push(Cell::from(fmt_secs((j.makespan_ms * 1000.0) as u64)));
+    Row::new(cells)
+}
+
+/// The jobs table with an "all" row first; the selected row is highlighted and in view.
+pub fn jobs(f: &mut Frame, area: Rect, app: &App) {
+    let v = &app.view;
+    let table = JobsTable::new(area, app);
+    // Only the rows in view are built: a hub may hold thousands of jobs.
+    let end = (table.offset + rows_shown(area)).min(v.jobs.len() + 1);
+    let mut rows = Vec::with_capacity(end - table.offset);
+    if table.offset == 0 {
+        rows.push(all_row(v));
     }
+    let first_job = table.offset.saturating_sub(1);
+    rows.extend(v.jobs[first_job..end - 1].iter().map(job_row));
     let widths = [
         Constraint::Min(6),
         Constraint::Length(6),
@@ -188,13 +244,14 @@ pub fn jobs(f: &mut Frame, area: Rect, app: &App) {
         "job", "type", "status", "progress", "ok", "failed", "run", "pend", "ops/s", "span",
     ])
     .style(Style::new().add_modifier(Modifier::BOLD));
-    let table = Table::new(rows, widths)
+    let shown = Table::new(rows, widths)
         .header(header)
         .column_spacing(1)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
         .block(Block::bordered().title(" jobs (↑/↓ select) "));
-    let mut state = TableState::default().with_selected(Some(app.selected));
-    f.render_stateful_widget(table, area, &mut state);
+    let mut state =
+        TableState::default().with_selected(Some(app.selected.saturating_sub(table.offset)));
+    f.render_stateful_widget(shown, area, &mut state);
 }
 
 /// The snapshot of the chosen measure for the selected job or all jobs.
@@ -457,6 +514,38 @@ pub(crate) mod tests {
         ] {
             assert!(text.contains(want), "{want:?} missing in\n{text}");
         }
+    }
+
+    #[test]
+    fn jobs_table_scrolls_only_as_far_as_it_must() {
+        let mut app = App::new(test_header());
+        let six = (0..6)
+            .map(|i| job(&format!("j{i}"), JobStatus::Running, 0, 0))
+            .collect();
+        app.absorb(view(0, six));
+        // Borders and header at y 10, 11 and 15: rows show on y 12..=14, 3 of 7.
+        let area = Rect::new(0, 10, 80, 6);
+        app.selected = 5;
+        assert_eq!(JobsTable::new(area, &app).offset, 3);
+        app.jobs_offset = 3;
+        app.selected = 3;
+        assert_eq!(JobsTable::new(area, &app).offset, 3, "still in view");
+        app.selected = 2;
+        assert_eq!(JobsTable::new(area, &app).offset, 2);
+        app.jobs_offset = 6;
+        app.selected = 6;
+        let tall = Rect::new(0, 10, 80, 12);
+        assert_eq!(JobsTable::new(tall, &app).offset, 0, "all 7 rows fit");
+
+        let table = JobsTable { area, offset: 3 };
+        assert_eq!(table.row_at(1, 12, 7), Some(3));
+        assert_eq!(table.row_at(78, 14, 7), Some(5));
+        assert_eq!(table.row_at(1, 11, 7), None, "header");
+        assert_eq!(table.row_at(1, 15, 7), None, "bottom border");
+        assert_eq!(table.row_at(79, 12, 7), None, "right border");
+        assert_eq!(table.row_at(1, 13, 4), None, "past the last row");
+        let flat = JobsTable::new(Rect::new(0, 0, 80, 2), &app);
+        assert_eq!(flat.row_at(1, 1, 7), None, "no room for rows");
     }
 
     #[test]
