@@ -65,3 +65,28 @@ fn shipped_scenarios_validate() {
         fleetsim::scenario::load(&f).unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
     }
 }
+
+#[test]
+fn a_closed_pipe_ends_a_listing_quietly() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+        .args([
+            "query",
+            "scenarios/million.toml",
+            "SELECT deviceId FROM devices",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("fleetsim starts");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("a first row");
+    assert!(first.contains("deviceId"), "{first}");
+    // The reader is gone (like `| head -1`): the rest of the million rows meet a closed pipe.
+    let out = child.wait_with_output().expect("fleetsim ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(stderr.is_empty(), "{stderr}");
+}
