@@ -13,6 +13,7 @@ pub mod ui;
 pub mod widgets;
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -80,7 +81,7 @@ impl Dashboard {
     /// presses q, Esc or Ctrl-C; it closes by itself when `shutdown` is cancelled elsewhere.
     /// Must be called inside a tokio runtime.
     pub fn spawn(
-        view: watch::Receiver<HubView>,
+        view: watch::Receiver<Arc<HubView>>,
         hub: Hub,
         header: Header,
         shutdown: CancellationToken,
@@ -123,7 +124,7 @@ impl Dashboard {
 }
 
 struct FrameLoop {
-    view: watch::Receiver<HubView>,
+    view: watch::Receiver<Arc<HubView>>,
     hub: Hub,
     events: mpsc::UnboundedReceiver<Event>,
     /// Where cancel requests report back.

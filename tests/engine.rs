@@ -23,7 +23,7 @@ struct Harness {
     clock: Clock,
     to_dev: mpsc::UnboundedReceiver<Vec<ToDevice>>,
     from_dev: mpsc::UnboundedSender<Vec<FromDevice>>,
-    view: watch::Receiver<HubView>,
+    view: watch::Receiver<Arc<HubView>>,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -47,7 +47,7 @@ fn harness(n: u32, online: u32, limits: Limits) -> Harness {
     let (to_tx, to_dev) = mpsc::unbounded_channel();
     let (from_dev, from_rx) = mpsc::unbounded_channel();
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
-    let (view_tx, view) = watch::channel(HubView::default());
+    let (view_tx, view) = watch::channel(Arc::<HubView>::default());
     let stop = CancellationToken::new();
     let engine = Engine::new(clock, limits, registry, Box::new(InProcLink::new(to_tx)));
     tokio::spawn(engine.run(cmd_rx, from_rx, view_tx, stop.clone()));

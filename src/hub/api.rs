@@ -85,7 +85,7 @@ pub struct Api {
     /// Time, for token expiry, throttling and error time stamps.
     pub clock: Clock,
     /// The engine's published view, for `/metrics`.
-    pub view: watch::Receiver<HubView>,
+    pub view: watch::Receiver<Arc<HubView>>,
     limiter: RateLimiter,
     cursors: query::Cursors,
     latency: metrics::Latency,
@@ -99,7 +99,7 @@ impl Api {
         state: StateDir,
         clock: Clock,
         limits: Limits,
-        view: watch::Receiver<HubView>,
+        view: watch::Receiver<Arc<HubView>>,
     ) -> Arc<Api> {
         Arc::new(Api {
             hub,

@@ -145,7 +145,7 @@ impl Engine {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut devices: mpsc::UnboundedReceiver<Vec<FromDevice>>,
-        view: watch::Sender<HubView>,
+        view: watch::Sender<Arc<HubView>>,
         shutdown: CancellationToken,
     ) -> EngineOutput {
         let mut next_view = 0;
@@ -155,7 +155,7 @@ impl Engine {
             let busy = self.step(now);
             self.link.flush();
             if now >= next_view {
-                view.send_replace(self.view(now));
+                view.send_replace(Arc::new(self.view(now)));
                 next_view = now + VIEW_EVERY_US;
             }
             let wake = if busy {
@@ -182,7 +182,7 @@ impl Engine {
         }
         let now = self.clock.now_us();
         self.recorder.tick(now);
-        view.send_replace(self.view(now));
+        view.send_replace(Arc::new(self.view(now)));
         EngineOutput {
             jobs: self.job_reports(now),
             devices: self.registry.len() as u64,

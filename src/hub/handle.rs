@@ -237,7 +237,8 @@ pub struct JobView {
     pub errors: ErrorCounts,
 }
 
-/// What the engine publishes every 100 ms: an owned snapshot, never a reference into it.
+/// What the engine publishes every 100 ms (behind an `Arc`, so readers share it without copying):
+/// a self-contained snapshot, never a reference into the engine's state.
 #[derive(Debug, Clone)]
 pub struct HubView {
     /// Clock reading of the snapshot.

@@ -5,6 +5,7 @@
 pub mod devices;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
@@ -85,7 +86,7 @@ pub struct Running {
     /// The handle API calls and the job feeder use.
     pub hub: Hub,
     /// The engine's published view.
-    pub view: watch::Receiver<HubView>,
+    pub view: watch::Receiver<Arc<HubView>>,
     stop: CancellationToken,
     engine: JoinHandle<EngineOutput>,
     devices: devices::DeviceSide,
@@ -169,7 +170,7 @@ pub async fn start(
     let registry = build::registry(scenario, clock, shard);
     let (from_dev_tx, from_dev_rx) = mpsc::unbounded_channel();
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-    let (view_tx, view_rx) = watch::channel(HubView::default());
+    let (view_tx, view_rx) = watch::channel(Arc::<HubView>::default());
     let stop = CancellationToken::new();
     let hub = Hub::new(cmd_tx);
 

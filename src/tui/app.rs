@@ -4,6 +4,7 @@
 //! run events, keys and mouse events, and acts on the [`Action`]s it returns.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
@@ -53,7 +54,7 @@ pub struct App {
     /// What the header shows besides the snapshot.
     pub header: Header,
     /// The snapshot on show.
-    pub view: HubView,
+    pub view: Arc<HubView>,
     /// 0 is "all jobs", `i` is `view.jobs[i - 1]`.
     pub selected: usize,
     /// The jobs table's first row shown when it was last drawn: it scrolls from there, so a row
@@ -86,7 +87,7 @@ impl App {
     pub fn new(header: Header) -> App {
         App {
             header,
-            view: HubView::default(),
+            view: Arc::default(),
             selected: 0,
             jobs_offset: 0,
             measure: 0,
@@ -131,8 +132,8 @@ impl App {
 
     /// Takes a new snapshot: logs job state changes against the previous one and extends the
     /// throughput history.
-    pub fn absorb(&mut self, view: HubView) {
-        let old = std::mem::replace(&mut self.view, view);
+    pub fn absorb(&mut self, view: impl Into<Arc<HubView>>) {
+        let old = std::mem::replace(&mut self.view, view.into());
         // A map, not a search per job: a hub may hold thousands of jobs.
         let statuses: HashMap<&str, JobStatus> =
             old.jobs.iter().map(|j| (j.id.as_str(), j.status)).collect();
