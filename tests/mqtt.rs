@@ -57,6 +57,14 @@ impl Drop for TestHub {
 }
 
 async fn start() -> TestHub {
+    start_with(Limits {
+        tier: Tier::Unlimited,
+        units: 1,
+    })
+    .await
+}
+
+async fn start_with(limits: Limits) -> TestHub {
     let dir = std::env::temp_dir().join(format!(
         "fleetsim-mqtt-{}-{}",
         std::process::id(),
@@ -71,10 +79,6 @@ async fn start() -> TestHub {
             tls: Some("127.0.0.1:0".parse().unwrap()),
         },
         external_fleet: true,
-    };
-    let limits = Limits {
-        tier: Tier::Unlimited,
-        units: 1,
     };
     let running = runner::start(
         &scenario,
@@ -137,17 +141,13 @@ impl TestHub {
     /// direct method over it: (HTTP status, `iothub-errorcode`, body).
     async fn rest(&self) -> impl Fn(&str, Value) -> RestCall {
         let state = StateDir::open(&self.dir).unwrap();
-        let limits = Limits {
-            tier: Tier::Unlimited,
-            units: 1,
-        };
         let auth = self.security.auth.clone();
         let app = api::router(Api::new(
             self.running.hub.clone(),
             auth.clone(),
             state,
             self.clock,
-            limits,
+            self.running.limiter.clone(),
             self.running.view.clone(),
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -327,6 +327,41 @@ async fn a_method_job_reaches_the_device_and_records_its_answer() {
 }
 
 #[tokio::test]
+async fn device_twin_traffic_is_metered_by_the_tier() {
+    // S1: 100 twin reads and 50 twin updates per second, hub-wide, devices included.
+    let hub = start_with(Limits {
+        tier: Tier::S1,
+        units: 1,
+    })
+    .await;
+    // Twice the allowance in one burst: however slowly this machine answers (the bucket refills
+    // 100 a second), part of it is refused unless the burst takes over a second.
+    const REQUESTS: usize = 200;
+    let (client, mut rx) = hub.device("d4").await;
+    client
+        .subscribe("$iothub/twin/res/#", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    for k in 0..REQUESTS {
+        let topic = format!("$iothub/twin/GET/?$rid={k}");
+        client
+            .publish(topic, QoS::AtMostOnce, false, " ")
+            .await
+            .unwrap();
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..REQUESTS {
+        let got = next(&mut rx).await;
+        statuses.push(got.topic.split('/').nth(3).unwrap_or_default().to_owned());
+    }
+    let ok = statuses.iter().filter(|s| *s == "200").count();
+    let throttled = statuses.iter().filter(|s| *s == "429").count();
+    assert!(ok >= 100, "the allowance is served: {statuses:?}");
+    assert!(throttled >= 1, "past it, 429: {statuses:?}");
+    assert_eq!(ok + throttled, REQUESTS, "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twin_get_reported_patch_and_desired_notifications() {
     let hub = start().await;
     let (client, mut rx) = hub.device("d4").await;

@@ -67,7 +67,7 @@ async fn start(limits: Limits) -> TestHub {
         auth.clone(),
         state,
         clock,
-        limits,
+        running.limiter.clone(),
         running.view.clone(),
     );
     let app = api::router(api);

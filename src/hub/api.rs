@@ -39,7 +39,7 @@ use crate::clock::Clock;
 use crate::hub::auth::{Access, Authority};
 use crate::hub::error::{ErrorCode, HubError};
 use crate::hub::state::StateDir;
-use crate::hub::throttle::{Limits, Metered, RateLimiter};
+use crate::hub::throttle::{Metered, RateLimiter};
 use crate::hub::{Hub, HubView};
 use errors::ApiError;
 
@@ -86,19 +86,19 @@ pub struct Api {
     pub clock: Clock,
     /// The engine's published view, for `/metrics`.
     pub view: watch::Receiver<Arc<HubView>>,
-    limiter: RateLimiter,
+    limiter: Arc<RateLimiter>,
     cursors: query::Cursors,
     latency: metrics::Latency,
 }
 
 impl Api {
-    /// The shared state of the API over `hub`, limited by `limits`.
+    /// The shared state of the API over `hub`, metered by `limiter` (shared with the MQTT endpoint).
     pub fn new(
         hub: Hub,
         auth: Arc<Authority>,
         state: StateDir,
         clock: Clock,
-        limits: Limits,
+        limiter: Arc<RateLimiter>,
         view: watch::Receiver<Arc<HubView>>,
     ) -> Arc<Api> {
         Arc::new(Api {
@@ -107,7 +107,7 @@ impl Api {
             state,
             clock,
             view,
-            limiter: RateLimiter::new(limits),
+            limiter,
             cursors: query::Cursors::default(),
             latency: metrics::Latency::default(),
         })

@@ -20,7 +20,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::hub::auth::Authority;
+use crate::hub::error::HubError;
 use crate::hub::registry::DeviceIdx;
+use crate::hub::throttle::{Metered, RateLimiter};
 use crate::hub::Hub;
 use crate::link::{DeviceLink, FromDevice, ToDevice};
 
@@ -142,6 +144,15 @@ pub struct Endpoint {
     pub auth: Arc<Authority>,
     /// The run's clock.
     pub clock: Clock,
+    /// The tier's allowances: twin reads and reported patches are metered (429 past them).
+    pub limiter: Arc<RateLimiter>,
+}
+
+impl Endpoint {
+    /// Counts one `op` of a device against the tier's allowance (429001 past it).
+    pub fn meter(&self, op: Metered) -> Result<(), HubError> {
+        self.limiter.take(op, 1.0, self.clock.now_us())
+    }
 }
 
 /// Accepts MQTT connections on `listener` (over TLS when `tls` is given) until `shutdown`,

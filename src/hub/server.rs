@@ -164,7 +164,7 @@ pub async fn run(
         auth.clone(),
         state.clone(),
         clock,
-        limits,
+        running.limiter.clone(),
         running.view.clone(),
     );
     let app = api::router(api);

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Micros};
-use crate::hub::throttle::Limits;
+use crate::hub::throttle::{Limits, RateLimiter};
 use crate::hub::{Engine, EngineOutput, Hub, HubView};
 use crate::metrics::{self, Measure, MetricsSnapshot};
 use crate::report::RunReport;
@@ -87,6 +87,8 @@ pub struct Running {
     pub hub: Hub,
     /// The engine's published view.
     pub view: watch::Receiver<Arc<HubView>>,
+    /// The tier's allowances for service calls and device twin traffic (see [`RateLimiter`]).
+    pub limiter: Arc<RateLimiter>,
     stop: CancellationToken,
     engine: JoinHandle<EngineOutput>,
     devices: devices::DeviceSide,
@@ -173,12 +175,14 @@ pub async fn start(
     let (view_tx, view_rx) = watch::channel(Arc::<HubView>::default());
     let stop = CancellationToken::new();
     let hub = Hub::new(cmd_tx);
+    let limiter = Arc::new(RateLimiter::new(limits));
 
     let ends = devices::HubSide {
         clock,
         hub: hub.clone(),
         to_engine: from_dev_tx,
         stop: stop.clone(),
+        limiter: limiter.clone(),
     };
     let (link, devices) = devices::start(scenario, seed, shard, mqtt, security, ends).await?;
     let engine = Engine::new(clock, limits, registry, link);
@@ -186,6 +190,7 @@ pub async fn start(
     Ok(Running {
         hub,
         view: view_rx,
+        limiter,
         stop,
         engine,
         devices,

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::mqtt::session::{twin_answer, Action, Session};
 use crate::hub::mqtt::{Endpoint, MAX_PACKET};
 use crate::hub::registry::DeviceIdx;
+use crate::hub::throttle::Metered;
 use crate::link::FromDevice;
 use crate::mqtt::wire::{Wire, WireError};
 
@@ -184,7 +185,11 @@ async fn perform<S: AsyncRead + AsyncWrite + Unpin>(
             Action::Send(packet) => wire.queue(&packet),
             Action::Engine(msg) => to_engine.push(msg),
             Action::TwinGet { rid } => {
-                let answer = match endpoint.hub.device_twin(session.device()).await {
+                let twin = match endpoint.meter(Metered::TwinRead) {
+                    Ok(()) => endpoint.hub.device_twin(session.device()).await,
+                    Err(e) => Err(e),
+                };
+                let answer = match twin {
                     Ok(doc) => twin_answer(
                         200,
                         &rid,
@@ -196,11 +201,16 @@ async fn perform<S: AsyncRead + AsyncWrite + Unpin>(
                 wire.queue(&answer);
             }
             Action::Report { rid, patch, ack_of } => {
-                let answer = match endpoint
-                    .hub
-                    .report_properties(session.device(), patch, ack_of)
-                    .await
-                {
+                let version = match endpoint.meter(Metered::TwinUpdate) {
+                    Ok(()) => {
+                        endpoint
+                            .hub
+                            .report_properties(session.device(), patch, ack_of)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                let answer = match version {
                     Ok(version) => twin_answer(204, &rid, Some(version), Bytes::new()),
                     Err(e) => twin_answer(e.code.http_status(), &rid, None, Bytes::new()),
                 };

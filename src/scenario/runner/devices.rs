@@ -20,6 +20,7 @@ use crate::fleet::Fleet;
 use crate::hub::auth::Authority;
 use crate::hub::mqtt::{self, Endpoint, Listen, MqttLink, Sessions};
 use crate::hub::state::StateDir;
+use crate::hub::throttle::RateLimiter;
 use crate::hub::Hub;
 use crate::link::{DeviceLink, FromDevice, ToDevice};
 use crate::scenario::format::Transport;
@@ -93,6 +94,9 @@ pub struct HubSide {
     pub to_engine: mpsc::UnboundedSender<Vec<FromDevice>>,
     /// Stops the devices.
     pub stop: CancellationToken,
+    /// The tier's allowances, shared with the service API: devices' twin reads and reported
+    /// patches count against the same buckets.
+    pub limiter: Arc<RateLimiter>,
 }
 
 /// What [`start`] set up (beside the engine's link).
@@ -139,6 +143,7 @@ pub async fn start(
         hub,
         to_engine: from_dev,
         stop,
+        limiter,
     } = hub_side;
     let fleet = Fleet::new(scenario, seed, shard);
     let mqtt_fleet = scenario.hub.transport == Transport::Mqtt;
@@ -183,6 +188,7 @@ pub async fn start(
         sessions: sessions.clone(),
         auth: authority.clone(),
         clock,
+        limiter,
     });
     let running = mqtt::start(&listen, security.tls.clone(), endpoint, stop.clone()).await?;
     for (scheme, addr) in [("mqtt", running.plain), ("mqtts", running.tls)] {
