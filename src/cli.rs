@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::fleet::credentials::PolicyKey;
 use crate::scenario::identities::KeyFormat;
+use crate::scenario::runner::devices::FleetOnly;
 use crate::shard::Shard;
 use crate::verdict::compare::parse_tolerance;
 
@@ -102,44 +102,9 @@ pub enum Command {
         /// The scenario file (its cohorts and their behaviour).
         #[arg(long)]
         scenario: PathBuf,
-        /// The hub: HOST[:PORT] (port 8883 with --tls, else 1883); default: the HostName of
-        /// --connection-string.
-        #[arg(long, required_unless_present = "connection_string")]
-        hub: Option<String>,
-        /// Connect over TLS.
-        #[arg(long)]
-        tls: bool,
-        /// The CA certificate to trust (default: the system's root certificates, and ca.pem in
-        /// --state-dir if it is there).
-        #[arg(long, value_name = "FILE")]
-        ca: Option<PathBuf>,
-        /// Play only the devices whose index is i modulo n.
-        #[arg(long, value_name = "i/n", default_value = "0/1")]
-        shard: Shard,
-        /// The hub's state directory (device-key secret unless --keys or --connection-string;
-        /// a fleetsim hub's CA).
-        #[arg(long, default_value = ".fleetsim")]
-        state_dir: PathBuf,
-        /// Each device signs with its own key from this CSV (deviceId,primaryKey[,secondaryKey]),
-        /// e.g. from `fleetsim keys`; a device of the fleet missing from it is an error.
-        #[arg(long, value_name = "FILE", conflicts_with = "connection_string")]
-        keys: Option<PathBuf>,
-        /// Every device signs with this shared access policy (it needs DeviceConnect):
-        /// "HostName=..;SharedAccessKeyName=..;SharedAccessKey=..".
-        #[arg(long, value_name = "STRING")]
-        connection_string: Option<PolicyKey>,
-        /// Local 127.0.0.x source addresses to spread connections over (0: one per 5,000).
-        #[arg(long, default_value_t = 0)]
-        sources: u64,
-        /// Overrides the scenario's seed.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Overrides the scenario's ramp (connections per second).
-        #[arg(long)]
-        ramp: Option<u32>,
-        /// Stop after this long (e.g. 90s, 10m); default: on Ctrl-C or SIGTERM.
-        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
-        stop_after: Option<std::time::Duration>,
+        /// Where the fleet connects and how its devices sign.
+        #[command(flatten)]
+        fleet: FleetOnly,
     },
     /// Export a scenario's device identities with their keys: a key file for `fleetsim devices
     /// --keys`, or IoT Hub's bulk-import format to create the same fleet on a real hub.
@@ -269,7 +234,7 @@ pub struct MqttArgs {
     pub external_fleet: bool,
 }
 
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     crate::scenario::format::parse_duration(text)
 }
 

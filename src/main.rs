@@ -12,7 +12,7 @@ use fleetsim::hub::mqtt::Listen;
 use fleetsim::hub::server::{self, ConnectionStringOptions, HubOptions};
 use fleetsim::hub::state::StateDir;
 use fleetsim::metrics::merge;
-use fleetsim::scenario::runner::devices::{self, FleetOnly, MqttOptions};
+use fleetsim::scenario::runner::devices::{self, MqttOptions};
 use fleetsim::scenario::runner::{self, Progress, RunOptions};
 use fleetsim::scenario::{self, identities, inspect};
 use fleetsim::shard::Shard;
@@ -183,36 +183,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("fleetsim hub: stopped");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Devices {
-            scenario,
-            hub,
-            tls,
-            ca,
-            shard,
-            state_dir,
-            keys,
-            connection_string,
-            sources,
-            seed,
-            ramp,
-            stop_after,
-        } => {
+        Command::Devices { scenario, fleet } => {
             let s = scenario::load(&scenario)?;
-            let opts = FleetOnly {
-                hub,
-                tls,
-                ca,
-                shard,
-                state_dir,
-                keys,
-                connection_string,
-                sources,
-                seed,
-                ramp,
-                stop_after,
-            };
             runtime()?
-                .block_on(async { devices::run_fleet(&s, &opts, shutdown_on_signals()).await })?;
+                .block_on(async { devices::run_fleet(&s, &fleet, shutdown_on_signals()).await })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys {

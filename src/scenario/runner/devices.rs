@@ -257,34 +257,46 @@ pub fn sources_for(target: IpAddr, n: u64) -> Vec<IpAddr> {
     }
 }
 
-/// `fleetsim devices`: only the fleet, against a hub elsewhere.
-#[derive(Debug, Clone)]
+/// `fleetsim devices`: only the fleet, against a hub elsewhere (its command-line options).
+#[derive(Debug, Clone, clap::Args)]
 pub struct FleetOnly {
-    /// The hub's MQTT address: `HOST[:PORT]` (port 8883 with TLS, else 1883); default: the
-    /// connection string's `HostName`.
+    /// The hub: HOST[:PORT] (port 8883 with --tls, else 1883); default: the HostName of
+    /// --connection-string.
+    #[arg(long, required_unless_present = "connection_string")]
     pub hub: Option<String>,
-    /// Speak TLS, trusting `ca`, or else the system's root certificates and the state
-    /// directory's `ca.pem` if there is one.
+    /// Connect over TLS.
+    #[arg(long)]
     pub tls: bool,
-    /// The CA file.
+    /// The CA certificate to trust (default: the system's root certificates, and ca.pem in
+    /// --state-dir if it is there).
+    #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
-    /// `(i, n)`: play the devices whose index is `i` modulo `n`.
+    /// Play only the devices whose index is i modulo n.
+    #[arg(long, value_name = "i/n", default_value = "0/1")]
     pub shard: Shard,
-    /// The hub's state directory: the device keys when neither `keys` nor `connection_string`
-    /// is given, and a fleetsim hub's `ca.pem`.
+    /// The hub's state directory (device-key secret unless --keys or --connection-string;
+    /// a fleetsim hub's CA).
+    #[arg(long, default_value = ".fleetsim")]
     pub state_dir: PathBuf,
-    /// A key file (`fleetsim keys`): each device signs with its own key.
+    /// Each device signs with its own key from this CSV (deviceId,primaryKey[,secondaryKey]),
+    /// e.g. from `fleetsim keys`; a device of the fleet missing from it is an error.
+    #[arg(long, value_name = "FILE", conflicts_with = "connection_string")]
     pub keys: Option<PathBuf>,
-    /// A shared access policy with DeviceConnect: every device signs with its key, and its
-    /// `HostName` names the hub.
+    /// Every device signs with this shared access policy (it needs DeviceConnect):
+    /// "HostName=..;SharedAccessKeyName=..;SharedAccessKey=..".
+    #[arg(long, value_name = "STRING")]
     pub connection_string: Option<PolicyKey>,
-    /// Local source addresses (0: one per 5,000 connections on loopback).
+    /// Local 127.0.0.x source addresses to spread connections over (0: one per 5,000).
+    #[arg(long, default_value_t = 0)]
     pub sources: u64,
     /// Overrides the scenario's seed.
+    #[arg(long)]
     pub seed: Option<u64>,
-    /// Overrides the scenario's ramp.
+    /// Overrides the scenario's ramp (connections per second).
+    #[arg(long)]
     pub ramp: Option<u32>,
-    /// Stop after this long (default: on Ctrl-C).
+    /// Stop after this long (e.g. 90s, 10m); default: on Ctrl-C or SIGTERM.
+    #[arg(long = "for", value_name = "DURATION", value_parser = crate::cli::parse_duration)]
     pub stop_after: Option<std::time::Duration>,
 }
 
