@@ -121,6 +121,7 @@ impl Limits {
 }
 
 /// The service calls a tier meters, beside job device operations (paced by [`Pacer`]).
+/// Declared in the order of [`Metered::ALL`], which indexes the limiter's buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metered {
     /// Job create, get, list and cancel.
@@ -169,7 +170,7 @@ pub struct Allowance {
 #[derive(Debug)]
 pub struct RateLimiter {
     limits: Limits,
-    /// Per [`Metered::ALL`]: (tokens, last refill). A std mutex held for a few arithmetic
+    /// Indexed by `Metered as usize`: (tokens, last refill). A std mutex held for a few arithmetic
     /// steps, never across `.await`.
     buckets: [Mutex<(f64, Micros)>; 5],
 }
@@ -189,8 +190,9 @@ impl RateLimiter {
         let Some(a) = self.limits.allowance(op) else {
             return Ok(());
         };
-        let i = Metered::ALL.iter().position(|&m| m == op).unwrap_or(0);
-        let mut b = self.buckets[i].lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = self.buckets[op as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let refill = now.saturating_sub(b.1) as f64 / (a.window_s * 1e6) * a.per_window;
         b.0 = (b.0 + refill).min(a.per_window);
         b.1 = now;
