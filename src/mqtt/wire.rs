@@ -1,14 +1,11 @@
-//! MQTT 3.1.1 packets over a byte stream, framed with rumqttc's codec (`mqttbytes::v4`): a read
-//! buffer that starts small and shrinks back after a large packet, and a write buffer flushed in
-//! one write.
+//! MQTT 3.1.1 packets over an async byte stream, framed by [`Frames`]: a read buffer that
+//! starts small and shrinks back after a large packet, and a write buffer flushed in one write.
 
-use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::Packet;
 use rumqttc::mqttbytes::Error as CodecError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Read buffer a connection starts with (and returns to once a large packet is consumed).
-const READ_BUF: usize = 512;
+use crate::mqtt::frames::Frames;
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -22,14 +19,15 @@ pub enum WireError {
     /// Bytes that are not an MQTT 3.1.1 packet, or one larger than allowed.
     #[error("malformed packet: {0}")]
     Malformed(CodecError),
+    /// The TLS layer failed (a bad record or alert).
+    #[error("TLS error: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 /// A stream with its read buffer and the packets waiting to be written.
 pub struct Wire<S> {
     stream: S,
-    max_packet: usize,
-    rbuf: BytesMut,
-    wbuf: BytesMut,
+    frames: Frames,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
@@ -37,30 +35,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     pub fn new(stream: S, max_packet: usize) -> Self {
         Wire {
             stream,
-            max_packet,
-            rbuf: BytesMut::with_capacity(READ_BUF),
-            wbuf: BytesMut::new(),
+            frames: Frames::new(max_packet),
         }
     }
 
     /// The next whole packet already read, if any.
     pub fn parse(&mut self) -> Result<Option<Packet>, WireError> {
-        match Packet::read(&mut self.rbuf, self.max_packet) {
-            Ok(p) => Ok(Some(p)),
-            Err(CodecError::InsufficientBytes(n)) => {
-                self.rbuf.reserve(n);
-                Ok(None)
-            }
-            Err(e) => Err(WireError::Malformed(e)),
-        }
+        self.frames.parse()
     }
 
     /// Reads more bytes. Cancel-safe: a cancelled read loses nothing.
     pub async fn fill(&mut self) -> Result<(), WireError> {
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 8 * READ_BUF {
-            self.rbuf = BytesMut::with_capacity(READ_BUF);
-        }
-        match self.stream.read_buf(&mut self.rbuf).await? {
+        self.frames.before_read();
+        match self.stream.read_buf(&mut self.frames.rbuf).await? {
             0 => Err(WireError::Closed),
             _ => Ok(()),
         }
@@ -78,22 +65,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
 
     /// Queues a packet for the next [`Wire::flush`].
     pub fn queue(&mut self, packet: &Packet) {
-        // Outgoing sizes are bounded by the callers' own limits: nothing to refuse here.
-        let _ = packet.write(&mut self.wbuf, usize::MAX);
+        self.frames.queue(packet);
     }
 
     /// Writes everything queued.
     pub async fn flush(&mut self) -> Result<(), WireError> {
-        if self.wbuf.is_empty() {
+        if self.frames.wbuf.is_empty() {
             return Ok(());
         }
-        self.stream.write_all(&self.wbuf).await?;
-        self.wbuf.clear();
-        if self.wbuf.capacity() > 8 * READ_BUF {
-            self.wbuf = BytesMut::new();
-        }
+        self.stream.write_all(&self.frames.wbuf).await?;
+        self.frames.written(usize::MAX);
         self.stream.flush().await?;
         Ok(())
+    }
+
+    /// The stream and its buffers, to go on serving the connection elsewhere.
+    pub fn into_parts(self) -> (S, Frames) {
+        (self.stream, self.frames)
     }
 
     /// Sends what is queued and closes the write side.
