@@ -62,6 +62,15 @@ pub enum ToDevice {
     },
 }
 
+impl ToDevice {
+    /// The device a message is for.
+    pub fn device(&self) -> DeviceIdx {
+        match self {
+            ToDevice::Method { device, .. } | ToDevice::Desired { device, .. } => *device,
+        }
+    }
+}
+
 /// A message from a device to the hub.
 #[derive(Debug, Clone)]
 pub enum FromDevice {

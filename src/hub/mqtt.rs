@@ -3,15 +3,17 @@
 //! devices connected here (and, for every other device, the in-process fleet).
 //!
 //! - [`session`]: one device's session as a state machine without I/O.
-//! - [`conn`]: the connection task: CONNECT and authentication, then packets in and out.
+//! - [`conn`]: a new connection's task: TLS, CONNECT and authentication, then hand-over.
+//! - [`pump`]: the thread that serves every established connection from one poller.
 
 pub mod conn;
+pub mod pump;
 pub mod session;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -29,41 +31,41 @@ use crate::link::{DeviceLink, FromDevice, ToDevice};
 /// Largest packet a device may send: IoT Hub's 256 KB message limit plus topic and headers.
 pub const MAX_PACKET: usize = 256 * 1024 + 4096;
 
-/// The live sessions, by device: where the [`MqttLink`] sends each device's messages.
+/// The live sessions, by device (their generations), and the [`pump`] that serves them: the
+/// [`MqttLink`] sends a device's messages there when the device has a session.
 ///
-/// A `std::sync::Mutex`, never held across an `.await`.
+/// A `std::sync::Mutex`, never held across an `.await`, taken once per engine batch.
 #[derive(Default)]
 pub struct Sessions {
-    by_device: Mutex<HashMap<DeviceIdx, Slot>>,
+    by_device: Mutex<HashMap<DeviceIdx, u64>>,
     next_gen: AtomicU64,
-}
-
-struct Slot {
-    generation: u64,
-    tx: mpsc::UnboundedSender<ToDevice>,
+    pump: OnceLock<pump::PumpHandle>,
 }
 
 impl Sessions {
-    /// Registers a session for `device`, replacing (and so closing) any earlier one; returns
-    /// its generation and the receiver of its messages.
-    fn open(&self, device: DeviceIdx) -> (u64, mpsc::UnboundedReceiver<ToDevice>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// Registers a session for `device`, replacing any earlier one (the pump closes it when
+    /// the new one arrives); returns its generation.
+    fn open(&self, device: DeviceIdx) -> u64 {
         let generation = self.next_gen.fetch_add(1, Ordering::Relaxed);
-        // Dropping the old sender ends the old session's receive loop.
-        self.lock().insert(device, Slot { generation, tx });
-        (generation, rx)
+        self.lock().insert(device, generation);
+        generation
     }
 
     /// Removes the session if it is still the device's current one; returns whether it was.
     fn close(&self, device: DeviceIdx, generation: u64) -> bool {
         let mut map = self.lock();
         match map.get(&device) {
-            Some(slot) if slot.generation == generation => {
+            Some(&g) if g == generation => {
                 map.remove(&device);
                 true
             }
             _ => false,
         }
+    }
+
+    /// The pump, once the endpoint has started.
+    fn pump(&self) -> Option<&pump::PumpHandle> {
+        self.pump.get()
     }
 
     /// Devices with a session now.
@@ -76,7 +78,7 @@ impl Sessions {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceIdx, Slot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceIdx, u64>> {
         // A poisoned lock only means a panic elsewhere; the map itself is always consistent.
         self.by_device.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -110,21 +112,19 @@ impl DeviceLink for MqttLink {
         if self.buf.is_empty() {
             return;
         }
+        let mut to_pump = Vec::with_capacity(self.buf.len());
         {
             let map = self.sessions.lock();
             for msg in self.buf.drain(..) {
-                let device = match &msg {
-                    ToDevice::Method { device, .. } | ToDevice::Desired { device, .. } => *device,
-                };
-                match (map.get(&device), &mut self.fallback) {
-                    (Some(slot), _) => {
-                        // A closed session has just disconnected: the engine times the op out.
-                        let _ = slot.tx.send(msg);
-                    }
-                    (None, Some(fallback)) => fallback.send(msg),
-                    (None, None) => {}
+                if map.contains_key(&msg.device()) {
+                    to_pump.push(msg);
+                } else if let Some(fallback) = &mut self.fallback {
+                    fallback.send(msg);
                 }
             }
+        }
+        if let (false, Some(pump)) = (to_pump.is_empty(), self.sessions.pump()) {
+            pump.deliver(to_pump);
         }
         if let Some(fallback) = &mut self.fallback {
             fallback.flush();
@@ -225,6 +225,9 @@ impl Running {
 /// Why the endpoint cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
+    /// The pump thread or its poller could not start.
+    #[error("cannot start the MQTT endpoint's event loop: {0}")]
+    Pump(std::io::Error),
     /// A listen address is taken or not ours.
     #[error("cannot listen for MQTT on {addr}: {source}")]
     Bind {
@@ -250,28 +253,42 @@ pub async fn start(
             .await
             .map_err(|source| EndpointError::Bind { addr, source })
     };
-    let mut running = Running {
-        plain: None,
-        tls: None,
-        tasks: Vec::new(),
+    let plain = match listen.plain {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
     };
-    if let Some(addr) = listen.plain {
-        let l = bind(addr).await?;
-        running.plain = l.local_addr().ok();
-        running.tasks.push(tokio::spawn(serve(
-            l,
-            None,
-            endpoint.clone(),
-            shutdown.clone(),
+    let secure = match listen.tls {
+        Some(addr) => {
+            let acceptor = tls.ok_or(EndpointError::NoTls(addr))?;
+            Some((bind(addr).await?, acceptor))
+        }
+        None => None,
+    };
+    let (pump, pump_done) = pump::start(endpoint.clone()).map_err(EndpointError::Pump)?;
+    if endpoint.sessions.pump.set(pump.clone()).is_err() {
+        pump.stop();
+        return Err(EndpointError::Pump(std::io::Error::other(
+            "these sessions are served by an endpoint already",
         )));
     }
-    if let Some(addr) = listen.tls {
-        let acceptor = tls.ok_or(EndpointError::NoTls(addr))?;
-        let l = bind(addr).await?;
-        running.tls = l.local_addr().ok();
-        running
-            .tasks
-            .push(tokio::spawn(serve(l, Some(acceptor), endpoint, shutdown)));
+    let mut running = Running {
+        plain: plain.as_ref().and_then(|l| l.local_addr().ok()),
+        tls: secure.as_ref().and_then(|(l, _)| l.local_addr().ok()),
+        tasks: Vec::new(),
+    };
+    let stop = shutdown.clone();
+    running.tasks.push(tokio::spawn(async move {
+        stop.cancelled().await;
+        pump.stop();
+        let _ = pump_done.await;
+    }));
+    if let Some(l) = plain {
+        let task = serve(l, None, endpoint.clone(), shutdown.clone());
+        running.tasks.push(tokio::spawn(task));
+    }
+    if let Some((l, acceptor)) = secure {
+        let task = serve(l, Some(acceptor), endpoint, shutdown);
+        running.tasks.push(tokio::spawn(task));
     }
     Ok(running)
 }

@@ -20,11 +20,7 @@ pub struct Stream {
 impl Stream {
     /// Serves `sock` (non-blocking) with `frames`, through `tls` if given. Bytes already in
     /// `frames` or buffered by `tls` are parsed first.
-    pub fn new(
-        sock: mio::net::TcpStream,
-        tls: Option<rustls::Connection>,
-        frames: Frames,
-    ) -> Self {
+    pub fn new(sock: mio::net::TcpStream, tls: Option<rustls::Connection>, frames: Frames) -> Self {
         Stream {
             sock,
             tls: tls.map(Box::new),

@@ -43,8 +43,15 @@ pub enum Action {
     Send(Packet),
     /// Tell the job engine.
     Engine(FromDevice),
+    /// A twin request to run against the engine and answer.
+    Twin(TwinRequest),
+}
+
+/// A device's twin request: the engine's answer makes the device's.
+#[derive(Debug)]
+pub enum TwinRequest {
     /// Ask the engine for the twin and answer `rid` with it.
-    TwinGet {
+    Get {
         /// The device's request id.
         rid: String,
     },
@@ -226,16 +233,16 @@ impl Session {
                     }));
                 }
             }
-            DevicePublish::TwinGet { rid } => out.push(Action::TwinGet {
+            DevicePublish::TwinGet { rid } => out.push(Action::Twin(TwinRequest::Get {
                 rid: rid.to_owned(),
-            }),
+            })),
             DevicePublish::ReportedPatch { rid } => {
                 match serde_json::from_slice::<Value>(&p.payload) {
-                    Ok(Value::Object(patch)) => out.push(Action::Report {
+                    Ok(Value::Object(patch)) => out.push(Action::Twin(TwinRequest::Report {
                         rid: rid.to_owned(),
                         patch,
                         ack_of: self.last_desired_op.take(),
-                    }),
+                    })),
                     _ => out.push(Action::Send(twin_answer(400, rid, None, Bytes::new()))),
                 }
             }
@@ -642,6 +649,8 @@ mod tests {
             b"{\"fw\":\"2\"}".to_vec(),
         );
         s.on_packet(Packet::Publish(p), 0, &mut out).unwrap();
-        assert!(matches!(&out[0], Action::Report { ack_of: Some(o), .. } if *o == op));
+        assert!(
+            matches!(&out[0], Action::Twin(TwinRequest::Report { ack_of: Some(o), .. }) if *o == op)
+        );
     }
 }

@@ -1,0 +1,494 @@
+//! The packet pump: one thread serving every established device connection of the endpoint
+//! from one poller. A connection is data here (its [`Stream`], [`Session`] and timers), not a
+//! task: a readable socket is read, parsed and answered in place, the engine's messages arrive
+//! in batches, and one heap holds every connection's next deadline. What needs the engine's
+//! answer (twin reads and reported patches) runs as a tokio task whose answer comes back as a
+//! command.
+//!
+//! Connections arrive established: [`super::conn`] does TLS, CONNECT and authentication in
+//! tokio, then hands the connection over with [`PumpHandle::adopt`].
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::{Events, Interest, Poll, Token, Waker};
+use rumqttc::mqttbytes::v4::Packet;
+
+use crate::clock::Micros;
+use crate::hub::mqtt::session::{Action, Session, TwinRequest};
+use crate::hub::mqtt::{conn, Endpoint};
+use crate::hub::registry::DeviceIdx;
+use crate::link::{FromDevice, ToDevice};
+use crate::mqtt::stream::Stream;
+
+/// The waker's token; connections use their slot index.
+const WAKE: Token = Token(usize::MAX);
+
+/// Readiness events taken per poll.
+const EVENTS: usize = 1024;
+
+/// A connection ready to be served: CONNECT accepted and CONNACK written.
+pub struct Adopted {
+    /// The socket, its TLS state and any bytes already read.
+    pub stream: Stream,
+    /// The device's session.
+    pub session: Session,
+    /// The session's generation in [`super::Sessions`].
+    pub generation: u64,
+    /// The keep-alive the device asked for, in seconds (0: none).
+    pub keep_alive_s: u16,
+}
+
+enum Command {
+    Adopt(Box<Adopted>),
+    Deliver(Vec<ToDevice>),
+    /// The answer to a twin request of the connection in `slot` (if still of `generation`).
+    Answer {
+        slot: usize,
+        generation: u64,
+        packet: Packet,
+    },
+    Stop,
+}
+
+/// How the rest of the hub reaches the pump.
+#[derive(Clone)]
+pub struct PumpHandle {
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+impl PumpHandle {
+    fn send(&self, command: Command) {
+        // A pump that has stopped drops what it is sent: the hub is shutting down.
+        if self.commands.send(command).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Serves `conn` from now on.
+    pub fn adopt(&self, conn: Adopted) {
+        self.send(Command::Adopt(Box::new(conn)));
+    }
+
+    /// Delivers the engine's messages to their devices' sessions.
+    pub fn deliver(&self, batch: Vec<ToDevice>) {
+        self.send(Command::Deliver(batch));
+    }
+
+    /// Closes every connection and ends the pump.
+    pub fn stop(&self) {
+        self.send(Command::Stop);
+    }
+}
+
+/// Starts the pump thread; the returned receiver completes when it has closed every connection.
+pub fn start(
+    endpoint: Arc<Endpoint>,
+) -> io::Result<(PumpHandle, tokio::sync::oneshot::Receiver<()>)> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+    let (tx, rx) = mpsc::channel();
+    let handle = PumpHandle {
+        commands: tx,
+        waker,
+    };
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Handle::current();
+    let mut pump = Pump {
+        poll,
+        commands: rx,
+        handle: handle.clone(),
+        endpoint,
+        conns: Vec::new(),
+        free: Vec::new(),
+        by_device: HashMap::new(),
+        timers: BinaryHeap::new(),
+        dirty: Vec::new(),
+        to_engine: Vec::new(),
+        actions: Vec::new(),
+    };
+    std::thread::Builder::new()
+        .name("mqtt-pump".into())
+        .spawn(move || {
+            // The run's clock and the twin tasks live in the runtime that started the pump.
+            let _guard = runtime.enter();
+            pump.run();
+            let _ = done_tx.send(());
+        })?;
+    Ok((handle, done_rx))
+}
+
+/// One served connection.
+struct Conn {
+    stream: Stream,
+    session: Session,
+    generation: u64,
+    /// The longest silence allowed: 1.5 × the keep-alive (MQTT 3.1.1 §3.1.2.10); none for 0.
+    silence_us: Option<Micros>,
+    last_heard: Micros,
+    /// The deadline this connection has in the timer heap (`Micros::MAX`: none). Entries of
+    /// other deadlines are stale and skipped.
+    armed: Micros,
+    /// In the dirty list (has output to write).
+    dirty: bool,
+    /// The socket took only part of the output: wait for writable.
+    blocked: bool,
+    /// Twin requests waiting for the one in flight (answered in order).
+    twin_queue: VecDeque<TwinRequest>,
+    twin_busy: bool,
+}
+
+impl Conn {
+    /// The next time this connection needs attention: a held request's deadline or the
+    /// keep-alive check.
+    fn next_deadline(&self) -> Micros {
+        let keep_alive = self
+            .silence_us
+            .map_or(Micros::MAX, |s| self.last_heard.saturating_add(s));
+        self.session
+            .next_deadline()
+            .map_or(keep_alive, |d| d.min(keep_alive))
+    }
+}
+
+struct Pump {
+    poll: Poll,
+    commands: Receiver<Command>,
+    handle: PumpHandle,
+    endpoint: Arc<Endpoint>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    by_device: HashMap<DeviceIdx, usize>,
+    timers: BinaryHeap<Reverse<(Micros, usize)>>,
+    dirty: Vec<usize>,
+    to_engine: Vec<FromDevice>,
+    actions: Vec<Action>,
+}
+
+impl Pump {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(EVENTS);
+        loop {
+            let timeout = self.timers.peek().map(|Reverse((at, _))| {
+                Duration::from_micros(at.saturating_sub(self.endpoint.clock.now_us()))
+            });
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    break;
+                }
+            }
+            let mut woken = false;
+            for event in events.iter() {
+                match event.token() {
+                    WAKE => woken = true,
+                    Token(slot) => {
+                        if event.is_writable() {
+                            if let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) {
+                                c.blocked = false;
+                                self.mark_dirty(slot);
+                            }
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(slot);
+                        }
+                    }
+                }
+            }
+            if woken && !self.on_commands() {
+                break;
+            }
+            self.on_timers();
+            self.flush();
+        }
+        for slot in 0..self.conns.len() {
+            self.close(slot);
+        }
+        self.send_to_engine();
+    }
+
+    /// Takes every waiting command; false once told to stop.
+    fn on_commands(&mut self) -> bool {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Adopt(conn) => self.adopt(*conn),
+                Command::Deliver(batch) => self.deliver(batch),
+                Command::Answer {
+                    slot,
+                    generation,
+                    packet,
+                } => self.on_answer(slot, generation, packet),
+                Command::Stop => return false,
+            }
+        }
+        true
+    }
+
+    fn adopt(&mut self, mut new: Adopted) {
+        let device = new.session.device();
+        if let Some(old) = self.by_device.get(&device).copied() {
+            // The device connected again: the new connection replaces the old one.
+            self.close(old);
+        }
+        let slot = self.free.pop().unwrap_or(self.conns.len());
+        let registered = self.poll.registry().register(
+            new.stream.socket(),
+            Token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if registered.is_err() {
+            // Out of poller resources: the device sees its connection close and reconnects.
+            self.free.push(slot);
+            if self.endpoint.sessions.close(device, new.generation) {
+                self.to_engine.push(FromDevice::Disconnected { device });
+            }
+            return;
+        }
+        let conn = Conn {
+            stream: new.stream,
+            session: new.session,
+            generation: new.generation,
+            silence_us: match new.keep_alive_s {
+                0 => None,
+                s => Some(s as Micros * 1_500_000),
+            },
+            last_heard: self.endpoint.clock.now_us(),
+            armed: Micros::MAX,
+            dirty: false,
+            blocked: false,
+            twin_queue: VecDeque::new(),
+            twin_busy: false,
+        };
+        if slot == self.conns.len() {
+            self.conns.push(Some(conn));
+        } else {
+            self.conns[slot] = Some(conn);
+        }
+        self.by_device.insert(device, slot);
+        // Packets that came with CONNECT (a SUBSCRIBE right behind it) are served at once.
+        self.on_readable(slot);
+    }
+
+    fn deliver(&mut self, batch: Vec<ToDevice>) {
+        let now = self.endpoint.clock.now_us();
+        for msg in batch {
+            let device = match &msg {
+                ToDevice::Method { device, .. } | ToDevice::Desired { device, .. } => *device,
+            };
+            // No connection: it has just closed, and the engine times the operation out.
+            let Some(slot) = self.by_device.get(&device).copied() else {
+                continue;
+            };
+            let Some(c) = self.conns[slot].as_mut() else {
+                continue;
+            };
+            c.session.on_hub(msg, now, &mut self.actions);
+            self.perform(slot);
+            self.arm(slot);
+        }
+    }
+
+    fn on_readable(&mut self, slot: usize) {
+        let now = self.endpoint.clock.now_us();
+        let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let read = c.stream.read();
+        c.last_heard = now;
+        // Whatever arrived before an end of stream is still served.
+        let mut end = read.is_err();
+        loop {
+            match c.stream.parse() {
+                Ok(Some(Packet::Disconnect)) => {
+                    end = true;
+                    break;
+                }
+                Ok(Some(packet)) => {
+                    if c.session.on_packet(packet, now, &mut self.actions).is_err() {
+                        end = true;
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    end = true;
+                    break;
+                }
+            }
+        }
+        self.perform(slot);
+        if end {
+            self.close(slot);
+        } else {
+            self.arm(slot);
+        }
+    }
+
+    /// Carries out the actions the session produced for the connection in `slot`.
+    fn perform(&mut self, slot: usize) {
+        let Some(c) = self.conns[slot].as_mut() else {
+            self.actions.clear();
+            return;
+        };
+        let mut wrote = false;
+        for action in self.actions.drain(..) {
+            match action {
+                Action::Send(packet) => {
+                    c.stream.queue(&packet);
+                    wrote = true;
+                }
+                Action::Engine(msg) => self.to_engine.push(msg),
+                Action::Twin(request) => c.twin_queue.push_back(request),
+            }
+        }
+        if wrote {
+            self.mark_dirty(slot);
+        }
+        self.next_twin(slot);
+    }
+
+    /// Starts the connection's next twin request unless one is in flight.
+    fn next_twin(&mut self, slot: usize) {
+        let Some(c) = self.conns[slot].as_mut() else {
+            return;
+        };
+        if c.twin_busy {
+            return;
+        }
+        let Some(request) = c.twin_queue.pop_front() else {
+            return;
+        };
+        c.twin_busy = true;
+        let (endpoint, handle) = (self.endpoint.clone(), self.handle.clone());
+        let (device, generation) = (c.session.device(), c.generation);
+        tokio::spawn(async move {
+            let packet = conn::answer_twin(&endpoint, device, request).await;
+            handle.send(Command::Answer {
+                slot,
+                generation,
+                packet,
+            });
+        });
+    }
+
+    fn on_answer(&mut self, slot: usize, generation: u64, packet: Packet) {
+        match self.conns.get_mut(slot).and_then(Option::as_mut) {
+            Some(c) if c.generation == generation => {
+                c.stream.queue(&packet);
+                c.twin_busy = false;
+                self.mark_dirty(slot);
+                self.next_twin(slot);
+            }
+            // The connection closed while the engine answered.
+            _ => {}
+        }
+    }
+
+    fn mark_dirty(&mut self, slot: usize) {
+        if let Some(c) = self.conns[slot].as_mut() {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(slot);
+            }
+        }
+    }
+
+    /// Writes every connection's output (as far as each socket takes it), and sends the
+    /// engine its messages.
+    fn flush(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for slot in dirty.drain(..) {
+            let Some(c) = self.conns[slot].as_mut() else {
+                continue;
+            };
+            c.dirty = false;
+            if c.blocked {
+                continue;
+            }
+            match c.stream.flush() {
+                Ok(true) => {}
+                Ok(false) => c.blocked = true,
+                Err(_) => self.close(slot),
+            }
+        }
+        self.dirty = dirty;
+        self.send_to_engine();
+    }
+
+    fn send_to_engine(&mut self) {
+        if !self.to_engine.is_empty() {
+            let _ = self
+                .endpoint
+                .to_engine
+                .send(std::mem::take(&mut self.to_engine));
+        }
+    }
+
+    /// Puts the connection's next deadline in the heap if it is earlier than the one there.
+    fn arm(&mut self, slot: usize) {
+        if let Some(c) = self.conns[slot].as_mut() {
+            let at = c.next_deadline();
+            if at < c.armed {
+                c.armed = at;
+                self.timers.push(Reverse((at, slot)));
+            }
+        }
+    }
+
+    /// Serves every deadline that has come: held requests that expire, and keep-alive checks
+    /// (a connection silent for 1.5 keep-alives is closed).
+    fn on_timers(&mut self) {
+        let now = self.endpoint.clock.now_us();
+        while let Some(&Reverse((at, slot))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            if c.armed != at {
+                continue;
+            }
+            c.armed = Micros::MAX;
+            if c.silence_us
+                .is_some_and(|s| c.last_heard.saturating_add(s) <= now)
+            {
+                self.close(slot);
+                continue;
+            }
+            c.session.on_time(now, &mut self.actions);
+            self.perform(slot);
+            self.arm(slot);
+        }
+    }
+
+    /// Ends the connection in `slot`: its held requests fail, the engine hears of the
+    /// disconnection (unless a newer connection of the device took over), and the socket
+    /// closes after what is queued.
+    fn close(&mut self, slot: usize) {
+        let Some(mut c) = self.conns.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(slot);
+        let device = c.session.device();
+        if self.by_device.get(&device) == Some(&slot) {
+            self.by_device.remove(&device);
+        }
+        c.session.close(&mut self.actions);
+        for action in self.actions.drain(..) {
+            if let Action::Engine(msg) = action {
+                self.to_engine.push(msg);
+            }
+        }
+        if self.endpoint.sessions.close(device, c.generation) {
+            self.to_engine.push(FromDevice::Disconnected { device });
+        }
+        let _ = self.poll.registry().deregister(c.stream.socket());
+        c.stream.close();
+    }
+}
