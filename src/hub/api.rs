@@ -8,9 +8,7 @@
 //! rejections included, leaves as IoT Hub's error body with an `iothub-errorcode` header
 //! ([`errors`]).
 
-/// The query parameters of a request (`api-version` and paging), as axum extracts them.
-type Params = axum::extract::Query<std::collections::HashMap<String, String>>;
-
+pub mod call;
 pub mod devices;
 pub mod errors;
 pub mod jobs;

@@ -10,19 +10,20 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::Path;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use crate::hub::auth::{Access, DeviceKeys};
+use crate::hub::auth::DeviceKeys;
 use crate::hub::error::{ErrorCode, HubError};
 use crate::hub::twin::Twin;
 
+use super::call::{Call, RegistryRead, RegistryWrite};
 use super::errors::ApiError;
-use super::{body_json, Api, Params};
+use super::{body_json, Api};
 
 /// Devices one bulk call may carry.
 pub const BULK_LIMIT: usize = 100_000;
@@ -164,13 +165,10 @@ impl Api {
 
 /// `PUT /devices/{id}`: creates a device, or with `If-Match` updates its keys.
 pub async fn put(
-    State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(params): Params,
+    Call { api, headers, .. }: Call<RegistryWrite>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    api.admit(&headers, &params, Access::RegistryWrite)?;
     let body = body_json(&body)?;
     let device = body.as_object().ok_or_else(|| {
         HubError::invalid(format!("the device must be a JSON object, found {body}"))
@@ -210,35 +208,24 @@ pub async fn put(
 
 /// `GET /devices/{id}`.
 pub async fn get(
-    State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(params): Params,
+    Call { api, .. }: Call<RegistryRead>,
 ) -> Result<Json<Value>, ApiError> {
-    api.admit(&headers, &params, Access::RegistryRead)?;
     let twin = api.hub.get_twin(&id).await?;
     Ok(Json(device_json(&twin, &api.auth.device_keys(&id))))
 }
 
 /// `DELETE /devices/{id}`: 204.
 pub async fn delete(
-    State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(params): Params,
+    Call { api, .. }: Call<RegistryWrite>,
 ) -> Result<StatusCode, ApiError> {
-    api.admit(&headers, &params, Access::RegistryWrite)?;
     api.delete_device(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /devices[?top=N]`: the first devices of the registry.
-pub async fn list(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    Query(params): Params,
-) -> Result<Json<Value>, ApiError> {
-    api.admit(&headers, &params, Access::RegistryRead)?;
+pub async fn list(Call { api, params, .. }: Call<RegistryRead>) -> Result<Json<Value>, ApiError> {
     let top = match params.get("top") {
         None => LIST_LIMIT,
         Some(t) => t
@@ -266,12 +253,9 @@ pub async fn list(
 /// `POST /devices`: bulk create or delete. 200 when every device succeeded, else 400 with the
 /// per-device errors (as IoT Hub's BulkRegistryOperationResult).
 pub async fn bulk(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    Query(params): Params,
+    Call { api, .. }: Call<RegistryWrite>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    api.admit(&headers, &params, Access::RegistryWrite)?;
     let body = body_json(&body)?;
     let items = body
         .as_array()

@@ -2,33 +2,27 @@
 //! `POST /jobs/v2/{id}/cancel` and `GET /jobs/v2/query` (paged, filtered by `jobType` and
 //! `jobStatus`, both case-insensitive). Each counts against the tier's job-operation rate.
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::Path;
 use axum::response::Response;
 use axum::Json;
 use serde_json::Value;
 
-use crate::hub::auth::Access;
 use crate::hub::error::HubError;
 use crate::hub::jobs::{parse_job_type, JobRequest, JobStatus};
 use crate::hub::throttle::Metered;
 
+use super::body_json;
+use super::call::{Call, Read, Service};
 use super::errors::ApiError;
 use super::query::Paging;
-use super::{body_json, Api, Params};
 
 /// `PUT /jobs/v2/{id}`.
 pub async fn create(
-    State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(params): Params,
+    Call { api, .. }: Call<Service>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    api.admit(&headers, &params, Access::Service)?;
     api.meter(Metered::JobApi, 1.0)?;
     let request = JobRequest::from_json(&body_json(&body)?, Some(&id))?;
     Ok(Json(api.hub.create_job(request).await?))
@@ -36,35 +30,31 @@ pub async fn create(
 
 /// `GET /jobs/v2/{id}`.
 pub async fn get(
-    State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(params): Params,
+    Call { api, .. }: Call<Read>,
 ) -> Result<Json<Value>, ApiError> {
-    api.admit(&headers, &params, Access::Read)?;
     api.meter(Metered::JobApi, 1.0)?;
     Ok(Json(api.hub.get_job(&id).await?))
 }
 
 /// `POST /jobs/v2/{id}/cancel`.
 pub async fn cancel(
-    State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(params): Params,
+    Call { api, .. }: Call<Service>,
 ) -> Result<Json<Value>, ApiError> {
-    api.admit(&headers, &params, Access::Service)?;
     api.meter(Metered::JobApi, 1.0)?;
     Ok(Json(api.hub.cancel_job(&id).await?))
 }
 
 /// `GET /jobs/v2/query[?jobType=..][&jobStatus=..]`: a bare array of JobResponse, paged.
 pub async fn list(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    Query(params): Params,
+    Call {
+        api,
+        headers,
+        params,
+        ..
+    }: Call<Read>,
 ) -> Result<Response, ApiError> {
-    api.admit(&headers, &params, Access::Read)?;
     api.meter(Metered::JobApi, 1.0)?;
     let paging = Paging::read(&headers, &params)?;
     if paging.token.is_some() {

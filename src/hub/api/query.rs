@@ -10,18 +10,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
 
-use crate::hub::auth::Access;
 use crate::hub::error::HubError;
 use crate::hub::throttle::Metered;
 
+use super::body_json;
+use super::call::{Call, Read};
 use super::errors::ApiError;
-use super::{body_json, Api};
 
 /// Rows per page when the caller does not say.
 pub const DEFAULT_PAGE: usize = 100;
@@ -184,12 +183,14 @@ pub fn item_type(sql: &str) -> &'static str {
 
 /// `POST /devices/query` with `{"query": "..."}`.
 pub async fn devices(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
+    Call {
+        api,
+        headers,
+        params,
+        ..
+    }: Call<Read>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    api.admit(&headers, &params, Access::Read)?;
     api.meter(Metered::Query, 1.0)?;
     let paging = Paging::read(&headers, &params)?;
     if paging.token.is_some() {

@@ -2,66 +2,53 @@
 //! `If-Match` (quoted or not; `*` matches any etag, a mismatch is 412), and
 //! `POST /twins/{id}/methods`, which answers the device's `{"status", "payload"}`.
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::Path;
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::hub::auth::Access;
 use crate::hub::error::HubError;
 use crate::hub::jobs::parse_method_call;
 use crate::hub::throttle::Metered;
 use crate::hub::TwinWrite;
 
+use super::body_json;
+use super::call::{self, Call, Read, Service};
 use super::errors::ApiError;
-use super::{body_json, Api, Params};
 
 /// `GET /twins/{id}`.
 pub async fn get(
-    State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(params): Params,
+    Call { api, .. }: Call<Read>,
 ) -> Result<Json<Value>, ApiError> {
-    api.admit(&headers, &params, Access::Read)?;
     api.meter(Metered::TwinRead, 1.0)?;
     Ok(Json(api.hub.get_twin(&id).await?))
 }
 
 /// `PATCH /twins/{id}`.
 pub async fn patch(
-    api: State<Arc<Api>>,
     id: Path<String>,
-    headers: HeaderMap,
-    params: Params,
+    call: Call<call::TwinWrite>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    write(api, id, headers, params, body, TwinWrite::Patch).await
+    write(id, call, body, TwinWrite::Patch).await
 }
 
 /// `PUT /twins/{id}`.
 pub async fn replace(
-    api: State<Arc<Api>>,
     id: Path<String>,
-    headers: HeaderMap,
-    params: Params,
+    call: Call<call::TwinWrite>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    write(api, id, headers, params, body, TwinWrite::Replace).await
+    write(id, call, body, TwinWrite::Replace).await
 }
 
 async fn write(
-    State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(params): Params,
+    Call { api, headers, .. }: Call<call::TwinWrite>,
     body: Bytes,
     mode: TwinWrite,
 ) -> Result<Json<Value>, ApiError> {
-    api.admit(&headers, &params, Access::TwinWrite)?;
     api.meter(Metered::TwinUpdate, 1.0)?;
     let body = body_json(&body)?;
     let if_match = headers
@@ -76,13 +63,10 @@ const METER_CHUNK: usize = 4096;
 
 /// `POST /twins/{id}/methods`.
 pub async fn invoke(
-    State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(params): Params,
+    Call { api, .. }: Call<Service>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    api.admit(&headers, &params, Access::Service)?;
     api.meter(
         Metered::DirectMethod,
         body.len().div_ceil(METER_CHUNK).max(1) as f64,
