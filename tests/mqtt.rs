@@ -19,7 +19,7 @@ use fleetsim::hub::TwinWrite;
 use fleetsim::scenario::runner::devices::{self as fleet_only, FleetOnly, MqttOptions, Security};
 use fleetsim::scenario::runner::{self, Running};
 use fleetsim::scenario::{self};
-use rumqttc::mqttbytes::v4::{Connect, Login, Packet, Publish};
+use rumqttc::mqttbytes::v4::{Connect, Login, Packet, Publish, Subscribe};
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop,
     MqttOptions as ClientOptions, QoS, TlsConfiguration, Transport,
@@ -446,6 +446,22 @@ async fn twin_get_reported_patch_and_desired_notifications() {
 
 /// A raw MQTT connection: CONNECT accepted, then whatever the test sends.
 async fn raw(hub: &TestHub, id: &str, keep_alive: u16) -> TcpStream {
+    raw_from(
+        hub,
+        id,
+        keep_alive,
+        tokio::net::TcpSocket::new_v4().unwrap(),
+    )
+    .await
+}
+
+/// [`raw`] from `socket` (set up as the test needs).
+async fn raw_from(
+    hub: &TestHub,
+    id: &str,
+    keep_alive: u16,
+    socket: tokio::net::TcpSocket,
+) -> TcpStream {
     let mut connect = Connect::new(id);
     connect.keep_alive = keep_alive;
     connect.login = Some(Login::new(
@@ -454,7 +470,7 @@ async fn raw(hub: &TestHub, id: &str, keep_alive: u16) -> TcpStream {
     ));
     let mut buf = BytesMut::new();
     Packet::Connect(connect).write(&mut buf, 1 << 20).unwrap();
-    let mut s = TcpStream::connect(hub.plain).await.unwrap();
+    let mut s = socket.connect(hub.plain).await.unwrap();
     s.write_all(&buf).await.unwrap();
     let mut ack = [0u8; 4];
     s.read_exact(&mut ack).await.unwrap();
@@ -555,6 +571,66 @@ async fn protocol_violations_close_only_their_connection() {
     )
     .await;
     assert_eq!(hub.twin("d5").await["connectionState"], "Connected");
+}
+
+#[tokio::test]
+async fn a_device_that_stops_reading_holds_up_no_one() {
+    let hub = start().await;
+    // d6 asks for its twin thousands of times with a tiny receive window and reads nothing:
+    // the answers (megabytes) back up in the hub, which must keep them for d6 alone.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = raw_from(&hub, "d6", 0, socket).await;
+    const ASKS: usize = 10_000;
+    let mut buf = BytesMut::new();
+    let mut sub = Subscribe::new("$iothub/twin/res/#", QoS::AtMostOnce);
+    sub.pkid = 1;
+    Packet::Subscribe(sub).write(&mut buf, 1 << 20).unwrap();
+    for i in 0..ASKS {
+        let get = format!("$iothub/twin/GET/?$rid={i}");
+        Packet::Publish(Publish::new(get, QoS::AtMostOnce, vec![]))
+            .write(&mut buf, 1 << 20)
+            .unwrap();
+    }
+    s.write_all(&buf).await.unwrap();
+
+    // Meanwhile d5 is served as usual.
+    let (client, mut rx) = hub.device("d5").await;
+    client
+        .subscribe("$iothub/twin/res/#", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    client
+        .publish("$iothub/twin/GET/?$rid=x", QoS::AtMostOnce, false, "")
+        .await
+        .unwrap();
+    assert_eq!(next(&mut rx).await.topic, "$iothub/twin/res/200/?$rid=x");
+
+    // Then d6 reads: every answer is there, whole and in order.
+    let mut rbuf = BytesMut::new();
+    let mut answered = 0;
+    let mut backlog = 0;
+    while answered < ASKS {
+        match Packet::read(&mut rbuf, 1 << 20) {
+            Ok(Packet::Publish(p)) => {
+                assert_eq!(p.topic, format!("$iothub/twin/res/200/?$rid={answered}"));
+                let twin: Value = serde_json::from_slice(&p.payload).unwrap();
+                assert_eq!(twin["desired"]["fw"], "1", "{twin}");
+                backlog += p.payload.len();
+                answered += 1;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let n = tokio::time::timeout(Duration::from_secs(10), s.read_buf(&mut rbuf))
+                    .await
+                    .expect("the hub keeps sending")
+                    .unwrap();
+                assert!(n > 0, "d6 still connected after {answered} answers");
+            }
+        }
+    }
+    // Far more than d6's 8 KB window and the hub's default 16 KB send buffer.
+    assert!(backlog > 512 << 10, "{backlog} bytes of answers");
 }
 
 #[tokio::test]

@@ -195,3 +195,59 @@ fn write_tls(
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::mqttbytes::v4::Publish;
+    use rumqttc::mqttbytes::QoS;
+
+    #[test]
+    fn a_full_socket_keeps_the_rest_until_writable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        client.set_nonblocking(true).unwrap();
+        let mut stream = Stream::new(
+            mio::net::TcpStream::from_std(client),
+            None,
+            Frames::new(1024),
+        );
+        // 8 MB of publishes, each tagged with its number.
+        const N: u8 = 128;
+        for i in 0..N {
+            let body = vec![i; 64 * 1024];
+            stream.queue(&Packet::Publish(Publish::new("t", QoS::AtMostOnce, body)));
+        }
+        assert!(!stream.flush().unwrap(), "8 MB do not fit in the socket");
+        assert!(stream.pending());
+
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            peer.read_to_end(&mut all).unwrap();
+            all
+        });
+        let mut poll = mio::Poll::new().unwrap();
+        poll.registry()
+            .register(stream.socket(), mio::Token(0), mio::Interest::WRITABLE)
+            .unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        while !stream.flush().unwrap() {
+            poll.poll(&mut events, None).unwrap();
+        }
+        assert!(!stream.pending());
+        stream.close();
+
+        let mut got = bytes::BytesMut::from(&reader.join().unwrap()[..]);
+        for i in 0..N {
+            match Packet::read(&mut got, 1 << 20).unwrap() {
+                Packet::Publish(p) => {
+                    assert_eq!(p.payload.len(), 64 * 1024);
+                    assert!(p.payload.iter().all(|&b| b == i), "publish {i} intact");
+                }
+                other => panic!("expected a publish, got {other:?}"),
+            }
+        }
+        assert!(got.is_empty(), "nothing more");
+    }
+}
