@@ -41,15 +41,15 @@ cpu() {
   echo "$t"
 }
 # cpu_until DONE_CMD PID...: CPU ticks of the PIDs from now until DONE_CMD succeeds (or the
-# first PID exits), sampled every 50 ms.
+# first PID exits), sampled every 50 ms, and the window's length in seconds.
 cpu_until() {
   local done_cmd=$1; shift
-  local start last
-  start=$(cpu "$@"); last=$start
+  local start last t0
+  start=$(cpu "$@"); last=$start; t0=$(date +%s.%N)
   while kill -0 "$1" 2>/dev/null && ! eval "$done_cmd"; do
     last=$(cpu "$@"); sleep 0.05
   done
-  echo $((last - start))
+  echo "$((last - start)) $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
 }
 
 echo "== (a) fleetsim hub, $DEVICES MQTT devices"
@@ -61,7 +61,7 @@ timeout 300 "$FLEETSIM" devices --scenario bench/mqtt-15k.toml --hub 127.0.0.1:$
   --state-dir "$WORK/state" --for 240s 2>"$WORK/fleet.err" &
 FLEET=$!; PIDS="$PIDS $FLEET"
 until grep -q "MQTT devices connected" "$WORK/hub.err" 2>/dev/null || ! kill -0 "$HUB" 2>/dev/null; do sleep 0.05; done
-HUB_TICKS=$(cpu_until "grep -q 'ops $((DEVICES * ROUNDS))/$((DEVICES * ROUNDS))' '$WORK/hub.err'" "$HUB" "$FLEET")
+read -r HUB_TICKS HUB_WINDOW < <(cpu_until "grep -q 'ops $((DEVICES * ROUNDS))/$((DEVICES * ROUNDS))' '$WORK/hub.err'" "$HUB" "$FLEET")
 wait "$HUB" || { echo "hub failed:"; tail -20 "$WORK/hub.err"; exit 1; }
 kill -TERM "$FLEET" 2>/dev/null || true; wait "$FLEET" 2>/dev/null || true
 grep -E "preflight|ramp done" "$WORK/fleet.err" || true
@@ -87,7 +87,7 @@ sleep 1
 timeout 300 "$BASELINE" $BROKER_PORT $DEVICES $ROUNDS 2>"$WORK/baseline.err" >"$WORK/baseline.out" &
 CLIENTS=$!; PIDS="$PIDS $CLIENTS"
 until grep -q "subscribed in" "$WORK/baseline.err" 2>/dev/null || ! kill -0 "$CLIENTS" 2>/dev/null; do sleep 0.05; done
-BASE_TICKS=$(cpu_until "grep -q 'round $ROUNDS ' '$WORK/baseline.err'" "$CLIENTS" "$BROKER")
+read -r BASE_TICKS BASE_WINDOW < <(cpu_until "grep -q 'round $ROUNDS ' '$WORK/baseline.err'" "$CLIENTS" "$BROKER")
 wait "$CLIENTS" || { echo "baseline failed:"; tail -5 "$WORK/baseline.err"; exit 1; }
 cat "$WORK/baseline.out"
 BASE_CPU=$(awk -v t="$BASE_TICKS" -v hz="$TICKS" -v n=$((DEVICES * ROUNDS)) 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
@@ -96,8 +96,8 @@ BASE_RATE=$(awk '/round trips\/s/ { print $4 }' "$WORK/baseline.out")
 kill "$BROKER" 2>/dev/null || true
 
 echo "== summary"
-echo "(a) fleetsim hub:           $HUB_RATE round trips/s, $HUB_CPU µs CPU per round trip"
-echo "(b) mosquitto + rumqttc:    $BASE_RATE round trips/s, $BASE_CPU µs CPU per round trip"
+echo "(a) fleetsim hub:           $HUB_RATE round trips/s, $HUB_CPU µs CPU per round trip (measured over ${HUB_WINDOW} s)"
+echo "(b) mosquitto + rumqttc:    $BASE_RATE round trips/s, $BASE_CPU µs CPU per round trip (measured over ${BASE_WINDOW} s)"
 awk -v a="$HUB_RATE" -v b="$BASE_RATE" 'BEGIN { if (b > 0) printf "ratio a/b: %.2f (target >= 2)\n", a / b }'
 awk -v a="$HUB_CPU" -v b="$BASE_CPU" 'BEGIN { if (a > 0) printf "CPU per round trip, b/a: %.2f\n", b / a }'
 grep -E "ramp done" "$WORK/fleet.err" | sed 's/^fleetsim: /fleet: /'
