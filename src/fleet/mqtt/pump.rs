@@ -382,3 +382,189 @@ impl Pump {
         let _ = c.back.send(Over { device, ended });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, Publish};
+    use rumqttc::mqttbytes::QoS;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::time::{timeout, Instant};
+    use tokio_util::sync::CancellationToken;
+
+    use crate::clock::Clock;
+    use crate::fleet::credentials::{Credentials, PolicyKey};
+    use crate::fleet::mqtt::{self, FleetStatus, MqttFleetConfig};
+    use crate::fleet::Fleet;
+    use crate::mqtt::topics::{self, DevicePublish};
+    use crate::mqtt::wire::{Wire, WireError};
+    use crate::scenario::{self, build};
+    use crate::shard::Shard;
+
+    /// Long enough for anything that should happen; reached only when something is broken.
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// A one-device fleet against a hub played by the test.
+    struct Bench {
+        listener: TcpListener,
+        status: Arc<FleetStatus>,
+        stop: CancellationToken,
+        fleet: tokio::task::JoinHandle<()>,
+    }
+
+    /// Starts a fleet of one device `d0` of a cohort with the TOML lines `cohort`.
+    async fn bench(cohort: &str) -> Bench {
+        let text = format!(
+            "name = \"pump\"\nduration = \"1m\"\n[[cohort]]\nname = \"d\"\ncount = 1\nid_prefix = \"d\"\n{cohort}"
+        );
+        let scenario = scenario::parse(&text, "pump.toml").unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = MqttFleetConfig {
+            target: listener.local_addr().unwrap(),
+            host_name: "hub".into(),
+            tls: None,
+            ramp: 1000,
+            sources: Vec::new(),
+            keep_alive_s: 60,
+            shard: Shard::ALL,
+            credentials: Credentials::Policy(PolicyKey {
+                host_name: "hub".into(),
+                name: "device".into(),
+                key: "a2V5".into(),
+            }),
+        };
+        let status = Arc::new(FleetStatus::default());
+        let stop = CancellationToken::new();
+        let fleet = mqtt::start(
+            Clock::start(),
+            Fleet::new(&scenario, 1, Shard::ALL),
+            build::device_ids(&scenario).collect(),
+            config,
+            status.clone(),
+            stop.clone(),
+        )
+        .unwrap();
+        Bench {
+            listener,
+            status,
+            stop,
+            fleet: tokio::spawn(fleet),
+        }
+    }
+
+    impl Bench {
+        /// Accepts the device's next connection: CONNECT, CONNACK, SUBSCRIBE.
+        async fn accept(&self) -> Wire<TcpStream> {
+            let (sock, _) = timeout(LIMIT, self.listener.accept())
+                .await
+                .expect("the device connects")
+                .unwrap();
+            let mut wire = Wire::new(sock, 1 << 20);
+            assert!(matches!(next(&mut wire).await, Ok(Packet::Connect(_))));
+            wire.queue(&Packet::ConnAck(ConnAck::new(
+                ConnectReturnCode::Success,
+                false,
+            )));
+            wire.flush().await.unwrap();
+            assert!(matches!(next(&mut wire).await, Ok(Packet::Subscribe(_))));
+            wire
+        }
+
+        /// Stops the fleet; it must end (every connection closed) and count nobody connected.
+        async fn stop(self) {
+            self.stop.cancel();
+            timeout(LIMIT, self.fleet)
+                .await
+                .expect("the fleet ends")
+                .unwrap();
+            assert_eq!(self.status.connected.load(Ordering::Relaxed), 0);
+        }
+    }
+
+    async fn next(wire: &mut Wire<TcpStream>) -> Result<Packet, WireError> {
+        timeout(LIMIT, wire.next_packet())
+            .await
+            .expect("a packet or the end")
+    }
+
+    fn request(wire: &mut Wire<TcpStream>, method: &str, rid: &str) {
+        let topic = topics::method_request(method, rid);
+        wire.queue(&Packet::Publish(Publish::new(topic, QoS::AtMostOnce, "{}")));
+    }
+
+    /// The next method answer, as (status, rid); `None` on DISCONNECT.
+    async fn answer(wire: &mut Wire<TcpStream>) -> Option<(i32, String)> {
+        loop {
+            match next(wire).await.unwrap() {
+                Packet::Publish(p) => match topics::parse_publish(&p.topic, "d0").unwrap() {
+                    DevicePublish::MethodResponse { status, rid } => {
+                        return Some((status, rid.to_owned()))
+                    }
+                    other => panic!("expected a method answer, got {other:?}"),
+                },
+                Packet::Disconnect => return None,
+                _ => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_leave_after_their_latency_in_order_and_shutdown_disconnects() {
+        let bench = bench(
+            "[cohort.methods.slow]\nlatency = { dist = \"fixed\", value = \"300ms\" }\nstatus = 201",
+        )
+        .await;
+        let mut hub = bench.accept().await;
+        let sent = Instant::now();
+        request(&mut hub, "slow", "1");
+        request(&mut hub, "fast", "2");
+        request(&mut hub, "slow", "3");
+        hub.flush().await.unwrap();
+        assert_eq!(answer(&mut hub).await, Some((200, "2".into())), "at once");
+        assert_eq!(answer(&mut hub).await, Some((201, "1".into())));
+        assert!(
+            sent.elapsed() >= Duration::from_millis(300),
+            "not before its latency"
+        );
+        assert_eq!(answer(&mut hub).await, Some((201, "3".into())));
+        assert_eq!(bench.status.answers.load(Ordering::Relaxed), 3);
+        assert_eq!(bench.status.connected.load(Ordering::Relaxed), 1);
+
+        bench.stop.cancel();
+        assert!(matches!(next(&mut hub).await, Ok(Packet::Disconnect)));
+        assert!(matches!(next(&mut hub).await, Err(WireError::Closed)));
+        bench.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_churned_device_reconnects_and_is_served_again() {
+        let bench = bench(
+            "churn = { disconnects_per_hour = 36000, downtime = { dist = \"fixed\", value = \"20ms\" } }",
+        )
+        .await;
+        // The churn model drops the first connection (DISCONNECT, then the socket closes).
+        let mut first = bench.accept().await;
+        assert!(matches!(next(&mut first).await, Ok(Packet::Disconnect)));
+        assert!(matches!(next(&mut first).await, Err(WireError::Closed)));
+        // The device comes back after its downtime and answers on its new connection (if
+        // churn drops that one first, on the one after).
+        loop {
+            let mut hub = bench.accept().await;
+            request(&mut hub, "m", "7");
+            hub.flush().await.unwrap();
+            if let Some(got) = answer(&mut hub).await {
+                assert_eq!(got, (200, "7".into()));
+                break;
+            }
+        }
+        let status = &bench.status;
+        assert!(status.churned.load(Ordering::Relaxed) >= 1);
+        assert!(status.connects.load(Ordering::Relaxed) >= 2);
+        assert_eq!(status.lost.load(Ordering::Relaxed), 0);
+        assert_eq!(status.failed.load(Ordering::Relaxed), 0);
+        bench.stop().await;
+    }
+}
