@@ -1,6 +1,6 @@
 //! The MQTT transport's device side: every virtual device is a real MQTT client with its own
 //! connection to the hub (this process's MQTT endpoint, another fleetsim hub, or a real IoT
-//! Hub). Devices keep their [`VirtualDevice`] state and their cohort's behaviour model; the
+//! Hub). Devices keep their [`VirtualDevice`](crate::fleet::device::VirtualDevice) state and their cohort's behaviour model; the
 //! connections open at a configured ramp rate, spread over several local source addresses.
 //!
 //! Connecting is rare and async, so it stays in tokio: a device's task dials, runs TLS and
@@ -184,7 +184,7 @@ impl FleetStatus {
     }
 }
 
-/// What every device task shares.
+/// What every device task and the pump share.
 pub struct Shared {
     config: MqttFleetConfig,
     models: Vec<CohortModel>,
@@ -239,9 +239,9 @@ pub fn start(
         pump,
     });
     let pumped = pump::spawn(inbox, shared.clone()).map_err(FleetError::Pump)?;
+    // The pump ends with the future, however that ends (even unpolled).
+    let owner = PumpOwner(shared.clone());
     Ok(async move {
-        // The pump ends with this future, however it ends.
-        let exit = ExitPump(&shared.pump);
         let tracker = TaskTracker::new();
         let start = tokio::time::Instant::now();
         for (k, device) in devices.into_iter().enumerate() {
@@ -264,17 +264,17 @@ pub fn start(
         // dialling end at the shutdown themselves.
         shared.pump.stop();
         tracker.wait().await;
-        drop(exit);
+        drop(owner);
         let _ = pumped.await;
     })
 }
 
 /// Tells the pump to exit when dropped.
-struct ExitPump<'a>(&'a pump::PumpHandle);
+struct PumpOwner(Arc<Shared>);
 
-impl Drop for ExitPump<'_> {
+impl Drop for PumpOwner {
     fn drop(&mut self) {
-        self.0.exit();
+        self.0.pump.exit();
     }
 }
 
