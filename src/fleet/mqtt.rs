@@ -1,7 +1,8 @@
 //! The MQTT transport's device side: every virtual device is a real MQTT client with its own
 //! connection to the hub (this process's MQTT endpoint, another fleetsim hub, or a real IoT
-//! Hub). Devices keep their [`VirtualDevice`](crate::fleet::device::VirtualDevice) state and their cohort's behaviour model; the
-//! connections open at a configured ramp rate, spread over several local source addresses.
+//! Hub). Devices keep their [`VirtualDevice`](crate::fleet::device::VirtualDevice) state and
+//! their cohort's behaviour model; the connections open at a configured ramp rate, spread over
+//! several local source addresses.
 //!
 //! Connecting is rare and async, so it stays in tokio: a device's task dials, runs TLS and
 //! CONNECT, and waits out churn downtime and backoff. Established connections are served by one
