@@ -106,11 +106,12 @@ pub fn channel() -> io::Result<(PumpHandle, Inbox)> {
     Ok((PumpHandle { commands, waker }, Inbox { poll, commands: rx }))
 }
 
-/// Starts the pump thread on `inbox`, inside the current tokio runtime (its clock); the
-/// returned receiver completes when the thread has closed every connection and ended.
+/// Starts the pump thread on `inbox`, inside the current tokio runtime (its clock; an error
+/// outside one); the returned receiver completes when the thread has closed every connection
+/// and ended.
 pub fn spawn(inbox: Inbox, shared: Arc<Shared>) -> io::Result<oneshot::Receiver<()>> {
     let (done_tx, done_rx) = oneshot::channel();
-    let runtime = tokio::runtime::Handle::current();
+    let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
     let mut pump = Pump {
         poll: inbox.poll,
         commands: inbox.commands,
