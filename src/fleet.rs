@@ -1,7 +1,8 @@
 //! The fleet: virtual devices as plain data ([`device`]), the behaviour models that drive them
 //! ([`behaviour`]), and the transports that connect them to the hub: in process ([`inproc`]) and
-//! one MQTT connection per device ([`mqtt`]), whose devices sign in with [`credentials`] (keys
-//! from a hub's state directory, a [`keyfile`], or a policy).
+//! one MQTT connection per device ([`mqtt`]; one pump thread serves the established ones),
+//! whose devices sign in with [`credentials`] (keys from a hub's state directory, a
+//! [`keyfile`], or a policy).
 
 pub mod behaviour;
 pub mod credentials;

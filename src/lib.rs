@@ -9,7 +9,9 @@
 //! - [`link`]: the messages between hub and devices, and the hub's side of a transport.
 //! - [`mqtt`]: the IoT Hub MQTT dialect (topics, packet framing) shared by hub and fleet.
 //! - [`fleet`]: virtual devices (data, not tasks), behaviour models, the in-process and MQTT
-//!   transports, and what MQTT devices sign in with (hub keys, a key file, a policy).
+//!   transports (MQTT devices connect as tokio tasks, then one pump thread serves every
+//!   established connection), and what MQTT devices sign in with (hub keys, a key file, a
+//!   policy).
 //! - [`metrics`]: HDR latency histograms, per-second time series, live snapshots and the run's
 //!   result files (summary.json, .hgrm, .hlog, timeseries.csv).
 //! - [`verdict`]: thresholds, comparison with a baseline, exit codes, junit.xml and summary.md.

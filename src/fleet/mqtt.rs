@@ -1,13 +1,23 @@
 //! The MQTT transport's device side: every virtual device is a real MQTT client with its own
 //! connection to the hub (this process's MQTT endpoint, another fleetsim hub, or a real IoT
-//! Hub). Devices keep their [`VirtualDevice`] state and their cohort's behaviour model; the
-//! connections open at a configured ramp rate, spread over several local source addresses.
+//! Hub). Devices keep their [`VirtualDevice`](crate::fleet::device::VirtualDevice) state and
+//! their cohort's behaviour model; the connections open at a configured ramp rate, spread over
+//! several local source addresses.
 //!
-//! - [`client`]: one device's connection (dial, CONNECT, serve, churn, backoff).
+//! Connecting is rare and async, so it stays in tokio: a device's task dials, runs TLS and
+//! CONNECT, and waits out churn downtime and backoff. Established connections are served by one
+//! thread, the pump, from one poller: per connection and packet that costs a fraction of a
+//! task's wake-ups and timers.
+//!
+//! - [`client`]: one device's task (dial, TLS, CONNECT, SUBSCRIBE, hand-over, backoff).
+//! - [`pump`]: the thread serving every established connection (one poller, one timer heap).
+//! - [`session`]: one connected device as data (answers, pings, churn), as the pump serves it.
 //! - [`preflight`]: descriptors and ports a run needs, checked before the first connection.
 
 pub mod client;
 pub mod preflight;
+pub mod pump;
+pub mod session;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,6 +120,9 @@ pub enum FleetError {
     /// The TLS configuration cannot be built.
     #[error("TLS towards the hub: {0}")]
     Tls(String),
+    /// The thread serving the connections cannot start.
+    #[error("cannot start the fleet's connection thread (mqtt-fleet-pump): {0}")]
+    Pump(std::io::Error),
 }
 
 /// How the fleet reaches the hub.
@@ -172,7 +185,7 @@ impl FleetStatus {
     }
 }
 
-/// What every device task shares.
+/// What every device task and the pump share.
 pub struct Shared {
     config: MqttFleetConfig,
     models: Vec<CohortModel>,
@@ -180,6 +193,7 @@ pub struct Shared {
     clock: Clock,
     status: Arc<FleetStatus>,
     shutdown: CancellationToken,
+    pump: pump::PumpHandle,
 }
 
 /// The devices of `fleet` (ids in registry order) that this shard plays and that are meant to
@@ -201,19 +215,21 @@ fn devices(fleet: &mut Fleet, ids: Vec<String>, config: &MqttFleetConfig) -> Vec
         .collect()
 }
 
-/// Connects the fleet at the configured ramp and plays it until `shutdown`; every connection
-/// is closed (with DISCONNECT) before it returns.
-pub async fn run(
+/// Starts the fleet's pump thread and returns the fleet: a future that connects it at the
+/// configured ramp and plays it until `shutdown`; every connection is closed (with DISCONNECT)
+/// before the future completes.
+pub fn start(
     clock: Clock,
     mut fleet: Fleet,
     ids: Vec<String>,
     config: MqttFleetConfig,
     status: Arc<FleetStatus>,
     shutdown: CancellationToken,
-) {
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, FleetError> {
     let devices = devices(&mut fleet, ids, &config);
     status.online.store(devices.len() as u64, Ordering::Relaxed);
     let ramp = config.ramp.max(1) as f64;
+    let (pump, inbox) = pump::channel().map_err(FleetError::Pump)?;
     let shared = Arc::new(Shared {
         config,
         models: fleet.models,
@@ -221,22 +237,46 @@ pub async fn run(
         clock,
         status: status.clone(),
         shutdown: shutdown.clone(),
+        pump,
     });
-    let tracker = TaskTracker::new();
-    let start = tokio::time::Instant::now();
-    for (k, device) in devices.into_iter().enumerate() {
-        let due = start + Duration::from_secs_f64(k as f64 / ramp);
-        if due > tokio::time::Instant::now() + Duration::from_millis(1) {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep_until(due) => {}
+    let pumped = pump::spawn(inbox, shared.clone()).map_err(FleetError::Pump)?;
+    // The pump ends with the future, however that ends (even unpolled).
+    let owner = PumpOwner(shared.clone());
+    Ok(async move {
+        let tracker = TaskTracker::new();
+        let start = tokio::time::Instant::now();
+        for (k, device) in devices.into_iter().enumerate() {
+            let due = start + Duration::from_secs_f64(k as f64 / ramp);
+            if due > tokio::time::Instant::now() + Duration::from_millis(1) {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep_until(due) => {}
+                }
             }
+            tracker.spawn(client::run(device, shared.clone()));
+            status.started.fetch_add(1, Ordering::Relaxed);
         }
-        tracker.spawn(client::run(device, shared.clone()));
-        status.started.fetch_add(1, Ordering::Relaxed);
+        tracker.close();
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tracker.wait() => {}
+        }
+        // Every connected device comes back from the pump and its task ends; those still
+        // dialling end at the shutdown themselves.
+        shared.pump.stop();
+        tracker.wait().await;
+        drop(owner);
+        let _ = pumped.await;
+    })
+}
+
+/// Tells the pump to exit when dropped.
+struct PumpOwner(Arc<Shared>);
+
+impl Drop for PumpOwner {
+    fn drop(&mut self) {
+        self.0.pump.exit();
     }
-    tracker.close();
-    tracker.wait().await;
 }
 
 /// `n` loopback source addresses from 127.0.0.2 on, for a hub on the loopback network.

@@ -140,7 +140,38 @@ pub fn method_request(method: &str, rid: &str) -> String {
 
 /// `$iothub/methods/res/{status}/?$rid={rid}`.
 pub fn method_response(status: i32, rid: &str) -> String {
-    format!("{METHODS_RES}{status}/?$rid={rid}")
+    let mut topic = String::new();
+    write_method_response(&mut topic, status, rid);
+    topic
+}
+
+/// [`method_response`] written into `topic` (replacing what it held): no allocation once
+/// `topic` has the room, for answers sent one after another from a reused packet.
+pub fn write_method_response(topic: &mut String, status: i32, rid: &str) {
+    topic.clear();
+    topic.push_str(METHODS_RES);
+    push_decimal(topic, status);
+    topic.push_str("/?$rid=");
+    topic.push_str(rid);
+}
+
+/// Appends `n` in decimal, without the formatting machinery.
+fn push_decimal(out: &mut String, n: i32) {
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push('-');
+    }
+    out.extend(digits[start..].iter().map(|&d| char::from(d)));
 }
 
 /// `$iothub/twin/res/{status}/?$rid={rid}[&$version={version}]`.
@@ -268,6 +299,20 @@ mod tests {
         );
         assert_eq!(parse_filter("devices/e/messages/devicebound/#", "d"), None);
         assert_eq!(parse_filter("#", "d"), None);
+    }
+
+    #[test]
+    fn method_responses_are_written_in_place() {
+        let mut topic = String::from("left over");
+        for status in [200, 0, -1, 504101, i32::MIN, i32::MAX] {
+            write_method_response(&mut topic, status, "1f");
+            assert_eq!(topic, format!("$iothub/methods/res/{status}/?$rid=1f"));
+            assert_eq!(topic, method_response(status, "1f"));
+            assert_eq!(
+                parse_publish(&topic, "d"),
+                Ok(DevicePublish::MethodResponse { status, rid: "1f" })
+            );
+        }
     }
 
     #[test]

@@ -1,29 +1,27 @@
-//! One virtual device as a real MQTT client: a thin adapter that dials (from its source
-//! address), speaks the IoT Hub dialect with rumqttc's packet codec, and asks its
-//! [`VirtualDevice`] what to do with each request, exactly as the in-process transport does.
-//! Churn closes the connection for real; lost connections come back with jittered exponential
-//! backoff.
+//! One virtual device's connection as a real MQTT client: dials (from its source address),
+//! runs TLS, CONNECT and SUBSCRIBE in the IoT Hub dialect with rumqttc's packet codec, then
+//! hands the established connection to the [`pump`](super::pump), which serves the
+//! [`session`](super::session) until it ends. Churn closes the connection for real; lost
+//! connections come back with jittered exponential backoff.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, Publish, Subscribe};
+use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, Subscribe};
 use rumqttc::mqttbytes::QoS;
-use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpSocket;
-use tokio::time::Instant;
 
-use crate::fleet::behaviour::MethodOutcome;
 use crate::fleet::credentials::CredentialsError;
-use crate::fleet::device::{DesiredOutcome, VirtualDevice};
+use crate::fleet::device::VirtualDevice;
+use crate::fleet::mqtt::session::Ended;
 use crate::fleet::mqtt::Shared;
-use crate::mqtt::topics::{self, HubPublish};
+use crate::mqtt::stream::Stream;
+use crate::mqtt::topics;
 use crate::mqtt::wire::{Wire, WireError};
 
 /// The first retry delay after a failed connection; doubles up to [`BACKOFF_MAX`].
@@ -55,14 +53,6 @@ pub enum ClientError {
     Credentials(#[from] CredentialsError),
 }
 
-/// How a session ended normally.
-enum Ended {
-    /// The run is stopping.
-    Shutdown,
-    /// The device's churn model disconnected it.
-    Churn,
-}
-
 /// One device of the MQTT fleet.
 pub struct Device {
     /// Registry index (and behaviour-model index).
@@ -75,36 +65,34 @@ pub struct Device {
     pub source: Option<std::net::IpAddr>,
 }
 
-/// Plays `device` until the run stops: connect, serve, and reconnect after churn or failures.
+/// Plays `device` until the run stops: connect, hand the connection to the pump, and
+/// reconnect after churn (its downtime) or a lost connection or failed attempt (backoff).
 pub async fn run(mut device: Device, shared: Arc<Shared>) {
     let mut backoff = BACKOFF_MIN;
     let mut jitter = SmallRng::seed_from_u64(shared.seed ^ device.idx as u64);
     loop {
+        // Boxed: the dial's state lives only while dialling, not in every parked device task.
         let attempt = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
-            r = tokio::time::timeout(CONNECT_TIMEOUT, dial(&device, &shared)) => r,
+            r = tokio::time::timeout(CONNECT_TIMEOUT, Box::pin(dial(&device, &shared))) => r,
         };
         let pause = match attempt {
-            Ok(Ok(conn)) => {
+            Ok(Ok(stream)) => {
                 backoff = BACKOFF_MIN;
-                let ended = match conn {
-                    Conn::Plain(wire) => session(wire, &mut device, &shared).await,
-                    Conn::Tls(wire) => session(*wire, &mut device, &shared).await,
+                // The pump stops with the run and sends every device back first: no need to
+                // watch for shutdown here (an error means the pump is gone).
+                let Ok(over) = shared.pump.adopt(stream, device).await else {
+                    return;
                 };
-                device.state.connected = false;
-                shared.status.connected.fetch_sub(1, Ordering::Relaxed);
-                match ended {
-                    Ok(Ended::Shutdown) => return,
-                    Ok(Ended::Churn) => {
-                        shared.status.churned.fetch_add(1, Ordering::Relaxed);
+                device = over.device;
+                match over.ended {
+                    Ended::Shutdown => return,
+                    Ended::Churn => {
                         let model = &shared.models[device.state.cohort as usize];
                         let down = device.state.downtime(model, shared.seed, device.idx);
                         Duration::from_micros(down)
                     }
-                    Err(_) => {
-                        shared.status.lost.fetch_add(1, Ordering::Relaxed);
-                        backoff
-                    }
+                    Ended::Lost => backoff,
                 }
             }
             Ok(Err(_)) | Err(_) => {
@@ -121,13 +109,9 @@ pub async fn run(mut device: Device, shared: Arc<Shared>) {
     }
 }
 
-enum Conn {
-    Plain(Wire<tokio::net::TcpStream>),
-    Tls(Box<Wire<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>),
-}
-
-/// Dials the hub from the device's source address, runs TLS if configured, and connects.
-async fn dial(device: &Device, shared: &Shared) -> Result<Conn, ClientError> {
+/// Dials the hub from the device's source address, runs TLS if configured, connects and
+/// subscribes; answers the connection ready for the pump.
+async fn dial(device: &Device, shared: &Shared) -> Result<Stream, ClientError> {
     let target = shared.config.target;
     let socket = match target {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
@@ -141,11 +125,12 @@ async fn dial(device: &Device, shared: &Shared) -> Result<Conn, ClientError> {
     }
     socket.set_nodelay(true).map_err(WireError::from)?;
     let tcp = socket.connect(target).await.map_err(WireError::from)?;
-    match &shared.config.tls {
+    let stream = match &shared.config.tls {
         None => {
             let mut wire = Wire::new(tcp, MAX_PACKET);
             handshake(&mut wire, device, shared).await?;
-            Ok(Conn::Plain(wire))
+            let (tcp, frames) = wire.into_parts();
+            Stream::new(non_blocking(tcp)?, None, frames)
         }
         Some(tls) => {
             let stream = tls
@@ -155,9 +140,21 @@ async fn dial(device: &Device, shared: &Shared) -> Result<Conn, ClientError> {
                 .map_err(WireError::from)?;
             let mut wire = Wire::new(stream, MAX_PACKET);
             handshake(&mut wire, device, shared).await?;
-            Ok(Conn::Tls(Box::new(wire)))
+            let (stream, frames) = wire.into_parts();
+            let (tcp, tls) = stream.into_inner();
+            Stream::new(
+                non_blocking(tcp)?,
+                Some(rustls::Connection::Client(tls)),
+                frames,
+            )
         }
-    }
+    };
+    Ok(stream)
+}
+
+/// Takes a socket out of tokio's reactor for the pump's poller (it stays non-blocking).
+fn non_blocking(tcp: tokio::net::TcpStream) -> Result<mio::net::TcpStream, WireError> {
+    Ok(mio::net::TcpStream::from_std(tcp.into_std()?))
 }
 
 /// CONNECT with the IoT Hub username and a SAS token, then subscribe to methods and desired
@@ -190,99 +187,6 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Serves one connection: answers requests as the device's behaviour model says, pings, and
-/// disconnects when the churn model says so.
-async fn session<S: AsyncRead + AsyncWrite + Unpin>(
-    mut wire: Wire<S>,
-    device: &mut Device,
-    shared: &Shared,
-) -> Result<Ended, ClientError> {
-    let (seed, idx) = (shared.seed, device.idx);
-    let model = &shared.models[device.state.cohort as usize];
-    device.state.connected = true;
-    shared.status.connected.fetch_add(1, Ordering::Relaxed);
-    shared.status.connects.fetch_add(1, Ordering::Relaxed);
-    let keep_alive = Duration::from_secs(shared.config.keep_alive_s.max(1) as u64);
-    let churn_at = device
-        .state
-        .next_disconnect(model, seed, idx)
-        .map(|us| Instant::now() + Duration::from_micros(us));
-    let mut ping_at = Instant::now() + keep_alive;
-    // Answers waiting for their latency to pass: (due, packet). Rarely more than one or two.
-    let mut later: Vec<(Instant, Packet)> = Vec::new();
-    let mut report_rid: u32 = 0;
-    // One timer and one shutdown waiter for the whole session, re-armed only when the next
-    // wake-up moves: registering them afresh per packet costs more than answering.
-    let timer = tokio::time::sleep_until(ping_at);
-    let stop = shared.shutdown.cancelled();
-    tokio::pin!(timer, stop);
-    loop {
-        wire.flush().await?;
-        let mut wake = ping_at;
-        for at in churn_at.iter().chain(later.iter().map(|(at, _)| at)) {
-            wake = wake.min(*at);
-        }
-        if timer.deadline() != wake {
-            timer.as_mut().reset(wake);
-        }
-        tokio::select! {
-            _ = &mut stop => {
-                wire.queue(&Packet::Disconnect);
-                wire.close().await;
-                return Ok(Ended::Shutdown);
-            }
-            read = wire.fill() => {
-                read?;
-                let now = Instant::now();
-                while let Some(packet) = wire.parse()? {
-                    let Packet::Publish(p) = packet else { continue };
-                    match topics::parse_hub_publish(&p.topic) {
-                        Some(HubPublish::Method { name, rid }) => {
-                            match device.state.on_method(model, name, seed, idx) {
-                                MethodOutcome::Silent => {}
-                                MethodOutcome::Answer { after, status } => {
-                                    let answer = publish(topics::method_response(status, rid), Bytes::from_static(b"null"));
-                                    later.push((now + Duration::from_micros(after), answer));
-                                }
-                            }
-                        }
-                        Some(HubPublish::Desired) => {
-                            if let DesiredOutcome::Ack(after) = device.state.on_desired(model, seed, idx) {
-                                report_rid = report_rid.wrapping_add(1);
-                                let body = reported_body(&p.payload);
-                                let report = publish(topics::reported_patch(&report_rid.to_string()), body);
-                                later.push((now + Duration::from_micros(after), report));
-                            }
-                        }
-                        Some(HubPublish::TwinResponse { .. }) | None => {}
-                    }
-                }
-            }
-            _ = &mut timer => {}
-        }
-        let now = Instant::now();
-        if churn_at.is_some_and(|at| at <= now) {
-            wire.queue(&Packet::Disconnect);
-            wire.close().await;
-            return Ok(Ended::Churn);
-        }
-        let mut i = 0;
-        while i < later.len() {
-            if later[i].0 <= now {
-                let (_, packet) = later.swap_remove(i);
-                wire.queue(&packet);
-                shared.status.answers.fetch_add(1, Ordering::Relaxed);
-            } else {
-                i += 1;
-            }
-        }
-        if ping_at <= now {
-            wire.queue(&Packet::PingReq);
-            ping_at = now + keep_alive;
-        }
-    }
-}
-
 /// The device's SAS token, valid a day.
 fn password(device: &Device, shared: &Shared) -> Result<String, CredentialsError> {
     let now = shared.clock.wall_at(shared.clock.now_us()).unix_timestamp();
@@ -291,19 +195,4 @@ fn password(device: &Device, shared: &Shared) -> Result<String, CredentialsError
     config
         .credentials
         .password(&config.host_name, &device.id, expiry)
-}
-
-/// A desired notification's body without its `$version`: what the device reports back.
-fn reported_body(payload: &[u8]) -> Bytes {
-    match serde_json::from_slice::<Value>(payload) {
-        Ok(Value::Object(mut o)) => {
-            o.remove("$version");
-            Bytes::from(serde_json::to_vec(&o).unwrap_or_default())
-        }
-        _ => Bytes::from_static(b"{}"),
-    }
-}
-
-fn publish(topic: String, payload: Bytes) -> Packet {
-    Packet::Publish(Publish::from_bytes(topic, QoS::AtMostOnce, payload))
 }

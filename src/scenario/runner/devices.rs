@@ -221,14 +221,14 @@ pub async fn start(
             credentials: Credentials::Hub(authority),
         };
         let ids = build::device_ids(scenario).collect();
-        let task = tokio::spawn(mqtt_fleet::run(
+        let task = tokio::spawn(mqtt_fleet::start(
             clock,
             fleet,
             ids,
             config,
             status.clone(),
             stop,
-        ));
+        )?);
         (None, Some(task), Some(status))
     } else if mqtt_fleet {
         (None, None, None)
@@ -390,14 +390,14 @@ pub async fn run_fleet(
     let status = Arc::new(FleetStatus::default());
     let stop = shutdown.child_token();
     let rss_before = rss_bytes();
-    let task = tokio::spawn(mqtt_fleet::run(
+    let task = tokio::spawn(mqtt_fleet::start(
         clock,
         fleet,
         ids,
         config,
         status.clone(),
         stop.clone(),
-    ));
+    )?);
     let end = opts.stop_after.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     let (mut ramped, mut next_line) = (false, 0);

@@ -1,0 +1,573 @@
+//! The fleet's packet pump: one thread serving every established device connection of this
+//! process from one poller. A connection is data here (its [`Stream`] and [`Session`]), not a
+//! task: a readable socket is read, parsed and answered in place, and one heap holds every
+//! connection's next deadline (answers due after their latency, keep-alive pings, churn).
+//!
+//! Connections arrive established: [`super::client`] dials, runs TLS, CONNECT and SUBSCRIBE in
+//! tokio, then hands the connection over with [`PumpHandle::adopt`] and waits for the device to
+//! come back when the session ends ([`Over`]), to reconnect after its downtime or backoff.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::{Events, Interest, Poll, Token, Waker};
+use tokio::sync::oneshot;
+
+use crate::clock::Micros;
+use crate::fleet::mqtt::client::Device;
+use crate::fleet::mqtt::session::{AnswerPacket, Ended, Session};
+use crate::fleet::mqtt::Shared;
+use crate::mqtt::stream::Stream;
+
+/// The waker's token; connections use their slot index.
+const WAKE: Token = Token(usize::MAX);
+
+/// Readiness events taken per poll.
+const EVENTS: usize = 1024;
+
+/// A device back from the pump: its session has ended.
+pub struct Over {
+    /// The device, with its behaviour state as the session left it.
+    pub device: Device,
+    /// How the session ended.
+    pub ended: Ended,
+}
+
+/// A connection for the pump to serve.
+struct Adopted {
+    stream: Stream,
+    device: Device,
+    back: oneshot::Sender<Over>,
+}
+
+enum Command {
+    Adopt(Box<Adopted>),
+    /// Close every connection (with DISCONNECT), and every one adopted from now on.
+    Stop,
+    /// End the thread.
+    Exit,
+}
+
+/// How device tasks reach the pump.
+pub struct PumpHandle {
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+impl PumpHandle {
+    fn send(&self, command: Command) {
+        // A pump that has ended drops what it is sent: an adopted device's receiver then
+        // reports the pump gone.
+        if self.commands.send(command).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Serves `device`'s established connection `stream` from now on; the receiver gets the
+    /// device back when the session ends (an error: the pump is gone).
+    pub fn adopt(&self, stream: Stream, device: Device) -> oneshot::Receiver<Over> {
+        let (back, over) = oneshot::channel();
+        self.send(Command::Adopt(Box::new(Adopted {
+            stream,
+            device,
+            back,
+        })));
+        over
+    }
+
+    /// Closes every connection with DISCONNECT, and every connection adopted from now on: the
+    /// run is stopping. Each device comes back with [`Ended::Shutdown`].
+    pub fn stop(&self) {
+        self.send(Command::Stop);
+    }
+
+    /// Ends the pump thread (closing what it still serves).
+    pub fn exit(&self) {
+        self.send(Command::Exit);
+    }
+}
+
+/// The pump's end of the commands, until its thread starts.
+pub struct Inbox {
+    poll: Poll,
+    commands: Receiver<Command>,
+}
+
+/// The pump's command channel: the handle for the device tasks and the inbox for
+/// [`spawn`].
+pub fn channel() -> io::Result<(PumpHandle, Inbox)> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+    let (commands, rx) = mpsc::channel();
+    Ok((PumpHandle { commands, waker }, Inbox { poll, commands: rx }))
+}
+
+/// Starts the pump thread on `inbox`, inside the current tokio runtime (its clock; an error
+/// outside one); the returned receiver completes when the thread has closed every connection
+/// and ended.
+pub fn spawn(inbox: Inbox, shared: Arc<Shared>) -> io::Result<oneshot::Receiver<()>> {
+    let (done_tx, done_rx) = oneshot::channel();
+    let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+    let mut pump = Pump {
+        poll: inbox.poll,
+        commands: inbox.commands,
+        shared,
+        conns: Vec::new(),
+        free: Vec::new(),
+        timers: BinaryHeap::new(),
+        dirty: Vec::new(),
+        generation: 0,
+        stopping: false,
+        answer: AnswerPacket::default(),
+    };
+    std::thread::Builder::new()
+        .name("mqtt-fleet-pump".into())
+        .spawn(move || {
+            let _guard = runtime.enter();
+            pump.run();
+            let _ = done_tx.send(());
+        })?;
+    Ok(done_rx)
+}
+
+/// One served connection.
+struct Conn {
+    stream: Stream,
+    session: Session,
+    back: oneshot::Sender<Over>,
+    /// Tells this connection from an earlier one in the same slot (timer entries of those are
+    /// stale).
+    generation: u32,
+    /// The deadline this connection has in the timer heap (`Micros::MAX`: none). Entries of
+    /// other deadlines are stale and skipped.
+    armed: Micros,
+    /// In the dirty list (has output to write).
+    dirty: bool,
+    /// The socket took only part of the output: wait for writable.
+    blocked: bool,
+}
+
+struct Pump {
+    poll: Poll,
+    commands: Receiver<Command>,
+    shared: Arc<Shared>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    /// Every connection's next deadline: (when, slot, generation).
+    timers: BinaryHeap<Reverse<(Micros, usize, u32)>>,
+    dirty: Vec<usize>,
+    generation: u32,
+    /// Told to stop: newcomers are closed at once.
+    stopping: bool,
+    answer: AnswerPacket,
+}
+
+impl Pump {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(EVENTS);
+        loop {
+            let timeout = self.timers.peek().map(|Reverse((at, _, _))| {
+                Duration::from_micros(at.saturating_sub(self.shared.clock.now_us()))
+            });
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    break;
+                }
+            }
+            let mut woken = false;
+            for event in events.iter() {
+                match event.token() {
+                    WAKE => woken = true,
+                    Token(slot) => {
+                        if event.is_writable() {
+                            if let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) {
+                                c.blocked = false;
+                                self.mark_dirty(slot);
+                            }
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(slot);
+                        }
+                    }
+                }
+            }
+            if woken && !self.on_commands() {
+                break;
+            }
+            self.on_timers();
+            self.flush();
+        }
+        self.close_all();
+    }
+
+    /// Takes every waiting command; false once told to exit.
+    fn on_commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Adopt(new)) => self.adopt(*new),
+                Ok(Command::Stop) => {
+                    self.stopping = true;
+                    self.close_all();
+                }
+                Ok(Command::Exit) | Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    fn adopt(&mut self, new: Adopted) {
+        let now = self.shared.clock.now_us();
+        let slot = self.free.pop().unwrap_or(self.conns.len());
+        self.generation = self.generation.wrapping_add(1);
+        let conn = Conn {
+            stream: new.stream,
+            session: Session::open(new.device, &self.shared, now),
+            back: new.back,
+            generation: self.generation,
+            armed: Micros::MAX,
+            dirty: false,
+            blocked: false,
+        };
+        if slot == self.conns.len() {
+            self.conns.push(Some(conn));
+        } else {
+            self.conns[slot] = Some(conn);
+        }
+        if self.stopping {
+            self.end(slot, Ended::Shutdown);
+            return;
+        }
+        let Some(c) = self.conns[slot].as_mut() else {
+            return;
+        };
+        let registered = self.poll.registry().register(
+            c.stream.socket(),
+            Token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if registered.is_err() {
+            // Out of poller resources: the device reconnects after its backoff.
+            self.end(slot, Ended::Lost);
+            return;
+        }
+        // Requests that came right behind SUBACK are served at once.
+        self.on_readable(slot);
+    }
+
+    fn on_readable(&mut self, slot: usize) {
+        let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        // Whatever arrived before an end of stream is still served.
+        let mut end = c.stream.read().is_err();
+        let now = self.shared.clock.now_us();
+        let mut wrote = false;
+        loop {
+            match c.stream.parse() {
+                Ok(Some(packet)) => {
+                    wrote |= c.session.on_packet(
+                        packet,
+                        now,
+                        &self.shared,
+                        &mut c.stream,
+                        &mut self.answer,
+                    );
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    end = true;
+                    break;
+                }
+            }
+        }
+        if end {
+            self.end(slot, Ended::Lost);
+            return;
+        }
+        if wrote {
+            self.mark_dirty(slot);
+        }
+        self.arm(slot);
+    }
+
+    fn mark_dirty(&mut self, slot: usize) {
+        if let Some(c) = self.conns[slot].as_mut() {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(slot);
+            }
+        }
+    }
+
+    /// Writes every connection's output, as far as each socket takes it.
+    fn flush(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for slot in dirty.drain(..) {
+            let Some(c) = self.conns[slot].as_mut() else {
+                continue;
+            };
+            c.dirty = false;
+            if c.blocked {
+                continue;
+            }
+            match c.stream.flush() {
+                Ok(true) => {}
+                Ok(false) => c.blocked = true,
+                Err(_) => self.end(slot, Ended::Lost),
+            }
+        }
+        self.dirty = dirty;
+    }
+
+    /// Puts the connection's next deadline in the heap if it is earlier than the one there.
+    fn arm(&mut self, slot: usize) {
+        if let Some(c) = self.conns[slot].as_mut() {
+            let at = c.session.next_deadline();
+            if at < c.armed {
+                c.armed = at;
+                self.timers.push(Reverse((at, slot, c.generation)));
+            }
+        }
+    }
+
+    /// Serves every deadline that has come, and arms each connection's next one.
+    fn on_timers(&mut self) {
+        let now = self.shared.clock.now_us();
+        while let Some(&Reverse((at, slot, generation))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            if c.generation != generation || c.armed != at {
+                continue;
+            }
+            c.armed = Micros::MAX;
+            let ended = c
+                .session
+                .on_time(now, &self.shared, &mut c.stream, &mut self.answer);
+            match ended {
+                Some(ended) => self.end(slot, ended),
+                None => {
+                    self.mark_dirty(slot);
+                    self.arm(slot);
+                }
+            }
+        }
+    }
+
+    /// Ends every session as the run stops.
+    fn close_all(&mut self) {
+        for slot in 0..self.conns.len() {
+            self.end(slot, Ended::Shutdown);
+        }
+    }
+
+    /// Ends the session in `slot`: the socket closes after what is queued (DISCONNECT unless
+    /// the connection failed) and the device goes back to its task.
+    fn end(&mut self, slot: usize, ended: Ended) {
+        let Some(mut c) = self.conns.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(slot);
+        let _ = self.poll.registry().deregister(c.stream.socket());
+        let device = c.session.close(ended, &self.shared, &mut c.stream);
+        c.stream.close();
+        // The task is gone only if the run was dropped midway: nobody waits for the device.
+        let _ = c.back.send(Over { device, ended });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, Publish};
+    use rumqttc::mqttbytes::QoS;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::time::{timeout, Instant};
+    use tokio_util::sync::CancellationToken;
+
+    use crate::clock::Clock;
+    use crate::fleet::credentials::{Credentials, PolicyKey};
+    use crate::fleet::mqtt::{self, FleetStatus, MqttFleetConfig};
+    use crate::fleet::Fleet;
+    use crate::mqtt::topics::{self, DevicePublish};
+    use crate::mqtt::wire::{Wire, WireError};
+    use crate::scenario::{self, build};
+    use crate::shard::Shard;
+
+    /// Long enough for anything that should happen; reached only when something is broken.
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// A one-device fleet against a hub played by the test.
+    struct Bench {
+        listener: TcpListener,
+        status: Arc<FleetStatus>,
+        stop: CancellationToken,
+        fleet: tokio::task::JoinHandle<()>,
+    }
+
+    /// Starts a fleet of one device `d0` of a cohort with the TOML lines `cohort`.
+    async fn bench(cohort: &str) -> Bench {
+        let text = format!(
+            "name = \"pump\"\nduration = \"1m\"\n[[cohort]]\nname = \"d\"\ncount = 1\nid_prefix = \"d\"\n{cohort}"
+        );
+        let scenario = scenario::parse(&text, "pump.toml").unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = MqttFleetConfig {
+            target: listener.local_addr().unwrap(),
+            host_name: "hub".into(),
+            tls: None,
+            ramp: 1000,
+            sources: Vec::new(),
+            keep_alive_s: 60,
+            shard: Shard::ALL,
+            credentials: Credentials::Policy(PolicyKey {
+                host_name: "hub".into(),
+                name: "device".into(),
+                key: "a2V5".into(),
+            }),
+        };
+        let status = Arc::new(FleetStatus::default());
+        let stop = CancellationToken::new();
+        let fleet = mqtt::start(
+            Clock::start(),
+            Fleet::new(&scenario, 1, Shard::ALL),
+            build::device_ids(&scenario).collect(),
+            config,
+            status.clone(),
+            stop.clone(),
+        )
+        .unwrap();
+        Bench {
+            listener,
+            status,
+            stop,
+            fleet: tokio::spawn(fleet),
+        }
+    }
+
+    impl Bench {
+        /// Accepts the device's next connection: CONNECT, CONNACK, SUBSCRIBE.
+        async fn accept(&self) -> Wire<TcpStream> {
+            let (sock, _) = timeout(LIMIT, self.listener.accept())
+                .await
+                .expect("the device connects")
+                .unwrap();
+            let mut wire = Wire::new(sock, 1 << 20);
+            assert!(matches!(next(&mut wire).await, Ok(Packet::Connect(_))));
+            wire.queue(&Packet::ConnAck(ConnAck::new(
+                ConnectReturnCode::Success,
+                false,
+            )));
+            wire.flush().await.unwrap();
+            assert!(matches!(next(&mut wire).await, Ok(Packet::Subscribe(_))));
+            wire
+        }
+
+        /// Stops the fleet; it must end (every connection closed) and count nobody connected.
+        async fn stop(self) {
+            self.stop.cancel();
+            timeout(LIMIT, self.fleet)
+                .await
+                .expect("the fleet ends")
+                .unwrap();
+            assert_eq!(self.status.connected.load(Ordering::Relaxed), 0);
+        }
+    }
+
+    async fn next(wire: &mut Wire<TcpStream>) -> Result<Packet, WireError> {
+        timeout(LIMIT, wire.next_packet())
+            .await
+            .expect("a packet or the end")
+    }
+
+    fn request(wire: &mut Wire<TcpStream>, method: &str, rid: &str) {
+        let topic = topics::method_request(method, rid);
+        wire.queue(&Packet::Publish(Publish::new(topic, QoS::AtMostOnce, "{}")));
+    }
+
+    /// The next method answer, as (status, rid); `None` on DISCONNECT.
+    async fn answer(wire: &mut Wire<TcpStream>) -> Option<(i32, String)> {
+        loop {
+            match next(wire).await.unwrap() {
+                Packet::Publish(p) => match topics::parse_publish(&p.topic, "d0").unwrap() {
+                    DevicePublish::MethodResponse { status, rid } => {
+                        return Some((status, rid.to_owned()))
+                    }
+                    other => panic!("expected a method answer, got {other:?}"),
+                },
+                Packet::Disconnect => return None,
+                _ => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_leave_after_their_latency_in_order_and_shutdown_disconnects() {
+        let bench = bench(
+            "[cohort.methods.slow]\nlatency = { dist = \"fixed\", value = \"300ms\" }\nstatus = 201",
+        )
+        .await;
+        let mut hub = bench.accept().await;
+        let sent = Instant::now();
+        request(&mut hub, "slow", "1");
+        request(&mut hub, "fast", "2");
+        request(&mut hub, "slow", "3");
+        hub.flush().await.unwrap();
+        assert_eq!(answer(&mut hub).await, Some((200, "2".into())), "at once");
+        assert_eq!(answer(&mut hub).await, Some((201, "1".into())));
+        assert!(
+            sent.elapsed() >= Duration::from_millis(300),
+            "not before its latency"
+        );
+        assert_eq!(answer(&mut hub).await, Some((201, "3".into())));
+        assert_eq!(bench.status.answers.load(Ordering::Relaxed), 3);
+        assert_eq!(bench.status.connected.load(Ordering::Relaxed), 1);
+
+        bench.stop.cancel();
+        assert!(matches!(next(&mut hub).await, Ok(Packet::Disconnect)));
+        assert!(matches!(next(&mut hub).await, Err(WireError::Closed)));
+        bench.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_churned_device_reconnects_and_is_served_again() {
+        let bench = bench(
+            "churn = { disconnects_per_hour = 36000, downtime = { dist = \"fixed\", value = \"20ms\" } }",
+        )
+        .await;
+        // The churn model drops the first connection (DISCONNECT, then the socket closes).
+        let mut first = bench.accept().await;
+        assert!(matches!(next(&mut first).await, Ok(Packet::Disconnect)));
+        assert!(matches!(next(&mut first).await, Err(WireError::Closed)));
+        // The device comes back after its downtime and answers on its new connection (if
+        // churn drops that one first, on the one after).
+        // The connection that answered stays open until the counters are read: closing it
+        // would count as lost.
+        let _answered = loop {
+            let mut hub = bench.accept().await;
+            request(&mut hub, "m", "7");
+            hub.flush().await.unwrap();
+            if let Some(got) = answer(&mut hub).await {
+                assert_eq!(got, (200, "7".into()));
+                break hub;
+            }
+        };
+        let status = &bench.status;
+        assert!(status.churned.load(Ordering::Relaxed) >= 1);
+        assert!(status.connects.load(Ordering::Relaxed) >= 2);
+        assert_eq!(status.lost.load(Ordering::Relaxed), 0);
+        assert_eq!(status.failed.load(Ordering::Relaxed), 0);
+        bench.stop().await;
+    }
+}

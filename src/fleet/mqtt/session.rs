@@ -1,0 +1,245 @@
+//! One connected device's session as data, served by the [`pump`](super::pump): what the
+//! device does with the hub's publishes (method answers and reported patches, each after its
+//! simulated latency, asked of its [`VirtualDevice`] exactly as the in-process transport does),
+//! when it pings, and when its churn model drops it. No I/O of its own: it queues packets on
+//! its connection's [`Stream`] and tells the pump when it next needs the time.
+//!
+//! [`VirtualDevice`]: crate::fleet::device::VirtualDevice
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use rumqttc::mqttbytes::v4::{Packet, Publish};
+use rumqttc::mqttbytes::QoS;
+use serde_json::Value;
+
+use crate::clock::Micros;
+use crate::fleet::behaviour::MethodOutcome;
+use crate::fleet::device::DesiredOutcome;
+use crate::fleet::mqtt::client::Device;
+use crate::fleet::mqtt::Shared;
+use crate::mqtt::stream::Stream;
+use crate::mqtt::topics::{self, HubPublish};
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The run is stopping.
+    Shutdown,
+    /// The device's churn model disconnected it.
+    Churn,
+    /// The connection failed (closed by the hub, a socket or protocol error).
+    Lost,
+}
+
+/// An answer waiting for its simulated latency to pass.
+enum Answer {
+    /// A method answer.
+    Method {
+        /// The device's status.
+        status: i32,
+        /// The request id it answers.
+        rid: Box<str>,
+    },
+    /// A reported patch acknowledging a desired one.
+    Report {
+        /// Its request id.
+        rid: u32,
+        /// The reported properties.
+        body: Bytes,
+    },
+}
+
+/// The method answer packet, reused for every answer sent at once: answering a method then
+/// allocates nothing.
+pub struct AnswerPacket(Packet);
+
+impl Default for AnswerPacket {
+    fn default() -> Self {
+        AnswerPacket(publish(String::new(), Bytes::from_static(b"null")))
+    }
+}
+
+impl AnswerPacket {
+    /// Queues the answer `status` to request `rid` on `out`.
+    fn send(&mut self, out: &mut Stream, status: i32, rid: &str) {
+        if let Packet::Publish(p) = &mut self.0 {
+            topics::write_method_response(&mut p.topic, status, rid);
+        }
+        out.queue(&self.0);
+    }
+}
+
+/// A connected device: its state, its answers in waiting and its next ping and disconnect.
+pub struct Session {
+    device: Device,
+    /// Answers waiting for their latency to pass, earliest first (equal times in arrival
+    /// order). Rarely more than one or two.
+    later: Vec<(Micros, Answer)>,
+    /// The request id of the last reported patch.
+    report_rid: u32,
+    ping_at: Micros,
+    /// When the churn model drops the connection (`Micros::MAX`: never).
+    churn_at: Micros,
+}
+
+impl Session {
+    /// `device` has just connected (CONNACK received, SUBSCRIBE sent) at `now`.
+    pub fn open(mut device: Device, shared: &Shared, now: Micros) -> Session {
+        let model = &shared.models[device.state.cohort as usize];
+        device.state.connected = true;
+        shared.status.connected.fetch_add(1, Ordering::Relaxed);
+        shared.status.connects.fetch_add(1, Ordering::Relaxed);
+        let churn_at = device
+            .state
+            .next_disconnect(model, shared.seed, device.idx)
+            .map_or(Micros::MAX, |us| now.saturating_add(us));
+        Session {
+            device,
+            later: Vec::new(),
+            report_rid: 0,
+            ping_at: now.saturating_add(keep_alive(shared)),
+            churn_at,
+        }
+    }
+
+    /// Acts on a packet from the hub: a method request or a desired patch is answered as the
+    /// device's behaviour model says, at once or later. Returns whether it queued output.
+    pub fn on_packet(
+        &mut self,
+        packet: Packet,
+        now: Micros,
+        shared: &Shared,
+        out: &mut Stream,
+        answer: &mut AnswerPacket,
+    ) -> bool {
+        let Packet::Publish(p) = packet else {
+            return false;
+        };
+        let (seed, idx) = (shared.seed, self.device.idx);
+        let model = &shared.models[self.device.state.cohort as usize];
+        match topics::parse_hub_publish(&p.topic) {
+            Some(HubPublish::Method { name, rid }) => {
+                match self.device.state.on_method(model, name, seed, idx) {
+                    MethodOutcome::Silent => false,
+                    MethodOutcome::Answer { after: 0, status } => {
+                        answer.send(out, status, rid);
+                        shared.status.answers.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                    MethodOutcome::Answer { after, status } => {
+                        let rid = rid.into();
+                        self.hold(now.saturating_add(after), Answer::Method { status, rid });
+                        false
+                    }
+                }
+            }
+            Some(HubPublish::Desired) => match self.device.state.on_desired(model, seed, idx) {
+                DesiredOutcome::Ack(after) => {
+                    self.report_rid = self.report_rid.wrapping_add(1);
+                    let report = Answer::Report {
+                        rid: self.report_rid,
+                        body: reported_body(&p.payload),
+                    };
+                    if after == 0 {
+                        send(report, shared, out, answer);
+                        true
+                    } else {
+                        self.hold(now.saturating_add(after), report);
+                        false
+                    }
+                }
+                DesiredOutcome::Drop => false,
+            },
+            Some(HubPublish::TwinResponse { .. }) | None => false,
+        }
+    }
+
+    /// Does what is due at `now`: the answers whose latency has passed go out, a ping when the
+    /// keep-alive has passed; `Some(Churn)` when the churn model drops the connection now.
+    pub fn on_time(
+        &mut self,
+        now: Micros,
+        shared: &Shared,
+        out: &mut Stream,
+        answer: &mut AnswerPacket,
+    ) -> Option<Ended> {
+        if self.churn_at <= now {
+            return Some(Ended::Churn);
+        }
+        let due = self.later.partition_point(|(at, _)| *at <= now);
+        for (_, a) in self.later.drain(..due) {
+            send(a, shared, out, answer);
+        }
+        if self.ping_at <= now {
+            out.queue(&Packet::PingReq);
+            self.ping_at = now.saturating_add(keep_alive(shared));
+        }
+        None
+    }
+
+    /// The next time the session needs [`Session::on_time`].
+    pub fn next_deadline(&self) -> Micros {
+        let answer = self.later.first().map_or(Micros::MAX, |(at, _)| *at);
+        self.ping_at.min(self.churn_at).min(answer)
+    }
+
+    /// Ends the session: DISCONNECT is queued unless the connection failed, the fleet's
+    /// counters learn how it ended, and the device comes back (answers still waiting are
+    /// dropped with the connection).
+    pub fn close(mut self, ended: Ended, shared: &Shared, out: &mut Stream) -> Device {
+        if ended != Ended::Lost {
+            out.queue(&Packet::Disconnect);
+        }
+        self.device.state.connected = false;
+        let status = &shared.status;
+        status.connected.fetch_sub(1, Ordering::Relaxed);
+        match ended {
+            Ended::Shutdown => {}
+            Ended::Churn => {
+                status.churned.fetch_add(1, Ordering::Relaxed);
+            }
+            Ended::Lost => {
+                status.lost.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.device
+    }
+
+    /// Keeps `a` until `at`, after the answers due no later.
+    fn hold(&mut self, at: Micros, a: Answer) {
+        let k = self.later.partition_point(|(t, _)| *t <= at);
+        self.later.insert(k, (at, a));
+    }
+}
+
+/// The keep-alive, µs.
+fn keep_alive(shared: &Shared) -> Micros {
+    shared.config.keep_alive_s.max(1) as Micros * 1_000_000
+}
+
+/// Queues answer `a` on `out` and counts it.
+fn send(a: Answer, shared: &Shared, out: &mut Stream, answer: &mut AnswerPacket) {
+    match a {
+        Answer::Method { status, rid } => answer.send(out, status, &rid),
+        Answer::Report { rid, body } => {
+            out.queue(&publish(topics::reported_patch(&rid.to_string()), body));
+        }
+    }
+    shared.status.answers.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A desired notification's body without its `$version`: what the device reports back.
+fn reported_body(payload: &[u8]) -> Bytes {
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Object(mut o)) => {
+            o.remove("$version");
+            Bytes::from(serde_json::to_vec(&o).unwrap_or_default())
+        }
+        _ => Bytes::from_static(b"{}"),
+    }
+}
+
+fn publish(topic: String, payload: Bytes) -> Packet {
+    Packet::Publish(Publish::from_bytes(topic, QoS::AtMostOnce, payload))
+}
