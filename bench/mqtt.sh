@@ -31,25 +31,33 @@ cargo build --release --bin fleetsim --bench mqtt_baseline 2>&1 | tail -1
 FLEETSIM=target/release/fleetsim
 BASELINE=$(ls -t target/release/deps/mqtt_baseline-* | grep -v '\.d$' | head -1)
 TICKS=$(getconf CLK_TCK)
-# cpu PID...: user + system clock ticks of the processes and their children (the PIDs are
-# `timeout` wrappers), summed.
-cpu() {
-  local t=0 p
+# sample PID...: records the user + system clock ticks of the processes and their children (the
+# PIDs are `timeout` wrappers) in SEEN, by PID. A process that has exited keeps its last reading,
+# so a window that ends after a process does still counts what it used.
+declare -A SEEN
+sample() {
+  local p t
   for p in "$@" $(pgrep -d ' ' -P "$(echo "$@" | tr ' ' ',')"); do
-    t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    t=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null) && [ -n "$t" ] && SEEN[$p]=$t
   done
-  echo "$t"
+  return 0
+}
+seen_total() {
+  local p s=0
+  for p in "${!SEEN[@]}"; do s=$((s + SEEN[$p])); done
+  echo "$s"
 }
 # cpu_until DONE_CMD PID...: CPU ticks of the PIDs from now until DONE_CMD succeeds (or the
 # first PID exits), sampled every 50 ms, and the window's length in seconds.
 cpu_until() {
   local done_cmd=$1; shift
-  local start last t0
-  start=$(cpu "$@"); last=$start; t0=$(date +%s.%N)
+  local start t0
+  SEEN=(); sample "$@"; start=$(seen_total); t0=$(date +%s.%N)
   while kill -0 "$1" 2>/dev/null && ! eval "$done_cmd"; do
-    last=$(cpu "$@"); sleep 0.05
+    sample "$@"; sleep 0.05
   done
-  echo "$((last - start)) $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
+  sample "$@"
+  echo "$(($(seen_total) - start)) $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
 }
 
 echo "== (a) fleetsim hub, $DEVICES MQTT devices"

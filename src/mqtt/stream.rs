@@ -6,9 +6,39 @@
 use std::io::{self, Read, Write};
 
 use rumqttc::mqttbytes::v4::Packet;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::mqtt::frames::Frames;
-use crate::mqtt::wire::WireError;
+use crate::mqtt::wire::{Wire, WireError};
+
+/// An async stream an event loop can take over: its socket (out of tokio's reactor, still
+/// non-blocking) and its TLS state.
+pub trait Handover: AsyncRead + AsyncWrite + Unpin {
+    /// Takes the stream apart.
+    fn hand_over(self) -> io::Result<(mio::net::TcpStream, Option<rustls::Connection>)>;
+}
+
+impl Handover for tokio::net::TcpStream {
+    fn hand_over(self) -> io::Result<(mio::net::TcpStream, Option<rustls::Connection>)> {
+        Ok((mio::net::TcpStream::from_std(self.into_std()?), None))
+    }
+}
+
+impl Handover for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn hand_over(self) -> io::Result<(mio::net::TcpStream, Option<rustls::Connection>)> {
+        let (tcp, tls) = self.into_inner();
+        let (sock, _) = tcp.hand_over()?;
+        Ok((sock, Some(rustls::Connection::Server(tls))))
+    }
+}
+
+impl Handover for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    fn hand_over(self) -> io::Result<(mio::net::TcpStream, Option<rustls::Connection>)> {
+        let (tcp, tls) = self.into_inner();
+        let (sock, _) = tcp.hand_over()?;
+        Ok((sock, Some(rustls::Connection::Client(tls))))
+    }
+}
 
 /// A connection's socket, its TLS state if any, and its buffers.
 pub struct Stream {
@@ -26,6 +56,14 @@ impl Stream {
             tls: tls.map(Box::new),
             frames,
         }
+    }
+
+    /// Takes over a connection served by a [`Wire`] so far (handshakes done), with the bytes it
+    /// has read and not parsed. What it had queued must have been flushed.
+    pub fn from_wire<S: Handover>(wire: Wire<S>) -> io::Result<Self> {
+        let (stream, frames) = wire.into_parts();
+        let (sock, tls) = stream.hand_over()?;
+        Ok(Stream::new(sock, tls, frames))
     }
 
     /// The socket, to register it with a poller.

@@ -129,8 +129,7 @@ async fn dial(device: &Device, shared: &Shared) -> Result<Stream, ClientError> {
         None => {
             let mut wire = Wire::new(tcp, MAX_PACKET);
             handshake(&mut wire, device, shared).await?;
-            let (tcp, frames) = wire.into_parts();
-            Stream::new(non_blocking(tcp)?, None, frames)
+            Stream::from_wire(wire).map_err(WireError::from)?
         }
         Some(tls) => {
             let stream = tls
@@ -140,21 +139,10 @@ async fn dial(device: &Device, shared: &Shared) -> Result<Stream, ClientError> {
                 .map_err(WireError::from)?;
             let mut wire = Wire::new(stream, MAX_PACKET);
             handshake(&mut wire, device, shared).await?;
-            let (stream, frames) = wire.into_parts();
-            let (tcp, tls) = stream.into_inner();
-            Stream::new(
-                non_blocking(tcp)?,
-                Some(rustls::Connection::Client(tls)),
-                frames,
-            )
+            Stream::from_wire(wire).map_err(WireError::from)?
         }
     };
     Ok(stream)
-}
-
-/// Takes a socket out of tokio's reactor for the pump's poller (it stays non-blocking).
-fn non_blocking(tcp: tokio::net::TcpStream) -> Result<mio::net::TcpStream, WireError> {
-    Ok(mio::net::TcpStream::from_std(tcp.into_std()?))
 }
 
 /// CONNECT with the IoT Hub username and a SAS token, then subscribe to methods and desired

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Packet};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::mqtt::pump::Adopted;
@@ -17,31 +16,11 @@ use crate::hub::mqtt::{Endpoint, MAX_PACKET};
 use crate::hub::registry::DeviceIdx;
 use crate::hub::throttle::Metered;
 use crate::link::FromDevice;
-use crate::mqtt::stream::Stream;
+use crate::mqtt::stream::{Handover, Stream};
 use crate::mqtt::wire::Wire;
 
 /// How long a new connection has to send CONNECT (and to finish the TLS handshake).
 pub const CONNECT_WAIT: Duration = Duration::from_secs(10);
-
-/// A stream the pump can take over: its socket (non-blocking) and its TLS state.
-pub trait Handover: AsyncRead + AsyncWrite + Unpin {
-    /// Takes the stream apart.
-    fn hand_over(self) -> io::Result<(mio::net::TcpStream, Option<rustls::Connection>)>;
-}
-
-impl Handover for tokio::net::TcpStream {
-    fn hand_over(self) -> io::Result<(mio::net::TcpStream, Option<rustls::Connection>)> {
-        Ok((mio::net::TcpStream::from_std(self.into_std()?), None))
-    }
-}
-
-impl Handover for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
-    fn hand_over(self) -> io::Result<(mio::net::TcpStream, Option<rustls::Connection>)> {
-        let (tcp, tls) = self.into_inner();
-        let (sock, _) = tcp.hand_over()?;
-        Ok((sock, Some(rustls::Connection::Server(tls))))
-    }
-}
 
 /// Admits one connection and hands it to the pump; gives up at `shutdown`.
 pub async fn run<S: Handover>(stream: S, endpoint: Arc<Endpoint>, shutdown: CancellationToken) {
@@ -78,17 +57,13 @@ async fn admit_and_hand_over<S: Handover>(stream: S, endpoint: &Endpoint) {
         connect.client_id.as_str().into(),
         endpoint.clock.now_us(),
     );
-    let flushed = wire.flush().await;
-    let (stream, frames) = wire.into_parts();
-    match flushed
-        .map_err(io::Error::other)
-        .and_then(|_| stream.hand_over())
-    {
-        Ok((sock, tls)) => {
+    let flushed = wire.flush().await.map_err(io::Error::other);
+    match flushed.and_then(|_| Stream::from_wire(wire)) {
+        Ok(stream) => {
             // The pump has the session before the engine hears of it: every message the
             // engine sends the device from then on finds it there.
             pump.adopt(Adopted {
-                stream: Stream::new(sock, tls, frames),
+                stream,
                 session,
                 generation,
                 keep_alive_s: connect.keep_alive,
