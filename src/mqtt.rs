@@ -5,9 +5,12 @@
 //! - [`frames`]: packet framing with rumqttc's own codec, without I/O;
 //! - [`wire`]: framing over an async byte stream (handshakes, one task per connection);
 //! - [`stream`]: framing over a non-blocking socket, plain or TLS (event loops serving many
-//!   connections per thread).
+//!   connections per thread);
+//! - [`reactor`]: what those event loops (the hub's and the fleet's pumps) share: the poller,
+//!   the connections, their output and their deadlines.
 
 pub mod frames;
+pub mod reactor;
 pub mod stream;
 pub mod topics;
 pub mod wire;

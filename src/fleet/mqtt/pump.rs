@@ -7,27 +7,18 @@
 //! tokio, then hands the connection over with [`PumpHandle::adopt`] and waits for the device to
 //! come back when the session ends ([`Over`]), to reconnect after its downtime or backoff.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
-use std::time::Duration;
 
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Poll, Waker};
 use tokio::sync::oneshot;
 
-use crate::clock::Micros;
 use crate::fleet::mqtt::client::Device;
 use crate::fleet::mqtt::session::{AnswerPacket, Ended, Session};
 use crate::fleet::mqtt::Shared;
+use crate::mqtt::reactor::{Link, Reactor, Served, WAKE};
 use crate::mqtt::stream::Stream;
-
-/// The waker's token; connections use their slot index.
-const WAKE: Token = Token(usize::MAX);
-
-/// Readiness events taken per poll.
-const EVENTS: usize = 1024;
 
 /// A device back from the pump: its session has ended.
 pub struct Over {
@@ -113,16 +104,13 @@ pub fn spawn(inbox: Inbox, shared: Arc<Shared>) -> io::Result<oneshot::Receiver<
     let (done_tx, done_rx) = oneshot::channel();
     let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
     let mut pump = Pump {
-        poll: inbox.poll,
+        reactor: Reactor::new(inbox.poll),
         commands: inbox.commands,
         shared,
-        conns: Vec::new(),
-        free: Vec::new(),
-        timers: BinaryHeap::new(),
-        dirty: Vec::new(),
-        generation: 0,
         stopping: false,
         answer: AnswerPacket::default(),
+        readable: Vec::new(),
+        failed: Vec::new(),
     };
     std::thread::Builder::new()
         .name("mqtt-fleet-pump".into())
@@ -136,70 +124,49 @@ pub fn spawn(inbox: Inbox, shared: Arc<Shared>) -> io::Result<oneshot::Receiver<
 
 /// One served connection.
 struct Conn {
-    stream: Stream,
+    link: Link,
     session: Session,
     back: oneshot::Sender<Over>,
-    /// Tells this connection from an earlier one in the same slot (timer entries of those are
-    /// stale).
-    generation: u32,
-    /// The deadline this connection has in the timer heap (`Micros::MAX`: none). Entries of
-    /// other deadlines are stale and skipped.
-    armed: Micros,
-    /// In the dirty list (has output to write).
-    dirty: bool,
-    /// The socket took only part of the output: wait for writable.
-    blocked: bool,
+}
+
+impl Served for Conn {
+    fn link(&mut self) -> &mut Link {
+        &mut self.link
+    }
 }
 
 struct Pump {
-    poll: Poll,
+    reactor: Reactor<Conn>,
     commands: Receiver<Command>,
     shared: Arc<Shared>,
-    conns: Vec<Option<Conn>>,
-    free: Vec<usize>,
-    /// Every connection's next deadline: (when, slot, generation).
-    timers: BinaryHeap<Reverse<(Micros, usize, u32)>>,
-    dirty: Vec<usize>,
-    generation: u32,
     /// Told to stop: newcomers are closed at once.
     stopping: bool,
     answer: AnswerPacket,
+    /// Scratch: slots readable, slots whose socket failed.
+    readable: Vec<usize>,
+    failed: Vec<usize>,
 }
 
 impl Pump {
     fn run(&mut self) {
-        let mut events = Events::with_capacity(EVENTS);
         loop {
-            let timeout = self.timers.peek().map(|Reverse((at, _, _))| {
-                Duration::from_micros(at.saturating_sub(self.shared.clock.now_us()))
-            });
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    break;
-                }
+            let now = self.shared.clock.now_us();
+            let Ok(woken) = self.reactor.wait(now, &mut self.readable) else {
+                break;
+            };
+            let mut readable = std::mem::take(&mut self.readable);
+            for slot in readable.drain(..) {
+                self.on_readable(slot);
             }
-            let mut woken = false;
-            for event in events.iter() {
-                match event.token() {
-                    WAKE => woken = true,
-                    Token(slot) => {
-                        if event.is_writable() {
-                            if let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) {
-                                c.blocked = false;
-                                self.mark_dirty(slot);
-                            }
-                        }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.on_readable(slot);
-                        }
-                    }
-                }
-            }
+            self.readable = readable;
             if woken && !self.on_commands() {
                 break;
             }
             self.on_timers();
-            self.flush();
+            self.reactor.flush(&mut self.failed);
+            while let Some(slot) = self.failed.pop() {
+                self.end(slot, Ended::Lost);
+            }
         }
         self.close_all();
     }
@@ -221,37 +188,21 @@ impl Pump {
 
     fn adopt(&mut self, new: Adopted) {
         let now = self.shared.clock.now_us();
-        let slot = self.free.pop().unwrap_or(self.conns.len());
-        self.generation = self.generation.wrapping_add(1);
         let conn = Conn {
-            stream: new.stream,
+            link: Link::new(new.stream),
             session: Session::open(new.device, &self.shared, now),
             back: new.back,
-            generation: self.generation,
-            armed: Micros::MAX,
-            dirty: false,
-            blocked: false,
         };
-        if slot == self.conns.len() {
-            self.conns.push(Some(conn));
-        } else {
-            self.conns[slot] = Some(conn);
-        }
+        let slot = match self.reactor.insert(conn) {
+            Ok(slot) => slot,
+            Err(conn) => {
+                // Out of poller resources: the device reconnects after its backoff.
+                self.finish(conn, Ended::Lost);
+                return;
+            }
+        };
         if self.stopping {
             self.end(slot, Ended::Shutdown);
-            return;
-        }
-        let Some(c) = self.conns[slot].as_mut() else {
-            return;
-        };
-        let registered = self.poll.registry().register(
-            c.stream.socket(),
-            Token(slot),
-            Interest::READABLE | Interest::WRITABLE,
-        );
-        if registered.is_err() {
-            // Out of poller resources: the device reconnects after its backoff.
-            self.end(slot, Ended::Lost);
             return;
         }
         // Requests that came right behind SUBACK are served at once.
@@ -259,23 +210,20 @@ impl Pump {
     }
 
     fn on_readable(&mut self, slot: usize) {
-        let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+        let Some(c) = self.reactor.get_mut(slot) else {
             return;
         };
+        let stream = &mut c.link.stream;
         // Whatever arrived before an end of stream is still served.
-        let mut end = c.stream.read().is_err();
+        let mut end = stream.read().is_err();
         let now = self.shared.clock.now_us();
         let mut wrote = false;
         loop {
-            match c.stream.parse() {
+            match stream.parse() {
                 Ok(Some(packet)) => {
-                    wrote |= c.session.on_packet(
-                        packet,
-                        now,
-                        &self.shared,
-                        &mut c.stream,
-                        &mut self.answer,
-                    );
+                    wrote |=
+                        c.session
+                            .on_packet(packet, now, &self.shared, stream, &mut self.answer);
                 }
                 Ok(None) => break,
                 Err(_) => {
@@ -289,73 +237,36 @@ impl Pump {
             return;
         }
         if wrote {
-            self.mark_dirty(slot);
+            self.reactor.mark_dirty(slot);
         }
         self.arm(slot);
     }
 
-    fn mark_dirty(&mut self, slot: usize) {
-        if let Some(c) = self.conns[slot].as_mut() {
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(slot);
-            }
-        }
-    }
-
-    /// Writes every connection's output, as far as each socket takes it.
-    fn flush(&mut self) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for slot in dirty.drain(..) {
-            let Some(c) = self.conns[slot].as_mut() else {
-                continue;
-            };
-            c.dirty = false;
-            if c.blocked {
-                continue;
-            }
-            match c.stream.flush() {
-                Ok(true) => {}
-                Ok(false) => c.blocked = true,
-                Err(_) => self.end(slot, Ended::Lost),
-            }
-        }
-        self.dirty = dirty;
-    }
-
-    /// Puts the connection's next deadline in the heap if it is earlier than the one there.
+    /// Arms the connection's next deadline.
     fn arm(&mut self, slot: usize) {
-        if let Some(c) = self.conns[slot].as_mut() {
-            let at = c.session.next_deadline();
-            if at < c.armed {
-                c.armed = at;
-                self.timers.push(Reverse((at, slot, c.generation)));
-            }
+        if let Some(at) = self
+            .reactor
+            .get_mut(slot)
+            .map(|c| c.session.next_deadline())
+        {
+            self.reactor.arm(slot, at);
         }
     }
 
     /// Serves every deadline that has come, and arms each connection's next one.
     fn on_timers(&mut self) {
         let now = self.shared.clock.now_us();
-        while let Some(&Reverse((at, slot, generation))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+        while let Some(slot) = self.reactor.next_due(now) {
+            let Some(c) = self.reactor.get_mut(slot) else {
                 continue;
             };
-            if c.generation != generation || c.armed != at {
-                continue;
-            }
-            c.armed = Micros::MAX;
             let ended = c
                 .session
-                .on_time(now, &self.shared, &mut c.stream, &mut self.answer);
+                .on_time(now, &self.shared, &mut c.link.stream, &mut self.answer);
             match ended {
                 Some(ended) => self.end(slot, ended),
                 None => {
-                    self.mark_dirty(slot);
+                    self.reactor.mark_dirty(slot);
                     self.arm(slot);
                 }
             }
@@ -364,23 +275,30 @@ impl Pump {
 
     /// Ends every session as the run stops.
     fn close_all(&mut self) {
-        for slot in 0..self.conns.len() {
+        for slot in 0..self.reactor.slots() {
             self.end(slot, Ended::Shutdown);
         }
     }
 
-    /// Ends the session in `slot`: the socket closes after what is queued (DISCONNECT unless
-    /// the connection failed) and the device goes back to its task.
+    /// Ends the session in `slot`.
     fn end(&mut self, slot: usize, ended: Ended) {
-        let Some(mut c) = self.conns.get_mut(slot).and_then(Option::take) else {
-            return;
-        };
-        self.free.push(slot);
-        let _ = self.poll.registry().deregister(c.stream.socket());
-        let device = c.session.close(ended, &self.shared, &mut c.stream);
-        c.stream.close();
+        if let Some(c) = self.reactor.remove(slot) {
+            self.finish(c, ended);
+        }
+    }
+
+    /// Closes a connection after what is queued (DISCONNECT unless it failed) and sends the
+    /// device back to its task.
+    fn finish(&self, c: Conn, ended: Ended) {
+        let Conn {
+            mut link,
+            session,
+            back,
+        } = c;
+        let device = session.close(ended, &self.shared, &mut link.stream);
+        link.stream.close();
         // The task is gone only if the run was dropped midway: nobody waits for the device.
-        let _ = c.back.send(Over { device, ended });
+        let _ = back.send(Over { device, ended });
     }
 }
 

@@ -8,14 +8,12 @@
 //! Connections arrive established: [`super::conn`] does TLS, CONNECT and authentication in
 //! tokio, then hands the connection over with [`PumpHandle::adopt`].
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
-use std::time::Duration;
 
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Poll, Waker};
 use rumqttc::mqttbytes::v4::Packet;
 
 use crate::clock::Micros;
@@ -23,13 +21,8 @@ use crate::hub::mqtt::session::{Action, Session, TwinRequest};
 use crate::hub::mqtt::{conn, Endpoint};
 use crate::hub::registry::DeviceIdx;
 use crate::link::{FromDevice, ToDevice};
+use crate::mqtt::reactor::{Link, Reactor, Served, WAKE};
 use crate::mqtt::stream::Stream;
-
-/// The waker's token; connections use their slot index.
-const WAKE: Token = Token(usize::MAX);
-
-/// Readiness events taken per poll.
-const EVENTS: usize = 1024;
 
 /// A connection ready to be served: CONNECT accepted and CONNACK written.
 pub struct Adopted {
@@ -100,17 +93,15 @@ pub fn start(
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
     let mut pump = Pump {
-        poll,
+        reactor: Reactor::new(poll),
         commands: rx,
         handle: handle.clone(),
         endpoint,
-        conns: Vec::new(),
-        free: Vec::new(),
         by_device: HashMap::new(),
-        timers: BinaryHeap::new(),
-        dirty: Vec::new(),
         to_engine: Vec::new(),
         actions: Vec::new(),
+        readable: Vec::new(),
+        failed: Vec::new(),
     };
     std::thread::Builder::new()
         .name("mqtt-pump".into())
@@ -125,22 +116,22 @@ pub fn start(
 
 /// One served connection.
 struct Conn {
-    stream: Stream,
+    link: Link,
     session: Session,
+    /// The session's generation in [`super::Sessions`].
     generation: u64,
     /// The longest silence allowed: 1.5 × the keep-alive (MQTT 3.1.1 §3.1.2.10); none for 0.
     silence_us: Option<Micros>,
     last_heard: Micros,
-    /// The deadline this connection has in the timer heap (`Micros::MAX`: none). Entries of
-    /// other deadlines are stale and skipped.
-    armed: Micros,
-    /// In the dirty list (has output to write).
-    dirty: bool,
-    /// The socket took only part of the output: wait for writable.
-    blocked: bool,
     /// Twin requests waiting for the one in flight (answered in order).
     twin_queue: VecDeque<TwinRequest>,
     twin_busy: bool,
+}
+
+impl Served for Conn {
+    fn link(&mut self) -> &mut Link {
+        &mut self.link
+    }
 }
 
 impl Conn {
@@ -157,55 +148,41 @@ impl Conn {
 }
 
 struct Pump {
-    poll: Poll,
+    reactor: Reactor<Conn>,
     commands: Receiver<Command>,
     handle: PumpHandle,
     endpoint: Arc<Endpoint>,
-    conns: Vec<Option<Conn>>,
-    free: Vec<usize>,
     by_device: HashMap<DeviceIdx, usize>,
-    timers: BinaryHeap<Reverse<(Micros, usize)>>,
-    dirty: Vec<usize>,
     to_engine: Vec<FromDevice>,
     actions: Vec<Action>,
+    /// Scratch: slots readable, slots whose socket failed.
+    readable: Vec<usize>,
+    failed: Vec<usize>,
 }
 
 impl Pump {
     fn run(&mut self) {
-        let mut events = Events::with_capacity(EVENTS);
         loop {
-            let timeout = self.timers.peek().map(|Reverse((at, _))| {
-                Duration::from_micros(at.saturating_sub(self.endpoint.clock.now_us()))
-            });
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    break;
-                }
+            let now = self.endpoint.clock.now_us();
+            let Ok(woken) = self.reactor.wait(now, &mut self.readable) else {
+                break;
+            };
+            let mut readable = std::mem::take(&mut self.readable);
+            for slot in readable.drain(..) {
+                self.on_readable(slot);
             }
-            let mut woken = false;
-            for event in events.iter() {
-                match event.token() {
-                    WAKE => woken = true,
-                    Token(slot) => {
-                        if event.is_writable() {
-                            if let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) {
-                                c.blocked = false;
-                                self.mark_dirty(slot);
-                            }
-                        }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.on_readable(slot);
-                        }
-                    }
-                }
-            }
+            self.readable = readable;
             if woken && !self.on_commands() {
                 break;
             }
             self.on_timers();
-            self.flush();
+            self.reactor.flush(&mut self.failed);
+            while let Some(slot) = self.failed.pop() {
+                self.close(slot);
+            }
+            self.send_to_engine();
         }
-        for slot in 0..self.conns.len() {
+        for slot in 0..self.reactor.slots() {
             self.close(slot);
         }
         self.send_to_engine();
@@ -228,28 +205,14 @@ impl Pump {
         true
     }
 
-    fn adopt(&mut self, mut new: Adopted) {
+    fn adopt(&mut self, new: Adopted) {
         let device = new.session.device();
         if let Some(old) = self.by_device.get(&device).copied() {
             // The device connected again: the new connection replaces the old one.
             self.close(old);
         }
-        let slot = self.free.pop().unwrap_or(self.conns.len());
-        let registered = self.poll.registry().register(
-            new.stream.socket(),
-            Token(slot),
-            Interest::READABLE | Interest::WRITABLE,
-        );
-        if registered.is_err() {
-            // Out of poller resources: the device sees its connection close and reconnects.
-            self.free.push(slot);
-            if self.endpoint.sessions.close(device, new.generation) {
-                self.to_engine.push(FromDevice::Disconnected { device });
-            }
-            return;
-        }
         let conn = Conn {
-            stream: new.stream,
+            link: Link::new(new.stream),
             session: new.session,
             generation: new.generation,
             silence_us: match new.keep_alive_s {
@@ -257,33 +220,32 @@ impl Pump {
                 s => Some(s as Micros * 1_500_000),
             },
             last_heard: self.endpoint.clock.now_us(),
-            armed: Micros::MAX,
-            dirty: false,
-            blocked: false,
             twin_queue: VecDeque::new(),
             twin_busy: false,
         };
-        if slot == self.conns.len() {
-            self.conns.push(Some(conn));
-        } else {
-            self.conns[slot] = Some(conn);
+        match self.reactor.insert(conn) {
+            Ok(slot) => {
+                self.by_device.insert(device, slot);
+                // Packets that came with CONNECT (a SUBSCRIBE right behind it) are served at once.
+                self.on_readable(slot);
+            }
+            Err(_) => {
+                // Out of poller resources: the device sees its connection close and reconnects.
+                if self.endpoint.sessions.close(device, new.generation) {
+                    self.to_engine.push(FromDevice::Disconnected { device });
+                }
+            }
         }
-        self.by_device.insert(device, slot);
-        // Packets that came with CONNECT (a SUBSCRIBE right behind it) are served at once.
-        self.on_readable(slot);
     }
 
     fn deliver(&mut self, batch: Vec<ToDevice>) {
         let now = self.endpoint.clock.now_us();
         for msg in batch {
-            let device = match &msg {
-                ToDevice::Method { device, .. } | ToDevice::Desired { device, .. } => *device,
-            };
             // No connection: it has just closed, and the engine times the operation out.
-            let Some(slot) = self.by_device.get(&device).copied() else {
+            let Some(slot) = self.by_device.get(&msg.device()).copied() else {
                 continue;
             };
-            let Some(c) = self.conns[slot].as_mut() else {
+            let Some(c) = self.reactor.get_mut(slot) else {
                 continue;
             };
             c.session.on_hub(msg, now, &mut self.actions);
@@ -294,15 +256,16 @@ impl Pump {
 
     fn on_readable(&mut self, slot: usize) {
         let now = self.endpoint.clock.now_us();
-        let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+        let Some(c) = self.reactor.get_mut(slot) else {
             return;
         };
-        let read = c.stream.read();
+        let stream = &mut c.link.stream;
+        let read = stream.read();
         c.last_heard = now;
         // Whatever arrived before an end of stream is still served.
         let mut end = read.is_err();
         loop {
-            match c.stream.parse() {
+            match stream.parse() {
                 Ok(Some(Packet::Disconnect)) => {
                     end = true;
                     break;
@@ -330,7 +293,7 @@ impl Pump {
 
     /// Carries out the actions the session produced for the connection in `slot`.
     fn perform(&mut self, slot: usize) {
-        let Some(c) = self.conns[slot].as_mut() else {
+        let Some(c) = self.reactor.get_mut(slot) else {
             self.actions.clear();
             return;
         };
@@ -338,7 +301,7 @@ impl Pump {
         for action in self.actions.drain(..) {
             match action {
                 Action::Send(packet) => {
-                    c.stream.queue(&packet);
+                    c.link.stream.queue(&packet);
                     wrote = true;
                 }
                 Action::Engine(msg) => self.to_engine.push(msg),
@@ -346,14 +309,14 @@ impl Pump {
             }
         }
         if wrote {
-            self.mark_dirty(slot);
+            self.reactor.mark_dirty(slot);
         }
         self.next_twin(slot);
     }
 
     /// Starts the connection's next twin request unless one is in flight.
     fn next_twin(&mut self, slot: usize) {
-        let Some(c) = self.conns[slot].as_mut() else {
+        let Some(c) = self.reactor.get_mut(slot) else {
             return;
         };
         if c.twin_busy {
@@ -376,47 +339,16 @@ impl Pump {
     }
 
     fn on_answer(&mut self, slot: usize, generation: u64, packet: Packet) {
-        match self.conns.get_mut(slot).and_then(Option::as_mut) {
+        match self.reactor.get_mut(slot) {
             Some(c) if c.generation == generation => {
-                c.stream.queue(&packet);
+                c.link.stream.queue(&packet);
                 c.twin_busy = false;
-                self.mark_dirty(slot);
+                self.reactor.mark_dirty(slot);
                 self.next_twin(slot);
             }
             // The connection closed while the engine answered.
             _ => {}
         }
-    }
-
-    fn mark_dirty(&mut self, slot: usize) {
-        if let Some(c) = self.conns[slot].as_mut() {
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(slot);
-            }
-        }
-    }
-
-    /// Writes every connection's output (as far as each socket takes it), and sends the
-    /// engine its messages.
-    fn flush(&mut self) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for slot in dirty.drain(..) {
-            let Some(c) = self.conns[slot].as_mut() else {
-                continue;
-            };
-            c.dirty = false;
-            if c.blocked {
-                continue;
-            }
-            match c.stream.flush() {
-                Ok(true) => {}
-                Ok(false) => c.blocked = true,
-                Err(_) => self.close(slot),
-            }
-        }
-        self.dirty = dirty;
-        self.send_to_engine();
     }
 
     fn send_to_engine(&mut self) {
@@ -428,14 +360,10 @@ impl Pump {
         }
     }
 
-    /// Puts the connection's next deadline in the heap if it is earlier than the one there.
+    /// Arms the connection's next deadline.
     fn arm(&mut self, slot: usize) {
-        if let Some(c) = self.conns[slot].as_mut() {
-            let at = c.next_deadline();
-            if at < c.armed {
-                c.armed = at;
-                self.timers.push(Reverse((at, slot)));
-            }
+        if let Some(at) = self.reactor.get_mut(slot).map(|c| c.next_deadline()) {
+            self.reactor.arm(slot, at);
         }
     }
 
@@ -443,18 +371,10 @@ impl Pump {
     /// (a connection silent for 1.5 keep-alives is closed).
     fn on_timers(&mut self) {
         let now = self.endpoint.clock.now_us();
-        while let Some(&Reverse((at, slot))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+        while let Some(slot) = self.reactor.next_due(now) {
+            let Some(c) = self.reactor.get_mut(slot) else {
                 continue;
             };
-            if c.armed != at {
-                continue;
-            }
-            c.armed = Micros::MAX;
             if c.silence_us
                 .is_some_and(|s| c.last_heard.saturating_add(s) <= now)
             {
@@ -471,10 +391,9 @@ impl Pump {
     /// disconnection (unless a newer connection of the device took over), and the socket
     /// closes after what is queued.
     fn close(&mut self, slot: usize) {
-        let Some(mut c) = self.conns.get_mut(slot).and_then(Option::take) else {
+        let Some(mut c) = self.reactor.remove(slot) else {
             return;
         };
-        self.free.push(slot);
         let device = c.session.device();
         if self.by_device.get(&device) == Some(&slot) {
             self.by_device.remove(&device);
@@ -488,7 +407,6 @@ impl Pump {
         if self.endpoint.sessions.close(device, c.generation) {
             self.to_engine.push(FromDevice::Disconnected { device });
         }
-        let _ = self.poll.registry().deregister(c.stream.socket());
-        c.stream.close();
+        c.link.stream.close();
     }
 }
