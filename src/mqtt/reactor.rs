@@ -5,9 +5,12 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::time::Duration;
 
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
+use tokio::sync::oneshot;
 
 use crate::clock::Micros;
 use crate::mqtt::stream::Stream;
@@ -17,6 +20,58 @@ pub const WAKE: Token = Token(usize::MAX);
 
 /// Readiness events taken per poll.
 const EVENTS: usize = 1024;
+
+/// How other threads reach a pump: each command posted wakes its poller.
+pub struct Mailbox<T> {
+    commands: Sender<T>,
+    waker: Arc<Waker>,
+}
+
+impl<T> Clone for Mailbox<T> {
+    fn clone(&self) -> Self {
+        Mailbox {
+            commands: self.commands.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+}
+
+impl<T> Mailbox<T> {
+    /// Posts `command` (dropped if the pump has ended) and wakes the pump.
+    pub fn post(&self, command: T) {
+        if self.commands.send(command).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// A poller with its mailbox: the mailbox for the senders, the poller and the receiving end for
+/// the pump.
+pub fn mailbox<T>() -> io::Result<(Mailbox<T>, Poll, Receiver<T>)> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+    let (commands, rx) = mpsc::channel();
+    Ok((Mailbox { commands, waker }, poll, rx))
+}
+
+/// Runs `pump` on a thread named `name` inside the current tokio runtime (the run's clock and
+/// the tasks a pump spawns live there; an error outside one). The receiver completes when it
+/// returns.
+pub fn spawn(
+    name: &str,
+    pump: impl FnOnce() + Send + 'static,
+) -> io::Result<oneshot::Receiver<()>> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _guard = runtime.enter();
+            pump();
+            let _ = done_tx.send(());
+        })?;
+    Ok(done_rx)
+}
 
 /// The part of a served connection the reactor keeps: its stream and bookkeeping.
 pub struct Link {
@@ -226,5 +281,53 @@ impl<C: Served> Reactor<C> {
             }
         }
         self.dirty = dirty;
+    }
+}
+
+/// A pump's own side: what it does with readable connections, commands, deadlines and failed
+/// sockets. [`drive`] runs the loop around it.
+pub trait Handler {
+    /// The pump's connection type.
+    type Conn: Served;
+    /// The pump's connections.
+    fn reactor(&mut self) -> &mut Reactor<Self::Conn>;
+    /// The run clock's time.
+    fn now(&self) -> Micros;
+    /// The connection in `slot` has bytes to read (or has closed).
+    fn on_readable(&mut self, slot: usize);
+    /// Takes the commands waiting behind the waker; false ends the loop.
+    fn on_commands(&mut self) -> bool;
+    /// The deadline of the connection in `slot` has come by `now`.
+    fn on_due(&mut self, slot: usize, now: Micros);
+    /// The socket of the connection in `slot` failed on write.
+    fn on_failed(&mut self, slot: usize);
+    /// After each turn of the loop, once the output is written.
+    fn end_of_turn(&mut self) {}
+}
+
+/// Runs `pump` until its commands end the loop (or the poller fails): wait, read, take
+/// commands, serve deadlines, write.
+pub fn drive<H: Handler>(pump: &mut H) {
+    let (mut readable, mut failed) = (Vec::new(), Vec::new());
+    loop {
+        let now = pump.now();
+        let Ok(woken) = pump.reactor().wait(now, &mut readable) else {
+            break;
+        };
+        for slot in readable.drain(..) {
+            pump.on_readable(slot);
+        }
+        if woken && !pump.on_commands() {
+            break;
+        }
+        let now = pump.now();
+        while let Some(slot) = pump.reactor().next_due(now) {
+            pump.on_due(slot, now);
+        }
+        pump.reactor().flush(&mut failed);
+        for slot in failed.drain(..) {
+            pump.on_failed(slot);
+        }
+        pump.end_of_turn();
     }
 }

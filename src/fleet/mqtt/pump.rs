@@ -8,16 +8,17 @@
 //! come back when the session ends ([`Over`]), to reconnect after its downtime or backoff.
 
 use std::io;
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 
-use mio::{Poll, Waker};
+use mio::Poll;
 use tokio::sync::oneshot;
 
+use crate::clock::Micros;
 use crate::fleet::mqtt::client::Device;
 use crate::fleet::mqtt::session::{AnswerPacket, Ended, Session};
 use crate::fleet::mqtt::Shared;
-use crate::mqtt::reactor::{Link, Reactor, Served, WAKE};
+use crate::mqtt::reactor::{self, Handler, Link, Mailbox, Reactor, Served};
 use crate::mqtt::stream::Stream;
 
 /// A device back from the pump: its session has ended.
@@ -43,19 +44,13 @@ enum Command {
     Exit,
 }
 
-/// How device tasks reach the pump.
-pub struct PumpHandle {
-    commands: Sender<Command>,
-    waker: Arc<Waker>,
-}
+/// How device tasks reach the pump. A pump that has ended drops what it is sent: an adopted
+/// device's receiver then reports the pump gone.
+pub struct PumpHandle(Mailbox<Command>);
 
 impl PumpHandle {
     fn send(&self, command: Command) {
-        // A pump that has ended drops what it is sent: an adopted device's receiver then
-        // reports the pump gone.
-        if self.commands.send(command).is_ok() {
-            let _ = self.waker.wake();
-        }
+        self.0.post(command);
     }
 
     /// Serves `device`'s established connection `stream` from now on; the receiver gets the
@@ -91,35 +86,22 @@ pub struct Inbox {
 /// The pump's command channel: the handle for the device tasks and the inbox for
 /// [`spawn`].
 pub fn channel() -> io::Result<(PumpHandle, Inbox)> {
-    let poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-    let (commands, rx) = mpsc::channel();
-    Ok((PumpHandle { commands, waker }, Inbox { poll, commands: rx }))
+    let (mailbox, poll, commands) = reactor::mailbox()?;
+    Ok((PumpHandle(mailbox), Inbox { poll, commands }))
 }
 
 /// Starts the pump thread on `inbox`, inside the current tokio runtime (its clock; an error
 /// outside one); the returned receiver completes when the thread has closed every connection
 /// and ended.
 pub fn spawn(inbox: Inbox, shared: Arc<Shared>) -> io::Result<oneshot::Receiver<()>> {
-    let (done_tx, done_rx) = oneshot::channel();
-    let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
     let mut pump = Pump {
         reactor: Reactor::new(inbox.poll),
         commands: inbox.commands,
         shared,
         stopping: false,
         answer: AnswerPacket::default(),
-        readable: Vec::new(),
-        failed: Vec::new(),
     };
-    std::thread::Builder::new()
-        .name("mqtt-fleet-pump".into())
-        .spawn(move || {
-            let _guard = runtime.enter();
-            pump.run();
-            let _ = done_tx.send(());
-        })?;
-    Ok(done_rx)
+    reactor::spawn("mqtt-fleet-pump", move || pump.run())
 }
 
 /// One served connection.
@@ -142,33 +124,28 @@ struct Pump {
     /// Told to stop: newcomers are closed at once.
     stopping: bool,
     answer: AnswerPacket,
-    /// Scratch: slots readable, slots whose socket failed.
-    readable: Vec<usize>,
-    failed: Vec<usize>,
 }
 
 impl Pump {
     fn run(&mut self) {
-        loop {
-            let now = self.shared.clock.now_us();
-            let Ok(woken) = self.reactor.wait(now, &mut self.readable) else {
-                break;
-            };
-            let mut readable = std::mem::take(&mut self.readable);
-            for slot in readable.drain(..) {
-                self.on_readable(slot);
-            }
-            self.readable = readable;
-            if woken && !self.on_commands() {
-                break;
-            }
-            self.on_timers();
-            self.reactor.flush(&mut self.failed);
-            while let Some(slot) = self.failed.pop() {
-                self.end(slot, Ended::Lost);
-            }
-        }
+        reactor::drive(self);
         self.close_all();
+    }
+}
+
+impl Handler for Pump {
+    type Conn = Conn;
+
+    fn reactor(&mut self) -> &mut Reactor<Conn> {
+        &mut self.reactor
+    }
+
+    fn now(&self) -> Micros {
+        self.shared.clock.now_us()
+    }
+
+    fn on_readable(&mut self, slot: usize) {
+        self.serve(slot);
     }
 
     /// Takes every waiting command; false once told to exit.
@@ -186,6 +163,29 @@ impl Pump {
         }
     }
 
+    /// Answers due after their latency, keep-alive pings, churn.
+    fn on_due(&mut self, slot: usize, now: Micros) {
+        let Some(c) = self.reactor.get_mut(slot) else {
+            return;
+        };
+        let ended = c
+            .session
+            .on_time(now, &self.shared, &mut c.link.stream, &mut self.answer);
+        match ended {
+            Some(ended) => self.end(slot, ended),
+            None => {
+                self.reactor.mark_dirty(slot);
+                self.arm(slot);
+            }
+        }
+    }
+
+    fn on_failed(&mut self, slot: usize) {
+        self.end(slot, Ended::Lost);
+    }
+}
+
+impl Pump {
     fn adopt(&mut self, new: Adopted) {
         let now = self.shared.clock.now_us();
         let conn = Conn {
@@ -206,10 +206,11 @@ impl Pump {
             return;
         }
         // Requests that came right behind SUBACK are served at once.
-        self.on_readable(slot);
+        self.serve(slot);
     }
 
-    fn on_readable(&mut self, slot: usize) {
+    /// Reads and answers what the connection in `slot` sent.
+    fn serve(&mut self, slot: usize) {
         let Some(c) = self.reactor.get_mut(slot) else {
             return;
         };
@@ -250,26 +251,6 @@ impl Pump {
             .map(|c| c.session.next_deadline())
         {
             self.reactor.arm(slot, at);
-        }
-    }
-
-    /// Serves every deadline that has come, and arms each connection's next one.
-    fn on_timers(&mut self) {
-        let now = self.shared.clock.now_us();
-        while let Some(slot) = self.reactor.next_due(now) {
-            let Some(c) = self.reactor.get_mut(slot) else {
-                continue;
-            };
-            let ended = c
-                .session
-                .on_time(now, &self.shared, &mut c.link.stream, &mut self.answer);
-            match ended {
-                Some(ended) => self.end(slot, ended),
-                None => {
-                    self.reactor.mark_dirty(slot);
-                    self.arm(slot);
-                }
-            }
         }
     }
 

@@ -10,10 +10,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
-use mio::{Poll, Waker};
 use rumqttc::mqttbytes::v4::Packet;
 
 use crate::clock::Micros;
@@ -21,7 +20,7 @@ use crate::hub::mqtt::session::{Action, Session, TwinRequest};
 use crate::hub::mqtt::{conn, Endpoint};
 use crate::hub::registry::DeviceIdx;
 use crate::link::{FromDevice, ToDevice};
-use crate::mqtt::reactor::{Link, Reactor, Served, WAKE};
+use crate::mqtt::reactor::{self, Handler, Link, Mailbox, Reactor, Served};
 use crate::mqtt::stream::Stream;
 
 /// A connection ready to be served: CONNECT accepted and CONNACK written.
@@ -49,18 +48,13 @@ enum Command {
 }
 
 /// How the rest of the hub reaches the pump.
+/// A pump that has stopped drops what it is sent: the hub is shutting down.
 #[derive(Clone)]
-pub struct PumpHandle {
-    commands: Sender<Command>,
-    waker: Arc<Waker>,
-}
+pub struct PumpHandle(Mailbox<Command>);
 
 impl PumpHandle {
     fn send(&self, command: Command) {
-        // A pump that has stopped drops what it is sent: the hub is shutting down.
-        if self.commands.send(command).is_ok() {
-            let _ = self.waker.wake();
-        }
+        self.0.post(command);
     }
 
     /// Serves `conn` from now on.
@@ -83,15 +77,8 @@ impl PumpHandle {
 pub fn start(
     endpoint: Arc<Endpoint>,
 ) -> io::Result<(PumpHandle, tokio::sync::oneshot::Receiver<()>)> {
-    let poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-    let (tx, rx) = mpsc::channel();
-    let handle = PumpHandle {
-        commands: tx,
-        waker,
-    };
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let runtime = tokio::runtime::Handle::current();
+    let (mailbox, poll, rx) = reactor::mailbox()?;
+    let handle = PumpHandle(mailbox);
     let mut pump = Pump {
         reactor: Reactor::new(poll),
         commands: rx,
@@ -100,17 +87,8 @@ pub fn start(
         by_device: HashMap::new(),
         to_engine: Vec::new(),
         actions: Vec::new(),
-        readable: Vec::new(),
-        failed: Vec::new(),
     };
-    std::thread::Builder::new()
-        .name("mqtt-pump".into())
-        .spawn(move || {
-            // The run's clock and the twin tasks live in the runtime that started the pump.
-            let _guard = runtime.enter();
-            pump.run();
-            let _ = done_tx.send(());
-        })?;
+    let done_rx = reactor::spawn("mqtt-pump", move || pump.run())?;
     Ok((handle, done_rx))
 }
 
@@ -155,37 +133,31 @@ struct Pump {
     by_device: HashMap<DeviceIdx, usize>,
     to_engine: Vec<FromDevice>,
     actions: Vec<Action>,
-    /// Scratch: slots readable, slots whose socket failed.
-    readable: Vec<usize>,
-    failed: Vec<usize>,
 }
 
 impl Pump {
     fn run(&mut self) {
-        loop {
-            let now = self.endpoint.clock.now_us();
-            let Ok(woken) = self.reactor.wait(now, &mut self.readable) else {
-                break;
-            };
-            let mut readable = std::mem::take(&mut self.readable);
-            for slot in readable.drain(..) {
-                self.on_readable(slot);
-            }
-            self.readable = readable;
-            if woken && !self.on_commands() {
-                break;
-            }
-            self.on_timers();
-            self.reactor.flush(&mut self.failed);
-            while let Some(slot) = self.failed.pop() {
-                self.close(slot);
-            }
-            self.send_to_engine();
-        }
+        reactor::drive(self);
         for slot in 0..self.reactor.slots() {
             self.close(slot);
         }
         self.send_to_engine();
+    }
+}
+
+impl Handler for Pump {
+    type Conn = Conn;
+
+    fn reactor(&mut self) -> &mut Reactor<Conn> {
+        &mut self.reactor
+    }
+
+    fn now(&self) -> Micros {
+        self.endpoint.clock.now_us()
+    }
+
+    fn on_readable(&mut self, slot: usize) {
+        self.serve(slot);
     }
 
     /// Takes every waiting command; false once told to stop.
@@ -205,6 +177,33 @@ impl Pump {
         true
     }
 
+    /// Held requests that expire, and keep-alive checks (a connection silent for 1.5
+    /// keep-alives is closed).
+    fn on_due(&mut self, slot: usize, now: Micros) {
+        let Some(c) = self.reactor.get_mut(slot) else {
+            return;
+        };
+        if c.silence_us
+            .is_some_and(|s| c.last_heard.saturating_add(s) <= now)
+        {
+            self.close(slot);
+            return;
+        }
+        c.session.on_time(now, &mut self.actions);
+        self.perform(slot);
+        self.arm(slot);
+    }
+
+    fn on_failed(&mut self, slot: usize) {
+        self.close(slot);
+    }
+
+    fn end_of_turn(&mut self) {
+        self.send_to_engine();
+    }
+}
+
+impl Pump {
     fn adopt(&mut self, new: Adopted) {
         let device = new.session.device();
         if let Some(old) = self.by_device.get(&device).copied() {
@@ -227,7 +226,7 @@ impl Pump {
             Ok(slot) => {
                 self.by_device.insert(device, slot);
                 // Packets that came with CONNECT (a SUBSCRIBE right behind it) are served at once.
-                self.on_readable(slot);
+                self.serve(slot);
             }
             Err(_) => {
                 // Out of poller resources: the device sees its connection close and reconnects.
@@ -254,7 +253,8 @@ impl Pump {
         }
     }
 
-    fn on_readable(&mut self, slot: usize) {
+    /// Reads and serves what the connection in `slot` sent.
+    fn serve(&mut self, slot: usize) {
         let now = self.endpoint.clock.now_us();
         let Some(c) = self.reactor.get_mut(slot) else {
             return;
@@ -364,26 +364,6 @@ impl Pump {
     fn arm(&mut self, slot: usize) {
         if let Some(at) = self.reactor.get_mut(slot).map(|c| c.next_deadline()) {
             self.reactor.arm(slot, at);
-        }
-    }
-
-    /// Serves every deadline that has come: held requests that expire, and keep-alive checks
-    /// (a connection silent for 1.5 keep-alives is closed).
-    fn on_timers(&mut self) {
-        let now = self.endpoint.clock.now_us();
-        while let Some(slot) = self.reactor.next_due(now) {
-            let Some(c) = self.reactor.get_mut(slot) else {
-                continue;
-            };
-            if c.silence_us
-                .is_some_and(|s| c.last_heard.saturating_add(s) <= now)
-            {
-                self.close(slot);
-                continue;
-            }
-            c.session.on_time(now, &mut self.actions);
-            self.perform(slot);
-            self.arm(slot);
         }
     }
 
