@@ -7,7 +7,8 @@
 //! - [`query`]: the IoT Hub query language (parse, evaluate against twins or job records, plan
 //!   index use, project rows).
 //! - [`link`]: the messages between hub and devices, and the hub's side of a transport.
-//! - [`mqtt`]: the IoT Hub MQTT dialect (topics, packet framing) shared by hub and fleet.
+//! - [`mqtt`]: the IoT Hub MQTT dialect shared by hub and fleet: topics, packet framing, and the
+//!   event loop (reactor) both packet pumps run on.
 //! - [`fleet`]: virtual devices (data, not tasks), behaviour models, the in-process and MQTT
 //!   transports (MQTT devices connect as tokio tasks, then one pump thread serves every
 //!   established connection), and what MQTT devices sign in with (hub keys, a key file, a
