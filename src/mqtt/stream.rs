@@ -89,11 +89,6 @@ impl Stream {
         self.frames.queue(packet);
     }
 
-    /// Whether packets are queued and not yet written.
-    pub fn pending(&self) -> bool {
-        !self.frames.wbuf.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
-    }
-
     /// Writes what the socket accepts; `Ok(false)` when some is left for the next writable
     /// event.
     pub fn flush(&mut self) -> Result<bool, WireError> {
@@ -239,6 +234,13 @@ mod tests {
     use super::*;
     use rumqttc::mqttbytes::v4::Publish;
     use rumqttc::mqttbytes::QoS;
+
+    impl Stream {
+        /// Whether packets are queued and not yet written.
+        fn pending(&self) -> bool {
+            !self.frames.wbuf.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+        }
+    }
 
     #[test]
     fn a_full_socket_keeps_the_rest_until_writable() {

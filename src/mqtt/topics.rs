@@ -148,30 +148,10 @@ pub fn method_response(status: i32, rid: &str) -> String {
 /// [`method_response`] written into `topic` (replacing what it held): no allocation once
 /// `topic` has the room, for answers sent one after another from a reused packet.
 pub fn write_method_response(topic: &mut String, status: i32, rid: &str) {
+    use std::fmt::Write;
     topic.clear();
-    topic.push_str(METHODS_RES);
-    push_decimal(topic, status);
-    topic.push_str("/?$rid=");
-    topic.push_str(rid);
-}
-
-/// Appends `n` in decimal, without the formatting machinery.
-fn push_decimal(out: &mut String, n: i32) {
-    let mut digits = [0u8; 10];
-    let mut start = digits.len();
-    let mut rest = n.unsigned_abs();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        out.push('-');
-    }
-    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+    // Writing into a String cannot fail.
+    let _ = write!(topic, "{METHODS_RES}{status}/?$rid={rid}");
 }
 
 /// `$iothub/twin/res/{status}/?$rid={rid}[&$version={version}]`.

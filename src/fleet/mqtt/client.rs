@@ -45,9 +45,6 @@ pub enum ClientError {
     /// The hub answered CONNECT with something else.
     #[error("expected CONNACK, got another packet")]
     NoConnAck,
-    /// Dialling, TLS or CONNACK took too long.
-    #[error("no CONNACK within {0:?}")]
-    Timeout(Duration),
     /// The device cannot sign its password.
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
