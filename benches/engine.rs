@@ -7,9 +7,10 @@
 use std::path::Path;
 use std::time::Instant;
 
+use fleetsim::app::run::{self, Progress, RunOptions};
 use fleetsim::metrics::Measure;
-use fleetsim::scenario::runner::{self, fmt_us, Progress, RunOptions};
 use fleetsim::shard::Shard;
+use fleetsim::units::fmt_us;
 use tokio_util::sync::CancellationToken;
 
 fn peak_rss_mb() -> f64 {
@@ -21,7 +22,7 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn run(file: &str) -> (runner::RunOutcome, f64) {
+fn run(file: &str) -> (run::RunOutcome, f64) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let scenario = fleetsim::scenario::load(&root.join(file)).expect("scenario");
     let out = std::env::temp_dir().join(format!("fleetsim-bench-{}", scenario.name));
@@ -40,7 +41,7 @@ fn run(file: &str) -> (runner::RunOutcome, f64) {
         .unwrap();
     let started = Instant::now();
     let outcome = rt
-        .block_on(runner::run(&scenario, &opts, CancellationToken::new()))
+        .block_on(run::run(&scenario, &opts, CancellationToken::new()))
         .expect("run");
     let wall = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(out);

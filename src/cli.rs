@@ -1,13 +1,21 @@
 //! The command line: `fleetsim run | validate | query | hub | devices | keys |
-//! connection-string | compare | merge`.
+//! connection-string | compare | merge`. Every clap type lives here, with its conversion into
+//! the application layer's [`app::Command`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::app::commands::{CompareFormat, CompareOptions, KeysOptions};
+use crate::app::devices::FleetOptions;
+use crate::app::hub::{ConnectionStringOptions, HubOptions};
+use crate::app::run::{Progress, RunCommand, RunOptions};
+use crate::app::wiring::MqttOptions;
+use crate::app::{self};
+use crate::fleet::credentials::PolicyKey;
+use crate::hub::mqtt::Listen as MqttListen;
 use crate::scenario::identities::KeyFormat;
-use crate::scenario::runner::devices::FleetOnly;
 use crate::shard::Shard;
 use crate::verdict::compare::parse_tolerance;
 
@@ -104,7 +112,7 @@ pub enum Command {
         scenario: PathBuf,
         /// Where the fleet connects and how its devices sign.
         #[command(flatten)]
-        fleet: FleetOnly,
+        fleet: DevicesArgs,
     },
     /// Export a scenario's device identities with their keys: a key file for `fleetsim devices
     /// --keys`, or IoT Hub's bulk-import format to create the same fleet on a real hub.
@@ -119,8 +127,8 @@ pub enum Command {
         #[arg(long, default_value = ".fleetsim")]
         state_dir: PathBuf,
         /// csv: deviceId,primaryKey,secondaryKey; import: IoT Hub's bulk-import JSON lines.
-        #[arg(long, value_enum, default_value_t = KeyFormat::Csv)]
-        format: KeyFormat,
+        #[arg(long, value_enum, default_value_t = KeysFormat::Csv)]
+        format: KeysFormat,
         /// The output file (default: standard output).
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
@@ -234,10 +242,6 @@ pub struct MqttArgs {
     pub external_fleet: bool,
 }
 
-pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    crate::scenario::format::parse_duration(text)
-}
-
 /// How `fleetsim compare` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -247,4 +251,196 @@ pub enum Format {
     Md,
     /// JSON.
     Json,
+}
+
+/// What `fleetsim keys` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeysFormat {
+    /// `deviceId,primaryKey,secondaryKey` with a header: the key file of `fleetsim devices --keys`.
+    Csv,
+    /// IoT Hub's bulk-import format (JSON lines), for an import job.
+    Import,
+}
+
+/// `fleetsim devices`: where the fleet connects and how its devices sign.
+#[derive(Debug, Clone, Args)]
+pub struct DevicesArgs {
+    /// The hub: HOST[:PORT] (port 8883 with --tls, else 1883); default: the HostName of
+    /// --connection-string.
+    #[arg(long, required_unless_present = "connection_string")]
+    pub hub: Option<String>,
+    /// Connect over TLS.
+    #[arg(long)]
+    pub tls: bool,
+    /// The CA certificate to trust (default: the system's root certificates, and ca.pem in
+    /// --state-dir if it is there).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Play only the devices whose index is i modulo n.
+    #[arg(long, value_name = "i/n", default_value = "0/1")]
+    pub shard: Shard,
+    /// The hub's state directory (device-key secret unless --keys or --connection-string;
+    /// a fleetsim hub's CA).
+    #[arg(long, default_value = ".fleetsim")]
+    pub state_dir: PathBuf,
+    /// Each device signs with its own key from this CSV (deviceId,primaryKey[,secondaryKey]),
+    /// e.g. from `fleetsim keys`; a device of the fleet missing from it is an error.
+    #[arg(long, value_name = "FILE", conflicts_with = "connection_string")]
+    pub keys: Option<PathBuf>,
+    /// Every device signs with this shared access policy (it needs DeviceConnect):
+    /// "HostName=..;SharedAccessKeyName=..;SharedAccessKey=..".
+    #[arg(long, value_name = "STRING")]
+    pub connection_string: Option<PolicyKey>,
+    /// Local 127.0.0.x source addresses to spread connections over (0: one per 5,000).
+    #[arg(long, default_value_t = 0)]
+    pub sources: u64,
+    /// Overrides the scenario's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Overrides the scenario's ramp (connections per second).
+    #[arg(long)]
+    pub ramp: Option<u32>,
+    /// Stop after this long (e.g. 90s, 10m); default: on Ctrl-C or SIGTERM.
+    #[arg(long = "for", value_name = "DURATION", value_parser = crate::units::parse_duration)]
+    pub stop_after: Option<std::time::Duration>,
+}
+
+impl From<DevicesArgs> for FleetOptions {
+    fn from(a: DevicesArgs) -> Self {
+        FleetOptions {
+            hub: a.hub,
+            tls: a.tls,
+            ca: a.ca,
+            shard: a.shard,
+            state_dir: a.state_dir,
+            keys: a.keys,
+            connection_string: a.connection_string,
+            sources: a.sources,
+            seed: a.seed,
+            ramp: a.ramp,
+            stop_after: a.stop_after,
+        }
+    }
+}
+
+impl From<MqttArgs> for MqttOptions {
+    fn from(a: MqttArgs) -> Self {
+        MqttOptions {
+            listen: MqttListen {
+                plain: a.mqtt,
+                tls: a.mqtts,
+            },
+            external_fleet: a.external_fleet,
+        }
+    }
+}
+
+impl Cli {
+    /// The command line as the application layer's command.
+    pub fn into_command(self) -> app::Command {
+        use app::Command as C;
+        match self.command {
+            Command::Run {
+                scenario,
+                seed,
+                out,
+                no_tui,
+                fps,
+                dry_run,
+                mqtt,
+                state_dir,
+                shard,
+                baseline,
+                tolerance,
+            } => C::Run(RunCommand {
+                scenario,
+                dry_run,
+                shard,
+                no_tui,
+                fps,
+                baseline: baseline.map(|b| (b, tolerance)),
+                run: RunOptions {
+                    seed,
+                    out,
+                    progress: Progress::Lines,
+                    mqtt: mqtt.into(),
+                    state_dir,
+                    shard: Shard::ALL,
+                    scenario_text: None,
+                },
+            }),
+            Command::Compare {
+                baseline,
+                run,
+                tolerance,
+                format,
+            } => C::Compare(CompareOptions {
+                baseline,
+                run,
+                tolerance,
+                format: match format {
+                    Format::Text => CompareFormat::Text,
+                    Format::Md => CompareFormat::Markdown,
+                    Format::Json => CompareFormat::Json,
+                },
+            }),
+            Command::Merge { dirs, out } => C::Merge { dirs, out },
+            Command::Devices { scenario, fleet } => C::Devices {
+                scenario,
+                fleet: fleet.into(),
+            },
+            Command::Keys {
+                scenario,
+                state_dir,
+                format,
+                out,
+            } => C::Keys(KeysOptions {
+                scenario,
+                state_dir,
+                format: match format {
+                    KeysFormat::Csv => KeyFormat::Csv,
+                    KeysFormat::Import => KeyFormat::Import,
+                },
+                out,
+            }),
+            Command::Validate { scenario } => C::Validate { scenario },
+            Command::Query { scenario, query } => C::Query { scenario, query },
+            Command::Hub {
+                scenario,
+                http,
+                https,
+                hostnames,
+                state_dir,
+                cert,
+                key,
+                no_jobs,
+                tui,
+                fps,
+                mqtt,
+            } => C::Hub(HubOptions {
+                scenario,
+                http: http.0,
+                https: https.0,
+                hostnames,
+                state_dir,
+                cert: cert.zip(key),
+                no_jobs,
+                mqtt: mqtt.into(),
+                dashboard_fps: tui.then_some(fps),
+            }),
+            Command::ConnectionString {
+                state_dir,
+                device,
+                policy,
+                host,
+                sas_token,
+            } => C::ConnectionString(ConnectionStringOptions {
+                state_dir,
+                device,
+                policy,
+                host,
+                sas_token_ttl: sas_token,
+            }),
+        }
+    }
 }

@@ -14,10 +14,9 @@ pub mod mqtt;
 use behaviour::CohortModel;
 use device::VirtualDevice;
 
-use crate::scenario::Scenario;
 use crate::shard::Shard;
 
-/// The devices of a scenario's shard with their cohort's model. Device `i` is registry index
+/// The devices of a fleet's shard with their cohort's model. Device `i` is registry index
 /// `i` (a shard's registry holds only its own devices, in the same order).
 #[derive(Debug, Clone)]
 pub struct Fleet {
@@ -30,27 +29,27 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Builds the fleet of a scenario's `shard` with `seed`. A device draws its randomness from
-    /// its index in the shard, so a sharded fleet behaves like the whole one statistically, not
-    /// device for device.
-    pub fn new(scenario: &Scenario, seed: u64, shard: Shard) -> Fleet {
-        let models: Vec<CohortModel> = scenario.cohorts.iter().map(CohortModel::new).collect();
-        let total: u64 = scenario.cohorts.iter().map(|c| c.count).sum();
+    /// Builds the fleet of `cohorts` (each a model and its device count, in registry order)
+    /// restricted to `shard`, with `seed`. A device draws its randomness from its index in the
+    /// shard, so a sharded fleet behaves like the whole one statistically, not device for
+    /// device.
+    pub fn new(cohorts: Vec<(CohortModel, u64)>, seed: u64, shard: Shard) -> Fleet {
+        let total: u64 = cohorts.iter().map(|(_, count)| count).sum();
         let mut devices = Vec::with_capacity((total / u64::from(shard.count) + 1) as usize);
         let mut global = 0u64;
-        for (ci, c) in scenario.cohorts.iter().enumerate() {
-            for _ in 0..c.count {
+        for (ci, (model, count)) in cohorts.iter().enumerate() {
+            for _ in 0..*count {
                 global += 1;
                 if !shard.contains(global - 1) {
                     continue;
                 }
                 let idx = devices.len() as u32;
-                devices.push(VirtualDevice::new(ci as u16, &models[ci], seed, idx));
+                devices.push(VirtualDevice::new(ci as u16, model, seed, idx));
             }
         }
         Fleet {
             seed,
-            models,
+            models: cohorts.into_iter().map(|(model, _)| model).collect(),
             devices,
         }
     }

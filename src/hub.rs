@@ -10,7 +10,6 @@ pub mod handle;
 pub mod jobs;
 pub mod mqtt;
 pub mod registry;
-pub mod server;
 pub mod state;
 pub mod throttle;
 pub mod twin;

@@ -23,6 +23,7 @@
 //! - [`tui`]: the live dashboard (ratatui), fed by the engine's snapshots.
 //! - [`cli`]: the command line.
 
+pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod fleet;
@@ -36,4 +37,5 @@ pub mod scenario;
 pub mod shard;
 pub mod tls;
 pub mod tui;
+pub mod units;
 pub mod verdict;

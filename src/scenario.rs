@@ -6,7 +6,6 @@ pub mod build;
 pub mod format;
 pub mod identities;
 pub mod inspect;
-pub mod runner;
 
 use std::collections::HashSet;
 use std::ops::Range;

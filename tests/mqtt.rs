@@ -1,10 +1,13 @@
 //! The hub's MQTT device endpoint over real TCP and TLS: rumqttc clients (and raw sockets for
-//! protocol violations) against `runner::start` with the endpoint on ephemeral ports.
+//! protocol violations) against `app::wiring::start` with the endpoint on ephemeral ports.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use fleetsim::app::devices::{self, FleetOptions};
+use fleetsim::app::wiring::{self, Running};
+use fleetsim::app::wiring::{MqttOptions, Security};
 use fleetsim::clock::Clock;
 use fleetsim::fleet::keyfile::{self, KeyFile};
 use fleetsim::hub::api::{self, Api};
@@ -16,8 +19,6 @@ use fleetsim::hub::mqtt::Listen;
 use fleetsim::hub::state::StateDir;
 use fleetsim::hub::throttle::{Limits, Tier};
 use fleetsim::hub::TwinWrite;
-use fleetsim::scenario::runner::devices::{self as fleet_only, FleetOnly, MqttOptions, Security};
-use fleetsim::scenario::runner::{self, Running};
 use fleetsim::scenario::{self};
 use rumqttc::mqttbytes::v4::{Connect, Login, Packet, Publish, Subscribe};
 use rumqttc::{
@@ -80,7 +81,7 @@ async fn start_with(limits: Limits) -> TestHub {
         },
         external_fleet: true,
     };
-    let running = runner::start(
+    let running = wiring::start(
         &scenario,
         1,
         fleetsim::shard::Shard::ALL,
@@ -743,8 +744,8 @@ impl TestHub {
 
     /// `fleetsim devices` options for the scenario's 8 devices against the plain endpoint,
     /// with no usable state directory: the keys must come from `keys` or `connection_string`.
-    fn fleet_options(&self) -> FleetOnly {
-        FleetOnly {
+    fn fleet_options(&self) -> FleetOptions {
+        FleetOptions {
             hub: Some(format!("127.0.0.1:{}", self.plain.port())),
             tls: false,
             ca: None,
@@ -768,13 +769,13 @@ impl TestHub {
 /// counters.
 async fn run_fleet_until_connected(
     hub: &TestHub,
-    opts: FleetOnly,
+    opts: FleetOptions,
 ) -> Arc<fleetsim::fleet::mqtt::FleetStatus> {
     let scenario = scenario::parse(SCENARIO, "mqtt-test.toml").unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let fleet = tokio::spawn({
         let stop = stop.clone();
-        async move { fleet_only::run_fleet(&scenario, &opts, stop).await }
+        async move { devices::run_fleet(&scenario, &opts, stop).await }
     });
     eventually(async || hub.connected() == 8, "all 8 devices connected").await;
     stop.cancel();
@@ -841,12 +842,12 @@ async fn a_wrong_or_incomplete_key_file_is_refused() {
     }
     std::fs::write(&path, &text).unwrap();
     let scenario = scenario::parse(SCENARIO, "mqtt-test.toml").unwrap();
-    let opts = FleetOnly {
+    let opts = FleetOptions {
         keys: Some(path.clone()),
         stop_after: Some(Duration::from_millis(500)),
         ..hub.fleet_options()
     };
-    let status = fleet_only::run_fleet(&scenario, &opts, Default::default())
+    let status = devices::run_fleet(&scenario, &opts, Default::default())
         .await
         .unwrap();
     let count = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
@@ -861,7 +862,7 @@ async fn a_wrong_or_incomplete_key_file_is_refused() {
         .map(|l| l.to_owned() + "\n")
         .collect();
     std::fs::write(&path, short).unwrap();
-    let e = fleet_only::run_fleet(&scenario, &opts, Default::default())
+    let e = devices::run_fleet(&scenario, &opts, Default::default())
         .await
         .unwrap_err()
         .to_string();
@@ -877,7 +878,7 @@ async fn a_fleet_signs_with_a_device_connect_policy() {
     let key = &hub.security.auth.policy("device").unwrap().primary_key;
     let connection_string =
         format!("HostName=localhost;SharedAccessKeyName=device;SharedAccessKey={key}");
-    let opts = FleetOnly {
+    let opts = FleetOptions {
         connection_string: Some(connection_string.parse().unwrap()),
         ..hub.fleet_options()
     };

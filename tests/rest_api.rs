@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleetsim::app::wiring::{self, MqttOptions};
 use fleetsim::clock::Clock;
 use fleetsim::hub::api::{self, Api};
 use fleetsim::hub::auth::{default_policies, generate_token, Authority};
 use fleetsim::hub::state::StateDir;
 use fleetsim::hub::throttle::{Limits, Tier};
+use fleetsim::scenario;
 use fleetsim::scenario::identities::{self, KeyFormat};
-use fleetsim::scenario::{self, runner};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -51,13 +52,13 @@ async fn start(limits: Limits) -> TestHub {
     let material = state.tls(None, &names, clock.wall_at(0)).unwrap();
     let text = std::fs::read_to_string("tests/fixtures/sdk-hub.toml").unwrap();
     let scenario = scenario::parse(&text, "sdk-hub.toml").unwrap();
-    let running = runner::start(
+    let running = wiring::start(
         &scenario,
         1,
         fleetsim::shard::Shard::ALL,
         clock,
         limits,
-        &runner::devices::MqttOptions::default(),
+        &MqttOptions::default(),
         None,
     )
     .await

@@ -10,7 +10,6 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp, LogNormal, Normal, Pareto};
 
 use crate::clock::Micros;
-use crate::scenario::format::{Cohort, Dist};
 
 /// z for the 99th percentile of the standard normal.
 const Z99: f64 = 2.326_347_874;
@@ -33,27 +32,36 @@ pub enum Latency {
 }
 
 impl Latency {
-    /// Builds a sampler from a checked scenario distribution.
-    pub fn new(d: &Dist) -> Latency {
-        let us = |d: &crate::scenario::format::Dur| d.0.as_secs_f64() * 1e6;
-        let built = match d {
-            Dist::Fixed { value } => return Latency::Fixed(value.micros()),
-            Dist::Uniform { min, max } => return Latency::Uniform(min.micros(), max.micros()),
-            Dist::Normal { mean, stddev } => {
-                Normal::new(us(mean), us(stddev)).ok().map(Latency::Normal)
-            }
-            Dist::Lognormal { median, p99 } => {
-                let mu = us(median).ln();
-                let sigma = (us(p99).ln() - mu) / Z99;
-                LogNormal::new(mu, sigma).ok().map(Latency::LogNormal)
-            }
-            Dist::Exponential { mean } => Exp::new(1.0 / us(mean).max(1.0)).ok().map(Latency::Exp),
-            Dist::Pareto { scale, shape } => {
-                Pareto::new(us(scale), *shape).ok().map(Latency::Pareto)
-            }
-        };
-        // Validation refuses the parameters these constructors reject; fall back to zero.
-        built.unwrap_or(Latency::Fixed(0))
+    /// Always `us`.
+    pub fn fixed(us: Micros) -> Latency {
+        Latency::Fixed(us)
+    }
+
+    /// Uniform in [`min`, `max`] µs.
+    pub fn uniform(min: Micros, max: Micros) -> Latency {
+        Latency::Uniform(min, max.max(min))
+    }
+
+    /// Normal with `mean` and `stddev` µs, cut at zero.
+    pub fn normal(mean: f64, stddev: f64) -> Latency {
+        Normal::new(mean, stddev).map_or(Latency::Fixed(0), Latency::Normal)
+    }
+
+    /// Log-normal with this `median` and 99th percentile, µs.
+    pub fn lognormal(median: f64, p99: f64) -> Latency {
+        let mu = median.ln();
+        let sigma = (p99.ln() - mu) / Z99;
+        LogNormal::new(mu, sigma).map_or(Latency::Fixed(0), Latency::LogNormal)
+    }
+
+    /// Exponential with this `mean`, µs.
+    pub fn exponential(mean: f64) -> Latency {
+        Exp::new(1.0 / mean.max(1.0)).map_or(Latency::Fixed(0), Latency::Exp)
+    }
+
+    /// Pareto with this `scale` (µs, the minimum) and `shape`.
+    pub fn pareto(scale: f64, shape: f64) -> Latency {
+        Pareto::new(scale, shape).map_or(Latency::Fixed(0), Latency::Pareto)
     }
 
     /// One draw.
@@ -119,6 +127,16 @@ impl MethodModel {
     }
 }
 
+/// How a cohort's devices churn: disconnect at random (a Poisson process) and stay away for a
+/// drawn downtime.
+#[derive(Debug, Clone)]
+pub struct Churn {
+    /// Mean disconnects per device per hour (0: none).
+    pub disconnects_per_hour: f64,
+    /// Downtime per disconnect.
+    pub downtime: Latency,
+}
+
 /// A cohort's behaviour.
 #[derive(Debug, Clone)]
 pub struct CohortModel {
@@ -137,42 +155,35 @@ pub struct CohortModel {
 }
 
 impl CohortModel {
-    /// Builds a cohort's model from its scenario section.
-    pub fn new(c: &Cohort) -> CohortModel {
-        let model = |m: &crate::scenario::format::MethodBehaviour| MethodModel {
-            latency: Latency::new(&m.latency),
-            error_rate: m.error_rate.0,
-            error_status: m.error_status,
-            no_response: m.no_response.0,
-            ok_status: m.status,
-        };
-        let default_method = c.methods.get("default").map(model).unwrap_or(MethodModel {
+    /// A cohort's model: `methods` by name (`default` answers the others; without it, an
+    /// immediate 200), twin acknowledgements after `ack_latency` with `ack_failure` of them
+    /// never sent, an `offline` share that never connects, and `churn`.
+    pub fn new(
+        mut methods: HashMap<String, MethodModel>,
+        ack_latency: Latency,
+        ack_failure: f64,
+        offline: f64,
+        churn: Option<Churn>,
+    ) -> CohortModel {
+        let default_method = methods.remove("default").unwrap_or(MethodModel {
             latency: Latency::Fixed(0),
             error_rate: 0.0,
             error_status: 500,
             no_response: 0.0,
             ok_status: 200,
         });
-        let churn_gap = c
-            .churn
+        let churn_gap = churn
             .as_ref()
             .filter(|ch| ch.disconnects_per_hour > 0.0)
             .and_then(|ch| Exp::new(ch.disconnects_per_hour / 3.6e9).ok());
         CohortModel {
-            methods: c
-                .methods
-                .iter()
-                .map(|(k, v)| (k.clone(), model(v)))
-                .collect(),
+            methods,
             default_method,
-            ack_latency: Latency::new(&c.twin.ack_latency),
-            ack_failure: c.twin.failure_rate.0,
-            offline: c.offline.0,
+            ack_latency,
+            ack_failure,
+            offline,
             churn_gap,
-            downtime: c
-                .churn
-                .as_ref()
-                .map_or(Latency::Fixed(0), |ch| Latency::new(&ch.downtime)),
+            downtime: churn.map_or(Latency::Fixed(0), |ch| ch.downtime),
         }
     }
 
@@ -215,13 +226,6 @@ fn splitmix(mut z: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::format::Dur;
-    use std::time::Duration;
-
-    fn ms(v: u64) -> Dur {
-        Dur(Duration::from_millis(v))
-    }
-
     fn quantile(mut v: Vec<Micros>, q: f64) -> Micros {
         v.sort_unstable();
         v[((v.len() - 1) as f64 * q) as usize]
@@ -229,10 +233,7 @@ mod tests {
 
     #[test]
     fn lognormal_matches_median_and_p99() {
-        let l = Latency::new(&Dist::Lognormal {
-            median: ms(40),
-            p99: ms(400),
-        });
+        let l = Latency::lognormal(40_000.0, 400_000.0);
         let draws: Vec<_> = (0..200_000)
             .map(|i| l.sample(&mut rng_for(7, i, Salt::Method, 0)))
             .collect();
@@ -244,19 +245,10 @@ mod tests {
     #[test]
     fn uniform_exponential_pareto_normal_stay_in_bounds() {
         let mut rng = rng_for(1, 2, Salt::Method, 3);
-        let u = Latency::new(&Dist::Uniform {
-            min: ms(5),
-            max: ms(50),
-        });
-        let e = Latency::new(&Dist::Exponential { mean: ms(10) });
-        let p = Latency::new(&Dist::Pareto {
-            scale: ms(2),
-            shape: 1.5,
-        });
-        let n = Latency::new(&Dist::Normal {
-            mean: ms(1),
-            stddev: ms(5),
-        });
+        let u = Latency::uniform(5_000, 50_000);
+        let e = Latency::exponential(10_000.0);
+        let p = Latency::pareto(2_000.0, 1.5);
+        let n = Latency::normal(1_000.0, 5_000.0);
         let mut sum_e = 0;
         for _ in 0..100_000 {
             assert!((5_000..=50_000).contains(&u.sample(&mut rng)));

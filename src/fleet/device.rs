@@ -89,16 +89,35 @@ impl VirtualDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::format::Cohort;
+    use std::collections::HashMap;
 
-    fn cohort(text: &str) -> Cohort {
-        toml::from_str(text).unwrap()
+    use crate::fleet::behaviour::{Latency, MethodModel};
+
+    /// A cohort whose methods answer as `default` does, acknowledging twin patches after
+    /// `ack_latency` with `ack_failure` of them never sent, and `offline` never connecting.
+    fn cohort(
+        default: MethodModel,
+        ack_latency: Latency,
+        ack_failure: f64,
+        offline: f64,
+    ) -> CohortModel {
+        let methods = HashMap::from([("default".to_owned(), default)]);
+        CohortModel::new(methods, ack_latency, ack_failure, offline, None)
+    }
+
+    fn immediate() -> MethodModel {
+        MethodModel {
+            latency: Latency::fixed(0),
+            error_rate: 0.0,
+            error_status: 500,
+            no_response: 0.0,
+            ok_status: 200,
+        }
     }
 
     #[test]
     fn offline_share_and_determinism() {
-        let c = cohort("name='a'\ncount=1\nid_prefix='a'\noffline=0.1");
-        let m = CohortModel::new(&c);
+        let m = cohort(immediate(), Latency::fixed(0), 0.0, 0.1);
         let offline = (0..50_000)
             .filter(|&i| VirtualDevice::new(0, &m, 9, i).offline)
             .count();
@@ -114,8 +133,11 @@ mod tests {
 
     #[test]
     fn successive_requests_draw_afresh() {
-        let c = cohort("name='a'\ncount=1\nid_prefix='a'\n[methods.default]\nlatency={dist='uniform',min='1ms',max='100ms'}");
-        let m = CohortModel::new(&c);
+        let default = MethodModel {
+            latency: Latency::uniform(1_000, 100_000),
+            ..immediate()
+        };
+        let m = cohort(default, Latency::fixed(0), 0.0, 0.0);
         let mut d = VirtualDevice::new(0, &m, 1, 0);
         let first = d.on_method(&m, "x", 1, 0);
         let second = d.on_method(&m, "x", 1, 0);
@@ -130,8 +152,7 @@ mod tests {
 
     #[test]
     fn twin_acks_fail_at_the_configured_rate() {
-        let c = cohort("name='a'\ncount=1\nid_prefix='a'\n[twin]\nfailure_rate=0.25\nack_latency={dist='fixed',value='5ms'}");
-        let m = CohortModel::new(&c);
+        let m = cohort(immediate(), Latency::fixed(5_000), 0.25, 0.0);
         let drops = (0..20_000)
             .filter(|&i| {
                 VirtualDevice::new(0, &m, 3, i).on_desired(&m, 3, i) == DesiredOutcome::Drop

@@ -1,15 +1,18 @@
-//! Turns a checked scenario into what a run needs: the registry of its devices (twins sharing
-//! their cohort's initial maps) and the job requests with their times.
+//! Turns a checked scenario into the domain's own types: the registry of its devices (twins
+//! sharing their cohort's initial maps), the fleet with its cohorts' behaviour models, and the
+//! job requests with their times.
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::clock::{Clock, Micros};
+use crate::fleet::behaviour::{Churn, CohortModel, Latency, MethodModel};
+use crate::fleet::Fleet;
 use crate::hub::jobs::{JobKind, JobRequest, MethodCall, TwinUpdate};
 use crate::hub::registry::Registry;
 use crate::hub::twin::{Object, Twin};
-use crate::scenario::format::{Cohort, JobSpec, Scenario};
+use crate::scenario::format::{Cohort, Dist, Dur, JobSpec, MethodBehaviour, Scenario};
 use crate::shard::Shard;
 
 /// A TOML table as a JSON object.
@@ -55,6 +58,54 @@ pub fn registry(scenario: &Scenario, clock: Clock, shard: Shard) -> Registry {
         }
     }
     registry
+}
+
+/// The fleet of a scenario's devices in `shard`, in registry order, drawing from `seed`.
+pub fn fleet(scenario: &Scenario, seed: u64, shard: Shard) -> Fleet {
+    let cohorts = scenario
+        .cohorts
+        .iter()
+        .map(|c| (cohort_model(c), c.count))
+        .collect();
+    Fleet::new(cohorts, seed, shard)
+}
+
+/// A cohort's behaviour model.
+fn cohort_model(c: &Cohort) -> CohortModel {
+    let method = |m: &MethodBehaviour| MethodModel {
+        latency: latency(&m.latency),
+        error_rate: m.error_rate.0,
+        error_status: m.error_status,
+        no_response: m.no_response.0,
+        ok_status: m.status,
+    };
+    let churn = c.churn.as_ref().map(|ch| Churn {
+        disconnects_per_hour: ch.disconnects_per_hour,
+        downtime: latency(&ch.downtime),
+    });
+    CohortModel::new(
+        c.methods
+            .iter()
+            .map(|(k, v)| (k.clone(), method(v)))
+            .collect(),
+        latency(&c.twin.ack_latency),
+        c.twin.failure_rate.0,
+        c.offline.0,
+        churn,
+    )
+}
+
+/// A checked distribution as a sampler (in µs).
+fn latency(d: &Dist) -> Latency {
+    let us = |d: &Dur| d.0.as_secs_f64() * 1e6;
+    match d {
+        Dist::Fixed { value } => Latency::fixed(value.micros()),
+        Dist::Uniform { min, max } => Latency::uniform(min.micros(), max.micros()),
+        Dist::Normal { mean, stddev } => Latency::normal(us(mean), us(stddev)),
+        Dist::Lognormal { median, p99 } => Latency::lognormal(us(median), us(p99)),
+        Dist::Exponential { mean } => Latency::exponential(us(mean)),
+        Dist::Pareto { scale, shape } => Latency::pareto(us(scale), *shape),
+    }
 }
 
 /// The ids a job spec creates: its id, or `id-1` .. `id-N` when it repeats.

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::hub::throttle::Tier;
+use crate::units::parse_duration;
 use crate::verdict::thresholds::Thresholds;
 
 /// A whole scenario file.
@@ -373,39 +374,6 @@ impl Dur {
     pub fn micros(self) -> u64 {
         self.0.as_micros() as u64
     }
-}
-
-/// Parses a duration with a unit.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let unit = unit.trim();
-    let value: f64 = num.parse().map_err(|_| {
-        format!("bad duration '{text}'; expected a number and a unit, such as 40ms, 5s, 2m, 1h")
-    })?;
-    let scale = match unit {
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => {
-            return Err(format!(
-                "bad duration '{text}': unknown unit '{unit}'; expected us, ms, s, m or h"
-            ))
-        }
-    };
-    let secs = value * scale;
-    if !secs.is_finite() || secs > 1e9 {
-        return Err(format!("bad duration '{text}': too large"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 impl<'de> Deserialize<'de> for Dur {

@@ -19,7 +19,7 @@ use crate::scenario::build::{cohort_ids, json_object};
 use crate::scenario::Scenario;
 
 /// What `fleetsim keys` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyFormat {
     /// `deviceId,primaryKey,secondaryKey` with a header: the key file of `fleetsim devices --keys`.
     Csv,

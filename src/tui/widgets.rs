@@ -13,30 +13,9 @@ use crate::hub::jobs::{ErrorCounts, JobStatus};
 use crate::hub::{HubView, JobView};
 use crate::metrics::{Measure, MeasureSnapshot};
 use crate::report::DeviceJobStatistics;
-use crate::scenario::runner::fmt_us;
+use crate::units::{fmt_count, fmt_secs, fmt_us};
 
 use super::app::App;
-
-/// Seconds for people: `12.3s`, `4m05s`.
-pub fn fmt_secs(us: u64) -> String {
-    let s = us / 1_000_000;
-    if s < 60 {
-        format!("{:.1}s", us as f64 / 1e6)
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
-    }
-}
-
-/// A count that fits a narrow column: `999`, `12.3k`, `1.00M`.
-pub fn fmt_count(n: u64) -> String {
-    match n {
-        0..=9_999 => n.to_string(),
-        10_000..=999_999 => format!("{:.1}k", n as f64 / 1e3),
-        _ => format!("{:.2}M", n as f64 / 1e6),
-    }
-}
 
 /// A text progress bar `width` cells wide followed by the percentage.
 fn progress_bar(done: u64, total: u64, width: usize) -> String {

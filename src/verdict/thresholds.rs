@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::hub::HubView;
 use crate::metrics::results::Summary;
 use crate::metrics::{HistogramStats, Measure};
-use crate::scenario::format::parse_duration;
+use crate::units::parse_duration;
 
 /// Engine-lag p99 above which a run is invalid when the scenario does not say otherwise: the
 /// simulator could not dispatch on time, so the figures describe fleetsim, not the system.
@@ -381,7 +381,7 @@ impl Threshold {
 /// A figure's value for people: µs as a time with a unit, or a number with sensible digits.
 pub fn show_value(is_time: bool, value: f64) -> String {
     if is_time {
-        crate::scenario::runner::fmt_us(value.round() as u64)
+        crate::units::fmt_us(value.round() as u64)
     } else if value.fract() == 0.0 && value.abs() < 1e15 {
         format!("{value:.0}")
     } else if value.abs() < 1.0 {

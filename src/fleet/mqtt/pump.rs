@@ -285,6 +285,7 @@ impl Pump {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::time::Duration;
@@ -296,12 +297,12 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use crate::clock::Clock;
+    use crate::fleet::behaviour::{Churn, CohortModel, Latency, MethodModel};
     use crate::fleet::credentials::{Credentials, PolicyKey};
     use crate::fleet::mqtt::{self, FleetStatus, MqttFleetConfig};
     use crate::fleet::Fleet;
     use crate::mqtt::topics::{self, DevicePublish};
     use crate::mqtt::wire::{Wire, WireError};
-    use crate::scenario::{self, build};
     use crate::shard::Shard;
 
     /// Long enough for anything that should happen; reached only when something is broken.
@@ -315,12 +316,13 @@ mod tests {
         fleet: tokio::task::JoinHandle<()>,
     }
 
-    /// Starts a fleet of one device `d0` of a cohort with the TOML lines `cohort`.
-    async fn bench(cohort: &str) -> Bench {
-        let text = format!(
-            "name = \"pump\"\nduration = \"1m\"\n[[cohort]]\nname = \"d\"\ncount = 1\nid_prefix = \"d\"\n{cohort}"
-        );
-        let scenario = scenario::parse(&text, "pump.toml").unwrap();
+    /// Immediate 200s for methods other than `methods`; twin patches acknowledged at once.
+    fn cohort(methods: HashMap<String, MethodModel>, churn: Option<Churn>) -> CohortModel {
+        CohortModel::new(methods, Latency::fixed(0), 0.0, 0.0, churn)
+    }
+
+    /// Starts a fleet of one device `d0` of `cohort`.
+    async fn bench(cohort: CohortModel) -> Bench {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let config = MqttFleetConfig {
             target: listener.local_addr().unwrap(),
@@ -340,8 +342,8 @@ mod tests {
         let stop = CancellationToken::new();
         let fleet = mqtt::start(
             Clock::start(),
-            Fleet::new(&scenario, 1, Shard::ALL),
-            build::device_ids(&scenario).collect(),
+            Fleet::new(vec![(cohort, 1)], 1, Shard::ALL),
+            vec!["d0".to_owned()],
             config,
             status.clone(),
             stop.clone(),
@@ -413,10 +415,14 @@ mod tests {
 
     #[tokio::test]
     async fn answers_leave_after_their_latency_in_order_and_shutdown_disconnects() {
-        let bench = bench(
-            "[cohort.methods.slow]\nlatency = { dist = \"fixed\", value = \"300ms\" }\nstatus = 201",
-        )
-        .await;
+        let slow = MethodModel {
+            latency: Latency::fixed(300_000),
+            error_rate: 0.0,
+            error_status: 500,
+            no_response: 0.0,
+            ok_status: 201,
+        };
+        let bench = bench(cohort(HashMap::from([("slow".to_owned(), slow)]), None)).await;
         let mut hub = bench.accept().await;
         let sent = Instant::now();
         request(&mut hub, "slow", "1");
@@ -441,10 +447,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_churned_device_reconnects_and_is_served_again() {
-        let bench = bench(
-            "churn = { disconnects_per_hour = 36000, downtime = { dist = \"fixed\", value = \"20ms\" } }",
-        )
-        .await;
+        let churn = Churn {
+            disconnects_per_hour: 36_000.0,
+            downtime: Latency::fixed(20_000),
+        };
+        let bench = bench(cohort(HashMap::new(), Some(churn))).await;
         // The churn model drops the first connection (DISCONNECT, then the socket closes).
         let mut first = bench.accept().await;
         assert!(matches!(next(&mut first).await, Ok(Packet::Disconnect)));

@@ -1,27 +1,27 @@
-//! The device side of a run: the in-process fleet, or the hub's MQTT endpoint with the MQTT
-//! fleet (`[hub] transport = "mqtt"`), or the endpoint alone for a fleet in other processes
-//! (`fleetsim devices`) and for SDK devices. Builds the engine's [`DeviceLink`] accordingly.
+//! A hub engine and a scenario's devices started together, for `fleetsim run` and `fleetsim
+//! hub`. The device side is the in-process fleet, or the hub's MQTT endpoint with the MQTT fleet
+//! (`[hub] transport = "mqtt"`), or the endpoint alone for a fleet in other processes (`fleetsim
+//! devices`) and for SDK devices; the engine's [`DeviceLink`] is built accordingly.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
-use crate::fleet::credentials::{Credentials, PolicyKey};
+use crate::clock::{Clock, Micros};
+use crate::fleet::credentials::Credentials;
 use crate::fleet::inproc::{InProcFleet, InProcLink};
-use crate::fleet::keyfile::KeyFile;
 use crate::fleet::mqtt::{self as mqtt_fleet, preflight, FleetStatus, MqttFleetConfig};
 use crate::fleet::Fleet;
 use crate::hub::auth::Authority;
 use crate::hub::mqtt::{self, Endpoint, Listen, MqttLink, Sessions};
 use crate::hub::state::StateDir;
-use crate::hub::throttle::RateLimiter;
-use crate::hub::Hub;
+use crate::hub::throttle::{Limits, RateLimiter};
+use crate::hub::{Engine, EngineOutput, Hub, HubView};
 use crate::link::{DeviceLink, FromDevice, ToDevice};
 use crate::scenario::format::Transport;
 use crate::scenario::{build, Scenario};
@@ -30,9 +30,9 @@ use crate::shard::Shard;
 /// Host names the hub answers to (SAS resources and the TLS certificate).
 pub const HOST_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
 /// MQTT keep-alive of fleet devices, seconds (the Python SDK's).
-const KEEP_ALIVE_S: u16 = 60;
+pub(crate) const KEEP_ALIVE_S: u16 = 60;
 /// Outgoing connections per loopback source address the fleet aims for.
-const PER_SOURCE: u64 = 5_000;
+pub(crate) const PER_SOURCE: u64 = 5_000;
 
 /// The MQTT side of a run, from the command line.
 #[derive(Debug, Clone, Default)]
@@ -84,6 +84,130 @@ impl Security {
     }
 }
 
+/// A hub engine and a scenario's devices (in process, or over MQTT), running as tasks.
+pub struct Running {
+    /// The handle API calls and the job feeder use.
+    pub hub: Hub,
+    /// The engine's published view.
+    pub view: watch::Receiver<Arc<HubView>>,
+    /// The tier's allowances for service calls and device twin traffic (see [`RateLimiter`]).
+    pub limiter: Arc<RateLimiter>,
+    stop: CancellationToken,
+    engine: JoinHandle<EngineOutput>,
+    devices: DeviceSide,
+}
+
+impl Running {
+    /// Where the MQTT endpoint listens: (TCP, TLS).
+    pub fn mqtt_addrs(&self) -> (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>) {
+        self.devices.mqtt_addrs()
+    }
+
+    /// Stops the engine and the devices; answers the engine's measurements and job reports.
+    pub async fn stop(self) -> anyhow::Result<EngineOutput> {
+        self.stop.cancel();
+        let output = self.engine.await.context("the job engine task failed")?;
+        self.devices.join().await?;
+        Ok(output)
+    }
+
+    /// Waits (printing progress) until the devices expected over MQTT are connected, the wait
+    /// bound passes, or `shutdown`; answers the clock reading then (0 when nothing to wait for).
+    pub async fn await_devices(
+        &mut self,
+        clock: &Clock,
+        ramp: u32,
+        shutdown: &CancellationToken,
+    ) -> Micros {
+        let expected = self.devices.expect_connected;
+        if expected == 0 {
+            return 0;
+        }
+        let bound = clock.now_us() + connect_wait(expected, ramp);
+        let mut next_line = 0;
+        loop {
+            let now = clock.now_us();
+            let connected = self.view.borrow_and_update().connected;
+            if connected >= expected || now >= bound || shutdown.is_cancelled() {
+                eprintln!(
+                    "fleetsim: {connected}/{expected} MQTT devices connected after {:.1}s",
+                    now as f64 / 1e6
+                );
+                return now;
+            }
+            if now >= next_line {
+                match &self.devices.fleet_status {
+                    Some(s) => eprintln!("[{:>6.1}s] {}", now as f64 / 1e6, s.line()),
+                    None => eprintln!(
+                        "[{:>6.1}s] {connected}/{expected} devices connected",
+                        now as f64 / 1e6
+                    ),
+                }
+                next_line = now + 1_000_000;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = self.view.changed() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            }
+        }
+    }
+}
+
+/// How long a run waits for `n` MQTT devices connecting at `ramp` per second.
+fn connect_wait(n: u64, ramp: u32) -> Micros {
+    let ramp_us = n.saturating_mul(1_000_000) / ramp.max(1) as u64;
+    2 * ramp_us + 30_000_000
+}
+
+/// Builds `scenario`'s registry and fleet (with `seed`) and starts the engine over them, with
+/// `limits` (the scenario's own unless overridden by the caller), and the device side `mqtt`
+/// asks for (`security`: keys and TLS, needed when MQTT is served).
+pub async fn start(
+    scenario: &Scenario,
+    seed: u64,
+    shard: Shard,
+    clock: Clock,
+    limits: Limits,
+    mqtt: &MqttOptions,
+    security: Option<Security>,
+) -> anyhow::Result<Running> {
+    let registry = build::registry(scenario, clock, shard);
+    let (from_dev_tx, from_dev_rx) = mpsc::unbounded_channel();
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let (view_tx, view_rx) = watch::channel(Arc::<HubView>::default());
+    let stop = CancellationToken::new();
+    let hub = Hub::new(cmd_tx);
+    let limiter = Arc::new(RateLimiter::new(limits));
+
+    let ends = HubSide {
+        clock,
+        hub: hub.clone(),
+        to_engine: from_dev_tx,
+        stop: stop.clone(),
+        limiter: limiter.clone(),
+    };
+    let (link, devices) = start_devices(scenario, seed, shard, mqtt, security, ends).await?;
+    let engine = Engine::new(clock, limits, registry, link);
+    let engine = tokio::spawn(engine.run(cmd_rx, from_dev_rx, view_tx, stop.clone()));
+    Ok(Running {
+        hub,
+        view: view_rx,
+        limiter,
+        stop,
+        engine,
+        devices,
+    })
+}
+
+/// The limits a scenario's `[hub]` asks for.
+pub fn limits(scenario: &Scenario) -> Limits {
+    Limits {
+        tier: scenario.hub.tier.0,
+        units: scenario.hub.units,
+    }
+}
+
 /// The engine's ends the device side connects to.
 pub struct HubSide {
     /// The run's clock.
@@ -130,7 +254,7 @@ impl DeviceSide {
 }
 
 /// Starts the device side of `scenario`; answers the engine's link and the running parts.
-pub async fn start(
+async fn start_devices(
     scenario: &Scenario,
     seed: u64,
     shard: Shard,
@@ -145,7 +269,7 @@ pub async fn start(
         stop,
         limiter,
     } = hub_side;
-    let fleet = Fleet::new(scenario, seed, shard);
+    let fleet = build::fleet(scenario, seed, shard);
     let mqtt_fleet = scenario.hub.transport == Transport::Mqtt;
     let mut listen = opts.listen.clone();
     if mqtt_fleet && !opts.external_fleet && listen.plain.is_none() && listen.tls.is_none() {
@@ -255,194 +379,6 @@ pub fn sources_for(target: IpAddr, n: u64) -> Vec<IpAddr> {
     } else {
         Vec::new()
     }
-}
-
-/// `fleetsim devices`: only the fleet, against a hub elsewhere (its command-line options).
-#[derive(Debug, Clone, clap::Args)]
-pub struct FleetOnly {
-    /// The hub: HOST[:PORT] (port 8883 with --tls, else 1883); default: the HostName of
-    /// --connection-string.
-    #[arg(long, required_unless_present = "connection_string")]
-    pub hub: Option<String>,
-    /// Connect over TLS.
-    #[arg(long)]
-    pub tls: bool,
-    /// The CA certificate to trust (default: the system's root certificates, and ca.pem in
-    /// --state-dir if it is there).
-    #[arg(long, value_name = "FILE")]
-    pub ca: Option<PathBuf>,
-    /// Play only the devices whose index is i modulo n.
-    #[arg(long, value_name = "i/n", default_value = "0/1")]
-    pub shard: Shard,
-    /// The hub's state directory (device-key secret unless --keys or --connection-string;
-    /// a fleetsim hub's CA).
-    #[arg(long, default_value = ".fleetsim")]
-    pub state_dir: PathBuf,
-    /// Each device signs with its own key from this CSV (deviceId,primaryKey[,secondaryKey]),
-    /// e.g. from `fleetsim keys`; a device of the fleet missing from it is an error.
-    #[arg(long, value_name = "FILE", conflicts_with = "connection_string")]
-    pub keys: Option<PathBuf>,
-    /// Every device signs with this shared access policy (it needs DeviceConnect):
-    /// "HostName=..;SharedAccessKeyName=..;SharedAccessKey=..".
-    #[arg(long, value_name = "STRING")]
-    pub connection_string: Option<PolicyKey>,
-    /// Local 127.0.0.x source addresses to spread connections over (0: one per 5,000).
-    #[arg(long, default_value_t = 0)]
-    pub sources: u64,
-    /// Overrides the scenario's seed.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Overrides the scenario's ramp (connections per second).
-    #[arg(long)]
-    pub ramp: Option<u32>,
-    /// Stop after this long (e.g. 90s, 10m); default: on Ctrl-C or SIGTERM.
-    #[arg(long = "for", value_name = "DURATION", value_parser = crate::cli::parse_duration)]
-    pub stop_after: Option<std::time::Duration>,
-}
-
-/// Runs only the scenario's fleet over MQTT until `shutdown` (or `stop_after`), printing a
-/// status line a second; answers the fleet's final counters.
-pub async fn run_fleet(
-    scenario: &Scenario,
-    opts: &FleetOnly,
-    shutdown: CancellationToken,
-) -> anyhow::Result<Arc<FleetStatus>> {
-    let clock = Clock::start();
-    let seed = opts.seed.unwrap_or(scenario.seed);
-    let hub = match (&opts.hub, &opts.connection_string) {
-        (Some(hub), _) => hub.clone(),
-        (None, Some(policy)) => policy.host_name.clone(),
-        (None, None) => anyhow::bail!(
-            "give the hub with --hub HOST[:PORT], or --connection-string (its HostName is the hub)"
-        ),
-    };
-    let default_port = if opts.tls { 8883 } else { 1883 };
-    let (host, port) = match hub.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => (
-            h.to_owned(),
-            p.parse()
-                .with_context(|| format!("bad port in --hub {hub}"))?,
-        ),
-        _ => (hub.clone(), default_port),
-    };
-    let target = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .with_context(|| format!("cannot resolve --hub {hub}"))?
-        .next()
-        .with_context(|| format!("--hub {hub} resolves to no address"))?;
-    let host_name = opts
-        .connection_string
-        .as_ref()
-        .map_or_else(|| host.clone(), |p| p.host_name.clone());
-    let credentials = match (&opts.keys, &opts.connection_string) {
-        (Some(path), _) => Credentials::Keys(Arc::new(KeyFile::load(path)?)),
-        (None, Some(policy)) => Credentials::Policy(policy.clone()),
-        (None, None) => {
-            let state = StateDir::open(&opts.state_dir)?;
-            Credentials::Hub(Arc::new(state.authority(vec![host_name.clone()])?))
-        }
-    };
-    let tls = if opts.tls {
-        Some(match &opts.ca {
-            Some(ca) => mqtt_fleet::TlsClient::new(ca, &host)?,
-            None => {
-                let ca = opts.state_dir.join(crate::tls::CA_CERT);
-                mqtt_fleet::TlsClient::system(ca.is_file().then_some(ca.as_path()), &host)?
-            }
-        })
-    } else {
-        None
-    };
-    let fleet = Fleet::new(scenario, seed, Shard::ALL);
-    let ids: Vec<String> = build::device_ids(scenario).collect();
-    let playing = || {
-        fleet
-            .devices
-            .iter()
-            .zip(&ids)
-            .enumerate()
-            .filter(|(idx, (d, _))| opts.shard.contains(*idx as u64) && !d.offline)
-            .map(|(_, (_, id))| id.as_str())
-    };
-    credentials.check(playing())?;
-    let mine = playing().count() as u64;
-    let sources = match opts.sources {
-        0 => mine.div_ceil(PER_SOURCE).max(1),
-        k => k,
-    };
-    let source_addrs = sources_for(target.ip(), sources);
-    let report = preflight::check(preflight::Need {
-        sockets: mine,
-        outgoing: mine,
-        sources: source_addrs.len().max(1) as u64,
-    })?;
-    eprintln!("fleetsim: {report}");
-    let config = MqttFleetConfig {
-        target,
-        host_name,
-        tls,
-        ramp: opts.ramp.unwrap_or(scenario.hub.ramp),
-        sources: source_addrs,
-        keep_alive_s: KEEP_ALIVE_S,
-        shard: opts.shard,
-        credentials,
-    };
-    let status = Arc::new(FleetStatus::default());
-    let stop = shutdown.child_token();
-    let rss_before = rss_bytes();
-    let task = tokio::spawn(mqtt_fleet::start(
-        clock,
-        fleet,
-        ids,
-        config,
-        status.clone(),
-        stop.clone(),
-    )?);
-    let end = opts.stop_after.map(|d| tokio::time::Instant::now() + d);
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
-    let (mut ramped, mut next_line) = (false, 0);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tick.tick() => {
-                let now = clock.now_us();
-                if now >= next_line {
-                    eprintln!("[{:>6.1}s] {}", now as f64 / 1e6, status.line());
-                    next_line = now + 1_000_000;
-                }
-                let connected = status.connected.load(std::sync::atomic::Ordering::Relaxed);
-                if !ramped && mine > 0 && connected >= mine {
-                    ramped = true;
-                    let secs = now as f64 / 1e6;
-                    let rss = rss_bytes().saturating_sub(rss_before);
-                    eprintln!(
-                        "fleetsim: ramp done: {connected} connections in {secs:.2}s = {:.0} connections/s; fleet memory +{:.1} MB RSS = {:.2} KB per device",
-                        connected as f64 / secs,
-                        rss as f64 / 1e6,
-                        rss as f64 / 1024.0 / connected as f64,
-                    );
-                }
-                if end.is_some_and(|e| tokio::time::Instant::now() >= e) {
-                    break;
-                }
-            }
-        }
-    }
-    stop.cancel();
-    task.await.context("the fleet task failed")?;
-    eprintln!("fleetsim: {}", status.line());
-    Ok(status)
-}
-
-/// This process's resident set size (0 where /proc is missing).
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|t| {
-            let line = t.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// Starts the in-process fleet: its devices connect before this returns (before the hub takes

@@ -2,6 +2,7 @@
 //! TLS material), starts the engine (with a scenario's in-process fleet and jobs, if given),
 //! serves the REST API over HTTP and/or HTTPS, and stops cleanly when told to.
 
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,12 +17,14 @@ use crate::hub::api::{self, Api};
 use crate::hub::auth::{generate_token, Authority};
 use crate::hub::state::StateDir;
 use crate::scenario::format::{Dur, HubSpec};
-use crate::scenario::runner::devices::{self, MqttOptions};
-use crate::scenario::runner::{self, JobFeeder};
 use crate::scenario::{self, Scenario};
 use crate::shard::Shard;
 use crate::tls;
 use crate::tui::{self, Dashboard};
+use crate::verdict::Exit;
+
+use super::feeder::JobFeeder;
+use super::wiring::{self, MqttOptions, Security};
 
 /// Where the last `fleetsim hub` said it can be reached, for `fleetsim connection-string`.
 pub const ENDPOINT_FILE: &str = "endpoint.json";
@@ -43,7 +46,7 @@ pub struct HubOptions {
     pub cert: Option<(PathBuf, PathBuf)>,
     /// Host the scenario's fleet but do not create its jobs.
     pub no_jobs: bool,
-    /// Show the live dashboard on the terminal at this many frames per second.
+    /// Show the live dashboard at this many frames per second (when stdout is a terminal).
     pub dashboard_fps: Option<u32>,
     /// The MQTT device endpoint (and whether the scenario's fleet runs elsewhere).
     pub mqtt: MqttOptions,
@@ -80,7 +83,7 @@ fn connection_host(host: &str, https: Option<SocketAddr>) -> String {
 /// The hub's trusted names: localhost, 127.0.0.1 and the user's.
 fn names(extra: &[String]) -> Vec<String> {
     let mut names = extra.to_vec();
-    for n in ["localhost", "127.0.0.1"] {
+    for n in wiring::HOST_NAMES {
         if !names.iter().any(|x| x.eq_ignore_ascii_case(n)) {
             names.push(n.to_owned());
         }
@@ -113,6 +116,36 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     })
 }
 
+/// `fleetsim hub`: serves until Ctrl-C or SIGTERM, after printing where it listens, the CA to
+/// trust and the iothubowner connection string.
+pub fn command(opts: &HubOptions) -> anyhow::Result<Exit> {
+    // The dashboard only on a terminal.
+    let opts = HubOptions {
+        dashboard_fps: opts
+            .dashboard_fps
+            .filter(|_| std::io::stdout().is_terminal()),
+        ..opts.clone()
+    };
+    super::runtime()?.block_on(async {
+        run(&opts, super::shutdown_on_signals(), |l| {
+            if let Some(a) = l.http {
+                println!("fleetsim hub: HTTP  on http://{a}");
+            }
+            if let Some(a) = l.https {
+                println!("fleetsim hub: HTTPS on https://{a}");
+            }
+            if let Some(ca) = &l.ca {
+                println!("fleetsim hub: CA certificate {}", ca.display());
+            }
+            println!("fleetsim hub: connection string {}", l.connection_string);
+            let _ = std::io::stdout().flush();
+        })
+        .await
+    })?;
+    eprintln!("fleetsim hub: stopped");
+    Ok(Exit::Pass)
+}
+
 /// Runs the hub until `shutdown`; calls `ready` once it listens.
 pub async fn run(
     opts: &HubOptions,
@@ -143,13 +176,13 @@ pub async fn run(
     )?;
     let acceptor = tls::acceptor(&material)?;
 
-    let limits = runner::limits(&scenario);
-    let security = devices::serves_mqtt(&scenario, &opts.mqtt).then(|| devices::Security {
+    let limits = wiring::limits(&scenario);
+    let security = wiring::serves_mqtt(&scenario, &opts.mqtt).then(|| Security {
         auth: auth.clone(),
         tls: Some(acceptor.clone()),
         ca: material.ca_path.clone(),
     });
-    let running = runner::start(
+    let running = wiring::start(
         &scenario,
         scenario.seed,
         Shard::ALL,

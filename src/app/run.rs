@@ -2,26 +2,77 @@
 //! their times, reports progress, stops when every job has ended (or at the duration limit, or
 //! on Ctrl-C), and writes the result files.
 
-pub mod devices;
-
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Micros};
-use crate::hub::throttle::{Limits, RateLimiter};
-use crate::hub::{Engine, EngineOutput, Hub, HubView};
+use crate::hub::HubView;
 use crate::metrics::{self, Measure, MetricsSnapshot};
 use crate::report::RunReport;
-use crate::scenario::build::{self, PlannedJob};
 use crate::scenario::format::Transport;
-use crate::scenario::{default_out_dir, Scenario};
+use crate::scenario::{self, default_out_dir, inspect, Scenario};
 use crate::shard::Shard;
 use crate::tui::{self, Dashboard};
+use crate::units::fmt_us;
+use crate::verdict::{self, Exit};
+
+use super::feeder::JobFeeder;
+use super::wiring::{self, MqttOptions, Security};
+
+/// What `fleetsim run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunCommand {
+    /// The scenario file.
+    pub scenario: PathBuf,
+    /// Print what each job would target; run nothing.
+    pub dry_run: bool,
+    /// The shard asked for on the command line (None: from the environment, or all).
+    pub shard: Option<Shard>,
+    /// Progress lines instead of the dashboard.
+    pub no_tui: bool,
+    /// Dashboard frames per second.
+    pub fps: u32,
+    /// A result directory to compare with, and the tolerance.
+    pub baseline: Option<(PathBuf, f64)>,
+    /// The options of the run itself (its `progress`, `shard` and `scenario_text` are set from
+    /// the fields above and the scenario file).
+    pub run: RunOptions,
+}
+
+/// `fleetsim run`: runs the scenario (or only describes it, with `dry_run`), prints the final
+/// table and the verdict, and answers the verdict.
+pub fn command(cmd: RunCommand) -> anyhow::Result<Exit> {
+    let s = scenario::load(&cmd.scenario)?;
+    let shard = Shard::resolve(cmd.shard)?;
+    if cmd.dry_run {
+        print!("{}", inspect::dry_run(&s)?);
+        return Ok(Exit::Pass);
+    }
+    let progress = if cmd.no_tui || !std::io::stdout().is_terminal() {
+        Progress::Lines
+    } else {
+        Progress::Dashboard { fps: cmd.fps }
+    };
+    let opts = RunOptions {
+        progress,
+        shard,
+        scenario_text: Some(std::fs::read_to_string(&cmd.scenario)?),
+        ..cmd.run
+    };
+    let outcome =
+        super::runtime()?.block_on(async { run(&s, &opts, super::shutdown_on_signals()).await })?;
+    print!("{}", final_table(&outcome));
+    let baseline = cmd.baseline.as_ref().map(|(b, t)| (b.as_path(), *t));
+    let verdict = verdict::judge(&outcome.dir, &s.thresholds, baseline)?;
+    if let Some(c) = &verdict.comparison {
+        print!("{}", c.text(std::io::stdout().is_terminal()));
+    }
+    print!("{}", verdict.text());
+    Ok(verdict.exit())
+}
 
 /// How a run shows its progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +99,7 @@ pub struct RunOptions {
     /// Progress display.
     pub progress: Progress,
     /// The MQTT endpoint and fleet.
-    pub mqtt: devices::MqttOptions,
+    pub mqtt: MqttOptions,
     /// Keys and TLS material (used when MQTT is served).
     pub state_dir: PathBuf,
     /// The slice of the fleet to play ([`Shard::ALL`]: all of it).
@@ -81,195 +132,6 @@ enum Stop {
     Threshold(usize),
 }
 
-/// A hub engine and a scenario's devices (in process, or over MQTT), running as tasks.
-pub struct Running {
-    /// The handle API calls and the job feeder use.
-    pub hub: Hub,
-    /// The engine's published view.
-    pub view: watch::Receiver<Arc<HubView>>,
-    /// The tier's allowances for service calls and device twin traffic (see [`RateLimiter`]).
-    pub limiter: Arc<RateLimiter>,
-    stop: CancellationToken,
-    engine: JoinHandle<EngineOutput>,
-    devices: devices::DeviceSide,
-}
-
-impl Running {
-    /// Where the MQTT endpoint listens: (TCP, TLS).
-    pub fn mqtt_addrs(&self) -> (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>) {
-        self.devices.mqtt_addrs()
-    }
-
-    /// Stops the engine and the devices; answers the engine's measurements and job reports.
-    pub async fn stop(self) -> anyhow::Result<EngineOutput> {
-        self.stop.cancel();
-        let output = self.engine.await.context("the job engine task failed")?;
-        self.devices.join().await?;
-        Ok(output)
-    }
-
-    /// Waits (printing progress) until the devices expected over MQTT are connected, the wait
-    /// bound passes, or `shutdown`; answers the clock reading then (0 when nothing to wait for).
-    pub async fn await_devices(
-        &mut self,
-        clock: &Clock,
-        ramp: u32,
-        shutdown: &CancellationToken,
-    ) -> Micros {
-        let expected = self.devices.expect_connected;
-        if expected == 0 {
-            return 0;
-        }
-        let bound = clock.now_us() + connect_wait(expected, ramp);
-        let mut next_line = 0;
-        loop {
-            let now = clock.now_us();
-            let connected = self.view.borrow_and_update().connected;
-            if connected >= expected || now >= bound || shutdown.is_cancelled() {
-                eprintln!(
-                    "fleetsim: {connected}/{expected} MQTT devices connected after {:.1}s",
-                    now as f64 / 1e6
-                );
-                return now;
-            }
-            if now >= next_line {
-                match &self.devices.fleet_status {
-                    Some(s) => eprintln!("[{:>6.1}s] {}", now as f64 / 1e6, s.line()),
-                    None => eprintln!(
-                        "[{:>6.1}s] {connected}/{expected} devices connected",
-                        now as f64 / 1e6
-                    ),
-                }
-                next_line = now + 1_000_000;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = self.view.changed() => {}
-                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
-            }
-        }
-    }
-}
-
-/// How long a run waits for `n` MQTT devices connecting at `ramp` per second.
-fn connect_wait(n: u64, ramp: u32) -> Micros {
-    let ramp_us = n.saturating_mul(1_000_000) / ramp.max(1) as u64;
-    2 * ramp_us + 30_000_000
-}
-
-/// Builds `scenario`'s registry and fleet (with `seed`) and starts the engine over them, with
-/// `limits` (the scenario's own unless overridden by the caller), and the device side `mqtt`
-/// asks for (`security`: keys and TLS, needed when MQTT is served).
-pub async fn start(
-    scenario: &Scenario,
-    seed: u64,
-    shard: Shard,
-    clock: Clock,
-    limits: Limits,
-    mqtt: &devices::MqttOptions,
-    security: Option<devices::Security>,
-) -> anyhow::Result<Running> {
-    let registry = build::registry(scenario, clock, shard);
-    let (from_dev_tx, from_dev_rx) = mpsc::unbounded_channel();
-    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-    let (view_tx, view_rx) = watch::channel(Arc::<HubView>::default());
-    let stop = CancellationToken::new();
-    let hub = Hub::new(cmd_tx);
-    let limiter = Arc::new(RateLimiter::new(limits));
-
-    let ends = devices::HubSide {
-        clock,
-        hub: hub.clone(),
-        to_engine: from_dev_tx,
-        stop: stop.clone(),
-        limiter: limiter.clone(),
-    };
-    let (link, devices) = devices::start(scenario, seed, shard, mqtt, security, ends).await?;
-    let engine = Engine::new(clock, limits, registry, link);
-    let engine = tokio::spawn(engine.run(cmd_rx, from_dev_rx, view_tx, stop.clone()));
-    Ok(Running {
-        hub,
-        view: view_rx,
-        limiter,
-        stop,
-        engine,
-        devices,
-    })
-}
-
-/// The limits a scenario's `[hub]` asks for.
-pub fn limits(scenario: &Scenario) -> Limits {
-    Limits {
-        tier: scenario.hub.tier.0,
-        units: scenario.hub.units,
-    }
-}
-
-/// Creates a scenario's jobs when they are due.
-pub struct JobFeeder {
-    plan: Vec<PlannedJob>,
-    next: usize,
-    /// Clock reading the plan's times count from (when the devices were ready).
-    offset: Micros,
-    /// Jobs the hub refused, with the reason.
-    pub refused: Vec<(String, String)>,
-}
-
-impl JobFeeder {
-    /// The feeder of `scenario`'s jobs.
-    pub fn new(scenario: &Scenario) -> Self {
-        JobFeeder {
-            plan: build::planned_jobs(scenario),
-            next: 0,
-            offset: 0,
-            refused: Vec::new(),
-        }
-    }
-
-    /// Counts the plan's times from `offset` (when the devices were ready).
-    pub fn starting_at(mut self, offset: Micros) -> Self {
-        self.offset = offset;
-        self
-    }
-
-    /// Creates every job due at `now`; answers the jobs the hub refused this time, with why
-    /// (they are also kept in `refused`).
-    pub async fn create_due(
-        &mut self,
-        hub: &Hub,
-        clock: &Clock,
-        now: Micros,
-    ) -> &[(String, String)] {
-        let before = self.refused.len();
-        while self.next < self.plan.len() && self.offset + self.plan[self.next].create_at <= now {
-            let planned = &self.plan[self.next];
-            let mut request = planned.request.clone();
-            request.start_time = Some(clock.wall_at(self.offset + planned.start_at));
-            if let Err(e) = hub.create_job(request).await {
-                self.refused
-                    .push((planned.request.job_id.clone(), e.to_string()));
-            }
-            self.next += 1;
-        }
-        &self.refused[before..]
-    }
-
-    /// When the next job is due (None once all are created).
-    pub fn next_at(&self) -> Option<Micros> {
-        self.plan.get(self.next).map(|p| self.offset + p.create_at)
-    }
-
-    /// Jobs planned.
-    pub fn planned(&self) -> usize {
-        self.plan.len()
-    }
-
-    /// Jobs created so far.
-    pub fn created(&self) -> usize {
-        self.next - self.refused.len()
-    }
-}
-
 /// Runs `scenario` until its jobs end, its duration passes, or `shutdown` fires.
 pub async fn run(
     scenario: &Scenario,
@@ -278,20 +140,20 @@ pub async fn run(
 ) -> anyhow::Result<RunOutcome> {
     let clock = Clock::start();
     let seed = opts.seed.unwrap_or(scenario.seed);
-    let security = match devices::serves_mqtt(scenario, &opts.mqtt) {
-        true => Some(devices::Security::from_state_dir(
+    let security = match wiring::serves_mqtt(scenario, &opts.mqtt) {
+        true => Some(Security::from_state_dir(
             &opts.state_dir,
             clock,
             opts.mqtt.listen.tls.is_some(),
         )?),
         false => None,
     };
-    let mut running = start(
+    let mut running = wiring::start(
         scenario,
         seed,
         opts.shard,
         clock,
-        limits(scenario),
+        wiring::limits(scenario),
         &opts.mqtt,
         security,
     )
@@ -451,15 +313,6 @@ pub fn progress_line(view: &HubView, planned: usize) -> String {
     )
 }
 
-/// A latency for people: µs, ms or s.
-pub fn fmt_us(us: u64) -> String {
-    match us {
-        0..=999 => format!("{us}µs"),
-        1_000..=999_999 => format!("{:.1}ms", us as f64 / 1e3),
-        _ => format!("{:.2}s", us as f64 / 1e6),
-    }
-}
-
 /// The final table printed after a run.
 pub fn final_table(outcome: &RunOutcome) -> String {
     use std::fmt::Write;
@@ -562,7 +415,7 @@ mod tests {
             seed: None,
             out: Some(dir.clone()),
             progress: Progress::Quiet,
-            mqtt: devices::MqttOptions::default(),
+            mqtt: MqttOptions::default(),
             state_dir: dir.clone(),
             shard: Shard::ALL,
             scenario_text: None,
