@@ -3,10 +3,10 @@
 //! line gave ([`crate::cli`] turns its flags into a [`Command`]); progress lines, final tables
 //! and the terminal are this layer's business, never a domain module's.
 
-pub mod commands;
+pub(crate) mod commands;
 pub mod devices;
-pub mod feeder;
-pub mod hub;
+pub(crate) mod feeder;
+pub(crate) mod hub;
 pub mod run;
 pub mod wiring;
 

@@ -32,12 +32,12 @@ macro_rules! exit_codes {
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run a scenario: build the hub and fleet, schedule its jobs, write results.
     #[command(
         after_help = concat!("Examples:\n  fleetsim run scenarios/quickstart.toml\n  fleetsim run scenarios/million.toml --seed 3 --out /tmp/million\n  fleetsim run scenarios/rollout-100k.toml --dry-run\n  fleetsim run scenarios/quickstart.toml --baseline results/quickstart/main --tolerance 5%\n  fleetsim run scenarios/million.toml --shard 0/4 --out /tmp/shard-0\n  fleetsim run scenarios/quickstart.toml --no-tui\n\nKeys in the dashboard: q quit, ↑/↓ select a job, Tab latency measure, +/- window, c cancel job, p freeze, ? help.\n\nWith no --shard, JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job) and FLEETSIM_SHARDS\ngive it. Results include junit.xml and summary.md.\n\n", exit_codes!())
@@ -213,7 +213,7 @@ pub enum Command {
 
 /// A listening address, or `off` for none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Listen(pub Option<SocketAddr>);
+pub(crate) struct Listen(pub Option<SocketAddr>);
 
 impl std::str::FromStr for Listen {
     type Err = String;
@@ -229,13 +229,13 @@ impl std::str::FromStr for Listen {
 
 /// The MQTT device endpoint's flags (`run` and `hub`).
 #[derive(Debug, Clone, Args)]
-pub struct MqttArgs {
+pub(crate) struct MqttArgs {
     /// Serve MQTT over TCP here (e.g. 127.0.0.1:1883).
     #[arg(long, value_name = "ADDR")]
     pub mqtt: Option<SocketAddr>,
     /// Serve MQTT over TLS here (e.g. 0.0.0.0:8883), with the HTTPS certificate's CA.
     #[arg(long, value_name = "ADDR")]
-    pub mqtts: Option<SocketAddr>,
+    pub(crate) mqtts: Option<SocketAddr>,
     /// Start no fleet here: the scenario's devices connect over MQTT from elsewhere
     /// (`fleetsim devices`); `run` starts the jobs once they are connected.
     #[arg(long)]
@@ -244,7 +244,7 @@ pub struct MqttArgs {
 
 /// How `fleetsim compare` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// A table; coloured when stdout is a terminal.
     Text,
     /// A Markdown table, for CI step summaries.
@@ -255,7 +255,7 @@ pub enum Format {
 
 /// What `fleetsim keys` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum KeysFormat {
+pub(crate) enum KeysFormat {
     /// `deviceId,primaryKey,secondaryKey` with a header: the key file of `fleetsim devices --keys`.
     Csv,
     /// IoT Hub's bulk-import format (JSON lines), for an import job.
@@ -264,7 +264,7 @@ pub enum KeysFormat {
 
 /// `fleetsim devices`: where the fleet connects and how its devices sign.
 #[derive(Debug, Clone, Args)]
-pub struct DevicesArgs {
+pub(crate) struct DevicesArgs {
     /// The hub: HOST[:PORT] (port 8883 with --tls, else 1883); default: the HostName of
     /// --connection-string.
     #[arg(long, required_unless_present = "connection_string")]

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 /// Microseconds since the run started.
-pub type Micros = u64;
+pub(crate) type Micros = u64;
 
 /// A monotonic clock with the wall-clock time its zero maps to. Cheap to copy.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +34,7 @@ impl Clock {
     }
 
     /// The tokio instant at `us` microseconds after the start (for `sleep_until`).
-    pub fn instant_at(&self, us: Micros) -> Instant {
+    pub(crate) fn instant_at(&self, us: Micros) -> Instant {
         self.start + Duration::from_micros(us)
     }
 
@@ -44,7 +44,7 @@ impl Clock {
     }
 
     /// The clock reading of a wall-clock time; times before the start map to 0.
-    pub fn us_at_wall(&self, wall: OffsetDateTime) -> Micros {
+    pub(crate) fn us_at_wall(&self, wall: OffsetDateTime) -> Micros {
         let delta = wall - self.wall_start;
         if delta.is_negative() {
             0
@@ -54,13 +54,13 @@ impl Clock {
     }
 
     /// `wall_at(us)` as ISO-8601 UTC with milliseconds and `Z`, as IoT Hub prints times.
-    pub fn iso_at(&self, us: Micros) -> String {
+    pub(crate) fn iso_at(&self, us: Micros) -> String {
         iso8601(self.wall_at(us))
     }
 }
 
 /// Formats a wall-clock time as `2026-11-23T15:21:02.123Z`.
-pub fn iso8601(t: OffsetDateTime) -> String {
+pub(crate) fn iso8601(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     let ms = t.millisecond();
     let t = t.replace_nanosecond(0).unwrap_or(t);
@@ -73,7 +73,7 @@ pub fn iso8601(t: OffsetDateTime) -> String {
 }
 
 /// Parses an ISO-8601 / RFC 3339 time as the SDKs send it (`Z` or an offset, optional fraction).
-pub fn parse_iso8601(text: &str) -> Option<OffsetDateTime> {
+pub(crate) fn parse_iso8601(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &Rfc3339).ok().or_else(|| {
         // C# and some docs omit the zone: read it as UTC.
         OffsetDateTime::parse(&format!("{text}Z"), &Rfc3339).ok()

@@ -4,9 +4,9 @@
 //! whose devices sign in with [`credentials`] (keys from a hub's state directory, a
 //! [`keyfile`], or a policy).
 
-pub mod behaviour;
-pub mod credentials;
-pub mod device;
+pub(crate) mod behaviour;
+pub(crate) mod credentials;
+pub(crate) mod device;
 pub mod inproc;
 pub mod keyfile;
 pub mod mqtt;
@@ -19,13 +19,13 @@ use crate::shard::Shard;
 /// The devices of a fleet's shard with their cohort's model. Device `i` is registry index
 /// `i` (a shard's registry holds only its own devices, in the same order).
 #[derive(Debug, Clone)]
-pub struct Fleet {
+pub(crate) struct Fleet {
     /// The scenario seed.
     pub seed: u64,
     /// One model per cohort.
-    pub models: Vec<CohortModel>,
+    pub(crate) models: Vec<CohortModel>,
     /// The devices, in registry order.
-    pub devices: Vec<VirtualDevice>,
+    pub(crate) devices: Vec<VirtualDevice>,
 }
 
 impl Fleet {
@@ -33,7 +33,7 @@ impl Fleet {
     /// restricted to `shard`, with `seed`. A device draws its randomness from its index in the
     /// shard, so a sharded fleet behaves like the whole one statistically, not device for
     /// device.
-    pub fn new(cohorts: Vec<(CohortModel, u64)>, seed: u64, shard: Shard) -> Fleet {
+    pub(crate) fn new(cohorts: Vec<(CohortModel, u64)>, seed: u64, shard: Shard) -> Fleet {
         let total: u64 = cohorts.iter().map(|(_, count)| count).sum();
         let mut devices = Vec::with_capacity((total / u64::from(shard.count) + 1) as usize);
         let mut global = 0u64;
@@ -55,7 +55,7 @@ impl Fleet {
     }
 
     /// Devices that never connect.
-    pub fn offline(&self) -> usize {
+    pub(crate) fn offline(&self) -> usize {
         self.devices.iter().filter(|d| d.offline).count()
     }
 }

@@ -1,6 +1,6 @@
 //! The emulated IoT Hub: registry and twins, the job engine (an actor owning all of it), the
 //! tier model, IoT Hub's error vocabulary, SAS auth and the state directory, and the service
-//! REST API with the `fleetsim hub` server around it.
+//! REST API and the MQTT device endpoint.
 
 pub mod api;
 pub mod auth;

@@ -1,27 +1,29 @@
 //! fleetsim: a load-testing and device-fleet simulator for Azure IoT Hub jobs.
 //!
-//! Module map (data flows down this list):
-//! - [`scenario`]: the TOML scenario format, its validation, the runner that wires a run, and
-//!   the export of its device identities with their keys (`fleetsim keys`).
-//! - [`hub`]: the emulated IoT Hub: registry, twins, job engine (an actor), tier model, errors.
+//! Module map, top layer first (a module uses only modules below it; ARCHITECTURE.md has the
+//! table that `tests/architecture.rs` checks):
+//! - [`cli`]: every clap type and its conversion into an [`app::Command`].
+//! - [`app`]: what each command does: wiring a run, a hub process and a fleet-only process,
+//!   progress lines, final tables, the terminal and signals.
+//! - [`tui`]: the live dashboard (ratatui), fed by the engine's snapshots.
+//! - [`scenario`]: the TOML scenario format, its validation, and its translation into the
+//!   domain's types (registry, fleet models, job requests); the export of its device identities.
+//! - [`verdict`]: thresholds, comparison with a baseline, exit codes, junit.xml and summary.md.
+//! - [`hub`]: the emulated IoT Hub: registry, twins, job engine (an actor), tier model, errors,
+//!   SAS policies, the service REST API and the MQTT device endpoint.
+//! - [`fleet`]: virtual devices (data, not tasks), their behaviour models, the in-process and
+//!   MQTT transports, and what MQTT devices sign in with.
+//! - [`mqtt`]: the IoT Hub MQTT dialect shared by hub and fleet: topics, packet framing, and the
+//!   event loop (reactor) both packet pumps run on.
+//! - [`metrics`]: HDR latency histograms, per-second time series, live snapshots and the run's
+//!   result files (summary.json, .hgrm, .hlog, timeseries.csv).
 //! - [`query`]: the IoT Hub query language (parse, evaluate against twins or job records, plan
 //!   index use, project rows).
 //! - [`link`]: the messages between hub and devices, and the hub's side of a transport.
-//! - [`mqtt`]: the IoT Hub MQTT dialect shared by hub and fleet: topics, packet framing, and the
-//!   event loop (reactor) both packet pumps run on.
-//! - [`fleet`]: virtual devices (data, not tasks), behaviour models, the in-process and MQTT
-//!   transports (MQTT devices connect as tokio tasks, then one pump thread serves every
-//!   established connection), and what MQTT devices sign in with (hub keys, a key file, a
-//!   policy).
-//! - [`metrics`]: HDR latency histograms, per-second time series, live snapshots and the run's
-//!   result files (summary.json, .hgrm, .hlog, timeseries.csv).
-//! - [`verdict`]: thresholds, comparison with a baseline, exit codes, junit.xml and summary.md.
-//! - [`shard`]: the `i/n` slice of a fleet a sharded run plays.
 //! - [`report`]: plain data a run reports (`RunReport`, `JobReport`, `DeviceJobStatistics`).
-//! - [`tls`]: the private CA, server certificates and rustls configuration of the hub's endpoints.
-//! - [`clock`]: the one source of time (monotonic instant + the wall-clock time it maps to).
-//! - [`tui`]: the live dashboard (ratatui), fed by the engine's snapshots.
-//! - [`cli`]: the command line.
+//! - Leaves: [`clock`] (the one source of time), [`units`] (durations and human formatting),
+//!   [`tls`] (the private CA, certificates and rustls configuration), [`shard`] (the `i/n` slice
+//!   of a fleet a sharded run plays).
 
 pub mod app;
 pub mod cli;
@@ -30,12 +32,12 @@ pub mod fleet;
 pub mod hub;
 pub mod link;
 pub mod metrics;
-pub mod mqtt;
+pub(crate) mod mqtt;
 pub mod query;
-pub mod report;
+pub(crate) mod report;
 pub mod scenario;
 pub mod shard;
 pub mod tls;
-pub mod tui;
+pub(crate) mod tui;
 pub mod units;
-pub mod verdict;
+pub(crate) mod verdict;

@@ -9,8 +9,8 @@
 //! - [`reactor`]: what those event loops (the hub's and the fleet's pumps) share: the poller,
 //!   the connections, their output and their deadlines.
 
-pub mod frames;
-pub mod reactor;
-pub mod stream;
-pub mod topics;
-pub mod wire;
+pub(crate) mod frames;
+pub(crate) mod reactor;
+pub(crate) mod stream;
+pub(crate) mod topics;
+pub(crate) mod wire;

@@ -27,9 +27,9 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
-pub use ast::{Condition, Query, Source};
-pub use error::{Position, QueryError};
-pub use plan::Plan;
+pub(crate) use ast::{Condition, Query, Source};
+pub(crate) use error::QueryError;
+pub(crate) use plan::Plan;
 
 /// Parses a full query, e.g.
 /// `SELECT properties.reported.firmware AS fw, COUNT() AS n FROM devices GROUP BY properties.reported.firmware`.
@@ -90,7 +90,7 @@ impl Condition {
 
 impl Query {
     /// What the query reads.
-    pub fn source(&self) -> Source {
+    pub(crate) fn source(&self) -> Source {
         self.source
     }
 

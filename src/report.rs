@@ -28,12 +28,12 @@ pub struct DeviceJobStatistics {
 pub struct JobReport {
     /// The job id (`jobId` on the wire).
     #[serde(rename = "jobId")]
-    pub job_id: String,
+    pub(crate) job_id: String,
     /// `scheduleDeviceMethod` or `scheduleUpdateTwin`.
     #[serde(rename = "type")]
-    pub job_type: String,
+    pub(crate) job_type: String,
     /// Wire status: queued, scheduled, running, completed, failed, cancelled.
-    pub status: String,
+    pub(crate) status: String,
     /// Device counts at the end of the run.
     #[serde(rename = "deviceJobStatistics")]
     pub statistics: DeviceJobStatistics,
@@ -54,11 +54,11 @@ pub struct RunReport {
     /// False when the run was interrupted (Ctrl-C, `q`, duration limit with jobs unfinished).
     pub complete: bool,
     /// UTC, RFC 3339 with milliseconds.
-    pub started_at: String,
+    pub(crate) started_at: String,
     /// UTC, RFC 3339 with milliseconds.
-    pub ended_at: String,
+    pub(crate) ended_at: String,
     /// Devices in the fleet.
-    pub devices: u64,
+    pub(crate) devices: u64,
     /// The jobs in creation order.
     pub jobs: Vec<JobReport>,
     /// The slice of the fleet this run played (`--shard i/n`); absent for the whole fleet and

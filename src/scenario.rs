@@ -1,17 +1,18 @@
-//! Scenarios: reading and checking a scenario file ([`format`]), turning it into a registry,
-//! fleet models and job requests ([`build`]), exporting its device identities ([`identities`]),
-//! and running it ([`runner`]).
+//! Scenarios: reading and checking a scenario file ([`format`]), turning it into the domain's own
+//! types: a registry, a fleet with its behaviour models, job requests ([`build`]); describing it
+//! ([`inspect`]) and exporting its device identities ([`identities`]). Running one is the
+//! application layer's business.
 
 pub mod build;
-pub mod format;
+pub(crate) mod format;
 pub mod identities;
-pub mod inspect;
+pub(crate) mod inspect;
 
 use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-pub use format::Scenario;
+pub(crate) use format::Scenario;
 
 use crate::query::parse_condition;
 use crate::verdict::thresholds::{Threshold, Thresholds, DEFAULT_ENGINE_LAG_LIMIT};
@@ -21,13 +22,13 @@ use crate::verdict::thresholds::{Threshold, Thresholds, DEFAULT_ENGINE_LAG_LIMIT
 #[error("{file}:{line}:{column}: {message}")]
 pub struct ScenarioError {
     /// The scenario file.
-    pub file: String,
+    pub(crate) file: String,
     /// 1-based line.
-    pub line: usize,
+    pub(crate) line: usize,
     /// 1-based column.
-    pub column: usize,
+    pub(crate) column: usize,
     /// What is wrong and what would be accepted.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// Reads and checks a scenario file.
@@ -237,7 +238,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Where a run's results go by default: `results/<scenario>/<UTC timestamp>/`.
-pub fn default_out_dir(scenario: &Scenario, started: time::OffsetDateTime) -> PathBuf {
+pub(crate) fn default_out_dir(scenario: &Scenario, started: time::OffsetDateTime) -> PathBuf {
     let stamp = format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
         started.year(),

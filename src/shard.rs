@@ -12,17 +12,17 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// Environment variable Kubernetes sets in each pod of an Indexed Job: the pod's index.
-pub const INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
+pub(crate) const INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
 /// Environment variable giving the number of shards (set it to the Job's `completions`).
-pub const COUNT_ENV: &str = "FLEETSIM_SHARDS";
+pub(crate) const COUNT_ENV: &str = "FLEETSIM_SHARDS";
 
 /// One slice of a fleet: `index` of `count` (`0 <= index < count`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Shard {
     /// Which slice, from 0.
-    pub index: u32,
+    pub(crate) index: u32,
     /// How many slices in all.
-    pub count: u32,
+    pub(crate) count: u32,
 }
 
 /// A shard that cannot be used, with the text that was given.
@@ -41,23 +41,23 @@ impl Shard {
     pub const ALL: Shard = Shard { index: 0, count: 1 };
 
     /// `index` of `count`, if `index < count`.
-    pub fn new(index: u32, count: u32) -> Option<Shard> {
+    pub(crate) fn new(index: u32, count: u32) -> Option<Shard> {
         (index < count).then_some(Shard { index, count })
     }
 
     /// Whether device `index` (its position over the whole scenario) belongs to this shard.
-    pub fn contains(self, index: u64) -> bool {
+    pub(crate) fn contains(self, index: u64) -> bool {
         index % u64::from(self.count) == u64::from(self.index)
     }
 
     /// Whether this is the whole fleet.
-    pub fn is_all(self) -> bool {
+    pub(crate) fn is_all(self) -> bool {
         self.count == 1
     }
 
     /// The shard an explicit `--shard` gives, else the one the environment gives
     /// ([`INDEX_ENV`] and [`COUNT_ENV`]), else the whole fleet.
-    pub fn resolve(flag: Option<Shard>) -> Result<Shard, ShardError> {
+    pub(crate) fn resolve(flag: Option<Shard>) -> Result<Shard, ShardError> {
         match flag {
             Some(s) => Ok(s),
             None => Shard::from_vars(|k| std::env::var(k).ok()),

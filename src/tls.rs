@@ -16,13 +16,13 @@ use rustls::ServerConfig;
 use time::OffsetDateTime;
 
 /// File names inside the state directory.
-pub const CA_CERT: &str = "ca.pem";
+pub(crate) const CA_CERT: &str = "ca.pem";
 /// The CA's private key (kept so the server certificate can be reissued for new host names).
-pub const CA_KEY: &str = "ca.key";
+pub(crate) const CA_KEY: &str = "ca.key";
 /// The server certificate chain.
-pub const SERVER_CERT: &str = "server.pem";
+pub(crate) const SERVER_CERT: &str = "server.pem";
 /// The server's private key.
-pub const SERVER_KEY: &str = "server.key";
+pub(crate) const SERVER_KEY: &str = "server.key";
 
 /// Why TLS material could not be made or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +55,9 @@ pub enum TlsError {
 #[derive(Debug)]
 pub struct TlsMaterial {
     /// Leaf first.
-    pub chain: Vec<CertificateDer<'static>>,
+    pub(crate) chain: Vec<CertificateDer<'static>>,
     /// The leaf's private key.
-    pub key: PrivateKeyDer<'static>,
+    pub(crate) key: PrivateKeyDer<'static>,
     /// The CA certificate clients trust (`None` for a user-supplied certificate).
     pub ca_path: Option<PathBuf>,
 }
@@ -99,7 +99,7 @@ fn ca_params(now: OffsetDateTime) -> CertificateParams {
 /// Makes (or reuses) the CA in `dir` and issues a fresh server certificate for `names`
 /// (DNS names or IP addresses), written as `server.pem` / `server.key`. The CA is created once
 /// and kept: clients that trust `ca.pem` keep trusting the hub across restarts and new names.
-pub fn generate(
+pub(crate) fn generate(
     dir: &Path,
     names: &[String],
     now: OffsetDateTime,
@@ -148,7 +148,7 @@ pub fn generate(
 }
 
 /// Loads the user's own certificate chain and key (PEM).
-pub fn load(cert: &Path, key: &Path) -> Result<TlsMaterial, TlsError> {
+pub(crate) fn load(cert: &Path, key: &Path) -> Result<TlsMaterial, TlsError> {
     let pem_err = |path: &Path, e: rustls::pki_types::pem::Error| TlsError::Pem {
         path: path.to_owned(),
         what: e.to_string(),
@@ -172,7 +172,7 @@ pub fn load(cert: &Path, key: &Path) -> Result<TlsMaterial, TlsError> {
 }
 
 /// A rustls server configuration (TLS 1.2 and 1.3, no client certificates) for `material`.
-pub fn server_config(material: &TlsMaterial) -> Result<Arc<ServerConfig>, TlsError> {
+pub(crate) fn server_config(material: &TlsMaterial) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -187,7 +187,7 @@ pub fn acceptor(material: &TlsMaterial) -> Result<tokio_rustls::TlsAcceptor, Tls
 }
 
 /// Writes a secret file readable by its owner only (on Unix).
-pub fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
     std::fs::write(path, contents).map_err(io(path))?;
     #[cfg(unix)]
     {

@@ -7,10 +7,10 @@
 //! runner can use it: it needs only the view receiver, a [`Hub`] handle (to cancel jobs), what
 //! the header shows, and the run's [`CancellationToken`], which it cancels when the user quits.
 
-pub mod app;
-pub mod terminal;
-pub mod ui;
-pub mod widgets;
+pub(crate) mod app;
+pub(crate) mod terminal;
+pub(crate) mod ui;
+pub(crate) mod widgets;
 
 use std::io;
 use std::sync::Arc;
@@ -28,24 +28,24 @@ use crate::hub::{Hub, HubView};
 use app::{Action, App};
 
 /// Default frames per second.
-pub const DEFAULT_FPS: u32 = 10;
+pub(crate) const DEFAULT_FPS: u32 = 10;
 
 /// What the header shows besides the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
+pub(crate) struct Header {
     /// Scenario name (or what the hub serves).
     pub scenario: String,
     /// The run's seed, if it has one.
     pub seed: Option<u64>,
     /// The run's duration limit, if it has one (the header then shows the time left).
-    pub duration_us: Option<Micros>,
+    pub(crate) duration_us: Option<Micros>,
     /// How devices connect: "in-process", "mqtt", ...
-    pub transport: &'static str,
+    pub(crate) transport: &'static str,
 }
 
 /// Something the run tells the dashboard besides snapshots.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// A line for the event log.
     Note(String),
     /// The hub refused to create a job.
@@ -71,7 +71,7 @@ impl std::fmt::Display for Event {
 
 /// A running dashboard.
 #[derive(Debug)]
-pub struct Dashboard {
+pub(crate) struct Dashboard {
     events: mpsc::UnboundedSender<Event>,
     task: JoinHandle<io::Result<()>>,
 }
@@ -80,7 +80,7 @@ impl Dashboard {
     /// Opens the dashboard on the terminal. It quits, cancelling `shutdown`, when the user
     /// presses q, Esc or Ctrl-C; it closes by itself when `shutdown` is cancelled elsewhere.
     /// Must be called inside a tokio runtime.
-    pub fn spawn(
+    pub(crate) fn spawn(
         view: watch::Receiver<Arc<HubView>>,
         hub: Hub,
         header: Header,
@@ -109,12 +109,12 @@ impl Dashboard {
     }
 
     /// Tells the dashboard something (ignored once it has closed).
-    pub fn send(&self, event: Event) {
+    pub(crate) fn send(&self, event: Event) {
         let _ = self.events.send(event);
     }
 
     /// Tells the dashboard the run has ended and waits until the user quits it.
-    pub async fn finish(self, message: String) -> anyhow::Result<()> {
+    pub(crate) async fn finish(self, message: String) -> anyhow::Result<()> {
         self.send(Event::Finished(message));
         self.task
             .await

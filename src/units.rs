@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// Parses a duration with a unit: `us` (or `µs`), `ms`, `s`, `m` (or `min`), `h`; a bare `0`
 /// is zero. The error says what was wrong and what would be accepted.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     if t == "0" {
         return Ok(Duration::ZERO);
@@ -47,7 +47,7 @@ pub fn fmt_us(us: u64) -> String {
 }
 
 /// Elapsed seconds for people: `12.3s`, `4m05s`, `27h46m`.
-pub fn fmt_secs(us: u64) -> String {
+pub(crate) fn fmt_secs(us: u64) -> String {
     let s = us / 1_000_000;
     if s < 60 {
         format!("{:.1}s", us as f64 / 1e6)
@@ -59,7 +59,7 @@ pub fn fmt_secs(us: u64) -> String {
 }
 
 /// A count that fits a narrow column: `999`, `12.3k`, `1.00M`.
-pub fn fmt_count(n: u64) -> String {
+pub(crate) fn fmt_count(n: u64) -> String {
     match n {
         0..=9_999 => n.to_string(),
         10_000..=999_999 => format!("{:.1}k", n as f64 / 1e3),

@@ -2,10 +2,10 @@
 //! baseline run ([`compare`]), whether the run is valid at all, the process exit code, and the
 //! reports CI systems read: `junit.xml` ([`junit`]) and `summary.md` ([`markdown`]).
 
-pub mod compare;
-pub mod junit;
-pub mod markdown;
-pub mod thresholds;
+pub(crate) mod compare;
+pub(crate) mod junit;
+pub(crate) mod markdown;
+pub(crate) mod thresholds;
 
 use std::path::Path;
 
@@ -40,7 +40,7 @@ impl Exit {
     }
 
     /// A headline for people.
-    pub fn headline(self) -> &'static str {
+    pub(crate) fn headline(self) -> &'static str {
         match self {
             Exit::Pass => "passed",
             Exit::Broken => "threshold broken",
@@ -52,22 +52,22 @@ impl Exit {
 
 /// Everything decided about one run.
 #[derive(Debug, Clone)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// The run's summary the verdict was taken on.
     pub summary: Summary,
     /// The engine-lag limit the run was held to (µs).
-    pub engine_lag_limit_us: u64,
+    pub(crate) engine_lag_limit_us: u64,
     /// Why the run is invalid, if it is.
-    pub invalid: Option<String>,
+    pub(crate) invalid: Option<String>,
     /// Each threshold, in file order.
-    pub thresholds: Vec<Outcome>,
+    pub(crate) thresholds: Vec<Outcome>,
     /// The comparison with a baseline, when one was given.
-    pub comparison: Option<Comparison>,
+    pub(crate) comparison: Option<Comparison>,
 }
 
 impl Verdict {
     /// The verdict on `summary` under `thresholds`, with an optional comparison.
-    pub fn new(
+    pub(crate) fn new(
         summary: Summary,
         thresholds: &Thresholds,
         comparison: Option<Comparison>,
@@ -82,7 +82,7 @@ impl Verdict {
     }
 
     /// How the run ends.
-    pub fn exit(&self) -> Exit {
+    pub(crate) fn exit(&self) -> Exit {
         if self.invalid.is_some() {
             Exit::Invalid
         } else if self.thresholds.iter().any(|t| !t.held) {
@@ -99,7 +99,7 @@ impl Verdict {
     }
 
     /// Lines for a terminal: the invalidity, each threshold, and the headline.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
         if let Some(why) = &self.invalid {
@@ -134,7 +134,7 @@ impl Verdict {
 
 /// Judges the result directory `dir` under `thresholds` (and against `baseline` with its
 /// tolerance, when given), and writes `junit.xml` and `summary.md` into it.
-pub fn judge(
+pub(crate) fn judge(
     dir: &Path,
     thresholds: &Thresholds,
     baseline: Option<(&Path, f64)>,

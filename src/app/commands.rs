@@ -15,7 +15,7 @@ use crate::verdict::{self, compare, markdown, Exit};
 
 /// `fleetsim validate`: loads the scenario (its first problem is the error) and says what it
 /// holds.
-pub fn validate(path: &Path) -> anyhow::Result<Exit> {
+pub(crate) fn validate(path: &Path) -> anyhow::Result<Exit> {
     let s = scenario::load(path)?;
     let devices: u64 = s.cohorts.iter().map(|c| c.count).sum();
     println!(
@@ -29,7 +29,7 @@ pub fn validate(path: &Path) -> anyhow::Result<Exit> {
 
 /// `fleetsim query`: the rows of `query` over the scenario's fleet, as a table on a terminal
 /// and as JSON lines otherwise.
-pub fn query(path: &Path, query: &str) -> anyhow::Result<Exit> {
+pub(crate) fn query(path: &Path, query: &str) -> anyhow::Result<Exit> {
     let s = scenario::load(path)?;
     let rows = inspect::query(&s, query)?;
     let mut out = std::io::stdout().lock();
@@ -45,7 +45,7 @@ pub fn query(path: &Path, query: &str) -> anyhow::Result<Exit> {
 
 /// How `fleetsim compare` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompareFormat {
+pub(crate) enum CompareFormat {
     /// A table; coloured when stdout is a terminal.
     Text,
     /// A Markdown table, for CI step summaries.
@@ -58,17 +58,17 @@ pub enum CompareFormat {
 #[derive(Debug, Clone)]
 pub struct CompareOptions {
     /// The baseline result directory.
-    pub baseline: PathBuf,
+    pub(crate) baseline: PathBuf,
     /// The result directory to judge.
-    pub run: PathBuf,
+    pub(crate) run: PathBuf,
     /// How much worse than the baseline a figure may be (relative).
-    pub tolerance: f64,
+    pub(crate) tolerance: f64,
     /// How to print the comparison.
-    pub format: CompareFormat,
+    pub(crate) format: CompareFormat,
 }
 
 /// `fleetsim compare`: prints the comparison; a regression is [`Exit::Regression`].
-pub fn compare(opts: &CompareOptions) -> anyhow::Result<Exit> {
+pub(crate) fn compare(opts: &CompareOptions) -> anyhow::Result<Exit> {
     let c = compare::compare(&opts.baseline, &opts.run, opts.tolerance)?;
     match opts.format {
         CompareFormat::Text => print!("{}", c.text(std::io::stdout().is_terminal())),
@@ -85,7 +85,7 @@ pub fn compare(opts: &CompareOptions) -> anyhow::Result<Exit> {
 
 /// `fleetsim merge`: merges the shards' results into `out` and judges the whole with the
 /// thresholds of the scenario kept beside them.
-pub fn merge(dirs: &[PathBuf], out: &Path) -> anyhow::Result<Exit> {
+pub(crate) fn merge(dirs: &[PathBuf], out: &Path) -> anyhow::Result<Exit> {
     merge::merge(dirs, out)?;
     let scenario_file = out.join("scenario.toml");
     let thresholds = match scenario_file.is_file() {
@@ -106,13 +106,13 @@ pub struct KeysOptions {
     /// Where the key secret is kept.
     pub state_dir: PathBuf,
     /// What to write.
-    pub format: KeyFormat,
+    pub(crate) format: KeyFormat,
     /// The output file (None: standard output).
     pub out: Option<PathBuf>,
 }
 
 /// `fleetsim keys`: exports the scenario's device identities with their keys.
-pub fn keys(opts: &KeysOptions) -> anyhow::Result<Exit> {
+pub(crate) fn keys(opts: &KeysOptions) -> anyhow::Result<Exit> {
     let s = scenario::load(&opts.scenario)?;
     let dir = &opts.state_dir;
     let state = StateDir::open(dir)

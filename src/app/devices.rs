@@ -50,7 +50,7 @@ pub struct FleetOptions {
 
 /// `fleetsim devices`: runs the fleet of the scenario at `path` until Ctrl-C, SIGTERM or
 /// `stop_after`.
-pub fn command(path: &Path, opts: &FleetOptions) -> anyhow::Result<Exit> {
+pub(crate) fn command(path: &Path, opts: &FleetOptions) -> anyhow::Result<Exit> {
     let s = scenario::load(path)?;
     super::runtime()?
         .block_on(async { run_fleet(&s, opts, super::shutdown_on_signals()).await })?;

@@ -7,18 +7,18 @@ use crate::scenario::build::{self, PlannedJob};
 use crate::scenario::Scenario;
 
 /// Creates a scenario's jobs when they are due.
-pub struct JobFeeder {
+pub(crate) struct JobFeeder {
     plan: Vec<PlannedJob>,
     next: usize,
     /// Clock reading the plan's times count from (when the devices were ready).
     offset: Micros,
     /// Jobs the hub refused, with the reason.
-    pub refused: Vec<(String, String)>,
+    pub(crate) refused: Vec<(String, String)>,
 }
 
 impl JobFeeder {
     /// The feeder of `scenario`'s jobs.
-    pub fn new(scenario: &Scenario) -> Self {
+    pub(crate) fn new(scenario: &Scenario) -> Self {
         JobFeeder {
             plan: build::planned_jobs(scenario),
             next: 0,
@@ -28,14 +28,14 @@ impl JobFeeder {
     }
 
     /// Counts the plan's times from `offset` (when the devices were ready).
-    pub fn starting_at(mut self, offset: Micros) -> Self {
+    pub(crate) fn starting_at(mut self, offset: Micros) -> Self {
         self.offset = offset;
         self
     }
 
     /// Creates every job due at `now`; answers the jobs the hub refused this time, with why
     /// (they are also kept in `refused`).
-    pub async fn create_due(
+    pub(crate) async fn create_due(
         &mut self,
         hub: &Hub,
         clock: &Clock,
@@ -56,17 +56,17 @@ impl JobFeeder {
     }
 
     /// When the next job is due (None once all are created).
-    pub fn next_at(&self) -> Option<Micros> {
+    pub(crate) fn next_at(&self) -> Option<Micros> {
         self.plan.get(self.next).map(|p| self.offset + p.create_at)
     }
 
     /// Jobs planned.
-    pub fn planned(&self) -> usize {
+    pub(crate) fn planned(&self) -> usize {
         self.plan.len()
     }
 
     /// Jobs created so far.
-    pub fn created(&self) -> usize {
+    pub(crate) fn created(&self) -> usize {
         self.next - self.refused.len()
     }
 }

@@ -27,7 +27,7 @@ use super::feeder::JobFeeder;
 use super::wiring::{self, MqttOptions, Security};
 
 /// Where the last `fleetsim hub` said it can be reached, for `fleetsim connection-string`.
-pub const ENDPOINT_FILE: &str = "endpoint.json";
+pub(crate) const ENDPOINT_FILE: &str = "endpoint.json";
 
 /// What `fleetsim hub` was asked to do.
 #[derive(Debug, Clone)]
@@ -35,30 +35,30 @@ pub struct HubOptions {
     /// A scenario whose fleet (and jobs) the hub hosts.
     pub scenario: Option<PathBuf>,
     /// Plain HTTP address.
-    pub http: Option<SocketAddr>,
+    pub(crate) http: Option<SocketAddr>,
     /// HTTPS address.
-    pub https: Option<SocketAddr>,
+    pub(crate) https: Option<SocketAddr>,
     /// Extra host names (the first one goes into connection strings).
-    pub hostnames: Vec<String>,
+    pub(crate) hostnames: Vec<String>,
     /// The state directory.
     pub state_dir: PathBuf,
     /// The user's own certificate and key, instead of the generated ones.
-    pub cert: Option<(PathBuf, PathBuf)>,
+    pub(crate) cert: Option<(PathBuf, PathBuf)>,
     /// Host the scenario's fleet but do not create its jobs.
-    pub no_jobs: bool,
+    pub(crate) no_jobs: bool,
     /// Show the live dashboard at this many frames per second (when stdout is a terminal).
-    pub dashboard_fps: Option<u32>,
+    pub(crate) dashboard_fps: Option<u32>,
     /// The MQTT device endpoint (and whether the scenario's fleet runs elsewhere).
     pub mqtt: MqttOptions,
 }
 
 /// Where a started hub listens.
 #[derive(Debug, Clone)]
-pub struct Listening {
+pub(crate) struct Listening {
     /// Plain HTTP.
-    pub http: Option<SocketAddr>,
+    pub(crate) http: Option<SocketAddr>,
     /// HTTPS.
-    pub https: Option<SocketAddr>,
+    pub(crate) https: Option<SocketAddr>,
     /// The CA clients should trust (None with the user's own certificate).
     pub ca: Option<PathBuf>,
     /// `HostName=...;SharedAccessKeyName=iothubowner;SharedAccessKey=...`.
@@ -118,7 +118,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 
 /// `fleetsim hub`: serves until Ctrl-C or SIGTERM, after printing where it listens, the CA to
 /// trust and the iothubowner connection string.
-pub fn command(opts: &HubOptions) -> anyhow::Result<Exit> {
+pub(crate) fn command(opts: &HubOptions) -> anyhow::Result<Exit> {
     // The dashboard only on a terminal.
     let opts = HubOptions {
         dashboard_fps: opts
@@ -147,7 +147,7 @@ pub fn command(opts: &HubOptions) -> anyhow::Result<Exit> {
 }
 
 /// Runs the hub until `shutdown`; calls `ready` once it listens.
-pub async fn run(
+pub(crate) async fn run(
     opts: &HubOptions,
     shutdown: CancellationToken,
     ready: impl FnOnce(&Listening),
@@ -277,17 +277,17 @@ pub struct ConnectionStringOptions {
     /// The state directory.
     pub state_dir: PathBuf,
     /// A device's connection string instead of a policy's.
-    pub device: Option<String>,
+    pub(crate) device: Option<String>,
     /// The policy (default iothubowner).
-    pub policy: String,
+    pub(crate) policy: String,
     /// The host name (default: what the last `fleetsim hub` printed).
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
     /// Print a SAS token valid this many seconds instead of a connection string.
-    pub sas_token_ttl: Option<u64>,
+    pub(crate) sas_token_ttl: Option<u64>,
 }
 
 /// The connection string (or SAS token) asked for, read from an existing state directory.
-pub fn connection_string(opts: &ConnectionStringOptions) -> anyhow::Result<String> {
+pub(crate) fn connection_string(opts: &ConnectionStringOptions) -> anyhow::Result<String> {
     if !opts.state_dir.join(crate::hub::state::KEYS_FILE).exists() {
         anyhow::bail!(
             "{} has no keys yet; start `fleetsim hub --state-dir {}` once first",

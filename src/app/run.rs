@@ -28,23 +28,23 @@ pub struct RunCommand {
     /// The scenario file.
     pub scenario: PathBuf,
     /// Print what each job would target; run nothing.
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// The shard asked for on the command line (None: from the environment, or all).
     pub shard: Option<Shard>,
     /// Progress lines instead of the dashboard.
-    pub no_tui: bool,
+    pub(crate) no_tui: bool,
     /// Dashboard frames per second.
-    pub fps: u32,
+    pub(crate) fps: u32,
     /// A result directory to compare with, and the tolerance.
-    pub baseline: Option<(PathBuf, f64)>,
+    pub(crate) baseline: Option<(PathBuf, f64)>,
     /// The options of the run itself (its `progress`, `shard` and `scenario_text` are set from
     /// the fields above and the scenario file).
-    pub run: RunOptions,
+    pub(crate) run: RunOptions,
 }
 
 /// `fleetsim run`: runs the scenario (or only describes it, with `dry_run`), prints the final
 /// table and the verdict, and answers the verdict.
-pub fn command(cmd: RunCommand) -> anyhow::Result<Exit> {
+pub(crate) fn command(cmd: RunCommand) -> anyhow::Result<Exit> {
     let s = scenario::load(&cmd.scenario)?;
     let shard = Shard::resolve(cmd.shard)?;
     if cmd.dry_run {
@@ -113,11 +113,11 @@ pub struct RunOptions {
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
     /// The result directory.
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// The report written to it.
     pub report: RunReport,
     /// Jobs the hub refused to create, with the reason.
-    pub refused: Vec<(String, String)>,
+    pub(crate) refused: Vec<(String, String)>,
     /// The final metrics.
     pub summary: MetricsSnapshot,
 }
@@ -295,7 +295,7 @@ pub async fn run(
 }
 
 /// The one-line progress summary: jobs, operations, the current rate and delivery p99 so far.
-pub fn progress_line(view: &HubView, planned: usize) -> String {
+pub(crate) fn progress_line(view: &HubView, planned: usize) -> String {
     let done = view.jobs.iter().filter(|j| j.status.is_terminal()).count();
     let (mut ops_done, mut ops_total) = (0, 0);
     for j in &view.jobs {
@@ -314,7 +314,7 @@ pub fn progress_line(view: &HubView, planned: usize) -> String {
 }
 
 /// The final table printed after a run.
-pub fn final_table(outcome: &RunOutcome) -> String {
+pub(crate) fn final_table(outcome: &RunOutcome) -> String {
     use std::fmt::Write;
     let r = &outcome.report;
     let mut s = String::new();

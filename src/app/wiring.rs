@@ -28,7 +28,7 @@ use crate::scenario::{build, Scenario};
 use crate::shard::Shard;
 
 /// Host names the hub answers to (SAS resources and the TLS certificate).
-pub const HOST_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
+pub(crate) const HOST_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
 /// MQTT keep-alive of fleet devices, seconds (the Python SDK's).
 pub(crate) const KEEP_ALIVE_S: u16 = 60;
 /// Outgoing connections per loopback source address the fleet aims for.
@@ -45,7 +45,7 @@ pub struct MqttOptions {
 }
 
 /// Whether a run of `scenario` with `opts` serves MQTT.
-pub fn serves_mqtt(scenario: &Scenario, opts: &MqttOptions) -> bool {
+pub(crate) fn serves_mqtt(scenario: &Scenario, opts: &MqttOptions) -> bool {
     scenario.hub.transport == Transport::Mqtt
         || opts.listen.plain.is_some()
         || opts.listen.tls.is_some()
@@ -113,7 +113,7 @@ impl Running {
 
     /// Waits (printing progress) until the devices expected over MQTT are connected, the wait
     /// bound passes, or `shutdown`; answers the clock reading then (0 when nothing to wait for).
-    pub async fn await_devices(
+    pub(crate) async fn await_devices(
         &mut self,
         clock: &Clock,
         ramp: u32,
@@ -201,7 +201,7 @@ pub async fn start(
 }
 
 /// The limits a scenario's `[hub]` asks for.
-pub fn limits(scenario: &Scenario) -> Limits {
+pub(crate) fn limits(scenario: &Scenario) -> Limits {
     Limits {
         tier: scenario.hub.tier.0,
         units: scenario.hub.units,
@@ -209,40 +209,40 @@ pub fn limits(scenario: &Scenario) -> Limits {
 }
 
 /// The engine's ends the device side connects to.
-pub struct HubSide {
+pub(crate) struct HubSide {
     /// The run's clock.
-    pub clock: Clock,
+    pub(crate) clock: Clock,
     /// The engine's handle.
     pub hub: Hub,
     /// The engine's device channel.
-    pub to_engine: mpsc::UnboundedSender<Vec<FromDevice>>,
+    pub(crate) to_engine: mpsc::UnboundedSender<Vec<FromDevice>>,
     /// Stops the devices.
-    pub stop: CancellationToken,
+    pub(crate) stop: CancellationToken,
     /// The tier's allowances, shared with the service API: devices' twin reads and reported
     /// patches count against the same buckets.
     pub limiter: Arc<RateLimiter>,
 }
 
 /// What [`start`] set up (beside the engine's link).
-pub struct DeviceSide {
+pub(crate) struct DeviceSide {
     /// Devices expected to connect over MQTT before jobs start (0: do not wait).
-    pub expect_connected: u64,
+    pub(crate) expect_connected: u64,
     /// The MQTT fleet's counters, when it runs here.
-    pub fleet_status: Option<Arc<FleetStatus>>,
+    pub(crate) fleet_status: Option<Arc<FleetStatus>>,
     fleet_task: Option<JoinHandle<()>>,
     endpoint: Option<mqtt::Running>,
 }
 
 impl DeviceSide {
     /// Where the MQTT endpoint listens: (TCP, TLS).
-    pub fn mqtt_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    pub(crate) fn mqtt_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
         self.endpoint
             .as_ref()
             .map_or((None, None), |e| (e.plain, e.tls))
     }
 
     /// Waits for the fleet and the endpoint to stop (after the stop token fired).
-    pub async fn join(self) -> anyhow::Result<()> {
+    pub(crate) async fn join(self) -> anyhow::Result<()> {
         if let Some(t) = self.fleet_task {
             t.await.context("the fleet task failed")?;
         }
@@ -373,7 +373,7 @@ async fn start_devices(
 }
 
 /// Loopback source addresses for a loopback target; none (the kernel's choice) otherwise.
-pub fn sources_for(target: IpAddr, n: u64) -> Vec<IpAddr> {
+pub(crate) fn sources_for(target: IpAddr, n: u64) -> Vec<IpAddr> {
     if target.is_loopback() {
         mqtt_fleet::loopback_sources(n.min(200) as u8)
     } else {

@@ -16,7 +16,7 @@ const Z99: f64 = 2.326_347_874;
 
 /// A latency distribution ready to sample, in microseconds.
 #[derive(Debug, Clone)]
-pub enum Latency {
+pub(crate) enum Latency {
     /// Always this.
     Fixed(Micros),
     /// Uniform in [min, max].
@@ -33,39 +33,39 @@ pub enum Latency {
 
 impl Latency {
     /// Always `us`.
-    pub fn fixed(us: Micros) -> Latency {
+    pub(crate) fn fixed(us: Micros) -> Latency {
         Latency::Fixed(us)
     }
 
     /// Uniform in [`min`, `max`] µs.
-    pub fn uniform(min: Micros, max: Micros) -> Latency {
+    pub(crate) fn uniform(min: Micros, max: Micros) -> Latency {
         Latency::Uniform(min, max.max(min))
     }
 
     /// Normal with `mean` and `stddev` µs, cut at zero.
-    pub fn normal(mean: f64, stddev: f64) -> Latency {
+    pub(crate) fn normal(mean: f64, stddev: f64) -> Latency {
         Normal::new(mean, stddev).map_or(Latency::Fixed(0), Latency::Normal)
     }
 
     /// Log-normal with this `median` and 99th percentile, µs.
-    pub fn lognormal(median: f64, p99: f64) -> Latency {
+    pub(crate) fn lognormal(median: f64, p99: f64) -> Latency {
         let mu = median.ln();
         let sigma = (p99.ln() - mu) / Z99;
         LogNormal::new(mu, sigma).map_or(Latency::Fixed(0), Latency::LogNormal)
     }
 
     /// Exponential with this `mean`, µs.
-    pub fn exponential(mean: f64) -> Latency {
+    pub(crate) fn exponential(mean: f64) -> Latency {
         Exp::new(1.0 / mean.max(1.0)).map_or(Latency::Fixed(0), Latency::Exp)
     }
 
     /// Pareto with this `scale` (µs, the minimum) and `shape`.
-    pub fn pareto(scale: f64, shape: f64) -> Latency {
+    pub(crate) fn pareto(scale: f64, shape: f64) -> Latency {
         Pareto::new(scale, shape).map_or(Latency::Fixed(0), Latency::Pareto)
     }
 
     /// One draw.
-    pub fn sample(&self, rng: &mut SmallRng) -> Micros {
+    pub(crate) fn sample(&self, rng: &mut SmallRng) -> Micros {
         let v = match self {
             Latency::Fixed(v) => return *v,
             Latency::Uniform(lo, hi) => return rng.gen_range(*lo..=*hi),
@@ -81,22 +81,22 @@ impl Latency {
 
 /// How a device answers one method.
 #[derive(Debug, Clone)]
-pub struct MethodModel {
+pub(crate) struct MethodModel {
     /// Answer delay.
-    pub latency: Latency,
+    pub(crate) latency: Latency,
     /// Share answered with `error_status`.
-    pub error_rate: f64,
+    pub(crate) error_rate: f64,
     /// Error status.
-    pub error_status: i32,
+    pub(crate) error_status: i32,
     /// Share never answered.
-    pub no_response: f64,
+    pub(crate) no_response: f64,
     /// Good status.
-    pub ok_status: i32,
+    pub(crate) ok_status: i32,
 }
 
 /// What a device does with a method request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MethodOutcome {
+pub(crate) enum MethodOutcome {
     /// Answer with `status` after `after` µs.
     Answer {
         /// Delay.
@@ -110,7 +110,7 @@ pub enum MethodOutcome {
 
 impl MethodModel {
     /// Draws the outcome of one request.
-    pub fn draw(&self, rng: &mut SmallRng) -> MethodOutcome {
+    pub(crate) fn draw(&self, rng: &mut SmallRng) -> MethodOutcome {
         let roll: f64 = rng.gen();
         if roll < self.no_response {
             return MethodOutcome::Silent;
@@ -130,35 +130,35 @@ impl MethodModel {
 /// How a cohort's devices churn: disconnect at random (a Poisson process) and stay away for a
 /// drawn downtime.
 #[derive(Debug, Clone)]
-pub struct Churn {
+pub(crate) struct Churn {
     /// Mean disconnects per device per hour (0: none).
-    pub disconnects_per_hour: f64,
+    pub(crate) disconnects_per_hour: f64,
     /// Downtime per disconnect.
-    pub downtime: Latency,
+    pub(crate) downtime: Latency,
 }
 
 /// A cohort's behaviour.
 #[derive(Debug, Clone)]
-pub struct CohortModel {
+pub(crate) struct CohortModel {
     methods: HashMap<String, MethodModel>,
     default_method: MethodModel,
     /// Twin acknowledgement delay.
-    pub ack_latency: Latency,
+    pub(crate) ack_latency: Latency,
     /// Share of desired patches never acknowledged.
-    pub ack_failure: f64,
+    pub(crate) ack_failure: f64,
     /// Share of devices that never connect.
-    pub offline: f64,
+    pub(crate) offline: f64,
     /// Mean gap between disconnects, µs (None: no churn).
-    pub churn_gap: Option<Exp<f64>>,
+    pub(crate) churn_gap: Option<Exp<f64>>,
     /// Downtime per disconnect.
-    pub downtime: Latency,
+    pub(crate) downtime: Latency,
 }
 
 impl CohortModel {
     /// A cohort's model: `methods` by name (`default` answers the others; without it, an
     /// immediate 200), twin acknowledgements after `ack_latency` with `ack_failure` of them
     /// never sent, an `offline` share that never connects, and `churn`.
-    pub fn new(
+    pub(crate) fn new(
         mut methods: HashMap<String, MethodModel>,
         ack_latency: Latency,
         ack_failure: f64,
@@ -188,7 +188,7 @@ impl CohortModel {
     }
 
     /// The model for a method name (falling back to `default`).
-    pub fn method(&self, name: &str) -> &MethodModel {
+    pub(crate) fn method(&self, name: &str) -> &MethodModel {
         self.methods.get(name).unwrap_or(&self.default_method)
     }
 }
@@ -196,7 +196,7 @@ impl CohortModel {
 /// Event kinds that salt a device's generator.
 #[derive(Debug, Clone, Copy)]
 #[repr(u64)]
-pub enum Salt {
+pub(crate) enum Salt {
     /// Whether the device is offline for good.
     Offline = 1,
     /// A method request (plus the device's request counter).
@@ -211,7 +211,7 @@ pub enum Salt {
 ///
 /// Each part goes through the mixer on its own, so no two (seed, device) pairs share a stream
 /// (a plain `seed ^ device` would give seed 12's device 1 the draws of seed 13's device 0).
-pub fn rng_for(seed: u64, device: u32, salt: Salt, counter: u32) -> SmallRng {
+pub(crate) fn rng_for(seed: u64, device: u32, salt: Salt, counter: u32) -> SmallRng {
     let x = splitmix(splitmix(seed) ^ device as u64);
     SmallRng::seed_from_u64(splitmix(x ^ ((salt as u64) << 32 | counter as u64)))
 }

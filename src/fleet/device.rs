@@ -7,13 +7,13 @@ use rand::Rng;
 
 /// One simulated device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VirtualDevice {
+pub(crate) struct VirtualDevice {
     /// Its cohort (an index into the fleet's models).
-    pub cohort: u16,
+    pub(crate) cohort: u16,
     /// Never connects.
-    pub offline: bool,
+    pub(crate) offline: bool,
     /// Connected now.
-    pub connected: bool,
+    pub(crate) connected: bool,
     /// Method requests seen (salts the next draw).
     requests: u32,
     /// Desired patches seen.
@@ -24,7 +24,7 @@ pub struct VirtualDevice {
 
 /// What a device does with a desired patch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DesiredOutcome {
+pub(crate) enum DesiredOutcome {
     /// Report back after this delay.
     Ack(Micros),
     /// Never acknowledge.
@@ -33,7 +33,7 @@ pub enum DesiredOutcome {
 
 impl VirtualDevice {
     /// A device of `cohort`; whether it is offline for good is drawn from the seed.
-    pub fn new(cohort: u16, model: &CohortModel, seed: u64, idx: u32) -> Self {
+    pub(crate) fn new(cohort: u16, model: &CohortModel, seed: u64, idx: u32) -> Self {
         let offline = model.offline > 0.0
             && rng_for(seed, idx, Salt::Offline, 0).gen::<f64>() < model.offline;
         VirtualDevice {
@@ -47,7 +47,7 @@ impl VirtualDevice {
     }
 
     /// A method request arrives.
-    pub fn on_method(
+    pub(crate) fn on_method(
         &mut self,
         model: &CohortModel,
         method: &str,
@@ -60,7 +60,12 @@ impl VirtualDevice {
     }
 
     /// A desired patch arrives.
-    pub fn on_desired(&mut self, model: &CohortModel, seed: u64, idx: u32) -> DesiredOutcome {
+    pub(crate) fn on_desired(
+        &mut self,
+        model: &CohortModel,
+        seed: u64,
+        idx: u32,
+    ) -> DesiredOutcome {
         let mut rng = rng_for(seed, idx, Salt::Desired, self.patches);
         self.patches = self.patches.wrapping_add(1);
         if model.ack_failure > 0.0 && rng.gen::<f64>() < model.ack_failure {
@@ -71,7 +76,12 @@ impl VirtualDevice {
     }
 
     /// When a connected device next drops, counted from now (None: it does not churn).
-    pub fn next_disconnect(&mut self, model: &CohortModel, seed: u64, idx: u32) -> Option<Micros> {
+    pub(crate) fn next_disconnect(
+        &mut self,
+        model: &CohortModel,
+        seed: u64,
+        idx: u32,
+    ) -> Option<Micros> {
         use rand_distr::Distribution;
         let gap = model.churn_gap.as_ref()?;
         let mut rng = rng_for(seed, idx, Salt::Churn, self.churns.wrapping_mul(2));
@@ -79,7 +89,7 @@ impl VirtualDevice {
     }
 
     /// How long the device stays away after a disconnect.
-    pub fn downtime(&mut self, model: &CohortModel, seed: u64, idx: u32) -> Micros {
+    pub(crate) fn downtime(&mut self, model: &CohortModel, seed: u64, idx: u32) -> Micros {
         let mut rng = rng_for(seed, idx, Salt::Churn, self.churns.wrapping_mul(2) + 1);
         self.churns = self.churns.wrapping_add(1);
         model.downtime.sample(&mut rng)

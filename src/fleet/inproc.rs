@@ -94,7 +94,7 @@ impl Ord for Timer {
 }
 
 /// The device side of the in-process transport: plays every device of a fleet.
-pub struct InProcFleet {
+pub(crate) struct InProcFleet {
     fleet: Fleet,
     clock: Clock,
     timers: BinaryHeap<Timer>,
@@ -105,7 +105,11 @@ pub struct InProcFleet {
 
 impl InProcFleet {
     /// Plays `fleet`, answering the hub on `to_hub`.
-    pub fn new(fleet: Fleet, clock: Clock, to_hub: mpsc::UnboundedSender<Vec<FromDevice>>) -> Self {
+    pub(crate) fn new(
+        fleet: Fleet,
+        clock: Clock,
+        to_hub: mpsc::UnboundedSender<Vec<FromDevice>>,
+    ) -> Self {
         InProcFleet {
             fleet,
             clock,
@@ -118,7 +122,7 @@ impl InProcFleet {
 
     /// Connects every device that is not offline for good. Call it before the hub takes any
     /// command, so that a job starting at once finds its devices connected.
-    pub fn connect_online(&mut self) {
+    pub(crate) fn connect_online(&mut self) {
         let now = self.clock.now_us();
         for idx in 0..self.fleet.devices.len() as u32 {
             if !self.fleet.devices[idx as usize].offline {
@@ -129,7 +133,7 @@ impl InProcFleet {
     }
 
     /// Serves the hub until `shutdown` or the hub goes away.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         mut from_hub: mpsc::UnboundedReceiver<Vec<ToDevice>>,
         shutdown: CancellationToken,

@@ -14,10 +14,10 @@
 //! - [`session`]: one connected device as data (answers, pings, churn), as the pump serves it.
 //! - [`preflight`]: descriptors and ports a run needs, checked before the first connection.
 
-pub mod client;
-pub mod preflight;
-pub mod pump;
-pub mod session;
+pub(crate) mod client;
+pub(crate) mod preflight;
+pub(crate) mod pump;
+pub(crate) mod session;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,16 +36,16 @@ use crate::fleet::Fleet;
 
 /// TLS towards the hub.
 #[derive(Clone)]
-pub struct TlsClient {
+pub(crate) struct TlsClient {
     /// The connector (trusting the hub's CA).
-    pub connector: tokio_rustls::TlsConnector,
+    pub(crate) connector: tokio_rustls::TlsConnector,
     /// The name the hub's certificate must carry.
-    pub server_name: rustls::pki_types::ServerName<'static>,
+    pub(crate) server_name: rustls::pki_types::ServerName<'static>,
 }
 
 impl TlsClient {
     /// A client trusting the CA certificates in `ca` (PEM), expecting the hub to be `name`.
-    pub fn new(ca: &std::path::Path, name: &str) -> Result<TlsClient, FleetError> {
+    pub(crate) fn new(ca: &std::path::Path, name: &str) -> Result<TlsClient, FleetError> {
         let mut roots = rustls::RootCertStore::empty();
         add_pem(&mut roots, ca)?;
         TlsClient::with_roots(roots, name)
@@ -54,7 +54,10 @@ impl TlsClient {
     /// A client trusting the system's root certificates (as `rustls-native-certs` finds them:
     /// the OS store, or `SSL_CERT_FILE` / `SSL_CERT_DIR`) and the CA in `extra` (PEM), if given:
     /// for IoT Hub itself, whose certificates a public CA issues.
-    pub fn system(extra: Option<&std::path::Path>, name: &str) -> Result<TlsClient, FleetError> {
+    pub(crate) fn system(
+        extra: Option<&std::path::Path>,
+        name: &str,
+    ) -> Result<TlsClient, FleetError> {
         let mut roots = rustls::RootCertStore::empty();
         let found = rustls_native_certs::load_native_certs();
         roots.add_parsable_certificates(found.certs);
@@ -105,7 +108,7 @@ fn add_pem(roots: &mut rustls::RootCertStore, ca: &std::path::Path) -> Result<()
 
 /// Why the fleet cannot start.
 #[derive(Debug, thiserror::Error)]
-pub enum FleetError {
+pub(crate) enum FleetError {
     /// The CA file is unusable.
     #[error("cannot use CA file {path}: {what}")]
     Ca {
@@ -127,11 +130,11 @@ pub enum FleetError {
 
 /// How the fleet reaches the hub.
 #[derive(Clone)]
-pub struct MqttFleetConfig {
+pub(crate) struct MqttFleetConfig {
     /// The hub's MQTT address.
-    pub target: SocketAddr,
+    pub(crate) target: SocketAddr,
     /// The IoT Hub host name devices put in their username and SAS resource.
-    pub host_name: String,
+    pub(crate) host_name: String,
     /// TLS, if the endpoint speaks it.
     pub tls: Option<TlsClient>,
     /// New connections per second while the fleet connects.
@@ -139,32 +142,32 @@ pub struct MqttFleetConfig {
     /// Local addresses connections are spread over (empty: let the kernel choose).
     pub sources: Vec<IpAddr>,
     /// MQTT keep-alive, seconds.
-    pub keep_alive_s: u16,
+    pub(crate) keep_alive_s: u16,
     /// Which devices this process plays: `(i, n)` plays those whose index is `i` modulo `n`.
     pub shard: crate::shard::Shard,
     /// What each device signs its CONNECT password (a SAS token) with.
-    pub credentials: Credentials,
+    pub(crate) credentials: Credentials,
 }
 
 /// Live counters of the fleet, readable while it runs.
 #[derive(Debug, Default)]
 pub struct FleetStatus {
     /// Devices this process plays that are meant to connect.
-    pub online: AtomicU64,
+    pub(crate) online: AtomicU64,
     /// Connection tasks started so far (the ramp's progress).
-    pub started: AtomicU64,
+    pub(crate) started: AtomicU64,
     /// Devices connected now.
-    pub connected: AtomicU64,
+    pub(crate) connected: AtomicU64,
     /// Successful CONNACKs so far (first connections and reconnections).
     pub connects: AtomicU64,
     /// Failed connection attempts.
     pub failed: AtomicU64,
     /// Connections the churn model closed.
-    pub churned: AtomicU64,
+    pub(crate) churned: AtomicU64,
     /// Connections lost to errors.
-    pub lost: AtomicU64,
+    pub(crate) lost: AtomicU64,
     /// Method answers and reported patches sent.
-    pub answers: AtomicU64,
+    pub(crate) answers: AtomicU64,
 }
 
 impl FleetStatus {
@@ -186,7 +189,7 @@ impl FleetStatus {
 }
 
 /// What every device task and the pump share.
-pub struct Shared {
+pub(crate) struct Shared {
     config: MqttFleetConfig,
     models: Vec<CohortModel>,
     seed: u64,
@@ -218,7 +221,7 @@ fn devices(fleet: &mut Fleet, ids: Vec<String>, config: &MqttFleetConfig) -> Vec
 /// Starts the fleet's pump thread and returns the fleet: a future that connects it at the
 /// configured ramp and plays it until `shutdown`; every connection is closed (with DISCONNECT)
 /// before the future completes.
-pub fn start(
+pub(crate) fn start(
     clock: Clock,
     mut fleet: Fleet,
     ids: Vec<String>,
@@ -280,7 +283,7 @@ impl Drop for PumpOwner {
 }
 
 /// `n` loopback source addresses from 127.0.0.2 on, for a hub on the loopback network.
-pub fn loopback_sources(n: u8) -> Vec<IpAddr> {
+pub(crate) fn loopback_sources(n: u8) -> Vec<IpAddr> {
     (0..n.max(1))
         .map(|k| IpAddr::from([127, 0, 0, 2u8.saturating_add(k)]))
         .collect()

@@ -9,20 +9,20 @@ use rumqttc::mqttbytes::Error as CodecError;
 use crate::mqtt::wire::WireError;
 
 /// Read buffer a connection starts with (and returns to once a large packet is consumed).
-pub const READ_BUF: usize = 512;
+pub(crate) const READ_BUF: usize = 512;
 
 /// A connection's read and write buffers.
-pub struct Frames {
+pub(crate) struct Frames {
     max_packet: usize,
     /// Bytes read and not yet parsed.
-    pub rbuf: BytesMut,
+    pub(crate) rbuf: BytesMut,
     /// Packets queued and not yet written.
-    pub wbuf: BytesMut,
+    pub(crate) wbuf: BytesMut,
 }
 
 impl Frames {
     /// Empty buffers, refusing incoming packets larger than `max_packet` bytes.
-    pub fn new(max_packet: usize) -> Self {
+    pub(crate) fn new(max_packet: usize) -> Self {
         Frames {
             max_packet,
             rbuf: BytesMut::with_capacity(READ_BUF),
@@ -31,7 +31,7 @@ impl Frames {
     }
 
     /// The next whole packet already read, if any.
-    pub fn parse(&mut self) -> Result<Option<Packet>, WireError> {
+    pub(crate) fn parse(&mut self) -> Result<Option<Packet>, WireError> {
         match Packet::read(&mut self.rbuf, self.max_packet) {
             Ok(p) => Ok(Some(p)),
             Err(CodecError::InsufficientBytes(n)) => {
@@ -44,7 +44,7 @@ impl Frames {
 
     /// Makes room for the next read: a large read buffer that has been drained goes back to
     /// its small size.
-    pub fn before_read(&mut self) {
+    pub(crate) fn before_read(&mut self) {
         if self.rbuf.is_empty() && self.rbuf.capacity() > 8 * READ_BUF {
             self.rbuf = BytesMut::with_capacity(READ_BUF);
         } else if self.rbuf.capacity() == self.rbuf.len() {
@@ -53,13 +53,13 @@ impl Frames {
     }
 
     /// Queues a packet for the next write.
-    pub fn queue(&mut self, packet: &Packet) {
+    pub(crate) fn queue(&mut self, packet: &Packet) {
         // Outgoing sizes are bounded by the callers' own limits: nothing to refuse here.
         let _ = packet.write(&mut self.wbuf, usize::MAX);
     }
 
     /// Forgets the first `n` queued bytes (written), keeping the buffer small when it empties.
-    pub fn written(&mut self, n: usize) {
+    pub(crate) fn written(&mut self, n: usize) {
         if n >= self.wbuf.len() {
             self.wbuf.clear();
             if self.wbuf.capacity() > 8 * READ_BUF {

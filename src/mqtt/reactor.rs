@@ -16,13 +16,13 @@ use crate::clock::Micros;
 use crate::mqtt::stream::Stream;
 
 /// The token of the pump's waker; connections use their slot index.
-pub const WAKE: Token = Token(usize::MAX);
+pub(crate) const WAKE: Token = Token(usize::MAX);
 
 /// Readiness events taken per poll.
 const EVENTS: usize = 1024;
 
 /// How other threads reach a pump: each command posted wakes its poller.
-pub struct Mailbox<T> {
+pub(crate) struct Mailbox<T> {
     commands: Sender<T>,
     waker: Arc<Waker>,
 }
@@ -38,7 +38,7 @@ impl<T> Clone for Mailbox<T> {
 
 impl<T> Mailbox<T> {
     /// Posts `command` (dropped if the pump has ended) and wakes the pump.
-    pub fn post(&self, command: T) {
+    pub(crate) fn post(&self, command: T) {
         if self.commands.send(command).is_ok() {
             let _ = self.waker.wake();
         }
@@ -47,7 +47,7 @@ impl<T> Mailbox<T> {
 
 /// A poller with its mailbox: the mailbox for the senders, the poller and the receiving end for
 /// the pump.
-pub fn mailbox<T>() -> io::Result<(Mailbox<T>, Poll, Receiver<T>)> {
+pub(crate) fn mailbox<T>() -> io::Result<(Mailbox<T>, Poll, Receiver<T>)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     let (commands, rx) = mpsc::channel();
@@ -57,7 +57,7 @@ pub fn mailbox<T>() -> io::Result<(Mailbox<T>, Poll, Receiver<T>)> {
 /// Runs `pump` on a thread named `name` inside the current tokio runtime (the run's clock and
 /// the tasks a pump spawns live there; an error outside one). The receiver completes when it
 /// returns.
-pub fn spawn(
+pub(crate) fn spawn(
     name: &str,
     pump: impl FnOnce() + Send + 'static,
 ) -> io::Result<oneshot::Receiver<()>> {
@@ -74,9 +74,9 @@ pub fn spawn(
 }
 
 /// The part of a served connection the reactor keeps: its stream and bookkeeping.
-pub struct Link {
+pub(crate) struct Link {
     /// The connection's socket and buffers.
-    pub stream: Stream,
+    pub(crate) stream: Stream,
     /// Tells this connection from an earlier one in the same slot.
     generation: u64,
     /// The deadline this connection has in the heap (`Micros::MAX`: none).
@@ -89,7 +89,7 @@ pub struct Link {
 
 impl Link {
     /// A connection's link over `stream`.
-    pub fn new(stream: Stream) -> Self {
+    pub(crate) fn new(stream: Stream) -> Self {
         Link {
             stream,
             generation: 0,
@@ -101,13 +101,13 @@ impl Link {
 }
 
 /// A connection a [`Reactor`] serves.
-pub trait Served {
+pub(crate) trait Served {
     /// Its link.
     fn link(&mut self) -> &mut Link;
 }
 
 /// The connections of one pump thread and their poller.
-pub struct Reactor<C> {
+pub(crate) struct Reactor<C> {
     poll: Poll,
     events: Events,
     conns: Vec<Option<C>>,
@@ -122,7 +122,7 @@ pub struct Reactor<C> {
 
 impl<C: Served> Reactor<C> {
     /// Connections polled by `poll` (whose waker uses [`WAKE`]).
-    pub fn new(poll: Poll) -> Self {
+    pub(crate) fn new(poll: Poll) -> Self {
         Reactor {
             poll,
             events: Events::with_capacity(EVENTS),
@@ -137,7 +137,7 @@ impl<C: Served> Reactor<C> {
 
     /// Stores `conn` and registers its socket (readable and writable, edge-triggered); gives
     /// it back if the poller refuses.
-    pub fn insert(&mut self, mut conn: C) -> Result<usize, C> {
+    pub(crate) fn insert(&mut self, mut conn: C) -> Result<usize, C> {
         let slot = self.free.pop().unwrap_or(self.conns.len());
         self.generations += 1;
         let link = conn.link();
@@ -160,12 +160,12 @@ impl<C: Served> Reactor<C> {
     }
 
     /// The connection in `slot`, if any.
-    pub fn get_mut(&mut self, slot: usize) -> Option<&mut C> {
+    pub(crate) fn get_mut(&mut self, slot: usize) -> Option<&mut C> {
         self.conns.get_mut(slot).and_then(Option::as_mut)
     }
 
     /// Takes the connection out of `slot` and the poller.
-    pub fn remove(&mut self, slot: usize) -> Option<C> {
+    pub(crate) fn remove(&mut self, slot: usize) -> Option<C> {
         let mut conn = self.conns.get_mut(slot).and_then(Option::take)?;
         self.free.push(slot);
         let _ = self.poll.registry().deregister(conn.link().stream.socket());
@@ -173,12 +173,12 @@ impl<C: Served> Reactor<C> {
     }
 
     /// One past the highest slot ever used (to visit every connection).
-    pub fn slots(&self) -> usize {
+    pub(crate) fn slots(&self) -> usize {
         self.conns.len()
     }
 
     /// Notes that the connection in `slot` has output to write.
-    pub fn mark_dirty(&mut self, slot: usize) {
+    pub(crate) fn mark_dirty(&mut self, slot: usize) {
         if let Some(c) = self.get_mut(slot) {
             let link = c.link();
             if !link.dirty {
@@ -190,7 +190,7 @@ impl<C: Served> Reactor<C> {
 
     /// Puts `at` in the heap for the connection in `slot` if it is earlier than its entry
     /// there (`Micros::MAX`: nothing to arm).
-    pub fn arm(&mut self, slot: usize, at: Micros) {
+    pub(crate) fn arm(&mut self, slot: usize, at: Micros) {
         if let Some(c) = self.get_mut(slot) {
             let link = c.link();
             if at < link.armed {
@@ -204,7 +204,7 @@ impl<C: Served> Reactor<C> {
     /// Waits for readiness, the next deadline (at `now`, the clock's time) or the waker, at
     /// once if output is waiting. Puts the readable connections' slots in `readable`
     /// (writable ones go back to the dirty list); returns whether the waker fired.
-    pub fn wait(&mut self, now: Micros, readable: &mut Vec<usize>) -> io::Result<bool> {
+    pub(crate) fn wait(&mut self, now: Micros, readable: &mut Vec<usize>) -> io::Result<bool> {
         let timeout = match self.dirty.is_empty() {
             false => Some(Duration::ZERO),
             true => self
@@ -243,7 +243,7 @@ impl<C: Served> Reactor<C> {
 
     /// The next connection whose deadline has come by `now` (its entry is then spent: arm it
     /// again for the next one).
-    pub fn next_due(&mut self, now: Micros) -> Option<usize> {
+    pub(crate) fn next_due(&mut self, now: Micros) -> Option<usize> {
         while let Some(&Reverse((at, slot, generation))) = self.timers.peek() {
             if at > now {
                 return None;
@@ -263,7 +263,7 @@ impl<C: Served> Reactor<C> {
 
     /// Writes every dirty connection's output, as far as each socket takes it; the slots of
     /// connections whose socket failed go to `failed`.
-    pub fn flush(&mut self, failed: &mut Vec<usize>) {
+    pub(crate) fn flush(&mut self, failed: &mut Vec<usize>) {
         let mut dirty = std::mem::take(&mut self.dirty);
         for slot in dirty.drain(..) {
             let Some(c) = self.get_mut(slot) else {
@@ -286,7 +286,7 @@ impl<C: Served> Reactor<C> {
 
 /// A pump's own side: what it does with readable connections, commands, deadlines and failed
 /// sockets. [`drive`] runs the loop around it.
-pub trait Handler {
+pub(crate) trait Handler {
     /// The pump's connection type.
     type Conn: Served;
     /// The pump's connections.
@@ -307,7 +307,7 @@ pub trait Handler {
 
 /// Runs `pump` until its commands end the loop (or the poller fails): wait, read, take
 /// commands, serve deadlines, write.
-pub fn drive<H: Handler>(pump: &mut H) {
+pub(crate) fn drive<H: Handler>(pump: &mut H) {
     let (mut readable, mut failed) = (Vec::new(), Vec::new());
     loop {
         let now = pump.now();

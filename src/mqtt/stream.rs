@@ -50,7 +50,11 @@ pub struct Stream {
 impl Stream {
     /// Serves `sock` (non-blocking) with `frames`, through `tls` if given. Bytes already in
     /// `frames` or buffered by `tls` are parsed first.
-    pub fn new(sock: mio::net::TcpStream, tls: Option<rustls::Connection>, frames: Frames) -> Self {
+    pub(crate) fn new(
+        sock: mio::net::TcpStream,
+        tls: Option<rustls::Connection>,
+        frames: Frames,
+    ) -> Self {
         Stream {
             sock,
             tls: tls.map(Box::new),
@@ -60,19 +64,19 @@ impl Stream {
 
     /// Takes over a connection served by a [`Wire`] so far (handshakes done), with the bytes it
     /// has read and not parsed. What it had queued must have been flushed.
-    pub fn from_wire<S: Handover>(wire: Wire<S>) -> io::Result<Self> {
+    pub(crate) fn from_wire<S: Handover>(wire: Wire<S>) -> io::Result<Self> {
         let (stream, frames) = wire.into_parts();
         let (sock, tls) = stream.hand_over()?;
         Ok(Stream::new(sock, tls, frames))
     }
 
     /// The socket, to register it with a poller.
-    pub fn socket(&mut self) -> &mut mio::net::TcpStream {
+    pub(crate) fn socket(&mut self) -> &mut mio::net::TcpStream {
         &mut self.sock
     }
 
     /// Reads everything available. `Err(Closed)` once the peer has closed and nothing is left.
-    pub fn read(&mut self) -> Result<(), WireError> {
+    pub(crate) fn read(&mut self) -> Result<(), WireError> {
         match &mut self.tls {
             None => read_plain(&mut self.sock, &mut self.frames),
             Some(tls) => read_tls(&mut self.sock, tls, &mut self.frames),
@@ -80,18 +84,18 @@ impl Stream {
     }
 
     /// The next whole packet already read, if any.
-    pub fn parse(&mut self) -> Result<Option<Packet>, WireError> {
+    pub(crate) fn parse(&mut self) -> Result<Option<Packet>, WireError> {
         self.frames.parse()
     }
 
     /// Queues a packet for the next [`Stream::flush`].
-    pub fn queue(&mut self, packet: &Packet) {
+    pub(crate) fn queue(&mut self, packet: &Packet) {
         self.frames.queue(packet);
     }
 
     /// Writes what the socket accepts; `Ok(false)` when some is left for the next writable
     /// event.
-    pub fn flush(&mut self) -> Result<bool, WireError> {
+    pub(crate) fn flush(&mut self) -> Result<bool, WireError> {
         match &mut self.tls {
             None => {
                 while !self.frames.wbuf.is_empty() {
@@ -116,7 +120,7 @@ impl Stream {
     }
 
     /// Sends what is queued (as far as the socket takes it now) and closes the connection.
-    pub fn close(mut self) {
+    pub(crate) fn close(mut self) {
         if let Some(tls) = &mut self.tls {
             tls.send_close_notify();
         }

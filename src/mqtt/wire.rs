@@ -9,7 +9,7 @@ use crate::mqtt::frames::Frames;
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
-pub enum WireError {
+pub(crate) enum WireError {
     /// The peer closed the connection.
     #[error("connection closed by the peer")]
     Closed,
@@ -25,14 +25,14 @@ pub enum WireError {
 }
 
 /// A stream with its read buffer and the packets waiting to be written.
-pub struct Wire<S> {
+pub(crate) struct Wire<S> {
     stream: S,
     frames: Frames,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     /// Frames `stream`, refusing incoming packets larger than `max_packet` bytes.
-    pub fn new(stream: S, max_packet: usize) -> Self {
+    pub(crate) fn new(stream: S, max_packet: usize) -> Self {
         Wire {
             stream,
             frames: Frames::new(max_packet),
@@ -40,12 +40,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     }
 
     /// The next whole packet already read, if any.
-    pub fn parse(&mut self) -> Result<Option<Packet>, WireError> {
+    pub(crate) fn parse(&mut self) -> Result<Option<Packet>, WireError> {
         self.frames.parse()
     }
 
     /// Reads more bytes. Cancel-safe: a cancelled read loses nothing.
-    pub async fn fill(&mut self) -> Result<(), WireError> {
+    pub(crate) async fn fill(&mut self) -> Result<(), WireError> {
         self.frames.before_read();
         match self.stream.read_buf(&mut self.frames.rbuf).await? {
             0 => Err(WireError::Closed),
@@ -54,7 +54,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     }
 
     /// Reads until a whole packet is there.
-    pub async fn next_packet(&mut self) -> Result<Packet, WireError> {
+    pub(crate) async fn next_packet(&mut self) -> Result<Packet, WireError> {
         loop {
             if let Some(p) = self.parse()? {
                 return Ok(p);
@@ -64,12 +64,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     }
 
     /// Queues a packet for the next [`Wire::flush`].
-    pub fn queue(&mut self, packet: &Packet) {
+    pub(crate) fn queue(&mut self, packet: &Packet) {
         self.frames.queue(packet);
     }
 
     /// Writes everything queued.
-    pub async fn flush(&mut self) -> Result<(), WireError> {
+    pub(crate) async fn flush(&mut self) -> Result<(), WireError> {
         if self.frames.wbuf.is_empty() {
             return Ok(());
         }
@@ -80,12 +80,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     }
 
     /// The stream and its buffers, to go on serving the connection elsewhere.
-    pub fn into_parts(self) -> (S, Frames) {
+    pub(crate) fn into_parts(self) -> (S, Frames) {
         (self.stream, self.frames)
     }
 
     /// Sends what is queued and closes the write side.
-    pub async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
     }

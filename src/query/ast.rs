@@ -262,7 +262,7 @@ pub struct Query {
 
 /// What a query reads: device twins, or per-device job records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// `FROM devices`: one document per device twin.
     Devices,
     /// `FROM devices.jobs`: one document per (device, job) record. Paths written with the

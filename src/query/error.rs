@@ -6,9 +6,9 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
     /// Line, from 1.
-    pub line: usize,
+    pub(crate) line: usize,
     /// Column, from 1, in characters.
-    pub column: usize,
+    pub(crate) column: usize,
 }
 
 impl fmt::Display for Position {
@@ -39,13 +39,4 @@ pub enum QueryError {
         /// Where the offending text starts.
         at: Position,
     },
-}
-
-impl QueryError {
-    /// Where in the text the error was found.
-    pub fn position(&self) -> Position {
-        match self {
-            QueryError::Unexpected { at, .. } | QueryError::Invalid { at, .. } => *at,
-        }
-    }
 }

@@ -21,13 +21,13 @@ pub(super) enum Tok {
 /// A token and where it starts.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Token {
-    pub tok: Tok,
-    pub at: Position,
+    pub(crate) tok: Tok,
+    pub(crate) at: Position,
 }
 
 impl Tok {
     /// How the token is named in "found ..." messages.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Tok::Word(w) => format!("'{w}'"),
             Tok::Str(s) => format!("string {}", super::ast::quote(s)),

@@ -7,7 +7,7 @@ use super::ast::{CmpOp, Condition, Constant, Expr, LogicOp, Path};
 /// How to find the candidates for a condition. The caller still runs
 /// [`Condition::matches`] on every candidate: a plan only narrows the search.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// No usable index predicate: scan every document.
     All,
     /// Only these devices can match: `deviceId = 'x'` or `deviceId IN ['x', ...]` is one of the
@@ -29,7 +29,7 @@ pub enum Plan {
 impl Condition {
     /// The cheapest way to find this condition's candidates: device ids first, then the first
     /// `path = constant`, else a scan.
-    pub fn plan(&self) -> Plan {
+    pub(crate) fn plan(&self) -> Plan {
         let Some(expr) = &self.expr else {
             return Plan::All;
         };

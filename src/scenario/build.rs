@@ -16,7 +16,7 @@ use crate::scenario::format::{Cohort, Dist, Dur, JobSpec, MethodBehaviour, Scena
 use crate::shard::Shard;
 
 /// A TOML table as a JSON object.
-pub fn json_object(table: &toml::Table) -> Object {
+pub(crate) fn json_object(table: &toml::Table) -> Object {
     match serde_json::to_value(table) {
         Ok(Value::Object(map)) => map,
         _ => Object::new(),
@@ -24,18 +24,18 @@ pub fn json_object(table: &toml::Table) -> Object {
 }
 
 /// The id of the `n`-th device of a cohort of `count`: the prefix and `n` zero-padded.
-pub fn device_id(prefix: &str, n: u64, count: u64) -> String {
+pub(crate) fn device_id(prefix: &str, n: u64, count: u64) -> String {
     let width = count.saturating_sub(1).max(1).to_string().len();
     format!("{prefix}{n:0width$}")
 }
 
 /// The ids of a cohort's devices, in order.
-pub fn cohort_ids(c: &Cohort) -> impl Iterator<Item = String> + '_ {
+pub(crate) fn cohort_ids(c: &Cohort) -> impl Iterator<Item = String> + '_ {
     (0..c.count).map(|n| device_id(&c.id_prefix, n, c.count))
 }
 
 /// The ids of every device of a scenario, in registry order.
-pub fn device_ids(scenario: &Scenario) -> impl Iterator<Item = String> + '_ {
+pub(crate) fn device_ids(scenario: &Scenario) -> impl Iterator<Item = String> + '_ {
     scenario.cohorts.iter().flat_map(cohort_ids)
 }
 
@@ -61,7 +61,7 @@ pub fn registry(scenario: &Scenario, clock: Clock, shard: Shard) -> Registry {
 }
 
 /// The fleet of a scenario's devices in `shard`, in registry order, drawing from `seed`.
-pub fn fleet(scenario: &Scenario, seed: u64, shard: Shard) -> Fleet {
+pub(crate) fn fleet(scenario: &Scenario, seed: u64, shard: Shard) -> Fleet {
     let cohorts = scenario
         .cohorts
         .iter()
@@ -109,7 +109,7 @@ fn latency(d: &Dist) -> Latency {
 }
 
 /// The ids a job spec creates: its id, or `id-1` .. `id-N` when it repeats.
-pub fn instance_ids(job: &JobSpec) -> Vec<String> {
+pub(crate) fn instance_ids(job: &JobSpec) -> Vec<String> {
     let times = job.times.unwrap_or(1);
     let id = job.id.get_ref();
     if times <= 1 && job.every.is_none() {
@@ -121,18 +121,18 @@ pub fn instance_ids(job: &JobSpec) -> Vec<String> {
 
 /// One job to create during a run.
 #[derive(Debug, Clone)]
-pub struct PlannedJob {
+pub(crate) struct PlannedJob {
     /// When the runner creates it (µs after the run starts).
-    pub create_at: Micros,
+    pub(crate) create_at: Micros,
     /// When it is to start (µs after the run starts).
-    pub start_at: Micros,
+    pub(crate) start_at: Micros,
     /// The request, without its start time (set at creation from `start_at`).
-    pub request: JobRequest,
+    pub(crate) request: JobRequest,
 }
 
 /// Every job instance of a scenario, ordered by creation time. A repeated job's k-th instance
 /// is created when the (k-1)-th would start plus `every`, and starts `start` after that.
-pub fn planned_jobs(scenario: &Scenario) -> Vec<PlannedJob> {
+pub(crate) fn planned_jobs(scenario: &Scenario) -> Vec<PlannedJob> {
     let mut out = Vec::new();
     for job in &scenario.jobs {
         let kind = match (&job.method, &job.twin) {

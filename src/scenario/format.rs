@@ -24,35 +24,35 @@ pub struct Scenario {
     #[serde(default)]
     pub seed: u64,
     /// Hard limit for the whole run.
-    pub duration: Dur,
+    pub(crate) duration: Dur,
     /// The hub.
     #[serde(default)]
     pub hub: HubSpec,
     /// The fleet's cohorts.
     #[serde(default, rename = "cohort")]
-    pub cohorts: Vec<Cohort>,
+    pub(crate) cohorts: Vec<Cohort>,
     /// The jobs to schedule.
     #[serde(default, rename = "job")]
     pub jobs: Vec<JobSpec>,
     /// `[thresholds]` as written; checked into [`Scenario::thresholds`] by
     /// [`parse`](crate::scenario::parse).
     #[serde(default, rename = "thresholds")]
-    pub threshold_table: ThresholdTable,
+    pub(crate) threshold_table: ThresholdTable,
     /// The checked conditions on the run's figures.
     #[serde(skip)]
-    pub thresholds: Thresholds,
+    pub(crate) thresholds: Thresholds,
 }
 
 /// `[thresholds]`: `abort_on_fail`, `engine_lag_limit`, and `"figure" = "condition"` pairs whose
 /// conditions keep their position for errors.
 #[derive(Debug, Clone, Default)]
-pub struct ThresholdTable {
+pub(crate) struct ThresholdTable {
     /// Stop the run as soon as a threshold is certainly lost.
-    pub abort_on_fail: bool,
+    pub(crate) abort_on_fail: bool,
     /// Engine-lag p99 above which the run is invalid.
-    pub engine_lag_limit: Option<Dur>,
+    pub(crate) engine_lag_limit: Option<Dur>,
     /// `(figure, condition)` in file order.
-    pub conditions: Vec<(String, Spanned<String>)>,
+    pub(crate) conditions: Vec<(String, Spanned<String>)>,
 }
 
 impl<'de> Deserialize<'de> for ThresholdTable {
@@ -90,14 +90,14 @@ impl<'de> Deserialize<'de> for ThresholdTable {
 pub struct HubSpec {
     /// Tier: unlimited, F1, S1, S2, S3.
     #[serde(default = "unlimited")]
-    pub tier: TierSpec,
+    pub(crate) tier: TierSpec,
     /// Units of the tier.
     #[serde(default = "one")]
-    pub units: u32,
+    pub(crate) units: u32,
     /// How devices reach the hub: `inproc` (channels, the default) or `mqtt` (every device a
     /// real MQTT client with its own connection to the hub's MQTT endpoint).
     #[serde(default)]
-    pub transport: Transport,
+    pub(crate) transport: Transport,
     /// MQTT transport: new connections opened per second while the fleet connects.
     #[serde(default = "default_ramp")]
     pub ramp: u32,
@@ -117,7 +117,7 @@ impl Default for HubSpec {
 /// `[hub] transport`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Transport {
+pub(crate) enum Transport {
     /// Channels inside the process.
     #[default]
     Inproc,
@@ -139,7 +139,7 @@ fn one() -> u32 {
 
 /// A tier read from its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TierSpec(pub Tier);
+pub(crate) struct TierSpec(pub Tier);
 
 impl<'de> Deserialize<'de> for TierSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -151,65 +151,65 @@ impl<'de> Deserialize<'de> for TierSpec {
 /// `[[cohort]]`: a group of devices that behave alike.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Cohort {
+pub(crate) struct Cohort {
     /// Name, for reports.
     pub name: String,
     /// How many devices.
-    pub count: u64,
+    pub(crate) count: u64,
     /// Device ids are `<id_prefix><n>`, `n` zero-padded to the width of `count - 1`.
-    pub id_prefix: String,
+    pub(crate) id_prefix: String,
     /// Initial tags.
     #[serde(default)]
-    pub tags: toml::Table,
+    pub(crate) tags: toml::Table,
     /// Initial desired properties.
     #[serde(default)]
-    pub desired: toml::Table,
+    pub(crate) desired: toml::Table,
     /// Initial reported properties.
     #[serde(default)]
-    pub reported: toml::Table,
+    pub(crate) reported: toml::Table,
     /// Share of devices that never connect.
     #[serde(default)]
-    pub offline: Share,
+    pub(crate) offline: Share,
     /// Disconnects and downtime of connected devices.
     #[serde(default)]
-    pub churn: Option<Churn>,
+    pub(crate) churn: Option<Churn>,
     /// Behaviour per method name; `default` answers the others.
     #[serde(default)]
-    pub methods: BTreeMap<String, MethodBehaviour>,
+    pub(crate) methods: BTreeMap<String, MethodBehaviour>,
     /// Twin behaviour.
     #[serde(default)]
-    pub twin: TwinBehaviour,
+    pub(crate) twin: TwinBehaviour,
 }
 
 /// `churn = { disconnects_per_hour = 2, downtime = { dist = ..., ... } }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Churn {
+pub(crate) struct Churn {
     /// Mean disconnects per connected device per hour (exponential gaps).
-    pub disconnects_per_hour: f64,
+    pub(crate) disconnects_per_hour: f64,
     /// How long a device stays away.
-    pub downtime: Dist,
+    pub(crate) downtime: Dist,
 }
 
 /// `[cohort.methods.<name>]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MethodBehaviour {
+pub(crate) struct MethodBehaviour {
     /// Time from receiving the request to answering.
     #[serde(default)]
-    pub latency: Dist,
+    pub(crate) latency: Dist,
     /// Share of requests answered with `error_status`.
     #[serde(default)]
-    pub error_rate: Share,
+    pub(crate) error_rate: Share,
     /// The status of an error answer.
     #[serde(default = "default_error_status")]
-    pub error_status: i32,
+    pub(crate) error_status: i32,
     /// Share of requests never answered.
     #[serde(default)]
-    pub no_response: Share,
+    pub(crate) no_response: Share,
     /// The status of a good answer.
     #[serde(default = "default_ok_status")]
-    pub status: i32,
+    pub(crate) status: i32,
 }
 
 fn default_error_status() -> i32 {
@@ -235,19 +235,19 @@ impl Default for MethodBehaviour {
 /// `[cohort.twin]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TwinBehaviour {
+pub(crate) struct TwinBehaviour {
     /// Time from a desired patch to the device's reported acknowledgement.
     #[serde(default)]
-    pub ack_latency: Dist,
+    pub(crate) ack_latency: Dist,
     /// Share of desired patches the device never acknowledges.
     #[serde(default)]
-    pub failure_rate: Share,
+    pub(crate) failure_rate: Share,
 }
 
 /// A latency distribution: `{ dist = "lognormal", median = "40ms", p99 = "400ms" }`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "dist", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Dist {
+pub(crate) enum Dist {
     /// Always `value`.
     Fixed {
         /// The latency.
@@ -299,30 +299,30 @@ impl Default for Dist {
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// Job id (suffixed `-1`, `-2`, ... when repeated).
-    pub id: Spanned<String>,
+    pub(crate) id: Spanned<String>,
     /// `scheduleDeviceMethod` or `scheduleUpdateTwin`.
     #[serde(rename = "type")]
-    pub job_type: Spanned<String>,
+    pub(crate) job_type: Spanned<String>,
     /// When: `+2s` after the run starts (default `+0s`).
     #[serde(default)]
-    pub start: Offset,
+    pub(crate) start: Offset,
     /// The queryCondition.
-    pub query: Spanned<String>,
+    pub(crate) query: Spanned<String>,
     /// For method jobs.
     #[serde(default)]
-    pub method: Option<MethodSpec>,
+    pub(crate) method: Option<MethodSpec>,
     /// For twin jobs.
     #[serde(default)]
-    pub twin: Option<TwinSpec>,
+    pub(crate) twin: Option<TwinSpec>,
     /// maxExecutionTimeInSeconds.
     #[serde(default = "default_max_execution")]
-    pub max_execution: Dur,
+    pub(crate) max_execution: Dur,
     /// Repeat every this long.
     #[serde(default)]
-    pub every: Option<Dur>,
+    pub(crate) every: Option<Dur>,
     /// How many times in all (default 1; with `every`, default 1 too).
     #[serde(default)]
-    pub times: Option<u32>,
+    pub(crate) times: Option<u32>,
 }
 
 fn default_max_execution() -> Dur {
@@ -332,18 +332,18 @@ fn default_max_execution() -> Dur {
 /// `method = { name = "reboot", payload = {...}, response_timeout = "5s", connect_timeout = "0s" }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MethodSpec {
+pub(crate) struct MethodSpec {
     /// Method name.
     pub name: String,
     /// Payload.
     #[serde(default)]
-    pub payload: Option<toml::Value>,
+    pub(crate) payload: Option<toml::Value>,
     /// responseTimeoutInSeconds (5 s to 300 s).
     #[serde(default = "default_response_timeout")]
-    pub response_timeout: Dur,
+    pub(crate) response_timeout: Dur,
     /// connectTimeoutInSeconds (0 s to 300 s).
     #[serde(default)]
-    pub connect_timeout: Dur,
+    pub(crate) connect_timeout: Dur,
 }
 
 fn default_response_timeout() -> Dur {
@@ -353,25 +353,25 @@ fn default_response_timeout() -> Dur {
 /// `twin = { tags = {...}, desired = {...} }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TwinSpec {
+pub(crate) struct TwinSpec {
     /// Tags patch.
     #[serde(default)]
-    pub tags: Option<toml::Table>,
+    pub(crate) tags: Option<toml::Table>,
     /// Desired properties patch.
     #[serde(default)]
-    pub desired: Option<toml::Table>,
+    pub(crate) desired: Option<toml::Table>,
 }
 
 /// A duration such as `250us`, `40ms`, `5s`, `2m`, `1h` (a bare `0` is zero).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Dur(pub Duration);
+pub(crate) struct Dur(pub Duration);
 
 impl Dur {
     /// Zero.
-    pub const ZERO: Dur = Dur(Duration::ZERO);
+    pub(crate) const ZERO: Dur = Dur(Duration::ZERO);
 
     /// Microseconds.
-    pub fn micros(self) -> u64 {
+    pub(crate) fn micros(self) -> u64 {
         self.0.as_micros() as u64
     }
 }
@@ -391,7 +391,7 @@ impl fmt::Display for Dur {
 
 /// A start offset: `+2s` (or `2s`, or `now`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Offset(pub Duration);
+pub(crate) struct Offset(pub Duration);
 
 impl<'de> Deserialize<'de> for Offset {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -411,7 +411,7 @@ impl<'de> Deserialize<'de> for Offset {
 
 /// A share between 0 and 1.
 #[derive(Debug, Clone, Copy, Default, PartialEq, PartialOrd)]
-pub struct Share(pub f64);
+pub(crate) struct Share(pub f64);
 
 impl<'de> Deserialize<'de> for Share {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -13,7 +13,7 @@ use crate::shard::Shard;
 
 /// Runs a query on the scenario's freshly built fleet (no job has run, so `devices.jobs` is
 /// empty).
-pub fn query(scenario: &Scenario, text: &str) -> anyhow::Result<Vec<Value>> {
+pub(crate) fn query(scenario: &Scenario, text: &str) -> anyhow::Result<Vec<Value>> {
     let q = parse_query(text).map_err(|e| anyhow!("invalid query: {e}"))?;
     if q.source() == Source::DeviceJobs {
         return Ok(Vec::new());
@@ -26,7 +26,7 @@ pub fn query(scenario: &Scenario, text: &str) -> anyhow::Result<Vec<Value>> {
 
 /// Rows as a text table for a terminal: one column per top-level key (in first-seen order),
 /// strings bare, everything else as compact JSON, cells cut at 40 characters.
-pub fn table(rows: &[Value]) -> String {
+pub(crate) fn table(rows: &[Value]) -> String {
     const WIDEST: usize = 40;
     let mut columns: Vec<String> = Vec::new();
     for row in rows {
@@ -71,7 +71,7 @@ pub fn table(rows: &[Value]) -> String {
 }
 
 /// Per job: how many devices it would target now and the first few ids.
-pub fn dry_run(scenario: &Scenario) -> anyhow::Result<String> {
+pub(crate) fn dry_run(scenario: &Scenario) -> anyhow::Result<String> {
     let mut registry = build::registry(scenario, Clock::start(), Shard::ALL);
     let mut out = String::from("targets as the fleet is built, before any job changes a twin:\n");
     for planned in build::planned_jobs(scenario) {

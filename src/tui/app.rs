@@ -19,11 +19,11 @@ use super::widgets::JobsTable;
 use super::{Event, Header};
 
 /// Throughput windows `+`/`-` step through, in seconds.
-pub const WINDOWS_S: [usize; 5] = [10, 30, 60, 300, 900];
+pub(crate) const WINDOWS_S: [usize; 5] = [10, 30, 60, 300, 900];
 /// Event log lines kept.
 const LOG_LINES: usize = 200;
 /// Latency measures in the order Tab cycles them.
-pub const MEASURES: [Measure; 4] = [
+pub(crate) const MEASURES: [Measure; 4] = [
     Measure::Delivery,
     Measure::RoundTrip,
     Measure::Completion,
@@ -32,7 +32,7 @@ pub const MEASURES: [Measure; 4] = [
 
 /// What the frame loop must do after a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Leave the dashboard and stop the run.
     Quit,
     /// Ask the hub to cancel this job.
@@ -41,50 +41,50 @@ pub enum Action {
 
 /// One event log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
+pub(crate) struct LogLine {
     /// Run clock reading when it happened (as far as the dashboard knows).
-    pub at_us: Micros,
+    pub(crate) at_us: Micros,
     /// What happened.
-    pub text: String,
+    pub(crate) text: String,
 }
 
 /// The dashboard's state.
 #[derive(Debug)]
-pub struct App {
+pub(crate) struct App {
     /// What the header shows besides the snapshot.
-    pub header: Header,
+    pub(crate) header: Header,
     /// The snapshot on show.
     pub view: Arc<HubView>,
     /// 0 is "all jobs", `i` is `view.jobs[i - 1]`.
-    pub selected: usize,
+    pub(crate) selected: usize,
     /// The jobs table's first row shown when it was last drawn: it scrolls from there, so a row
     /// stays under the mouse when it is clicked.
-    pub jobs_offset: usize,
+    pub(crate) jobs_offset: usize,
     /// Index into [`MEASURES`].
-    pub measure: usize,
+    pub(crate) measure: usize,
     /// Index into [`WINDOWS_S`].
-    pub window: usize,
+    pub(crate) window: usize,
     /// New snapshots are ignored while frozen.
-    pub frozen: bool,
+    pub(crate) frozen: bool,
     /// The help overlay is open.
-    pub help: bool,
+    pub(crate) help: bool,
     /// A job waiting for the user's y/n before it is cancelled.
-    pub confirm: Option<String>,
+    pub(crate) confirm: Option<String>,
     /// Set when the run has ended, with what to tell the user.
-    pub finished: Option<String>,
+    pub(crate) finished: Option<String>,
     /// Job creations the hub refused (throttled or invalid).
-    pub refused: u64,
+    pub(crate) refused: u64,
     /// Closed seconds' ops/s, oldest first, at most the largest window.
-    pub history: VecDeque<f64>,
+    pub(crate) history: VecDeque<f64>,
     /// The last second appended to `history`.
     last_second: Option<u64>,
     /// Oldest first.
-    pub log: VecDeque<LogLine>,
+    pub(crate) log: VecDeque<LogLine>,
 }
 
 impl App {
     /// A dashboard with nothing seen yet.
-    pub fn new(header: Header) -> App {
+    pub(crate) fn new(header: Header) -> App {
         App {
             header,
             view: Arc::default(),
@@ -104,17 +104,17 @@ impl App {
     }
 
     /// The latency measure on show.
-    pub fn measure(&self) -> Measure {
+    pub(crate) fn measure(&self) -> Measure {
         MEASURES[self.measure]
     }
 
     /// The throughput window, in seconds.
-    pub fn window_s(&self) -> usize {
+    pub(crate) fn window_s(&self) -> usize {
         WINDOWS_S[self.window]
     }
 
     /// The selected job, or `None` for all jobs.
-    pub fn selected_job(&self) -> Option<&JobView> {
+    pub(crate) fn selected_job(&self) -> Option<&JobView> {
         self.selected
             .checked_sub(1)
             .and_then(|i| self.view.jobs.get(i))
@@ -132,7 +132,7 @@ impl App {
 
     /// Takes a new snapshot: logs job state changes against the previous one and extends the
     /// throughput history.
-    pub fn absorb(&mut self, view: impl Into<Arc<HubView>>) {
+    pub(crate) fn absorb(&mut self, view: impl Into<Arc<HubView>>) {
         let old = std::mem::replace(&mut self.view, view.into());
         // A map, not a search per job: a hub may hold thousands of jobs.
         let statuses: HashMap<&str, JobStatus> =
@@ -177,7 +177,7 @@ impl App {
     }
 
     /// Takes an event from the run or from a cancel request.
-    pub fn on_event(&mut self, event: Event) {
+    pub(crate) fn on_event(&mut self, event: Event) {
         match &event {
             Event::Note(_) => {}
             Event::Refused { .. } => self.refused += 1,
@@ -197,7 +197,7 @@ impl App {
     /// Handles a mouse event; `table` is the jobs table as drawn on the screen the user sees.
     /// A click on a row selects it and the wheel moves the selection, unless an overlay (help,
     /// cancel confirmation) waits for a key.
-    pub fn on_mouse(&mut self, mouse: MouseEvent, table: &JobsTable) {
+    pub(crate) fn on_mouse(&mut self, mouse: MouseEvent, table: &JobsTable) {
         if self.help || self.confirm.is_some() {
             return;
         }
@@ -215,7 +215,7 @@ impl App {
     }
 
     /// Handles a key; returns what the frame loop must do, if anything.
-    pub fn on_key(&mut self, key: KeyEvent) -> Option<Action> {
+    pub(crate) fn on_key(&mut self, key: KeyEvent) -> Option<Action> {
         if key.kind == KeyEventKind::Release {
             return None;
         }

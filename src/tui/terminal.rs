@@ -21,11 +21,11 @@ static ACTIVE: AtomicBool = AtomicBool::new(false);
 static HOOK: Once = Once::new();
 
 /// The dashboard's terminal.
-pub type Screen = Terminal<CrosstermBackend<Stdout>>;
+pub(crate) type Screen = Terminal<CrosstermBackend<Stdout>>;
 
 /// Gives the terminal back when dropped.
 #[derive(Debug)]
-pub struct Guard(());
+pub(crate) struct Guard(());
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -51,7 +51,7 @@ impl Command for EnableMouseClicks {
 }
 
 /// Takes the terminal: raw mode, alternate screen, mouse clicks, hidden cursor.
-pub fn enter() -> io::Result<(Guard, Screen)> {
+pub(crate) fn enter() -> io::Result<(Guard, Screen)> {
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {

@@ -39,12 +39,12 @@ fn bands(area: Rect, app: &App) -> [Rect; 5] {
 }
 
 /// The jobs table as [`draw`] places it on a screen of `area`, to map mouse positions to rows.
-pub fn jobs_table(area: Rect, app: &App) -> JobsTable {
+pub(crate) fn jobs_table(area: Rect, app: &App) -> JobsTable {
     JobsTable::new(bands(area, app)[1], app)
 }
 
 /// Draws the whole dashboard.
-pub fn draw(f: &mut Frame, app: &App) {
+pub(crate) fn draw(f: &mut Frame, app: &App) {
     let [header, jobs, middle, bottom, keys] = bands(f.area(), app);
     widgets::header(f, header, app);
     widgets::jobs(f, jobs, app);

@@ -66,7 +66,7 @@ fn scope(app: &App) -> &str {
 }
 
 /// Two lines: scenario, seed, elapsed and time left, run state; fleet and transport.
-pub fn header(f: &mut Frame, area: Rect, app: &App) {
+pub(crate) fn header(f: &mut Frame, area: Rect, app: &App) {
     let v = &app.view;
     let h = &app.header;
     let mut first = vec![Span::raw(format!("scenario {}", h.scenario))];
@@ -134,18 +134,18 @@ fn rows_shown(area: Rect) -> usize {
 /// Where the jobs table's rows are on the screen: what a mouse position is mapped with. Rows
 /// count like [`App::selected`]: 0 is "(all)", `i` is job `i - 1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JobsTable {
+pub(crate) struct JobsTable {
     /// The table's area, borders included.
-    pub area: Rect,
+    pub(crate) area: Rect,
     /// The first row shown.
-    pub offset: usize,
+    pub(crate) offset: usize,
 }
 
 impl JobsTable {
     /// The table of `app` drawn in `area`: scrolled from where it was last drawn
     /// ([`App::jobs_offset`]) only as far as it takes to show the selected row, and no further
     /// than its last row.
-    pub fn new(area: Rect, app: &App) -> JobsTable {
+    pub(crate) fn new(area: Rect, app: &App) -> JobsTable {
         let shown = rows_shown(area);
         let rows = app.view.jobs.len() + 1;
         let selected = app.selected.min(rows - 1);
@@ -158,7 +158,7 @@ impl JobsTable {
     }
 
     /// The row under the screen cell (`column`, `row`), if one of the table's `rows` is there.
-    pub fn row_at(&self, column: u16, row: u16, rows: usize) -> Option<usize> {
+    pub(crate) fn row_at(&self, column: u16, row: u16, rows: usize) -> Option<usize> {
         let inside = self.area.inner(Margin::new(1, 1));
         let first = inside.y.saturating_add(1); // below the header
         if !inside.contains(Position::new(column, row)) || row < first {
@@ -196,7 +196,7 @@ fn job_row(j: &JobView) -> Row<'static> {
 }
 
 /// The jobs table with an "all" row first; the selected row is highlighted and in view.
-pub fn jobs(f: &mut Frame, area: Rect, app: &App) {
+pub(crate) fn jobs(f: &mut Frame, area: Rect, app: &App) {
     let v = &app.view;
     let table = JobsTable::new(area, app);
     // Only the rows in view are built: a hub may hold thousands of jobs.
@@ -253,7 +253,7 @@ fn bound_label(upper_us: u64) -> String {
 }
 
 /// The percentile ladder and a bar chart of the coarse histogram (empty ends trimmed).
-pub fn latency(f: &mut Frame, area: Rect, app: &App) {
+pub(crate) fn latency(f: &mut Frame, area: Rect, app: &App) {
     let title = format!(
         " latency: {} · {} (Tab) ",
         measure_label(app.measure()),
@@ -307,7 +307,7 @@ pub fn latency(f: &mut Frame, area: Rect, app: &App) {
 }
 
 /// Operations per second over the chosen window, with the current and peak rates.
-pub fn throughput(f: &mut Frame, area: Rect, app: &App) {
+pub(crate) fn throughput(f: &mut Frame, area: Rect, app: &App) {
     let m = &app.view.metrics;
     let block = Block::bordered().title(format!(
         " ops/s · last {} (+/-) ",
@@ -336,7 +336,7 @@ pub fn throughput(f: &mut Frame, area: Rect, app: &App) {
 }
 
 /// Failures by cause for the selected job or all jobs, and job creations the hub refused.
-pub fn errors(f: &mut Frame, area: Rect, app: &App) {
+pub(crate) fn errors(f: &mut Frame, area: Rect, app: &App) {
     let mut e = ErrorCounts::default();
     let jobs: Vec<&JobView> = match app.selected_job() {
         Some(j) => vec![j],
@@ -373,7 +373,7 @@ pub fn errors(f: &mut Frame, area: Rect, app: &App) {
 }
 
 /// The newest event log lines that fit, oldest at the top.
-pub fn log(f: &mut Frame, area: Rect, app: &App) {
+pub(crate) fn log(f: &mut Frame, area: Rect, app: &App) {
     let rows = area.height.saturating_sub(2) as usize;
     let skip = app.log.len().saturating_sub(rows);
     let lines: Vec<Line> = app
@@ -394,7 +394,7 @@ pub fn log(f: &mut Frame, area: Rect, app: &App) {
 }
 
 /// The key line at the bottom.
-pub fn keys(f: &mut Frame, area: Rect) {
+pub(crate) fn keys(f: &mut Frame, area: Rect) {
     f.render_widget(
         Paragraph::new("q quit  ↑↓ job  Tab measure  +/- window  c cancel job  p freeze  ? help")
             .dim(),

@@ -18,9 +18,9 @@ use crate::report::JobReport;
 
 /// A latency change smaller than this (µs) is never a regression: below it, scheduling jitter
 /// and histogram quantisation dominate.
-pub const TIME_NOISE_FLOOR_US: f64 = 1000.0;
+pub(crate) const TIME_NOISE_FLOOR_US: f64 = 1000.0;
 /// A failed share that grows by less than this (absolute) is never a regression.
-pub const RATIO_NOISE_FLOOR: f64 = 0.001;
+pub(crate) const RATIO_NOISE_FLOOR: f64 = 0.001;
 
 /// The percentiles compared per histogram, with their labels.
 const QUANTILES: [(&str, f64); 5] = [
@@ -34,7 +34,7 @@ const QUANTILES: [(&str, f64); 5] = [
 /// The kind of a compared figure, which decides its direction and noise floor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A time in µs; higher is worse.
     Time,
     /// A rate; lower is worse.
@@ -45,18 +45,18 @@ pub enum Kind {
 
 /// One compared figure.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     /// The job, or `None` for the whole run.
-    pub job: Option<String>,
+    pub(crate) job: Option<String>,
     /// Such as `delivery p99`, `makespan`, `ops_per_s`.
-    pub figure: String,
-    pub kind: Kind,
-    pub baseline: f64,
-    pub run: f64,
+    pub(crate) figure: String,
+    pub(crate) kind: Kind,
+    pub(crate) baseline: f64,
+    pub(crate) run: f64,
     /// `(run - baseline) / baseline`; `None` when the baseline is 0.
-    pub change: Option<f64>,
+    pub(crate) change: Option<f64>,
     /// Worse than the baseline by more than the tolerance and the noise floor.
-    pub regression: bool,
+    pub(crate) regression: bool,
 }
 
 impl Row {
@@ -91,17 +91,17 @@ impl Row {
     }
 
     /// `job` or `run` for people.
-    pub fn scope(&self) -> &str {
+    pub(crate) fn scope(&self) -> &str {
         self.job.as_deref().unwrap_or("(all)")
     }
 
     /// A value of this row for people.
-    pub fn show(&self, value: f64) -> String {
+    pub(crate) fn show(&self, value: f64) -> String {
         show_value(self.kind == Kind::Time, value)
     }
 
     /// The change for people: `+12.3%`, or `new` when the baseline is 0.
-    pub fn show_change(&self) -> String {
+    pub(crate) fn show_change(&self) -> String {
         match self.change {
             Some(c) => format!("{:+.1}%", c * 100.0),
             None if self.run == 0.0 => "+0.0%".into(),
@@ -110,7 +110,7 @@ impl Row {
     }
 
     /// `regression`, `better`, `worse` (within tolerance) or `same`.
-    pub fn verdict(&self) -> &'static str {
+    pub(crate) fn verdict(&self) -> &'static str {
         let higher_is_worse = self.kind != Kind::Rate;
         if self.regression {
             "regression"
@@ -126,24 +126,24 @@ impl Row {
 
 /// A run compared with a baseline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Comparison {
+pub(crate) struct Comparison {
     /// The baseline directory.
-    pub baseline: String,
+    pub(crate) baseline: String,
     /// The compared run's directory.
-    pub run: String,
+    pub(crate) run: String,
     /// Relative tolerance (0.1 for 10%).
-    pub tolerance: f64,
-    pub rows: Vec<Row>,
+    pub(crate) tolerance: f64,
+    pub(crate) rows: Vec<Row>,
 }
 
 impl Comparison {
     /// The rows that regressed.
-    pub fn regressions(&self) -> impl Iterator<Item = &Row> {
+    pub(crate) fn regressions(&self) -> impl Iterator<Item = &Row> {
         self.rows.iter().filter(|r| r.regression)
     }
 
     /// A table for a terminal; regressions red, improvements green when `colour`.
-    pub fn text(&self, colour: bool) -> String {
+    pub(crate) fn text(&self, colour: bool) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -191,7 +191,7 @@ impl Comparison {
 }
 
 /// Parses a tolerance: `10%` or `0.1`.
-pub fn parse_tolerance(text: &str) -> Result<f64, String> {
+pub(crate) fn parse_tolerance(text: &str) -> Result<f64, String> {
     let t = text.trim();
     let v = match t.strip_suffix('%') {
         Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
@@ -206,7 +206,11 @@ pub fn parse_tolerance(text: &str) -> Result<f64, String> {
 }
 
 /// Compares the result directory `run` with `baseline`.
-pub fn compare(baseline: &Path, run: &Path, tolerance: f64) -> Result<Comparison, ResultsError> {
+pub(crate) fn compare(
+    baseline: &Path,
+    run: &Path,
+    tolerance: f64,
+) -> Result<Comparison, ResultsError> {
     let (base_h, run_h) = (
         read_interval_log(&baseline.join("histograms.hlog"))?,
         read_interval_log(&run.join("histograms.hlog"))?,

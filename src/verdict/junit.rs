@@ -16,7 +16,7 @@ struct Case {
 }
 
 /// The whole `junit.xml` document.
-pub fn report(v: &Verdict) -> String {
+pub(crate) fn report(v: &Verdict) -> String {
     let validity = vec![Case {
         name: format!(
             "engine_lag.p99 <= {}",

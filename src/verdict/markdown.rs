@@ -9,7 +9,7 @@ use super::Verdict;
 use crate::metrics::Measure;
 
 /// The whole `summary.md`.
-pub fn summary(v: &Verdict) -> String {
+pub(crate) fn summary(v: &Verdict) -> String {
     let r = &v.summary.run;
     let exit = v.exit();
     let mut s = String::new();
@@ -101,7 +101,7 @@ pub fn summary(v: &Verdict) -> String {
 }
 
 /// A comparison as a Markdown table (what `fleetsim compare --format md` prints).
-pub fn comparison(c: &Comparison) -> String {
+pub(crate) fn comparison(c: &Comparison) -> String {
     let mut s = String::new();
     let n = c.regressions().count();
     let _ = writeln!(

@@ -23,11 +23,11 @@ use crate::units::parse_duration;
 
 /// Engine-lag p99 above which a run is invalid when the scenario does not say otherwise: the
 /// simulator could not dispatch on time, so the figures describe fleetsim, not the system.
-pub const DEFAULT_ENGINE_LAG_LIMIT: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_ENGINE_LAG_LIMIT: Duration = Duration::from_secs(1);
 
 /// A statistic of a latency histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stat {
+pub(crate) enum Stat {
     Min,
     Mean,
     P50,
@@ -53,7 +53,7 @@ impl Stat {
     ];
 
     /// The value of this statistic in `h` (µs, or a count).
-    pub fn of(self, h: &HistogramStats) -> f64 {
+    pub(crate) fn of(self, h: &HistogramStats) -> f64 {
         match self {
             Stat::Min => h.min_us as f64,
             Stat::Mean => h.mean_us,
@@ -70,7 +70,7 @@ impl Stat {
 
 /// A figure of a job, from its `deviceJobStatistics` and timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobFigure {
+pub(crate) enum JobFigure {
     /// From the job's start to its last device's terminal state.
     Makespan,
     /// Terminal device operations per second of makespan.
@@ -95,7 +95,7 @@ impl JobFigure {
 
 /// A run-wide throughput figure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunFigure {
+pub(crate) enum RunFigure {
     OpsPerSMean,
     OpsPerSPeak,
     OpsTotal,
@@ -116,7 +116,7 @@ impl RunFigure {
 
 /// What a threshold key names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Figure {
+pub(crate) enum Figure {
     /// `<measure>.<stat>` (overall) or `job.<id>.<measure>.<stat>`.
     Latency {
         job: Option<String>,
@@ -139,7 +139,7 @@ fn names<T>(table: &[(&str, T)]) -> String {
 
 impl Figure {
     /// Parses a threshold key such as `delivery.p99` or `job.reboot.failed_ratio`.
-    pub fn parse(key: &str) -> Result<Figure, String> {
+    pub(crate) fn parse(key: &str) -> Result<Figure, String> {
         let unknown = || {
             format!(
                 "unknown figure '{key}'; expected <measure>.<statistic> (measures: engine_lag, delivery, round_trip, completion; statistics: {}), job.<jobId>.<figure> ({}, or <measure>.<statistic>), or throughput.<figure> ({})",
@@ -183,7 +183,7 @@ impl Figure {
     }
 
     /// The job this figure is about, if any.
-    pub fn job(&self) -> Option<&str> {
+    pub(crate) fn job(&self) -> Option<&str> {
         match self {
             Figure::Latency { job, .. } => job.as_deref(),
             Figure::Job { job, .. } => Some(job),
@@ -192,7 +192,7 @@ impl Figure {
     }
 
     /// Whether the figure is a time (its bound is written with a unit, its value is in µs).
-    pub fn is_time(&self) -> bool {
+    pub(crate) fn is_time(&self) -> bool {
         match self {
             Figure::Latency { stat, .. } => *stat != Stat::Count,
             Figure::Job { figure, .. } => *figure == JobFigure::Makespan,
@@ -202,7 +202,7 @@ impl Figure {
 
     /// Whether the figure adds up over shards (a count or a rate), so that one shard's value
     /// says nothing about the whole run: such thresholds are judged on the merged result.
-    pub fn is_additive(&self) -> bool {
+    pub(crate) fn is_additive(&self) -> bool {
         match self {
             Figure::Latency { stat, .. } => *stat == Stat::Count,
             Figure::Job { figure, .. } => {
@@ -214,7 +214,7 @@ impl Figure {
 
     /// The figure's value in `summary` (µs for times); `None` when its job did not run or a
     /// latency statistic has no samples.
-    pub fn value(&self, summary: &Summary) -> Option<f64> {
+    pub(crate) fn value(&self, summary: &Summary) -> Option<f64> {
         match self {
             Figure::Latency { job, measure, stat } => {
                 let h = match job {
@@ -294,7 +294,7 @@ fn ratio(part: u64, whole: u64) -> f64 {
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Op {
+pub(crate) enum Op {
     #[serde(rename = "<")]
     Lt,
     #[serde(rename = "<=")]
@@ -318,19 +318,19 @@ impl Op {
 
 /// One condition: a figure, an operator and a bound (µs for times).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Threshold {
+pub(crate) struct Threshold {
     /// The key as written, such as `delivery.p99`.
-    pub key: String,
+    pub(crate) key: String,
     /// The condition as written, such as `< 250ms`.
-    pub condition: String,
-    pub figure: Figure,
-    pub op: Op,
-    pub bound: f64,
+    pub(crate) condition: String,
+    pub(crate) figure: Figure,
+    pub(crate) op: Op,
+    pub(crate) bound: f64,
 }
 
 impl Threshold {
     /// Parses `key = "condition"`.
-    pub fn parse(key: &str, condition: &str) -> Result<Threshold, String> {
+    pub(crate) fn parse(key: &str, condition: &str) -> Result<Threshold, String> {
         let figure = Figure::parse(key)?;
         let text = condition.trim();
         let (op, rest) = [("<=", Op::Le), (">=", Op::Ge), ("<", Op::Lt), (">", Op::Gt)]
@@ -359,27 +359,27 @@ impl Threshold {
     }
 
     /// Whether `value` meets the condition.
-    pub fn holds(&self, value: f64) -> bool {
+    pub(crate) fn holds(&self, value: f64) -> bool {
         self.op.holds(value, self.bound)
     }
 
     /// Whether the condition is already lost in a live run, whatever happens next: it asks for
     /// a figure that can only grow to stay below a bound it has reached.
     /// In a shard (`sharded`), additive figures are left to the merge.
-    pub fn certainly_lost(&self, view: &HubView, sharded: bool) -> bool {
+    pub(crate) fn certainly_lost(&self, view: &HubView, sharded: bool) -> bool {
         matches!(self.op, Op::Lt | Op::Le)
             && !(sharded && self.figure.is_additive())
             && self.figure.floor_now(view).is_some_and(|v| !self.holds(v))
     }
 
     /// `value` for people: a time with its unit, or a number.
-    pub fn show(&self, value: f64) -> String {
+    pub(crate) fn show(&self, value: f64) -> String {
         show_value(self.figure.is_time(), value)
     }
 }
 
 /// A figure's value for people: µs as a time with a unit, or a number with sensible digits.
-pub fn show_value(is_time: bool, value: f64) -> String {
+pub(crate) fn show_value(is_time: bool, value: f64) -> String {
     if is_time {
         crate::units::fmt_us(value.round() as u64)
     } else if value.fract() == 0.0 && value.abs() < 1e15 {
@@ -404,13 +404,13 @@ fn parse_number(key: &str, text: &str) -> Result<f64, String> {
 /// The `[thresholds]` table, checked (from [`ThresholdTable`](crate::scenario::format::ThresholdTable)
 /// by `scenario::parse`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Thresholds {
+pub(crate) struct Thresholds {
     /// Stop the run as soon as a threshold is certainly lost.
-    pub abort_on_fail: bool,
+    pub(crate) abort_on_fail: bool,
     /// Engine-lag p99 above which the run is invalid.
-    pub engine_lag_limit: Duration,
+    pub(crate) engine_lag_limit: Duration,
     /// The conditions, in file order.
-    pub list: Vec<Threshold>,
+    pub(crate) list: Vec<Threshold>,
 }
 
 impl Default for Thresholds {
@@ -425,21 +425,21 @@ impl Default for Thresholds {
 
 /// How one threshold fared.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The key as written.
-    pub key: String,
+    pub(crate) key: String,
     /// The condition as written.
-    pub condition: String,
+    pub(crate) condition: String,
     /// The figure's value for people (`None`: its job did not run, or no samples).
-    pub actual: Option<String>,
-    pub held: bool,
+    pub(crate) actual: Option<String>,
+    pub(crate) held: bool,
     /// Not judged: an additive figure of one shard (the merge judges it).
-    pub skipped: bool,
+    pub(crate) skipped: bool,
 }
 
 /// Every threshold of `thresholds` evaluated on `summary`. In a shard's summary, thresholds on
 /// additive figures are skipped.
-pub fn evaluate(thresholds: &Thresholds, summary: &Summary) -> Vec<Outcome> {
+pub(crate) fn evaluate(thresholds: &Thresholds, summary: &Summary) -> Vec<Outcome> {
     thresholds
         .list
         .iter()
@@ -459,7 +459,7 @@ pub fn evaluate(thresholds: &Thresholds, summary: &Summary) -> Vec<Outcome> {
 
 /// Why a run's figures say nothing about the system (`None`: they do): its engine lag p99 is
 /// beyond the limit, so fleetsim itself could not keep up.
-pub fn invalid_because(thresholds: &Thresholds, summary: &Summary) -> Option<String> {
+pub(crate) fn invalid_because(thresholds: &Thresholds, summary: &Summary) -> Option<String> {
     let p99 = summary.histograms.engine_lag.p99_us;
     let limit = thresholds.engine_lag_limit.as_micros() as u64;
     (p99 > limit).then(|| {

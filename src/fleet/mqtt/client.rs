@@ -35,7 +35,7 @@ const MAX_PACKET: usize = 128 * 1024 + 1024;
 
 /// Why a connection attempt or a session ended.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// The socket or the protocol failed.
     #[error(transparent)]
     Wire(#[from] WireError),
@@ -51,20 +51,20 @@ pub enum ClientError {
 }
 
 /// One device of the MQTT fleet.
-pub struct Device {
+pub(crate) struct Device {
     /// Registry index (and behaviour-model index).
-    pub idx: u32,
+    pub(crate) idx: u32,
     /// The device id (client id).
-    pub id: Box<str>,
+    pub(crate) id: Box<str>,
     /// Its behaviour state.
-    pub state: VirtualDevice,
+    pub(crate) state: VirtualDevice,
     /// The local address it connects from, if bound.
-    pub source: Option<std::net::IpAddr>,
+    pub(crate) source: Option<std::net::IpAddr>,
 }
 
 /// Plays `device` until the run stops: connect, hand the connection to the pump, and
 /// reconnect after churn (its downtime) or a lost connection or failed attempt (backoff).
-pub async fn run(mut device: Device, shared: Arc<Shared>) {
+pub(crate) async fn run(mut device: Device, shared: Arc<Shared>) {
     let mut backoff = BACKOFF_MIN;
     let mut jitter = SmallRng::seed_from_u64(shared.seed ^ device.idx as u64);
     loop {

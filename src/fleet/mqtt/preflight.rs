@@ -9,35 +9,35 @@ const OVERHEAD_FDS: u64 = 256;
 
 /// What a process needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Need {
+pub(crate) struct Need {
     /// Sockets this process holds open at once (device connections plus accepted ones).
-    pub sockets: u64,
+    pub(crate) sockets: u64,
     /// Outgoing connections this process opens (each takes a local port).
-    pub outgoing: u64,
+    pub(crate) outgoing: u64,
     /// Local source addresses the outgoing connections are spread over (at least 1).
     pub sources: u64,
 }
 
 /// The limits in force and whether the need fits.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
+pub(crate) struct Report {
     /// What was asked.
-    pub need: Need,
+    pub(crate) need: Need,
     /// Descriptors needed.
-    pub fds: u64,
+    pub(crate) fds: u64,
     /// The soft descriptor limit (after raising it).
-    pub soft: u64,
+    pub(crate) soft: u64,
     /// The hard descriptor limit.
-    pub hard: u64,
+    pub(crate) hard: u64,
     /// The ephemeral port range.
-    pub ports: (u32, u32),
+    pub(crate) ports: (u32, u32),
     /// Outgoing connections per source address.
-    pub per_source: u64,
+    pub(crate) per_source: u64,
 }
 
 /// Why a run does not fit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PreflightError {
+pub(crate) enum PreflightError {
     /// Too few descriptors.
     #[error("this run needs {need} file descriptors but the hard limit is {hard}: raise it (`ulimit -Hn {need}` as root, LimitNOFILE= in a systemd unit, `nofile` in /etc/security/limits.conf) or split the fleet with --shard i/n over several processes")]
     Descriptors {
@@ -76,14 +76,14 @@ impl fmt::Display for Report {
 }
 
 /// Raises the soft descriptor limit to the hard one, then checks `need` against the limits.
-pub fn check(need: Need) -> Result<Report, PreflightError> {
+pub(crate) fn check(need: Need) -> Result<Report, PreflightError> {
     let (soft, hard) = raise_fd_limit();
     let ports = port_range();
     evaluate(need, soft, hard, ports)
 }
 
 /// The check itself, on given limits.
-pub fn evaluate(
+pub(crate) fn evaluate(
     need: Need,
     soft: u64,
     hard: u64,

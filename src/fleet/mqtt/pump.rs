@@ -22,11 +22,11 @@ use crate::mqtt::reactor::{self, Handler, Link, Mailbox, Reactor, Served};
 use crate::mqtt::stream::Stream;
 
 /// A device back from the pump: its session has ended.
-pub struct Over {
+pub(crate) struct Over {
     /// The device, with its behaviour state as the session left it.
-    pub device: Device,
+    pub(crate) device: Device,
     /// How the session ended.
-    pub ended: Ended,
+    pub(crate) ended: Ended,
 }
 
 /// A connection for the pump to serve.
@@ -46,7 +46,7 @@ enum Command {
 
 /// How device tasks reach the pump. A pump that has ended drops what it is sent: an adopted
 /// device's receiver then reports the pump gone.
-pub struct PumpHandle(Mailbox<Command>);
+pub(crate) struct PumpHandle(Mailbox<Command>);
 
 impl PumpHandle {
     fn send(&self, command: Command) {
@@ -55,7 +55,7 @@ impl PumpHandle {
 
     /// Serves `device`'s established connection `stream` from now on; the receiver gets the
     /// device back when the session ends (an error: the pump is gone).
-    pub fn adopt(&self, stream: Stream, device: Device) -> oneshot::Receiver<Over> {
+    pub(crate) fn adopt(&self, stream: Stream, device: Device) -> oneshot::Receiver<Over> {
         let (back, over) = oneshot::channel();
         self.send(Command::Adopt(Box::new(Adopted {
             stream,
@@ -67,25 +67,25 @@ impl PumpHandle {
 
     /// Closes every connection with DISCONNECT, and every connection adopted from now on: the
     /// run is stopping. Each device comes back with [`Ended::Shutdown`].
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.send(Command::Stop);
     }
 
     /// Ends the pump thread (closing what it still serves).
-    pub fn exit(&self) {
+    pub(crate) fn exit(&self) {
         self.send(Command::Exit);
     }
 }
 
 /// The pump's end of the commands, until its thread starts.
-pub struct Inbox {
+pub(crate) struct Inbox {
     poll: Poll,
     commands: Receiver<Command>,
 }
 
 /// The pump's command channel: the handle for the device tasks and the inbox for
 /// [`spawn`].
-pub fn channel() -> io::Result<(PumpHandle, Inbox)> {
+pub(crate) fn channel() -> io::Result<(PumpHandle, Inbox)> {
     let (mailbox, poll, commands) = reactor::mailbox()?;
     Ok((PumpHandle(mailbox), Inbox { poll, commands }))
 }
@@ -93,7 +93,7 @@ pub fn channel() -> io::Result<(PumpHandle, Inbox)> {
 /// Starts the pump thread on `inbox`, inside the current tokio runtime (its clock; an error
 /// outside one); the returned receiver completes when the thread has closed every connection
 /// and ended.
-pub fn spawn(inbox: Inbox, shared: Arc<Shared>) -> io::Result<oneshot::Receiver<()>> {
+pub(crate) fn spawn(inbox: Inbox, shared: Arc<Shared>) -> io::Result<oneshot::Receiver<()>> {
     let mut pump = Pump {
         reactor: Reactor::new(inbox.poll),
         commands: inbox.commands,

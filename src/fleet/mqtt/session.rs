@@ -23,7 +23,7 @@ use crate::mqtt::topics::{self, HubPublish};
 
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
+pub(crate) enum Ended {
     /// The run is stopping.
     Shutdown,
     /// The device's churn model disconnected it.
@@ -52,7 +52,7 @@ enum Answer {
 
 /// The method answer packet, reused for every answer sent at once: answering a method then
 /// allocates nothing.
-pub struct AnswerPacket(Packet);
+pub(crate) struct AnswerPacket(Packet);
 
 impl Default for AnswerPacket {
     fn default() -> Self {
@@ -71,7 +71,7 @@ impl AnswerPacket {
 }
 
 /// A connected device: its state, its answers in waiting and its next ping and disconnect.
-pub struct Session {
+pub(crate) struct Session {
     device: Device,
     /// Answers waiting for their latency to pass, earliest first (equal times in arrival
     /// order). Rarely more than one or two.
@@ -85,7 +85,7 @@ pub struct Session {
 
 impl Session {
     /// `device` has just connected (CONNACK received, SUBSCRIBE sent) at `now`.
-    pub fn open(mut device: Device, shared: &Shared, now: Micros) -> Session {
+    pub(crate) fn open(mut device: Device, shared: &Shared, now: Micros) -> Session {
         let model = &shared.models[device.state.cohort as usize];
         device.state.connected = true;
         shared.status.connected.fetch_add(1, Ordering::Relaxed);
@@ -105,7 +105,7 @@ impl Session {
 
     /// Acts on a packet from the hub: a method request or a desired patch is answered as the
     /// device's behaviour model says, at once or later. Returns whether it queued output.
-    pub fn on_packet(
+    pub(crate) fn on_packet(
         &mut self,
         packet: Packet,
         now: Micros,
@@ -157,7 +157,7 @@ impl Session {
 
     /// Does what is due at `now`: the answers whose latency has passed go out, a ping when the
     /// keep-alive has passed; `Some(Churn)` when the churn model drops the connection now.
-    pub fn on_time(
+    pub(crate) fn on_time(
         &mut self,
         now: Micros,
         shared: &Shared,
@@ -179,7 +179,7 @@ impl Session {
     }
 
     /// The next time the session needs [`Session::on_time`].
-    pub fn next_deadline(&self) -> Micros {
+    pub(crate) fn next_deadline(&self) -> Micros {
         let answer = self.later.first().map_or(Micros::MAX, |(at, _)| *at);
         self.ping_at.min(self.churn_at).min(answer)
     }
@@ -187,7 +187,7 @@ impl Session {
     /// Ends the session: DISCONNECT is queued unless the connection failed, the fleet's
     /// counters learn how it ended, and the device comes back (answers still waiting are
     /// dropped with the connection).
-    pub fn close(mut self, ended: Ended, shared: &Shared, out: &mut Stream) -> Device {
+    pub(crate) fn close(mut self, ended: Ended, shared: &Shared, out: &mut Stream) -> Device {
         if ended != Ended::Lost {
             out.queue(&Packet::Disconnect);
         }
