@@ -1,6 +1,6 @@
-//! The IoT Hub MQTT topic dialect (spec §2–§4), both ways: what a device may publish and
-//! subscribe to, and the topics the hub publishes on. Pure string work, shared by the hub's
-//! endpoint and the MQTT fleet.
+//! The IoT Hub MQTT topic dialect (docs/iot-hub.md, "MQTT device dialect"), both ways: what a
+//! device may publish and subscribe to, and the topics the hub publishes on. Pure string work,
+//! shared by the hub's endpoint and the MQTT fleet.
 
 use crate::link::OpId;
 
