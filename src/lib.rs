@@ -19,6 +19,8 @@
 //! - [`shard`]: the `i/n` slice of a fleet a sharded run plays.
 //! - [`report`]: plain data a run reports (`RunReport`, `JobReport`, `DeviceJobStatistics`).
 //! - [`tls`]: the private CA, server certificates and rustls configuration of the hub's endpoints.
+//! - [`ids`]: the device index, the job engine's slot and record indices, and the device-id
+//!   rules, shared by hub and fleet.
 //! - [`clock`]: the one source of time (monotonic instant + the wall-clock time it maps to).
 //! - [`tui`]: the live dashboard (ratatui), fed by the engine's snapshots.
 //! - [`cli`]: the command line.
@@ -27,6 +29,7 @@ pub mod cli;
 pub mod clock;
 pub mod fleet;
 pub mod hub;
+pub mod ids;
 pub mod link;
 pub mod metrics;
 pub mod mqtt;

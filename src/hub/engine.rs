@@ -19,9 +19,10 @@ use crate::hub::handle::{Command, DeviceCommand, HubView, JobView, Reply, TwinWr
 use crate::hub::jobs::{
     DeviceError, DeviceRecord, DeviceStatus, Job, JobKind, JobRequest, JobStatus, MethodCall,
 };
-use crate::hub::registry::{twin_json, DeviceIdx, Registry};
+use crate::hub::registry::{twin_json, Registry};
 use crate::hub::throttle::{Limits, Pacer};
 use crate::hub::twin::Object;
+use crate::ids::DeviceIdx;
 use crate::link::{DeviceLink, FromDevice, OpId, ToDevice};
 use crate::metrics::{JobSlot, Measure, Recorder};
 use crate::query::{parse_condition, parse_query, Document, Plan, Source};

@@ -108,6 +108,12 @@ impl HubError {
     }
 }
 
+impl From<crate::ids::InvalidDeviceId> for HubError {
+    fn from(e: crate::ids::InvalidDeviceId) -> Self {
+        HubError::invalid(e.to_string())
+    }
+}
+
 impl fmt::Display for HubError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

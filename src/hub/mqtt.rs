@@ -23,9 +23,9 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::hub::auth::Authority;
 use crate::hub::error::HubError;
-use crate::hub::registry::DeviceIdx;
 use crate::hub::throttle::{Metered, RateLimiter};
 use crate::hub::Hub;
+use crate::ids::DeviceIdx;
 use crate::link::{DeviceLink, FromDevice, ToDevice};
 
 /// Largest packet a device may send: IoT Hub's 256 KB message limit plus topic and headers.

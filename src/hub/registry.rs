@@ -15,8 +15,7 @@ use crate::hub::error::{ErrorCode, HubError};
 use crate::hub::twin::{Object, Twin};
 use crate::query::{Condition, Document, Plan};
 
-/// A dense device handle: the position in the registry.
-pub type DeviceIdx = u32;
+use crate::ids::DeviceIdx;
 
 /// One device identity with its twin.
 #[derive(Debug, Clone)]

@@ -1,0 +1,58 @@
+//! The indices and identifiers hub and fleet share, with no dependency on either: a device's
+//! position in the registry, the job engine's job slot and record positions (distinct types,
+//! so one cannot be passed for the other), and the rules of a device id.
+
+use std::fmt;
+
+/// A dense device handle: the device's position in the registry.
+///
+/// A plain number, not a newtype: the messages of [`crate::link`] carry it as such, and
+/// transports and tests build them from plain device numbers.
+pub type DeviceIdx = u32;
+
+/// The characters a device id may hold besides ASCII letters and digits.
+const DEVICE_ID_PUNCTUATION: &str = "-.+%_#*?!(),:=@$'";
+
+/// A device id that breaks IoT Hub's rules; the message says why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InvalidDeviceId(String);
+
+impl fmt::Display for InvalidDeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidDeviceId {}
+
+/// Checks a device id as IoT Hub does: 1..=128 ASCII letters, digits and `-.+%_#*?!(),:=@$'`.
+pub(crate) fn check_device_id(id: &str) -> Result<(), InvalidDeviceId> {
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || DEVICE_ID_PUNCTUATION.contains(c))
+    {
+        return Err(InvalidDeviceId(format!(
+            "invalid deviceId {id:?}; expected 1 to 128 ASCII letters, digits or \
+             {DEVICE_ID_PUNCTUATION}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_ids_are_checked() {
+        assert!(check_device_id("b43-f3-0001").is_ok());
+        assert!(check_device_id("a/b").is_err());
+        assert!(check_device_id("").is_err());
+        assert_eq!(
+            check_device_id("a/b").unwrap_err().to_string(),
+            "invalid deviceId \"a/b\"; expected 1 to 128 ASCII letters, digits or -.+%_#*?!(),:=@$'"
+        );
+    }
+}
