@@ -18,6 +18,8 @@
 //! - [`verdict`]: thresholds, comparison with a baseline, exit codes, junit.xml and summary.md.
 //! - [`shard`]: the `i/n` slice of a fleet a sharded run plays.
 //! - [`report`]: plain data a run reports (`RunReport`, `JobReport`, `DeviceJobStatistics`).
+//! - [`sas`]: shared access signature tokens (parse, sign, generate) and device keys, for the
+//!   hub's checks and the fleet's passwords alike.
 //! - [`tls`]: the private CA, server certificates and rustls configuration of the hub's endpoints.
 //! - [`ids`]: the device index, the job engine's slot and record indices, and the device-id
 //!   rules, shared by hub and fleet.
@@ -35,6 +37,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod query;
 pub mod report;
+pub mod sas;
 pub mod scenario;
 pub mod shard;
 pub mod tls;

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use fleetsim::clock::Clock;
 use fleetsim::hub::api::{self, Api};
-use fleetsim::hub::auth::{default_policies, generate_token, Authority};
+use fleetsim::hub::auth::{default_policies, Authority};
 use fleetsim::hub::state::StateDir;
 use fleetsim::hub::throttle::{Limits, Tier};
+use fleetsim::sas::generate_token;
 use fleetsim::scenario::identities::{self, KeyFormat};
 use fleetsim::scenario::{self, runner};
 use reqwest::{Method, StatusCode};

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
-use crate::hub::auth::DeviceKeys;
 use crate::ids::check_device_id;
+use crate::sas::DeviceKeys;
 
 /// The header line `fleetsim keys` writes.
 pub const HEADER: &str = "deviceId,primaryKey,secondaryKey";

@@ -4,7 +4,8 @@
 
 use std::fmt;
 
-/// The IoT Hub error codes fleetsim answers with (spec §1 "Errors").
+/// The IoT Hub error codes fleetsim answers with: the six-digit `iothub-errorcode`, whose
+/// first three digits are the HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// 400001: missing or unknown `api-version`.

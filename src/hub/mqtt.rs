@@ -1,4 +1,5 @@
-//! The hub's MQTT device endpoint in the IoT Hub dialect (spec §2–§4): MQTT 3.1.1 over TCP or
+//! The hub's MQTT device endpoint in the IoT Hub dialect (device twins, direct methods and
+//! SAS sign-in on IoT Hub's topics): MQTT 3.1.1 over TCP or
 //! TLS, one session per device, and the [`MqttLink`] through which the job engine reaches
 //! devices connected here (and, for every other device, the in-process fleet).
 //!

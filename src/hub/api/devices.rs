@@ -5,7 +5,7 @@
 //! IoT Hub caps a bulk call at 100 devices; fleetsim takes up to [`BULK_LIMIT`] so a large fleet
 //! is registered in a few calls. A device created with `authentication.symmetricKey` keeps those
 //! keys (persisted in the state directory); one created without gets the keys derived from the
-//! hub's secret (see [`crate::hub::auth`]), and the answer shows them.
+//! hub's secret (see [`crate::sas`]), and the answer shows them.
 
 use std::sync::Arc;
 
@@ -17,10 +17,10 @@ use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use crate::hub::auth::DeviceKeys;
 use crate::hub::error::{ErrorCode, HubError};
 use crate::hub::twin::Twin;
 use crate::ids::check_device_id;
+use crate::sas::DeviceKeys;
 
 use super::call::{Call, RegistryRead, RegistryWrite};
 use super::errors::ApiError;

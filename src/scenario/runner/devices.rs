@@ -218,7 +218,7 @@ pub async fn start(
             sources: sources_for(target.ip(), sources),
             keep_alive_s: KEEP_ALIVE_S,
             shard: Shard::ALL,
-            credentials: Credentials::Hub(authority),
+            credentials: Credentials::Hub(authority.keyring()),
         };
         let ids = build::device_ids(scenario).collect();
         let task = tokio::spawn(mqtt_fleet::start(
@@ -339,7 +339,7 @@ pub async fn run_fleet(
         (None, Some(policy)) => Credentials::Policy(policy.clone()),
         (None, None) => {
             let state = StateDir::open(&opts.state_dir)?;
-            Credentials::Hub(Arc::new(state.authority(vec![host_name.clone()])?))
+            Credentials::Hub(state.authority(vec![host_name.clone()])?.keyring())
         }
     };
     let tls = if opts.tls {
