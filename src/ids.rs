@@ -6,7 +6,7 @@ use std::fmt;
 
 /// A dense device handle: the device's position in the registry.
 ///
-/// A plain number, not a newtype: the messages of [`crate::link`] carry it as such, and
+/// A plain number, not a newtype: the hub-device link messages carry it as such, and
 /// transports and tests build them from plain device numbers.
 pub type DeviceIdx = u32;
 

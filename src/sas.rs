@@ -98,20 +98,20 @@ pub fn random_key() -> String {
 
 /// A parsed SAS token. `sr` is kept exactly as received: the signature covers those bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SasToken {
+pub(crate) struct SasToken {
     /// `sr` as received (URL-encoded by the sender, however it chose to encode it).
-    pub sr: String,
+    pub(crate) sr: String,
     /// The decoded signature bytes.
-    pub sig: Vec<u8>,
+    pub(crate) sig: Vec<u8>,
     /// `se`: expiry, epoch seconds.
-    pub se: u64,
+    pub(crate) se: u64,
     /// `skn`: the policy name, for policy-signed tokens.
-    pub skn: Option<String>,
+    pub(crate) skn: Option<String>,
 }
 
 impl SasToken {
     /// Parses `SharedAccessSignature sr=..&sig=..&se=..[&skn=..]`, fields in any order.
-    pub fn parse(text: &str) -> Result<SasToken, AuthError> {
+    pub(crate) fn parse(text: &str) -> Result<SasToken, AuthError> {
         let text = text.trim();
         if text.is_empty() {
             return Err(AuthError::Missing);
@@ -153,7 +153,7 @@ impl SasToken {
     }
 
     /// The resource, URL-decoded and lowercased, without a trailing `/`.
-    pub fn resource(&self) -> Result<String, AuthError> {
+    pub(crate) fn resource(&self) -> Result<String, AuthError> {
         Ok(decode(&self.sr)?.trim_end_matches('/').to_ascii_lowercase())
     }
 
@@ -198,12 +198,12 @@ fn decode(text: &str) -> Result<String, AuthError> {
 }
 
 /// `encodeURIComponent`, as the SDKs apply it to token fields.
-pub fn encode_component(text: &str) -> String {
+pub(crate) fn encode_component(text: &str) -> String {
     utf8_percent_encode(text, URI_COMPONENT).to_string()
 }
 
 /// `base64(HMAC-SHA256(base64decode(key), sr + "\n" + se))`; `None` if the key is not base64.
-pub fn sign(key_b64: &str, sr: &str, se: u64) -> Option<String> {
+pub(crate) fn sign(key_b64: &str, sr: &str, se: u64) -> Option<String> {
     let key = B64.decode(key_b64).ok()?;
     let mut mac = HmacSha256::new_from_slice(&key).ok()?;
     mac.update(format!("{sr}\n{se}").as_bytes());
@@ -277,7 +277,7 @@ impl Keyring {
 
     /// Records keys a device brought (`None`: it uses derived keys again). Answers the devices
     /// with their own keys now, for the caller to persist.
-    pub fn set_device_keys(
+    pub(crate) fn set_device_keys(
         &self,
         device_id: &str,
         keys: Option<DeviceKeys>,

@@ -138,12 +138,12 @@ impl Authority {
     }
 
     /// The host name connection strings use.
-    pub fn hostname(&self) -> &str {
+    pub(crate) fn hostname(&self) -> &str {
         self.hostnames.first().map_or("localhost", String::as_str)
     }
 
     /// The policies.
-    pub fn policies(&self) -> &[Policy] {
+    pub(crate) fn policies(&self) -> &[Policy] {
         &self.policies
     }
 
@@ -164,7 +164,7 @@ impl Authority {
 
     /// Records keys a device brought (`None`: it uses derived keys again). Answers the devices
     /// with their own keys now, for the caller to persist.
-    pub fn set_device_keys(
+    pub(crate) fn set_device_keys(
         &self,
         device_id: &str,
         keys: Option<DeviceKeys>,
@@ -230,7 +230,7 @@ impl Authority {
     /// Checks a token a back end presents (`Authorization` header) for an operation needing
     /// `access`: signed by a policy of this hub for this hub's host, not expired, and the
     /// policy grants the access. Answers the policy name.
-    pub fn verify_service_token(
+    pub(crate) fn verify_service_token(
         &self,
         token: &str,
         access: Access,
@@ -270,7 +270,7 @@ impl Authority {
     }
 
     /// `HostName={host};SharedAccessKeyName=..;SharedAccessKey=..` for a policy.
-    pub fn service_connection_string(&self, host: &str, policy: &str) -> Option<String> {
+    pub(crate) fn service_connection_string(&self, host: &str, policy: &str) -> Option<String> {
         self.policy(policy).map(|p| {
             format!(
                 "HostName={host};SharedAccessKeyName={};SharedAccessKey={}",
@@ -280,7 +280,7 @@ impl Authority {
     }
 
     /// `HostName={host};DeviceId=..;SharedAccessKey=..` for a device.
-    pub fn device_connection_string(&self, host: &str, device_id: &str) -> String {
+    pub(crate) fn device_connection_string(&self, host: &str, device_id: &str) -> String {
         format!(
             "HostName={host};DeviceId={device_id};SharedAccessKey={}",
             self.device_keys(device_id).primary_key

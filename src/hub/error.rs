@@ -60,7 +60,7 @@ impl ErrorCode {
     }
 
     /// The HTTP status that carries this code.
-    pub fn http_status(self) -> u16 {
+    pub(crate) fn http_status(self) -> u16 {
         (self.number() / 1000) as u16
     }
 

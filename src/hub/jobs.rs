@@ -52,7 +52,7 @@ pub enum JobKind {
 
 impl JobKind {
     /// The wire type name.
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self {
             JobKind::Method(_) => "scheduleDeviceMethod",
             JobKind::Twin(_) => "scheduleUpdateTwin",
@@ -128,7 +128,7 @@ impl JobStatus {
 }
 
 /// Parses a job type filter or request type, case-insensitively.
-pub fn parse_job_type(text: &str) -> Option<&'static str> {
+pub(crate) fn parse_job_type(text: &str) -> Option<&'static str> {
     match text.to_ascii_lowercase().as_str() {
         "scheduledevicemethod" | "scheduledirectrequest" => Some("scheduleDeviceMethod"),
         "scheduleupdatetwin" => Some("scheduleUpdateTwin"),
@@ -139,7 +139,7 @@ pub fn parse_job_type(text: &str) -> Option<&'static str> {
 /// Per-device status of a job's operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum DeviceStatus {
+pub(crate) enum DeviceStatus {
     /// Not dispatched yet.
     Pending,
     /// Waiting for the device to connect (connect timeout running).
@@ -179,7 +179,7 @@ impl DeviceStatus {
 /// Why a device operation failed, beyond the device's own status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum DeviceError {
+pub(crate) enum DeviceError {
     /// No error.
     None,
     /// 404103: offline past the connect timeout.
@@ -196,7 +196,7 @@ pub enum DeviceError {
 
 /// One device's operation within a job.
 #[derive(Debug, Clone)]
-pub struct DeviceRecord {
+pub(crate) struct DeviceRecord {
     /// The device id.
     pub device_id: Arc<str>,
     /// The registry index.
@@ -219,7 +219,7 @@ pub struct DeviceRecord {
 
 /// A job and everything the engine knows about it.
 #[derive(Debug)]
-pub struct Job {
+pub(crate) struct Job {
     /// The checked request.
     pub request: JobRequest,
     /// Status.
@@ -261,7 +261,7 @@ pub struct ErrorCounts {
 
 impl ErrorCounts {
     /// Counts one failure.
-    pub fn count(&mut self, error: DeviceError, status: i32) {
+    pub(crate) fn count(&mut self, error: DeviceError, status: i32) {
         match error {
             DeviceError::NotOnline => self.offline += 1,
             DeviceError::Timeout => self.timeout += 1,
