@@ -5,7 +5,7 @@
 //! [`keyfile`], or a policy).
 
 pub(crate) mod behaviour;
-pub(crate) mod credentials;
+pub mod credentials;
 pub(crate) mod device;
 pub mod inproc;
 pub mod keyfile;

@@ -22,19 +22,23 @@
 //! - [`link`]: the messages between hub and devices, and the hub's side of a transport.
 //! - [`report`]: plain data a run reports (`RunReport`, `JobReport`, `DeviceJobStatistics`).
 //! - Leaves: [`clock`] (the one source of time), [`units`] (durations and human formatting),
-//!   [`tls`] (the private CA, certificates and rustls configuration), [`shard`] (the `i/n` slice
-//!   of a fleet a sharded run plays).
+//!   [`ids`] (the device index, the job engine's slot and record indices, the device-id rules),
+//!   [`sas`] (shared access signature tokens and device keys, for the hub's checks and the
+//!   fleet's passwords alike), [`tls`] (the private CA, certificates and rustls configuration),
+//!   [`shard`] (the `i/n` slice of a fleet a sharded run plays).
 
 pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod fleet;
 pub mod hub;
+pub mod ids;
 pub mod link;
 pub mod metrics;
 pub(crate) mod mqtt;
 pub mod query;
 pub(crate) mod report;
+pub mod sas;
 pub mod scenario;
 pub mod shard;
 pub mod tls;

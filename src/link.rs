@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::clock::Micros;
-use crate::hub::registry::DeviceIdx;
+use crate::ids::DeviceIdx;
 
 /// Identifies one device operation so its answer finds its record: the engine's job slot in the
 /// high half and the record's position in the low half (direct calls use slot `u32::MAX`).

@@ -11,14 +11,14 @@ use fleetsim::app::wiring::{MqttOptions, Security};
 use fleetsim::clock::Clock;
 use fleetsim::fleet::keyfile::{self, KeyFile};
 use fleetsim::hub::api::{self, Api};
-use fleetsim::hub::auth::generate_token;
-use fleetsim::hub::auth::{random_key, DeviceKeys};
 use fleetsim::hub::jobs::{JobKind, JobRequest, MethodCall, TwinUpdate};
 use fleetsim::hub::mqtt::session::SUBSCRIBE_GRACE_US;
 use fleetsim::hub::mqtt::Listen;
 use fleetsim::hub::state::StateDir;
 use fleetsim::hub::throttle::{Limits, Tier};
 use fleetsim::hub::TwinWrite;
+use fleetsim::sas::generate_token;
+use fleetsim::sas::{random_key, DeviceKeys};
 use fleetsim::scenario::{self};
 use rumqttc::mqttbytes::v4::{Connect, Login, Packet, Publish, Subscribe};
 use rumqttc::{
@@ -890,4 +890,38 @@ async fn a_fleet_signs_with_a_device_connect_policy() {
         status.line()
     );
     assert_eq!(status.failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// Each source of the fleet's credentials signs a CONNECT password the hub's authority accepts.
+#[test]
+fn each_credentials_source_signs_a_token_the_hub_accepts() {
+    use fleetsim::fleet::credentials::{Credentials, PolicyKey};
+    use fleetsim::hub::auth::{default_policies, Authority};
+    let authority = Arc::new(Authority::new(
+        vec!["localhost".into()],
+        default_policies(),
+        b"secret".to_vec(),
+        std::collections::HashMap::new(),
+    ));
+    let now = time::OffsetDateTime::from_unix_timestamp(1_000).unwrap();
+    let own = authority.derived_keys("d1").primary_key;
+    let file = KeyFile::parse(&format!("d1,{own}\n"), std::path::Path::new("k.csv")).unwrap();
+    let device = authority.policy("device").unwrap().primary_key.clone();
+    let policy = PolicyKey {
+        host_name: "localhost".into(),
+        name: "device".into(),
+        key: device,
+    };
+    for credentials in [
+        Credentials::Hub(authority.keyring()),
+        Credentials::Keys(Arc::new(file)),
+        Credentials::Policy(policy),
+    ] {
+        let token = credentials.password("localhost", "d1", 2_000).unwrap();
+        assert_eq!(
+            authority.verify_device_token(&token, "localhost", "d1", now),
+            Ok(()),
+            "{credentials:?}"
+        );
+    }
 }

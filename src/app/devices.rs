@@ -96,7 +96,7 @@ pub async fn run_fleet(
         (None, Some(policy)) => Credentials::Policy(policy.clone()),
         (None, None) => {
             let state = StateDir::open(&opts.state_dir)?;
-            Credentials::Hub(Arc::new(state.authority(vec![host_name.clone()])?))
+            Credentials::Hub(state.authority(vec![host_name.clone()])?.keyring())
         }
     };
     let tls = if opts.tls {

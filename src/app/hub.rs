@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::hub::api::{self, Api};
-use crate::hub::auth::{generate_token, Authority};
+use crate::hub::auth::Authority;
 use crate::hub::state::StateDir;
+use crate::sas::generate_token;
 use crate::scenario::format::{Dur, HubSpec};
 use crate::scenario::{self, Scenario};
 use crate::shard::Shard;

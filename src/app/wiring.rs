@@ -342,7 +342,7 @@ async fn start_devices(
             sources: sources_for(target.ip(), sources),
             keep_alive_s: KEEP_ALIVE_S,
             shard: Shard::ALL,
-            credentials: Credentials::Hub(authority),
+            credentials: Credentials::Hub(authority.keyring()),
         };
         let ids = build::device_ids(scenario).collect();
         let task = tokio::spawn(mqtt_fleet::start(

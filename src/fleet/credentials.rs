@@ -1,7 +1,7 @@
-//! How the fleet's devices sign their CONNECT passwords, SAS tokens (spec §4): with the keys of
-//! a fleetsim hub (from its state directory), with each device's own keys from a key file (a
-//! real hub's registry: see `fleetsim keys`), or with a shared access policy that grants
-//! DeviceConnect (`skn=` tokens, from a service connection string).
+//! How the fleet's devices sign their CONNECT passwords, SAS tokens (see [`crate::sas`]): with
+//! the keys of a fleetsim hub (its [`Keyring`], from its state directory), with each device's
+//! own keys from a key file (a real hub's registry: see `fleetsim keys`), or with a shared
+//! access policy that grants DeviceConnect (`skn=` tokens, from a service connection string).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
 use crate::fleet::keyfile::KeyFile;
-use crate::hub::auth::{generate_token, Authority};
+use crate::sas::{generate_token, Keyring};
 
 /// Why a device cannot sign, or a connection string is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,8 +89,8 @@ impl std::str::FromStr for PolicyKey {
 #[derive(Debug, Clone)]
 pub enum Credentials {
     /// A fleetsim hub's device keys (derived from its secret, or a device's own), read from its
-    /// state directory.
-    Hub(Arc<Authority>),
+    /// state directory or shared with the hub in process.
+    Hub(Arc<Keyring>),
     /// Each device's own primary key, from a key file.
     Keys(Arc<KeyFile>),
     /// A shared access policy with DeviceConnect: every device signs with the policy's key.
@@ -108,8 +108,8 @@ impl Credentials {
     ) -> Result<String, CredentialsError> {
         let resource = format!("{host}/devices/{device_id}");
         let token = match self {
-            Credentials::Hub(authority) => {
-                let key = authority.device_keys(device_id).primary_key;
+            Credentials::Hub(keys) => {
+                let key = keys.device_keys(device_id).primary_key;
                 generate_token(&resource, &key, None, expiry)
             }
             Credentials::Keys(file) => {
@@ -149,7 +149,7 @@ fn missing(file: &KeyFile, device: &str) -> CredentialsError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::auth::{default_policies, SasToken};
+    use crate::sas::{random_key, SasToken};
     use std::collections::HashMap;
     use std::path::Path;
 
@@ -178,33 +178,30 @@ mod tests {
     }
 
     #[test]
-    fn each_source_signs_a_token_the_hub_accepts() {
-        let authority = Arc::new(Authority::new(
-            vec!["localhost".into()],
-            default_policies(),
-            b"secret".to_vec(),
-            HashMap::new(),
-        ));
+    fn each_source_signs_a_token_for_its_device() {
+        // What the hub checks of a device's password (the hub's own test of these tokens is in
+        // tests/mqtt.rs): the resource is the device, the key signed it, it has not expired.
+        let hub = Arc::new(Keyring::new(b"secret".to_vec(), HashMap::new()));
         let now = time::OffsetDateTime::from_unix_timestamp(1_000).unwrap();
-        let own = authority.derived_keys("d1").primary_key;
+        let own = hub.derived_keys("d1").primary_key;
         let file = KeyFile::parse(&format!("d1,{own}\n"), Path::new("k.csv")).unwrap();
-        let device = authority.policy("device").unwrap().primary_key.clone();
+        let device = random_key();
         let policy = PolicyKey {
             host_name: "localhost".into(),
             name: "device".into(),
-            key: device,
+            key: device.clone(),
         };
-        for credentials in [
-            Credentials::Hub(authority.clone()),
-            Credentials::Keys(Arc::new(file.clone())),
-            Credentials::Policy(policy),
+        for (credentials, key, skn) in [
+            (Credentials::Hub(hub.clone()), &own, None),
+            (Credentials::Keys(Arc::new(file.clone())), &own, None),
+            (Credentials::Policy(policy), &device, Some("device")),
         ] {
             let token = credentials.password("localhost", "d1", 2_000).unwrap();
-            assert_eq!(
-                authority.verify_device_token(&token, "localhost", "d1", now),
-                Ok(()),
-                "{credentials:?}"
-            );
+            let token = SasToken::parse(&token).unwrap();
+            assert_eq!(token.resource(), Ok("localhost/devices/d1".into()));
+            assert!(token.signed_by([key.as_str()]), "{credentials:?}");
+            assert_eq!(token.skn.as_deref(), skn);
+            assert_eq!(token.check_expiry(now), Ok(()));
         }
         let t = Credentials::Policy(PolicyKey {
             host_name: "localhost".into(),

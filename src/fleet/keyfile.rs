@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
-use crate::hub::api::devices::check_device_id;
-use crate::hub::auth::DeviceKeys;
+use crate::ids::check_device_id;
+use crate::sas::DeviceKeys;
 
 /// The header line `fleetsim keys` writes.
 pub const HEADER: &str = "deviceId,primaryKey,secondaryKey";
@@ -79,7 +79,7 @@ impl KeyFile {
                 [id, keys @ ..] if (1..=2).contains(&keys.len()) => (id, keys),
                 _ => return Err(bad(format!("{} fields", fields.len()))),
             };
-            check_device_id(id).map_err(|e| bad(e.message))?;
+            check_device_id(id).map_err(|e| bad(e.to_string()))?;
             for (key, name) in keys.iter().zip(["primaryKey", "secondaryKey"]) {
                 if key.is_empty() || B64.decode(key).is_err() {
                     return Err(bad(format!("{name} of '{id}' is not base64: '{key}'")));

@@ -1,4 +1,4 @@
-//! The IoT Hub service REST API (spec §1–§3, §6) over HTTP and HTTPS, as the official service
+//! The IoT Hub service REST API over HTTP and HTTPS, as the official service
 //! SDKs call it: jobs v2, device queries with paging, twins, direct methods, the device registry,
 //! and `/metrics` for Prometheus.
 //!

@@ -4,7 +4,8 @@
 
 use std::fmt;
 
-/// The IoT Hub error codes fleetsim answers with (spec §1 "Errors").
+/// The IoT Hub error codes fleetsim answers with: the six-digit `iothub-errorcode`, whose
+/// first three digits are the HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// 400001: missing or unknown `api-version`.
@@ -59,7 +60,7 @@ impl ErrorCode {
     }
 
     /// The HTTP status that carries this code.
-    pub fn http_status(self) -> u16 {
+    pub(crate) fn http_status(self) -> u16 {
         (self.number() / 1000) as u16
     }
 
@@ -105,6 +106,12 @@ impl HubError {
     /// 400004 ArgumentInvalid.
     pub fn invalid(message: impl Into<String>) -> Self {
         HubError::new(ErrorCode::ArgumentInvalid, message)
+    }
+}
+
+impl From<crate::ids::InvalidDeviceId> for HubError {
+    fn from(e: crate::ids::InvalidDeviceId) -> Self {
+        HubError::invalid(e.to_string())
     }
 }
 

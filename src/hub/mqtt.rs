@@ -1,4 +1,5 @@
-//! The hub's MQTT device endpoint in the IoT Hub dialect (spec §2–§4): MQTT 3.1.1 over TCP or
+//! The hub's MQTT device endpoint in the IoT Hub dialect (device twins, direct methods and
+//! SAS sign-in on IoT Hub's topics): MQTT 3.1.1 over TCP or
 //! TLS, one session per device, and the [`MqttLink`] through which the job engine reaches
 //! devices connected here (and, for every other device, the in-process fleet).
 //!
@@ -23,9 +24,9 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::hub::auth::Authority;
 use crate::hub::error::HubError;
-use crate::hub::registry::DeviceIdx;
 use crate::hub::throttle::{Metered, RateLimiter};
 use crate::hub::Hub;
+use crate::ids::DeviceIdx;
 use crate::link::{DeviceLink, FromDevice, ToDevice};
 
 /// Largest packet a device may send: IoT Hub's 256 KB message limit plus topic and headers.

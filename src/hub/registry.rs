@@ -15,8 +15,7 @@ use crate::hub::error::{ErrorCode, HubError};
 use crate::hub::twin::{Object, Twin};
 use crate::query::{Condition, Document, Plan};
 
-/// A dense device handle: the position in the registry.
-pub type DeviceIdx = u32;
+use crate::ids::DeviceIdx;
 
 /// One device identity with its twin.
 #[derive(Debug, Clone)]
@@ -103,7 +102,7 @@ fn connection_state(connected: bool) -> &'static str {
 }
 
 /// The twin document as the service API answers it.
-pub fn twin_json(e: &DeviceEntry, clock: &Clock) -> Value {
+pub(crate) fn twin_json(e: &DeviceEntry, clock: &Clock) -> Value {
     json!({
         "deviceId": &*e.id,
         "etag": e.twin.etag(),
@@ -196,7 +195,7 @@ impl Registry {
     }
 
     /// Removes a device; its index stays unused.
-    pub fn remove(&mut self, id: &str) -> Result<DeviceEntry, HubError> {
+    pub(crate) fn remove(&mut self, id: &str) -> Result<DeviceEntry, HubError> {
         let idx = self.lookup(id)?;
         let old = self.snapshot_keys(idx);
         let entry = self.devices[idx as usize]
@@ -260,7 +259,7 @@ impl Registry {
     }
 
     /// Marks a device connected or not; returns whether the state changed.
-    pub fn set_connected(&mut self, idx: DeviceIdx, connected: bool, now: Micros) -> bool {
+    pub(crate) fn set_connected(&mut self, idx: DeviceIdx, connected: bool, now: Micros) -> bool {
         let Some(Some(e)) = self.devices.get_mut(idx as usize) else {
             return false;
         };
@@ -278,7 +277,7 @@ impl Registry {
     }
 
     /// Records device activity (a message from it).
-    pub fn touch(&mut self, idx: DeviceIdx, now: Micros) {
+    pub(crate) fn touch(&mut self, idx: DeviceIdx, now: Micros) {
         if let Some(Some(e)) = self.devices.get_mut(idx as usize) {
             e.last_activity_us = now;
         }

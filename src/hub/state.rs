@@ -14,7 +14,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::hub::auth::{default_policies, random_key, Authority, DeviceKeys, Policy};
+use crate::hub::auth::{default_policies, Authority, Policy};
+use crate::sas::{random_key, DeviceKeys};
 use crate::tls::{self, TlsError, TlsMaterial};
 
 /// The policy and secret file.

@@ -1,4 +1,4 @@
-//! The IoT Hub tier model (spec §6): how many job device operations per second and how many
+//! The IoT Hub tier model: how many job device operations per second and how many
 //! concurrent jobs a hub of a given tier and unit count allows, the pacing of device operations
 //! under that rate, and the [`RateLimiter`] that answers 429001 to service calls past their
 //! allowance (job operations, queries, twin reads and updates, direct methods). Off by default

@@ -13,8 +13,9 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::fleet::keyfile;
-use crate::hub::auth::{Authority, DeviceKeys};
+use crate::hub::auth::Authority;
 use crate::hub::twin::Object;
+use crate::sas::DeviceKeys;
 use crate::scenario::build::{cohort_ids, json_object};
 use crate::scenario::Scenario;
 

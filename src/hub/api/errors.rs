@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use time::macros::format_description;
 
-use crate::hub::auth::AuthError;
 use crate::hub::error::{ErrorCode, HubError};
+use crate::sas::AuthError;
 
 use super::Api;
 

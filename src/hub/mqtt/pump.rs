@@ -18,7 +18,7 @@ use rumqttc::mqttbytes::v4::Packet;
 use crate::clock::Micros;
 use crate::hub::mqtt::session::{Action, Session, TwinRequest};
 use crate::hub::mqtt::{conn, Endpoint};
-use crate::hub::registry::DeviceIdx;
+use crate::ids::DeviceIdx;
 use crate::link::{FromDevice, ToDevice};
 use crate::mqtt::reactor::{self, Handler, Link, Mailbox, Reactor, Served};
 use crate::mqtt::stream::Stream;

@@ -15,8 +15,8 @@ use rumqttc::mqttbytes::QoS;
 use serde_json::Value;
 
 use crate::clock::Micros;
-use crate::hub::registry::DeviceIdx;
 use crate::hub::twin::Object;
+use crate::ids::DeviceIdx;
 use crate::link::{FromDevice, OpId, ToDevice};
 use crate::mqtt::topics::{self, DevicePublish, Subscription, TopicError};
 

@@ -1,0 +1,305 @@
+//! The API's commands: jobs (create, get, cancel, list), queries over twins and device job
+//! records, twin reads and writes, direct method calls, and adding or removing devices.
+
+use serde_json::Value;
+
+use crate::clock::Micros;
+use crate::hub::error::{ErrorCode, HubError};
+use crate::hub::handle::{Command, Reply, TwinWrite};
+use crate::hub::jobs::{DeviceError, DeviceStatus, Job, JobRequest, JobStatus, MethodCall};
+use crate::hub::registry::twin_json;
+use crate::hub::twin::Object;
+use crate::ids::{DeviceIdx, RecordIdx};
+use crate::query::{parse_query, Document, Plan, Source};
+use crate::report::DeviceJobStatistics;
+
+use super::{metrics_slot, Engine};
+
+impl Engine {
+    pub(super) fn on_command(&mut self, cmd: Command) {
+        let now = self.clock.now_us();
+        match cmd {
+            Command::CreateJob(req, reply) => {
+                let _ = reply.send(self.create_job(*req, now));
+            }
+            Command::GetJob(id, reply) => {
+                let _ = reply.send(
+                    self.slots
+                        .find(&id)
+                        .map(|s| self.slots[s].job.to_json(&self.clock)),
+                );
+            }
+            Command::CancelJob(id, reply) => {
+                let _ = reply.send(self.cancel_job(&id, now));
+            }
+            Command::ListJobs(job_type, status, reply) => {
+                let list = self
+                    .slots
+                    .iter()
+                    .map(|s| &s.job)
+                    .filter(|j| job_type.is_none_or(|t| j.request.kind.type_name() == t))
+                    .filter(|j| status.is_none_or(|st| j.status == st))
+                    .map(|j| j.to_json(&self.clock))
+                    .collect();
+                let _ = reply.send(Ok(list));
+            }
+            Command::Query(text, reply) => {
+                let _ = reply.send(self.query(&text));
+            }
+            Command::GetTwin(id, reply) => {
+                let twin = self.registry.lookup(&id).map(|d| self.twin_json(d));
+                let _ = reply.send(twin);
+            }
+            Command::WriteTwin {
+                id,
+                mode,
+                body,
+                if_match,
+                reply,
+            } => {
+                let _ = reply.send(self.write_twin(&id, mode, &body, if_match.as_deref(), now));
+            }
+            Command::InvokeMethod(id, call, reply) => self.invoke_method(&id, call, reply, now),
+            Command::AddDevice(id, twin, reply) => {
+                let added = self.registry.add(&id, *twin).map(|d| self.twin_json(d));
+                let _ = reply.send(added);
+            }
+            Command::RemoveDevice(id, reply) => {
+                let removed = self
+                    .registry
+                    .remove(&id)
+                    .map(|e| twin_json(&e, &self.clock));
+                let _ = reply.send(removed);
+            }
+            Command::Report(reply) => {
+                let _ = reply.send(Ok(self.job_reports(now)));
+            }
+            Command::Device(cmd) => self.on_device_command(cmd, now),
+        }
+    }
+
+    fn twin_json(&self, device: DeviceIdx) -> Value {
+        self.registry
+            .get(device)
+            .map(|e| twin_json(e, &self.clock))
+            .unwrap_or(Value::Null)
+    }
+
+    fn create_job(&mut self, req: JobRequest, now: Micros) -> Result<Value, HubError> {
+        if self.slots.contains(&req.job_id) {
+            return Err(HubError::new(
+                ErrorCode::JobAlreadyExists,
+                format!("a job with id '{}' already exists", req.job_id),
+            ));
+        }
+        if let Some(limit) = self.limits.concurrent_jobs() {
+            let active = self
+                .slots
+                .active()
+                .iter()
+                .filter(|&&s| !self.slots[s].job.status.is_terminal())
+                .count();
+            if active >= limit {
+                return Err(HubError::new(
+                    ErrorCode::ThrottlingMaxActiveJobCountExceeded,
+                    format!(
+                        "the {} tier allows {limit} active job(s); {active} are active",
+                        self.limits.tier
+                    ),
+                ));
+            }
+        }
+        let start_us = req
+            .start_time
+            .map_or(now, |t| self.clock.us_at_wall(t).max(now));
+        let slot = self.recorder.add_job(&req.job_id);
+        debug_assert_eq!(
+            slot,
+            metrics_slot(self.slots.next_slot()),
+            "metrics slots follow job slots"
+        );
+        let job = Job {
+            request: req,
+            status: JobStatus::Queued,
+            created_us: now,
+            start_us,
+            end_us: None,
+            last_done_us: 0,
+            failure_reason: None,
+            status_message: None,
+            stats: DeviceJobStatistics::default(),
+            records: Vec::new(),
+            errors: Default::default(),
+        };
+        let answer = job.to_json(&self.clock);
+        self.slots.push(job);
+        Ok(answer)
+    }
+
+    fn cancel_job(&mut self, id: &str, now: Micros) -> Result<Value, HubError> {
+        let s = self.slots.find(id)?;
+        if !self.slots[s].job.status.is_terminal() {
+            for r in RecordIdx::all(self.slots[s].job.records.len()) {
+                if !self.slots[s].record(r).status.is_terminal() {
+                    self.finish_op(s, r, now, DeviceStatus::Canceled, DeviceError::None);
+                }
+            }
+            let slot = &mut self.slots[s];
+            slot.stop_dispatch();
+            slot.job.status = JobStatus::Cancelled;
+            slot.job.end_us = Some(now);
+        }
+        Ok(self.slots[s].job.to_json(&self.clock))
+    }
+
+    fn query(&mut self, text: &str) -> Result<Vec<Value>, HubError> {
+        let query =
+            parse_query(text).map_err(|e| HubError::invalid(format!("invalid query: {e}")))?;
+        match query.source() {
+            Source::Devices => {
+                let selected = self.registry.select(query.condition());
+                let docs: Vec<_> = selected
+                    .iter()
+                    .filter_map(|&d| self.registry.doc(d))
+                    .collect();
+                Ok(query.project(docs.iter()))
+            }
+            Source::DeviceJobs => {
+                let only_job = match query.condition().plan() {
+                    Plan::Equals { path, value } if path.last().is_some_and(|p| p == "jobId") => {
+                        value.as_str().map(str::to_owned)
+                    }
+                    _ => None,
+                };
+                let mut rows = Vec::new();
+                for slot in self.slots.iter() {
+                    if only_job
+                        .as_deref()
+                        .is_some_and(|j| j != slot.job.request.job_id)
+                    {
+                        continue;
+                    }
+                    for rec in &slot.job.records {
+                        let doc = slot.job.record_json(rec, &self.clock);
+                        if query.condition().matches(&JobRecordDoc(&doc)) {
+                            rows.push(doc);
+                        }
+                    }
+                }
+                let docs: Vec<JobRecordDoc> = rows.iter().map(JobRecordDoc).collect();
+                Ok(query.project(docs.iter()))
+            }
+        }
+    }
+
+    fn write_twin(
+        &mut self,
+        id: &str,
+        mode: TwinWrite,
+        body: &Value,
+        if_match: Option<&str>,
+        now: Micros,
+    ) -> Result<Value, HubError> {
+        let device = self.registry.lookup(id)?;
+        let entry = self
+            .registry
+            .get(device)
+            .ok_or_else(|| HubError::new(ErrorCode::DeviceNotFound, id))?;
+        if let Some(tag) = if_match {
+            if !entry.twin.etag_matches(tag) {
+                return Err(HubError::new(
+                    ErrorCode::PreconditionFailed,
+                    format!(
+                        "If-Match {tag} does not match the twin's etag \"{}\"",
+                        entry.twin.etag()
+                    ),
+                ));
+            }
+        }
+        let obj = body
+            .as_object()
+            .ok_or_else(|| HubError::invalid("the twin must be a JSON object"))?;
+        let tags = section(obj.get("tags"), "tags")?;
+        let desired = section(
+            obj.get("properties").and_then(|p| p.get("desired")),
+            "properties.desired",
+        )?;
+        let desired_version = self.registry.update_twin(device, |twin| match mode {
+            TwinWrite::Patch => {
+                if let Some(tags) = &tags {
+                    twin.patch_tags(tags, now)?;
+                }
+                desired
+                    .as_ref()
+                    .map(|d| twin.patch_desired(d, now))
+                    .transpose()
+            }
+            TwinWrite::Replace => {
+                twin.replace(
+                    tags.clone().unwrap_or_default(),
+                    desired.clone().unwrap_or_default(),
+                    now,
+                )?;
+                Ok(Some(twin.desired.version))
+            }
+        })?;
+        if let (Some(version), Some(desired)) = (desired_version, desired) {
+            self.notify_desired(device, None, version, &desired);
+        }
+        Ok(self.twin_json(device))
+    }
+
+    fn invoke_method(
+        &mut self,
+        id: &str,
+        call: MethodCall,
+        reply: Reply<(i32, Value)>,
+        now: Micros,
+    ) {
+        let device = match self.registry.lookup(id) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let connected = self.registry.get(device).is_some_and(|e| e.connected);
+        if !connected && call.connect_timeout_s == 0 {
+            let _ = reply.send(Err(HubError::new(
+                ErrorCode::DeviceNotOnline,
+                format!("device '{id}' is not online"),
+            )));
+            return;
+        }
+        self.direct
+            .start(device, connected, call, reply, now, &mut *self.link);
+    }
+}
+
+/// A twin section from a write body: absent, or an object.
+fn section(v: Option<&Value>, what: &str) -> Result<Option<Object>, HubError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o.clone())),
+        Some(other) => Err(HubError::invalid(format!(
+            "{what} is {other}; expected an object"
+        ))),
+    }
+}
+
+/// A device job record seen by the query language: paths may carry the `devices.jobs.` prefix.
+struct JobRecordDoc<'a>(&'a Value);
+
+impl Document for JobRecordDoc<'_> {
+    fn resolve(&self, path: &[&str]) -> Option<std::borrow::Cow<'_, Value>> {
+        let path = match path {
+            ["devices", "jobs", rest @ ..] => rest,
+            other => other,
+        };
+        self.0.resolve(path)
+    }
+
+    fn to_json(&self) -> Value {
+        self.0.clone()
+    }
+}

@@ -1,0 +1,355 @@
+//! The engine's time-driven work: starting jobs at their start time, dispatching their device
+//! operations (at once, or paced by the tier's rate, round-robin over the running jobs), and
+//! failing operations whose response or connect timeout passed, or that the job's maximum
+//! execution time left unreached.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::clock::Micros;
+use crate::hub::jobs::{DeviceError, DeviceRecord, DeviceStatus, JobKind, JobStatus};
+use crate::hub::twin::Object;
+use crate::ids::{DeviceIdx, RecordIdx, SlotIdx};
+use crate::link::{OpId, ToDevice};
+use crate::metrics::Measure;
+use crate::query::parse_condition;
+use crate::report::DeviceJobStatistics;
+
+use super::{job_op, metrics_slot, Engine};
+
+/// Device operations dispatched per engine step before it looks at its mailboxes again.
+const DISPATCH_CHUNK: usize = 4096;
+
+impl Engine {
+    /// Does all work due at `now`; returns true when dispatch work remains runnable at once.
+    pub(super) fn step(&mut self, now: Micros) -> bool {
+        for i in 0..self.slots.active().len() {
+            self.advance_job(self.slots.active()[i], now);
+        }
+        self.slots.retain_active();
+        self.direct.expire(now);
+        self.dispatch(now)
+    }
+
+    /// The earliest time the engine has timed work.
+    pub(super) fn next_deadline(&self) -> Micros {
+        let mut next = Micros::MAX;
+        for slot in self.slots.active().iter().map(|&s| &self.slots[s]) {
+            let job = &slot.job;
+            match job.status {
+                JobStatus::Queued | JobStatus::Scheduled => next = next.min(job.start_us),
+                JobStatus::Running => {
+                    if let Some(&(d, _)) = slot.run.inflight.front() {
+                        next = next.min(d);
+                    }
+                    if let Some(&(d, _)) = slot.run.parked.front() {
+                        next = next.min(d);
+                    }
+                    if job.stats.pending_count > 0 {
+                        next = next.min(job.start_us + job.request.max_execution_s * 1_000_000);
+                    }
+                    if slot.undispatched() {
+                        if let Some(p) = &self.pacer {
+                            next = next.min(p.next_open(job.start_us));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(d) = self.direct.next_deadline() {
+            next = next.min(d);
+        }
+        next
+    }
+
+    fn advance_job(&mut self, s: SlotIdx, now: Micros) {
+        let job = &mut self.slots[s].job;
+        match job.status {
+            JobStatus::Queued if job.start_us > now => job.status = JobStatus::Scheduled,
+            JobStatus::Queued | JobStatus::Scheduled if job.start_us <= now => {
+                self.start_job(s, now)
+            }
+            JobStatus::Running => {
+                self.expire_ops(s, now);
+                self.finish_job_if_done(s, now);
+            }
+            _ => {}
+        }
+    }
+
+    fn start_job(&mut self, s: SlotIdx, now: Micros) {
+        let text = self.slots[s].job.request.query_condition.clone();
+        let cond = match parse_condition(&text) {
+            Ok(c) => c,
+            Err(e) => {
+                let job = &mut self.slots[s].job;
+                job.status = JobStatus::Failed;
+                job.end_us = Some(now);
+                job.failure_reason = Some(format!("invalid queryCondition: {e}"));
+                return;
+            }
+        };
+        let targets = self.registry.select(&cond);
+        let job = &mut self.slots[s].job;
+        job.records = targets
+            .iter()
+            .filter_map(|&d| self.registry.get(d).map(|e| (d, e.id.clone())))
+            .map(|(device, device_id)| DeviceRecord {
+                device_id,
+                device,
+                status: DeviceStatus::Pending,
+                error: DeviceError::None,
+                method_status: 0,
+                scheduled_us: job.start_us,
+                start_us: 0,
+                end_us: 0,
+                payload: None,
+            })
+            .collect();
+        job.stats = DeviceJobStatistics {
+            device_count: job.records.len() as u64,
+            pending_count: job.records.len() as u64,
+            ..Default::default()
+        };
+        job.status = JobStatus::Running;
+        self.finish_job_if_done(s, now);
+    }
+
+    /// Fails timed-out operations and, past the job's max execution time, everything not reached.
+    fn expire_ops(&mut self, s: SlotIdx, now: Micros) {
+        let response_timeout = self.response_timeout_us(s);
+        loop {
+            let slot = &mut self.slots[s];
+            match slot.run.inflight.front() {
+                Some(&(deadline, r)) if deadline <= now => {
+                    slot.run.inflight.pop_front();
+                    let rec = slot.record(r);
+                    // A held operation's timeout has not started; a released one has a later
+                    // deadline, queued when it was released.
+                    let current = rec.status == DeviceStatus::Running
+                        && deadline >= rec.start_us + response_timeout
+                        && !self.held.contains(&job_op(s, r));
+                    if current {
+                        self.finish_op(s, r, now, DeviceStatus::Failed, DeviceError::Timeout);
+                    }
+                }
+                _ => break,
+            }
+        }
+        loop {
+            let slot = &mut self.slots[s];
+            match slot.run.parked.front() {
+                Some(&(deadline, r)) if deadline <= now => {
+                    slot.run.parked.pop_front();
+                    if slot.record(r).status == DeviceStatus::Scheduled {
+                        self.finish_op(s, r, now, DeviceStatus::Failed, DeviceError::NotOnline);
+                    }
+                }
+                _ => break,
+            }
+        }
+        let job = &self.slots[s].job;
+        let expires = job.start_us + job.request.max_execution_s * 1_000_000;
+        if now >= expires && job.stats.pending_count > 0 {
+            let slot = &mut self.slots[s];
+            slot.run.next = slot.job.records.len();
+            for r in RecordIdx::all(slot.job.records.len()) {
+                let status = self.slots[s].record(r).status;
+                if matches!(status, DeviceStatus::Pending | DeviceStatus::Scheduled) {
+                    self.finish_op(s, r, now, DeviceStatus::Failed, DeviceError::Expired);
+                }
+            }
+        }
+    }
+
+    fn finish_job_if_done(&mut self, s: SlotIdx, now: Micros) {
+        let job = &mut self.slots[s].job;
+        if job.status != JobStatus::Running
+            || job.stats.pending_count > 0
+            || job.stats.running_count > 0
+        {
+            return;
+        }
+        job.end_us = Some(now);
+        if job.errors.expired > 0 {
+            job.status = JobStatus::Failed;
+            job.failure_reason = Some(format!(
+                "maxExecutionTimeInSeconds ({} s) ended before {} of {} devices were reached",
+                job.request.max_execution_s, job.errors.expired, job.stats.device_count
+            ));
+        } else {
+            job.status = JobStatus::Completed;
+        }
+    }
+
+    /// The response timeout of job `s`'s method call (0 for twin jobs).
+    pub(super) fn response_timeout_us(&self, s: SlotIdx) -> Micros {
+        match &self.slots[s].job.request.kind {
+            JobKind::Method(call) => call.response_timeout_s as Micros * 1_000_000,
+            JobKind::Twin(_) => 0,
+        }
+    }
+
+    /// Dispatches due operations; true when more could go at once.
+    fn dispatch(&mut self, now: Micros) -> bool {
+        let running: Vec<SlotIdx> = self
+            .slots
+            .active()
+            .iter()
+            .copied()
+            .filter(|&s| {
+                let slot = &self.slots[s];
+                slot.job.status == JobStatus::Running && slot.undispatched()
+            })
+            .collect();
+        if running.is_empty() {
+            return false;
+        }
+        let mut budget = DISPATCH_CHUNK;
+        match self.pacer.take() {
+            None => {
+                for &s in &running {
+                    while budget > 0 {
+                        let slot = &mut self.slots[s];
+                        let Some(r) = slot.take_next() else {
+                            break;
+                        };
+                        let scheduled = slot.job.start_us;
+                        self.dispatch_op(s, r, scheduled, now);
+                        budget -= 1;
+                    }
+                }
+                budget == 0
+            }
+            Some(mut pacer) => {
+                let mut more = false;
+                while budget > 0 {
+                    let s = running[self.cursor % running.len()];
+                    let slot = &mut self.slots[s];
+                    if !slot.undispatched() {
+                        self.cursor += 1;
+                        if running.iter().all(|&s| !self.slots[s].undispatched()) {
+                            break;
+                        }
+                        continue;
+                    }
+                    let Some(at) = pacer.take(now, slot.job.start_us) else {
+                        break;
+                    };
+                    let Some(r) = slot.take_next() else {
+                        break;
+                    };
+                    self.cursor += 1;
+                    self.dispatch_op(s, r, at, now);
+                    budget -= 1;
+                    more = budget == 0;
+                }
+                self.pacer = Some(pacer);
+                more
+            }
+        }
+    }
+
+    fn dispatch_op(&mut self, s: SlotIdx, r: RecordIdx, scheduled: Micros, now: Micros) {
+        let slot = &mut self.slots[s];
+        let rec = &mut slot.job.records[r.usize()];
+        rec.scheduled_us = scheduled;
+        let device = rec.device;
+        let op = job_op(s, r);
+        self.recorder.record(
+            metrics_slot(s),
+            Measure::EngineLag,
+            now.saturating_sub(scheduled),
+        );
+        let Some(entry) = self.registry.get(device) else {
+            self.finish_op(s, r, now, DeviceStatus::Failed, DeviceError::Rejected);
+            return;
+        };
+        match &slot.job.request.kind {
+            JobKind::Method(call) => {
+                let connect_deadline = now + call.connect_timeout_s as Micros * 1_000_000;
+                if entry.connected {
+                    let (method, payload) = (call.name.clone(), call.payload.clone());
+                    let deadline = now + call.response_timeout_s as Micros * 1_000_000;
+                    self.send_method(s, r, now, deadline);
+                    self.link.send(ToDevice::Method {
+                        op,
+                        device,
+                        method,
+                        payload,
+                        connect_deadline,
+                    });
+                } else if call.connect_timeout_s == 0 {
+                    self.finish_op(s, r, now, DeviceStatus::Failed, DeviceError::NotOnline);
+                } else {
+                    rec.status = DeviceStatus::Scheduled;
+                    slot.run.parked.push_back((connect_deadline, r));
+                    self.parked_by_device
+                        .entry(device)
+                        .or_default()
+                        .push((op, connect_deadline));
+                }
+            }
+            JobKind::Twin(update) => {
+                let update = update.clone();
+                let applied = self.registry.update_twin(device, |twin| {
+                    if let Some(tags) = &update.tags {
+                        twin.patch_tags(tags, now)?;
+                    }
+                    match &update.desired {
+                        Some(desired) => twin.patch_desired(desired, now).map(Some),
+                        None => Ok(None),
+                    }
+                });
+                match applied {
+                    Ok(version) => {
+                        self.slots[s].record_mut(r).start_us = now;
+                        self.finish_op(s, r, now, DeviceStatus::Completed, DeviceError::None);
+                        if let (Some(version), Some(desired)) = (version, update.desired) {
+                            self.notify_desired(device, Some(op), version, &desired);
+                        }
+                    }
+                    Err(_) => {
+                        self.finish_op(s, r, now, DeviceStatus::Failed, DeviceError::Rejected)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks a method operation dispatched (it is about to be sent).
+    pub(super) fn send_method(&mut self, s: SlotIdx, r: RecordIdx, now: Micros, deadline: Micros) {
+        let slot = &mut self.slots[s];
+        let rec = slot.record_mut(r);
+        rec.status = DeviceStatus::Running;
+        rec.start_us = now;
+        slot.job.stats.pending_count -= 1;
+        slot.job.stats.running_count += 1;
+        slot.run.inflight.push_back((deadline, r));
+        self.recorder.op_dispatched(metrics_slot(s));
+    }
+
+    /// Sends a desired patch to `device` if it is connected; a job's patch (`op`) waits for the
+    /// device to connect otherwise.
+    pub(super) fn notify_desired(
+        &mut self,
+        device: DeviceIdx,
+        op: Option<OpId>,
+        version: u64,
+        patch: &Object,
+    ) {
+        let connected = self.registry.get(device).is_some_and(|e| e.connected);
+        if connected {
+            self.link.send(ToDevice::Desired {
+                op,
+                device,
+                version,
+                patch: Arc::new(Value::Object(patch.clone())),
+            });
+        } else if let Some(op) = op {
+            self.desired_pending.insert(device, op);
+        }
+    }
+}

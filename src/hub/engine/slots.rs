@@ -1,0 +1,145 @@
+//! The engine's job table: every job ever created in its slot (a job's slot is also its
+//! metrics slot), its dispatch state, the jobs not yet ended, and the look-up by job id.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::{Index, IndexMut};
+
+use crate::clock::Micros;
+use crate::hub::error::{ErrorCode, HubError};
+use crate::hub::jobs::{DeviceRecord, Job};
+use crate::ids::{RecordIdx, SlotIdx};
+
+/// A job's dispatch state.
+#[derive(Debug, Default)]
+pub(super) struct JobRun {
+    /// Next record to dispatch.
+    pub(super) next: usize,
+    /// Dispatched method operations awaiting an answer: (deadline, record), deadlines ascending.
+    pub(super) inflight: VecDeque<(Micros, RecordIdx)>,
+    /// Operations waiting for their device to connect: (deadline, record), ascending.
+    pub(super) parked: VecDeque<(Micros, RecordIdx)>,
+}
+
+/// One job and its dispatch state.
+pub(super) struct Slot {
+    pub(super) job: Job,
+    pub(super) run: JobRun,
+}
+
+impl Slot {
+    /// Record `r`.
+    pub(super) fn record(&self, r: RecordIdx) -> &DeviceRecord {
+        &self.job.records[r.usize()]
+    }
+
+    /// Record `r`, to change.
+    pub(super) fn record_mut(&mut self, r: RecordIdx) -> &mut DeviceRecord {
+        &mut self.job.records[r.usize()]
+    }
+
+    /// Whether records remain to dispatch.
+    pub(super) fn undispatched(&self) -> bool {
+        self.run.next < self.job.records.len()
+    }
+
+    /// The next record to dispatch, now counted as dispatched.
+    pub(super) fn take_next(&mut self) -> Option<RecordIdx> {
+        if !self.undispatched() {
+            return None;
+        }
+        let r = RecordIdx::new(self.run.next as u32);
+        self.run.next += 1;
+        Some(r)
+    }
+
+    /// Leaves nothing to dispatch or await: the job is over.
+    pub(super) fn stop_dispatch(&mut self) {
+        self.run = JobRun {
+            next: self.job.records.len(),
+            ..Default::default()
+        };
+    }
+}
+
+/// Every job, by slot.
+#[derive(Default)]
+pub(super) struct Slots {
+    slots: Vec<Slot>,
+    /// Slots of the jobs not yet ended, in creation order: the only ones with timed work, so
+    /// the engine's step does not grow with the job history.
+    active: Vec<SlotIdx>,
+    by_id: HashMap<String, SlotIdx>,
+}
+
+impl Slots {
+    /// The slot the next job will take.
+    pub(super) fn next_slot(&self) -> SlotIdx {
+        SlotIdx::new(self.slots.len() as u32)
+    }
+
+    /// Adds a job in the next slot; it is active.
+    pub(super) fn push(&mut self, job: Job) -> SlotIdx {
+        let s = self.next_slot();
+        self.by_id.insert(job.request.job_id.clone(), s);
+        self.slots.push(Slot {
+            job,
+            run: JobRun::default(),
+        });
+        self.active.push(s);
+        s
+    }
+
+    /// Whether a job has id `id`.
+    pub(super) fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// The slot of job `id`, or 404 JobNotFound.
+    pub(super) fn find(&self, id: &str) -> Result<SlotIdx, HubError> {
+        self.by_id
+            .get(id)
+            .copied()
+            .ok_or_else(|| HubError::new(ErrorCode::JobNotFound, format!("no job with id '{id}'")))
+    }
+
+    /// Slot `s`, if there is one.
+    pub(super) fn get(&self, s: SlotIdx) -> Option<&Slot> {
+        self.slots.get(s.usize())
+    }
+
+    /// Slot `s`, if there is one, to change.
+    pub(super) fn get_mut(&mut self, s: SlotIdx) -> Option<&mut Slot> {
+        self.slots.get_mut(s.usize())
+    }
+
+    /// Every job, in creation order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter()
+    }
+
+    /// The jobs not yet ended (as of the last [`Slots::retain_active`]), in creation order.
+    pub(super) fn active(&self) -> &[SlotIdx] {
+        &self.active
+    }
+
+    /// Forgets the ended jobs among the active ones.
+    pub(super) fn retain_active(&mut self) {
+        let slots = &self.slots;
+        self.active
+            .retain(|&s| !slots[s.usize()].job.status.is_terminal());
+    }
+}
+
+impl Index<SlotIdx> for Slots {
+    type Output = Slot;
+
+    fn index(&self, s: SlotIdx) -> &Slot {
+        &self.slots[s.usize()]
+    }
+}
+
+impl IndexMut<SlotIdx> for Slots {
+    fn index_mut(&mut self, s: SlotIdx) -> &mut Slot {
+        &mut self.slots[s.usize()]
+    }
+}

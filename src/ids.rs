@@ -1,0 +1,117 @@
+//! Indices and identifiers, with no dependency on the rest of the crate: a device's position in
+//! the registry (hub and fleet share it), the job engine's job slot and record positions
+//! (distinct types, so one cannot be passed for the other), and the rules of a device id.
+
+use std::fmt;
+
+/// A dense device handle: the device's position in the registry.
+///
+/// A plain number, not a newtype: the hub-device link messages carry it as such, and
+/// transports and tests build them from plain device numbers.
+pub type DeviceIdx = u32;
+
+/// A job's position in the job engine's job table (its slot), also the job's metrics slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(transparent)]
+pub(crate) struct SlotIdx(u32);
+
+impl SlotIdx {
+    /// The slot at position `i`.
+    pub(crate) const fn new(i: u32) -> Self {
+        SlotIdx(i)
+    }
+
+    /// The position as a number.
+    pub(crate) const fn get(self) -> u32 {
+        self.0
+    }
+
+    /// The position, to index the job table.
+    pub(crate) const fn usize(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A device record's position within one job's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(transparent)]
+pub(crate) struct RecordIdx(u32);
+
+impl RecordIdx {
+    /// The record at position `i`.
+    pub(crate) const fn new(i: u32) -> Self {
+        RecordIdx(i)
+    }
+
+    /// The position as a number.
+    pub(crate) const fn get(self) -> u32 {
+        self.0
+    }
+
+    /// The position, to index a job's records.
+    pub(crate) const fn usize(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The records `0..len`.
+    pub(crate) fn all(len: usize) -> impl Iterator<Item = RecordIdx> {
+        (0..len as u32).map(RecordIdx)
+    }
+}
+
+/// The characters a device id may hold besides ASCII letters and digits.
+const DEVICE_ID_PUNCTUATION: &str = "-.+%_#*?!(),:=@$'";
+
+/// A device id that breaks IoT Hub's rules; the message says why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InvalidDeviceId(String);
+
+impl fmt::Display for InvalidDeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidDeviceId {}
+
+/// Checks a device id as IoT Hub does: 1..=128 ASCII letters, digits and `-.+%_#*?!(),:=@$'`.
+pub(crate) fn check_device_id(id: &str) -> Result<(), InvalidDeviceId> {
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || DEVICE_ID_PUNCTUATION.contains(c))
+    {
+        return Err(InvalidDeviceId(format!(
+            "invalid deviceId {id:?}; expected 1 to 128 ASCII letters, digits or \
+             {DEVICE_ID_PUNCTUATION}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_ids_are_checked() {
+        assert!(check_device_id("b43-f3-0001").is_ok());
+        assert!(check_device_id("a/b").is_err());
+        assert!(check_device_id("").is_err());
+        assert_eq!(
+            check_device_id("a/b").unwrap_err().to_string(),
+            "invalid deviceId \"a/b\"; expected 1 to 128 ASCII letters, digits or -.+%_#*?!(),:=@$'"
+        );
+    }
+
+    #[test]
+    fn indices_cost_nothing() {
+        assert_eq!(std::mem::size_of::<SlotIdx>(), 4);
+        assert_eq!(std::mem::size_of::<(u64, RecordIdx)>(), 16);
+        assert_eq!(
+            RecordIdx::all(3).map(RecordIdx::get).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+    }
+}
