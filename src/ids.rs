@@ -4,11 +4,28 @@
 
 use std::fmt;
 
-/// A dense device handle: the device's position in the registry.
-///
-/// A plain number, not a newtype: the hub-device link messages carry it as such, and
-/// transports and tests build them from plain device numbers.
-pub type DeviceIdx = u32;
+/// A dense device handle: the device's position in the registry (the fleet holds its devices
+/// in the same order, so the hub and the fleet name a device alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(transparent)]
+pub struct DeviceIdx(u32);
+
+impl DeviceIdx {
+    /// The device at position `i`.
+    pub const fn new(i: u32) -> Self {
+        DeviceIdx(i)
+    }
+
+    /// The position as a number.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+
+    /// The position, to index the registry or the fleet.
+    pub const fn usize(self) -> usize {
+        self.0 as usize
+    }
+}
 
 /// A job's position in the job engine's job table (its slot), also the job's metrics slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -16,7 +16,12 @@ use fleetsim::hub::registry::Registry;
 use fleetsim::hub::throttle::{Limits, Tier};
 use fleetsim::hub::twin::Twin;
 use fleetsim::hub::{Engine, ErrorCode, Hub, HubView};
+use fleetsim::ids::DeviceIdx;
 use fleetsim::link::{FromDevice, ToDevice};
+
+/// The first two devices of a test's registry.
+const D0: DeviceIdx = DeviceIdx::new(0);
+const D1: DeviceIdx = DeviceIdx::new(1);
 
 struct Harness {
     hub: Hub,
@@ -54,7 +59,9 @@ fn harness(n: u32, online: u32, limits: Limits) -> Harness {
     from_dev
         .send(
             (0..online)
-                .map(|device| FromDevice::Connected { device })
+                .map(|i| FromDevice::Connected {
+                    device: DeviceIdx::new(i),
+                })
                 .collect(),
         )
         .unwrap();
@@ -117,7 +124,7 @@ async fn answer_methods(h: &mut Harness, status: i32) -> usize {
                 op,
                 device,
                 status,
-                payload: Some(Box::new(json!({"rebooted": device}))),
+                payload: Some(Box::new(json!({"rebooted": device.get()}))),
                 delivered_us: Some(now),
             }),
             _ => None,
@@ -225,7 +232,7 @@ async fn offline_devices_wait_for_the_connect_timeout_then_fail_404103() {
         "parked devices count as pending"
     );
     h.from_dev
-        .send(vec![FromDevice::Connected { device: 1 }])
+        .send(vec![FromDevice::Connected { device: D1 }])
         .unwrap();
     assert_eq!(answer_methods(&mut h, 200).await, 1);
     let job = wait_status(&h, "j", "completed").await;
@@ -403,7 +410,7 @@ async fn twin_job_updates_twins_and_notifies_devices_when_they_connect() {
         matches!(
             &batch[..],
             [ToDevice::Desired {
-                device: 0,
+                device: D0,
                 version: 2,
                 ..
             }]
@@ -416,11 +423,11 @@ async fn twin_job_updates_twins_and_notifies_devices_when_they_connect() {
     assert_eq!(twin["version"], 3);
     // d1 connects later and gets the patch then.
     h.from_dev
-        .send(vec![FromDevice::Connected { device: 1 }])
+        .send(vec![FromDevice::Connected { device: D1 }])
         .unwrap();
     let batch = h.to_dev.recv().await.unwrap();
     assert!(
-        matches!(&batch[..], [ToDevice::Desired { device: 1, .. }]),
+        matches!(&batch[..], [ToDevice::Desired { device: D1, .. }]),
         "{batch:?}"
     );
     let rows = h
@@ -470,7 +477,7 @@ async fn statistics_add_up_at_every_moment() {
             Some(batch) = h.to_dev.recv() => {
                 // Answer every other call; the rest time out.
                 let answers: Vec<_> = batch.into_iter().filter_map(|m| match m {
-                    ToDevice::Method { op, device, .. } if device % 2 == 0 => Some(FromDevice::MethodResponse {
+                    ToDevice::Method { op, device, .. } if device.get() % 2 == 0 => Some(FromDevice::MethodResponse {
                         op, device, status: 200, payload: None, delivered_us: None }),
                     _ => None,
                 }).collect();
@@ -495,7 +502,7 @@ async fn statistics_add_up_at_every_moment() {
 }
 
 /// The method requests of the next batch the hub sends: (op, device).
-async fn requests(h: &mut Harness) -> Vec<(fleetsim::link::OpId, u32)> {
+async fn requests(h: &mut Harness) -> Vec<(fleetsim::link::OpId, DeviceIdx)> {
     let batch = h.to_dev.recv().await.unwrap();
     batch
         .into_iter()
@@ -506,7 +513,7 @@ async fn requests(h: &mut Harness) -> Vec<(fleetsim::link::OpId, u32)> {
         .collect()
 }
 
-fn response(op: fleetsim::link::OpId, device: u32) -> FromDevice {
+fn response(op: fleetsim::link::OpId, device: DeviceIdx) -> FromDevice {
     FromDevice::MethodResponse {
         op,
         device,
@@ -523,14 +530,14 @@ async fn an_answer_from_another_device_is_ignored() {
         .create_job(method_job("j", "deviceId = 'd0'", 30, 0))
         .await
         .unwrap();
-    let [(op, 0)] = requests(&mut h).await[..] else {
+    let [(op, D0)] = requests(&mut h).await[..] else {
         panic!("one request, to d0")
     };
-    h.from_dev.send(vec![response(op, 1)]).unwrap();
+    h.from_dev.send(vec![response(op, D1)]).unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let job = h.hub.get_job("j").await.unwrap();
     assert_eq!(stats(&job), (1, 0, 0, 1, 0), "d1's answer does not count");
-    h.from_dev.send(vec![response(op, 0)]).unwrap();
+    h.from_dev.send(vec![response(op, D0)]).unwrap();
     wait_status(&h, "j", "completed").await;
 
     // The same for a direct method.
@@ -542,13 +549,13 @@ async fn an_answer_from_another_device_is_ignored() {
         connect_timeout_s: 0,
     };
     let pending = tokio::spawn(async move { hub.invoke_method("d0", call).await });
-    let [(op, 0)] = requests(&mut h).await[..] else {
+    let [(op, D0)] = requests(&mut h).await[..] else {
         panic!("one request, to d0")
     };
-    h.from_dev.send(vec![response(op, 1)]).unwrap();
+    h.from_dev.send(vec![response(op, D1)]).unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!pending.is_finished(), "d1's answer does not count");
-    h.from_dev.send(vec![response(op, 0)]).unwrap();
+    h.from_dev.send(vec![response(op, D0)]).unwrap();
     assert_eq!(pending.await.unwrap().unwrap().0, 200);
 }
 
@@ -575,8 +582,14 @@ async fn held_methods_time_out_from_their_release_or_fail_404103_when_unreachabl
     let (op0, op1) = (sent[0].0, sent[1].0);
     h.from_dev
         .send(vec![
-            FromDevice::MethodReleased { op: op0, device: 0 },
-            FromDevice::MethodUnreachable { op: op1, device: 1 },
+            FromDevice::MethodReleased {
+                op: op0,
+                device: D0,
+            },
+            FromDevice::MethodUnreachable {
+                op: op1,
+                device: D1,
+            },
         ])
         .unwrap();
     let job = wait_status(&h, "j", "completed").await;
@@ -607,34 +620,34 @@ async fn held_direct_methods_answer_after_release_or_fail_404103() {
     let hub = h.hub.clone();
     let c = call.clone();
     let answered = tokio::spawn(async move { hub.invoke_method("d0", c).await });
-    let [(op, 0)] = requests(&mut h).await[..] else {
+    let [(op, D0)] = requests(&mut h).await[..] else {
         panic!("one request, to d0")
     };
     h.from_dev
-        .send(vec![FromDevice::MethodHeld { op, device: 0 }])
+        .send(vec![FromDevice::MethodHeld { op, device: D0 }])
         .unwrap();
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert!(!answered.is_finished(), "held: no response timeout yet");
     h.from_dev
-        .send(vec![FromDevice::MethodReleased { op, device: 0 }])
+        .send(vec![FromDevice::MethodReleased { op, device: D0 }])
         .unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    h.from_dev.send(vec![response(op, 0)]).unwrap();
+    h.from_dev.send(vec![response(op, D0)]).unwrap();
     assert_eq!(answered.await.unwrap().unwrap().0, 200);
 
     let hub = h.hub.clone();
     let failed = tokio::spawn(async move { hub.invoke_method("d1", call).await });
-    let [(op, 1)] = requests(&mut h).await[..] else {
+    let [(op, D1)] = requests(&mut h).await[..] else {
         panic!("one request, to d1")
     };
     // Another device cannot give it up; its own transport can.
     h.from_dev
-        .send(vec![FromDevice::MethodUnreachable { op, device: 0 }])
+        .send(vec![FromDevice::MethodUnreachable { op, device: D0 }])
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!failed.is_finished());
     h.from_dev
-        .send(vec![FromDevice::MethodUnreachable { op, device: 1 }])
+        .send(vec![FromDevice::MethodUnreachable { op, device: D1 }])
         .unwrap();
     let e = failed.await.unwrap().unwrap_err();
     assert_eq!(e.code, ErrorCode::DeviceNotOnline);
@@ -655,12 +668,12 @@ async fn a_direct_method_sent_on_connect_gets_its_whole_response_timeout() {
     let pending = tokio::spawn(async move { hub.invoke_method("d1", call).await });
     tokio::time::sleep(Duration::from_secs(8)).await;
     h.from_dev
-        .send(vec![FromDevice::Connected { device: 1 }])
+        .send(vec![FromDevice::Connected { device: D1 }])
         .unwrap();
-    let [(op, 1)] = requests(&mut h).await[..] else {
+    let [(op, D1)] = requests(&mut h).await[..] else {
         panic!("one request, to d1")
     };
     tokio::time::sleep(Duration::from_secs(4)).await;
-    h.from_dev.send(vec![response(op, 1)]).unwrap();
+    h.from_dev.send(vec![response(op, D1)]).unwrap();
     assert_eq!(pending.await.unwrap().unwrap().0, 200);
 }

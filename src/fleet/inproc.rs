@@ -14,6 +14,7 @@ use crate::clock::{Clock, Micros};
 use crate::fleet::behaviour::MethodOutcome;
 use crate::fleet::device::DesiredOutcome;
 use crate::fleet::Fleet;
+use crate::ids::DeviceIdx;
 use crate::link::{DeviceLink, FromDevice, OpId, ToDevice};
 
 /// Messages per batch sent to the hub at most.
@@ -55,17 +56,17 @@ impl DeviceLink for InProcLink {
 enum Event {
     Answer {
         op: OpId,
-        device: u32,
+        device: DeviceIdx,
         status: i32,
         delivered: Micros,
     },
     Ack {
         op: Option<OpId>,
-        device: u32,
+        device: DeviceIdx,
         patch: Arc<Value>,
     },
-    Disconnect(u32),
-    Reconnect(u32),
+    Disconnect(DeviceIdx),
+    Reconnect(DeviceIdx),
 }
 
 #[derive(Debug)]
@@ -124,8 +125,8 @@ impl InProcFleet {
     /// command, so that a job starting at once finds its devices connected.
     pub(crate) fn connect_online(&mut self) {
         let now = self.clock.now_us();
-        for idx in 0..self.fleet.devices.len() as u32 {
-            if !self.fleet.devices[idx as usize].offline {
+        for idx in (0..self.fleet.devices.len() as u32).map(DeviceIdx::new) {
+            if !self.fleet.devices[idx.usize()].offline {
                 self.connect(idx, now);
             }
         }
@@ -179,11 +180,11 @@ impl InProcFleet {
         }
     }
 
-    fn connect(&mut self, idx: u32, now: Micros) {
+    fn connect(&mut self, idx: DeviceIdx, now: Micros) {
         let (seed, fleet) = (self.fleet.seed, &mut self.fleet);
-        let dev = &mut fleet.devices[idx as usize];
+        let dev = &mut fleet.devices[idx.usize()];
         dev.connected = true;
-        let next = dev.next_disconnect(&fleet.models[dev.cohort as usize], seed, idx);
+        let next = dev.next_disconnect(&fleet.models[dev.cohort as usize], seed, idx.get());
         self.emit(FromDevice::Connected { device: idx });
         if let Some(after) = next {
             self.push(now + after, Event::Disconnect(idx));
@@ -198,14 +199,14 @@ impl InProcFleet {
                 ToDevice::Method {
                     op, device, method, ..
                 } => {
-                    let Some(dev) = self.fleet.devices.get_mut(device as usize) else {
+                    let Some(dev) = self.fleet.devices.get_mut(device.usize()) else {
                         continue;
                     };
                     if !dev.connected {
                         continue; // lost in a disconnect: the hub times it out
                     }
                     let model = &self.fleet.models[dev.cohort as usize];
-                    match dev.on_method(model, &method, seed, device) {
+                    match dev.on_method(model, &method, seed, device.get()) {
                         MethodOutcome::Silent => {}
                         MethodOutcome::Answer { after: 0, status } => {
                             self.emit(answer(op, device, status, now))
@@ -224,14 +225,14 @@ impl InProcFleet {
                 ToDevice::Desired {
                     op, device, patch, ..
                 } => {
-                    let Some(dev) = self.fleet.devices.get_mut(device as usize) else {
+                    let Some(dev) = self.fleet.devices.get_mut(device.usize()) else {
                         continue;
                     };
                     if !dev.connected {
                         continue;
                     }
                     let model = &self.fleet.models[dev.cohort as usize];
-                    let outcome = dev.on_desired(model, seed, device);
+                    let outcome = dev.on_desired(model, seed, device.get());
                     if let Some(op) = op {
                         self.emit(FromDevice::DesiredDelivered {
                             op,
@@ -259,12 +260,12 @@ impl InProcFleet {
                     status,
                     delivered,
                 } => {
-                    if self.fleet.devices[device as usize].connected {
+                    if self.fleet.devices[device.usize()].connected {
                         self.emit(answer(op, device, status, delivered));
                     }
                 }
                 Event::Ack { op, device, patch } => {
-                    if self.fleet.devices[device as usize].connected {
+                    if self.fleet.devices[device.usize()].connected {
                         self.emit(FromDevice::Reported {
                             device,
                             patch,
@@ -274,9 +275,9 @@ impl InProcFleet {
                 }
                 Event::Disconnect(device) => {
                     let fleet = &mut self.fleet;
-                    let dev = &mut fleet.devices[device as usize];
+                    let dev = &mut fleet.devices[device.usize()];
                     dev.connected = false;
-                    let down = dev.downtime(&fleet.models[dev.cohort as usize], seed, device);
+                    let down = dev.downtime(&fleet.models[dev.cohort as usize], seed, device.get());
                     self.emit(FromDevice::Disconnected { device });
                     self.push(timer.at + down, Event::Reconnect(device));
                 }
@@ -286,7 +287,7 @@ impl InProcFleet {
     }
 }
 
-fn answer(op: OpId, device: u32, status: i32, delivered: Micros) -> FromDevice {
+fn answer(op: OpId, device: DeviceIdx, status: i32, delivered: Micros) -> FromDevice {
     FromDevice::MethodResponse {
         op,
         device,

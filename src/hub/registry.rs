@@ -180,7 +180,7 @@ impl Registry {
                 format!("a device with id '{id}' already exists"),
             ));
         }
-        let idx = self.devices.len() as DeviceIdx;
+        let idx = DeviceIdx::new(self.devices.len() as u32);
         let id: Arc<str> = id.into();
         self.by_id.insert(id.clone(), idx);
         self.devices.push(Some(DeviceEntry {
@@ -198,7 +198,7 @@ impl Registry {
     pub(crate) fn remove(&mut self, id: &str) -> Result<DeviceEntry, HubError> {
         let idx = self.lookup(id)?;
         let old = self.snapshot_keys(idx);
-        let entry = self.devices[idx as usize]
+        let entry = self.devices[idx.usize()]
             .take()
             .ok_or_else(|| not_found(id))?;
         self.by_id.remove(id);
@@ -224,7 +224,7 @@ impl Registry {
 
     /// A device by index (None once deleted).
     pub fn get(&self, idx: DeviceIdx) -> Option<&DeviceEntry> {
-        self.devices.get(idx as usize).and_then(Option::as_ref)
+        self.devices.get(idx.usize()).and_then(Option::as_ref)
     }
 
     /// The number of live devices.
@@ -247,7 +247,7 @@ impl Registry {
         self.devices
             .iter()
             .enumerate()
-            .filter_map(|(i, e)| e.as_ref().map(|e| (i as DeviceIdx, e)))
+            .filter_map(|(i, e)| e.as_ref().map(|e| (DeviceIdx::new(i as u32), e)))
     }
 
     /// A query view of a device.
@@ -260,7 +260,7 @@ impl Registry {
 
     /// Marks a device connected or not; returns whether the state changed.
     pub(crate) fn set_connected(&mut self, idx: DeviceIdx, connected: bool, now: Micros) -> bool {
-        let Some(Some(e)) = self.devices.get_mut(idx as usize) else {
+        let Some(Some(e)) = self.devices.get_mut(idx.usize()) else {
             return false;
         };
         e.last_activity_us = now;
@@ -278,7 +278,7 @@ impl Registry {
 
     /// Records device activity (a message from it).
     pub(crate) fn touch(&mut self, idx: DeviceIdx, now: Micros) {
-        if let Some(Some(e)) = self.devices.get_mut(idx as usize) {
+        if let Some(Some(e)) = self.devices.get_mut(idx.usize()) {
             e.last_activity_us = now;
         }
     }
@@ -290,10 +290,10 @@ impl Registry {
         change: impl FnOnce(&mut Twin) -> Result<T, HubError>,
     ) -> Result<T, HubError> {
         let old = self.snapshot_keys(idx);
-        let Some(Some(e)) = self.devices.get_mut(idx as usize) else {
+        let Some(Some(e)) = self.devices.get_mut(idx.usize()) else {
             return Err(HubError::new(
                 ErrorCode::DeviceNotFound,
-                format!("no device at index {idx}"),
+                format!("no device at index {}", idx.get()),
             ));
         };
         let mut twin = e.twin.clone();
@@ -307,7 +307,7 @@ impl Registry {
     /// predicates and an equality index (built on first use, then kept current) for other paths.
     pub fn select(&mut self, cond: &Condition) -> Vec<DeviceIdx> {
         let mut candidates: Vec<DeviceIdx> = match cond.plan() {
-            Plan::All => (0..self.devices.len() as DeviceIdx).collect(),
+            Plan::All => (0..self.devices.len() as u32).map(DeviceIdx::new).collect(),
             Plan::DeviceIds(ids) => {
                 let mut v: Vec<_> = ids
                     .iter()
@@ -328,7 +328,7 @@ impl Registry {
                     v.sort_unstable();
                     v
                 }
-                None => (0..self.devices.len() as DeviceIdx).collect(),
+                None => (0..self.devices.len() as u32).map(DeviceIdx::new).collect(),
             },
         };
         candidates.retain(|&i| self.doc(i).is_some_and(|d| cond.matches(&d)));
@@ -441,27 +441,33 @@ mod tests {
         assert_eq!(r.len(), 9);
     }
 
+    fn devices(idx: &[u32]) -> Vec<DeviceIdx> {
+        idx.iter().copied().map(DeviceIdx::new).collect()
+    }
+
     #[test]
     fn index_follows_twin_changes() {
         let mut r = registry();
         let cond = parse_condition("tags.building = '44'").unwrap();
-        assert_eq!(r.select(&cond), vec![6, 7, 8, 9]);
-        r.update_twin(0, |t| t.patch_tags(&obj(json!({"building": "44"})), 1))
-            .unwrap();
+        assert_eq!(r.select(&cond), devices(&[6, 7, 8, 9]));
+        r.update_twin(DeviceIdx::new(0), |t| {
+            t.patch_tags(&obj(json!({"building": "44"})), 1)
+        })
+        .unwrap();
         r.remove("d7").unwrap();
-        assert_eq!(r.select(&cond), vec![0, 6, 8, 9]);
+        assert_eq!(r.select(&cond), devices(&[0, 6, 8, 9]));
         let by_id = parse_condition("deviceId = 'd3'").unwrap();
-        assert_eq!(r.select(&by_id), vec![3]);
+        assert_eq!(r.select(&by_id), devices(&[3]));
     }
 
     #[test]
     fn connection_count_tracks_changes() {
         let mut r = registry();
-        assert!(r.set_connected(1, true, 5));
-        assert!(!r.set_connected(1, true, 6));
-        assert!(r.set_connected(2, true, 6));
-        assert!(r.set_connected(1, false, 7));
+        assert!(r.set_connected(DeviceIdx::new(1), true, 5));
+        assert!(!r.set_connected(DeviceIdx::new(1), true, 6));
+        assert!(r.set_connected(DeviceIdx::new(2), true, 6));
+        assert!(r.set_connected(DeviceIdx::new(1), false, 7));
         assert_eq!(r.connected(), 1);
-        assert_eq!(r.get(1).unwrap().last_activity_us, 7);
+        assert_eq!(r.get(DeviceIdx::new(1)).unwrap().last_activity_us, 7);
     }
 }

@@ -176,6 +176,7 @@ pub(crate) fn planned_jobs(scenario: &Scenario) -> Vec<PlannedJob> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::DeviceIdx;
 
     #[test]
     fn ids_are_padded_to_the_cohort_width() {
@@ -230,8 +231,8 @@ twin = { desired = { fw = "2" } }
         let reg = registry(&s, Clock::start(), Shard::ALL);
         let half = registry(&s, Clock::start(), Shard::new(1, 2).unwrap());
         assert_eq!(half.len(), 1);
-        assert_eq!(half.get(0).unwrap().id.as_ref(), "a-1");
+        assert_eq!(half.get(DeviceIdx::new(0)).unwrap().id.as_ref(), "a-1");
         assert_eq!(reg.len(), 3);
-        assert_eq!(reg.get(2).unwrap().id.as_ref(), "a-2");
+        assert_eq!(reg.get(DeviceIdx::new(2)).unwrap().id.as_ref(), "a-2");
     }
 }

@@ -387,7 +387,7 @@ mod tests {
     use rumqttc::mqttbytes::v4::Subscribe;
     use serde_json::json;
 
-    const DEVICE: DeviceIdx = 4;
+    const DEVICE: DeviceIdx = DeviceIdx::new(4);
 
     fn session() -> Session {
         Session::new(DEVICE, "dev".into(), 0)
@@ -632,7 +632,7 @@ mod tests {
         s.on_hub(
             ToDevice::Desired {
                 op: Some(op),
-                device: 4,
+                device: DEVICE,
                 version: 5,
                 patch: Arc::new(json!({"fw": "2"})),
             },
