@@ -4,9 +4,9 @@
 
 pub mod api;
 pub mod auth;
-pub mod engine;
-pub mod error;
-pub mod handle;
+pub(crate) mod engine;
+pub(crate) mod error;
+pub(crate) mod handle;
 pub mod jobs;
 pub mod mqtt;
 pub mod registry;
@@ -15,5 +15,6 @@ pub mod throttle;
 pub mod twin;
 
 pub use engine::{Engine, EngineOutput};
-pub use error::{ErrorCode, HubError};
-pub use handle::{Command, DeviceCommand, Hub, HubView, JobView, TwinWrite};
+pub use error::ErrorCode;
+pub(crate) use handle::JobView;
+pub use handle::{Hub, HubView, TwinWrite};

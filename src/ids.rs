@@ -22,7 +22,7 @@ impl DeviceIdx {
     }
 
     /// The position, to index the registry or the fleet.
-    pub const fn usize(self) -> usize {
+    pub(crate) const fn usize(self) -> usize {
         self.0 as usize
     }
 }

@@ -16,17 +16,17 @@ pub struct OpId(pub u64);
 
 impl OpId {
     /// An op id from a job slot and a record position.
-    pub fn new(slot: u32, record: u32) -> Self {
+    pub(crate) fn new(slot: u32, record: u32) -> Self {
         OpId(((slot as u64) << 32) | record as u64)
     }
 
     /// The job slot.
-    pub fn slot(self) -> u32 {
+    pub(crate) fn slot(self) -> u32 {
         (self.0 >> 32) as u32
     }
 
     /// The record position.
-    pub fn record(self) -> u32 {
+    pub(crate) fn record(self) -> u32 {
         self.0 as u32
     }
 }
@@ -64,7 +64,7 @@ pub enum ToDevice {
 
 impl ToDevice {
     /// The device a message is for.
-    pub fn device(&self) -> DeviceIdx {
+    pub(crate) fn device(&self) -> DeviceIdx {
         match self {
             ToDevice::Method { device, .. } | ToDevice::Desired { device, .. } => *device,
         }

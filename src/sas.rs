@@ -245,7 +245,7 @@ pub struct Keyring {
 impl Keyring {
     /// A keyring deriving keys from `device_secret`, with the devices of `custom` keeping their
     /// own.
-    pub fn new(device_secret: Vec<u8>, custom: HashMap<String, DeviceKeys>) -> Self {
+    pub(crate) fn new(device_secret: Vec<u8>, custom: HashMap<String, DeviceKeys>) -> Self {
         Keyring {
             device_secret,
             custom: Mutex::new(custom),
@@ -253,7 +253,7 @@ impl Keyring {
     }
 
     /// The keys derived for `device_id` from the device secret.
-    pub fn derived_keys(&self, device_id: &str) -> DeviceKeys {
+    pub(crate) fn derived_keys(&self, device_id: &str) -> DeviceKeys {
         let derive = |which: &str| {
             let mut mac = HmacSha256::new_from_slice(&self.device_secret)
                 .expect("HMAC accepts keys of any length");
@@ -268,7 +268,7 @@ impl Keyring {
     }
 
     /// A device's keys: its own if it brought them, else the derived ones.
-    pub fn device_keys(&self, device_id: &str) -> DeviceKeys {
+    pub(crate) fn device_keys(&self, device_id: &str) -> DeviceKeys {
         self.custom_keys()
             .get(device_id)
             .cloned()

@@ -124,7 +124,7 @@ impl Credentials {
     }
 
     /// Checks, before any connection, that every device of `ids` has a key.
-    pub fn check<'a>(
+    pub(crate) fn check<'a>(
         &self,
         mut ids: impl Iterator<Item = &'a str>,
     ) -> Result<(), CredentialsError> {

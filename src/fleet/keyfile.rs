@@ -97,7 +97,7 @@ impl KeyFile {
     }
 
     /// The file it was read from.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -112,7 +112,7 @@ impl KeyFile {
     }
 
     /// The primary key of `device_id`, if the file has it.
-    pub fn primary_key(&self, device_id: &str) -> Option<&str> {
+    pub(crate) fn primary_key(&self, device_id: &str) -> Option<&str> {
         self.primary.get(device_id).map(String::as_str)
     }
 }

@@ -8,13 +8,13 @@
 //! rejections included, leaves as IoT Hub's error body with an `iothub-errorcode` header
 //! ([`errors`]).
 
-pub mod call;
-pub mod devices;
-pub mod errors;
-pub mod jobs;
-pub mod metrics;
-pub mod query;
-pub mod twins;
+pub(crate) mod call;
+pub(crate) mod devices;
+pub(crate) mod errors;
+pub(crate) mod jobs;
+pub(crate) mod metrics;
+pub(crate) mod query;
+pub(crate) mod twins;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,7 +42,7 @@ use crate::hub::{Hub, HubView};
 use errors::ApiError;
 
 /// The `api-version`s IoT Hub has published for the service API; others are refused (400001).
-pub const API_VERSIONS: &[&str] = &[
+pub(crate) const API_VERSIONS: &[&str] = &[
     "2016-02-03",
     "2016-11-14",
     "2017-06-30",
@@ -65,7 +65,7 @@ pub const API_VERSIONS: &[&str] = &[
 /// Largest request body, except the bulk registry call.
 pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// Largest bulk registry request (a large fleet in one call).
-pub const BULK_BODY_LIMIT: usize = 64 * 1024 * 1024;
+pub(crate) const BULK_BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// How long a connection may take for its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections get to finish at shutdown.
@@ -75,15 +75,15 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Api {
     /// The job engine.
-    pub hub: Hub,
+    pub(crate) hub: Hub,
     /// Policies and device keys.
-    pub auth: Arc<Authority>,
+    pub(crate) auth: Arc<Authority>,
     /// Where device keys are persisted.
-    pub state: StateDir,
+    pub(crate) state: StateDir,
     /// Time, for token expiry, throttling and error time stamps.
-    pub clock: Clock,
+    pub(crate) clock: Clock,
     /// The engine's published view, for `/metrics`.
-    pub view: watch::Receiver<Arc<HubView>>,
+    pub(crate) view: watch::Receiver<Arc<HubView>>,
     limiter: Arc<RateLimiter>,
     cursors: query::Cursors,
     latency: metrics::Latency,
@@ -112,7 +112,7 @@ impl Api {
     }
 
     /// Checks the `api-version` and the SAS token of a call needing `access`.
-    pub fn admit(
+    pub(crate) fn admit(
         &self,
         headers: &HeaderMap,
         params: &HashMap<String, String>,
@@ -144,13 +144,13 @@ impl Api {
 
     /// Counts a call (`cost` of them: 4 KB chunks for direct methods) against the tier's
     /// allowance for `op` (429001 past it).
-    pub fn meter(&self, op: Metered, cost: f64) -> Result<(), ApiError> {
+    pub(crate) fn meter(&self, op: Metered, cost: f64) -> Result<(), ApiError> {
         Ok(self.limiter.take(op, cost, self.clock.now_us())?)
     }
 }
 
 /// Parses a request body as JSON (400 ArgumentInvalid naming the problem otherwise).
-pub fn body_json(bytes: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn body_json(bytes: &[u8]) -> Result<Value, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(HubError::invalid("the request body is empty; expected JSON").into());
     }

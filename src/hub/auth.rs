@@ -13,7 +13,7 @@ use crate::sas::{malformed, random_key, AuthError, DeviceKeys, Keyring, SasToken
 
 /// One permission a shared access policy may grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Permission {
+pub(crate) enum Permission {
     /// Read the identity registry.
     RegistryRead,
     /// Write the identity registry.
@@ -32,7 +32,7 @@ impl fmt::Display for Permission {
 
 /// A service operation's need, checked against a policy's permissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// Read twins, jobs and query results: RegistryRead or ServiceConnect.
     Read,
     /// Write twins: RegistryWrite or ServiceConnect.
@@ -47,7 +47,7 @@ pub enum Access {
 
 impl Access {
     /// The permissions that each allow this access.
-    pub fn any_of(self) -> &'static [Permission] {
+    pub(crate) fn any_of(self) -> &'static [Permission] {
         use Permission::*;
         match self {
             Access::Read => &[RegistryRead, ServiceConnect],
@@ -72,13 +72,13 @@ impl Access {
 #[serde(rename_all = "camelCase")]
 pub struct Policy {
     /// The policy name (`skn`), e.g. `iothubowner`.
-    pub key_name: String,
+    pub(crate) key_name: String,
     /// Base64 primary key.
     pub primary_key: String,
     /// Base64 secondary key.
     pub secondary_key: String,
     /// What it allows.
-    pub rights: Vec<Permission>,
+    pub(crate) rights: Vec<Permission>,
 }
 
 /// The policies IoT Hub creates with every hub, with fresh random keys.

@@ -74,11 +74,11 @@ fn metrics_slot(s: SlotIdx) -> JobSlot {
 /// What the engine hands back when it stops.
 pub struct EngineOutput {
     /// Every measurement.
-    pub recorder: Recorder,
+    pub(crate) recorder: Recorder,
     /// The jobs as reported.
     pub jobs: Vec<JobReport>,
     /// Devices in the registry at the end.
-    pub devices: u64,
+    pub(crate) devices: u64,
 }
 
 /// The job engine's state.

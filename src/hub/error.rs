@@ -65,7 +65,7 @@ impl ErrorCode {
     }
 
     /// The PascalCase name sent in `iothub-errorcode`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ErrorCode::InvalidProtocolVersion => "InvalidProtocolVersion",
             ErrorCode::ArgumentInvalid => "ArgumentInvalid",
@@ -91,12 +91,12 @@ pub struct HubError {
     /// What kind of failure, as IoT Hub names it.
     pub code: ErrorCode,
     /// What went wrong, naming the offending value and what would be accepted.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl HubError {
     /// An error with `code` and `message`.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         HubError {
             code,
             message: message.into(),
@@ -104,7 +104,7 @@ impl HubError {
     }
 
     /// 400004 ArgumentInvalid.
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         HubError::new(ErrorCode::ArgumentInvalid, message)
     }
 }

@@ -11,10 +11,10 @@ use crate::hub::twin::{Object, Twin};
 use crate::ids::DeviceIdx;
 use crate::link::OpId;
 use crate::metrics::MetricsSnapshot;
-use crate::report::{DeviceJobStatistics, JobReport};
+use crate::report::DeviceJobStatistics;
 
 /// A reply channel.
-pub type Reply<T> = oneshot::Sender<Result<T, HubError>>;
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, HubError>>;
 
 /// What a twin write changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +60,6 @@ pub enum Command {
     AddDevice(String, Box<Twin>, Reply<Value>),
     /// Remove a device identity; answers the removed twin.
     RemoveDevice(String, Reply<Value>),
-    /// The jobs as the run report shows them.
-    Report(Reply<Vec<JobReport>>),
     /// A device transport's requests (the MQTT endpoint).
     Device(DeviceCommand),
 }
@@ -125,7 +123,7 @@ impl Hub {
     }
 
     /// Lists jobs.
-    pub async fn list_jobs(
+    pub(crate) async fn list_jobs(
         &self,
         job_type: Option<&'static str>,
         status: Option<JobStatus>,
@@ -172,35 +170,30 @@ impl Hub {
     }
 
     /// Adds a device.
-    pub async fn add_device(&self, id: &str, twin: Twin) -> Result<Value, HubError> {
+    pub(crate) async fn add_device(&self, id: &str, twin: Twin) -> Result<Value, HubError> {
         self.ask(|r| Command::AddDevice(id.to_owned(), Box::new(twin), r))
             .await
     }
 
     /// Removes a device.
-    pub async fn remove_device(&self, id: &str) -> Result<Value, HubError> {
+    pub(crate) async fn remove_device(&self, id: &str) -> Result<Value, HubError> {
         self.ask(|r| Command::RemoveDevice(id.to_owned(), r)).await
     }
 
-    /// The jobs for the run report.
-    pub async fn report(&self) -> Result<Vec<JobReport>, HubError> {
-        self.ask(Command::Report).await
-    }
-
     /// The registry index of a device.
-    pub async fn device_index(&self, id: &str) -> Result<DeviceIdx, HubError> {
+    pub(crate) async fn device_index(&self, id: &str) -> Result<DeviceIdx, HubError> {
         self.ask(|r| Command::Device(DeviceCommand::Lookup(id.to_owned(), r)))
             .await
     }
 
     /// A device's twin as the device sees it.
-    pub async fn device_twin(&self, device: DeviceIdx) -> Result<Value, HubError> {
+    pub(crate) async fn device_twin(&self, device: DeviceIdx) -> Result<Value, HubError> {
         self.ask(|r| Command::Device(DeviceCommand::Twin(device, r)))
             .await
     }
 
     /// Applies a device's reported patch; answers the new reported `$version`.
-    pub async fn report_properties(
+    pub(crate) async fn report_properties(
         &self,
         device: DeviceIdx,
         patch: Object,
@@ -222,19 +215,19 @@ impl Hub {
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobView {
     /// The job id.
-    pub id: String,
+    pub(crate) id: String,
     /// The wire type.
-    pub job_type: &'static str,
+    pub(crate) job_type: &'static str,
     /// The status.
-    pub status: JobStatus,
+    pub(crate) status: JobStatus,
     /// Device counts.
     pub stats: DeviceJobStatistics,
     /// Makespan so far, ms.
-    pub makespan_ms: f64,
+    pub(crate) makespan_ms: f64,
     /// Terminal device operations per second so far.
-    pub ops_per_s: f64,
+    pub(crate) ops_per_s: f64,
     /// Failures by cause.
-    pub errors: ErrorCounts,
+    pub(crate) errors: ErrorCounts,
 }
 
 /// What the engine publishes every 100 ms (behind an `Arc`, so readers share it without copying):
@@ -242,15 +235,15 @@ pub struct JobView {
 #[derive(Debug, Clone)]
 pub struct HubView {
     /// Clock reading of the snapshot.
-    pub now_us: Micros,
+    pub(crate) now_us: Micros,
     /// Devices in the registry.
-    pub devices: u64,
+    pub(crate) devices: u64,
     /// Devices connected.
     pub connected: u64,
     /// Jobs in creation order.
     pub jobs: Vec<JobView>,
     /// Histograms and throughput.
-    pub metrics: MetricsSnapshot,
+    pub(crate) metrics: MetricsSnapshot,
 }
 
 impl Default for HubView {

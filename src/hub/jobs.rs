@@ -94,7 +94,7 @@ pub enum JobStatus {
 
 impl JobStatus {
     /// The wire name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",
             JobStatus::Scheduled => "scheduled",
@@ -106,7 +106,7 @@ impl JobStatus {
     }
 
     /// Parses a wire name, case-insensitively (`pending` and `enqueued` mean queued).
-    pub fn parse(text: &str) -> Option<JobStatus> {
+    pub(crate) fn parse(text: &str) -> Option<JobStatus> {
         Some(match text.to_ascii_lowercase().as_str() {
             "queued" | "pending" | "enqueued" => JobStatus::Queued,
             "scheduled" => JobStatus::Scheduled,
@@ -119,7 +119,7 @@ impl JobStatus {
     }
 
     /// Whether the job has ended.
-    pub fn is_terminal(self) -> bool {
+    pub(crate) fn is_terminal(self) -> bool {
         matches!(
             self,
             JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
@@ -156,7 +156,7 @@ pub(crate) enum DeviceStatus {
 
 impl DeviceStatus {
     /// The wire name (single l in `canceled`).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             DeviceStatus::Pending => "pending",
             DeviceStatus::Scheduled => "scheduled",
@@ -168,7 +168,7 @@ impl DeviceStatus {
     }
 
     /// Whether the operation has ended.
-    pub fn is_terminal(self) -> bool {
+    pub(crate) fn is_terminal(self) -> bool {
         matches!(
             self,
             DeviceStatus::Completed | DeviceStatus::Failed | DeviceStatus::Canceled
@@ -198,21 +198,21 @@ pub(crate) enum DeviceError {
 #[derive(Debug, Clone)]
 pub(crate) struct DeviceRecord {
     /// The device id.
-    pub device_id: Arc<str>,
+    pub(crate) device_id: Arc<str>,
     /// The registry index.
-    pub device: DeviceIdx,
+    pub(crate) device: DeviceIdx,
     /// Status.
-    pub status: DeviceStatus,
+    pub(crate) status: DeviceStatus,
     /// Error cause when failed.
-    pub error: DeviceError,
+    pub(crate) error: DeviceError,
     /// The device's method status (valid once answered).
-    pub method_status: i32,
+    pub(crate) method_status: i32,
     /// When the operation was meant to happen (job start or throttle slot).
-    pub scheduled_us: Micros,
+    pub(crate) scheduled_us: Micros,
     /// When it was dispatched (0 until then).
-    pub start_us: Micros,
+    pub(crate) start_us: Micros,
     /// When it ended (0 until then).
-    pub end_us: Micros,
+    pub(crate) end_us: Micros,
     /// The device's answer payload.
     pub payload: Option<Box<Value>>,
 }
@@ -221,42 +221,42 @@ pub(crate) struct DeviceRecord {
 #[derive(Debug)]
 pub(crate) struct Job {
     /// The checked request.
-    pub request: JobRequest,
+    pub(crate) request: JobRequest,
     /// Status.
-    pub status: JobStatus,
+    pub(crate) status: JobStatus,
     /// When it was created.
-    pub created_us: Micros,
+    pub(crate) created_us: Micros,
     /// When it is to start (clock time).
-    pub start_us: Micros,
+    pub(crate) start_us: Micros,
     /// When it ended.
-    pub end_us: Option<Micros>,
+    pub(crate) end_us: Option<Micros>,
     /// When its last device operation ended.
-    pub last_done_us: Micros,
+    pub(crate) last_done_us: Micros,
     /// Why it failed.
-    pub failure_reason: Option<String>,
+    pub(crate) failure_reason: Option<String>,
     /// A human status message.
-    pub status_message: Option<String>,
+    pub(crate) status_message: Option<String>,
     /// Device counts.
     pub stats: DeviceJobStatistics,
     /// One record per target device, in target order.
-    pub records: Vec<DeviceRecord>,
+    pub(crate) records: Vec<DeviceRecord>,
     /// Failures by cause (for dashboards and reports).
-    pub errors: ErrorCounts,
+    pub(crate) errors: ErrorCounts,
 }
 
 /// Failure counts by cause.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ErrorCounts {
+pub(crate) struct ErrorCounts {
     /// 404103.
-    pub offline: u64,
+    pub(crate) offline: u64,
     /// 504101.
-    pub timeout: u64,
+    pub(crate) timeout: u64,
     /// Not reached before max execution time.
-    pub expired: u64,
+    pub(crate) expired: u64,
     /// Refused updates or deleted devices.
-    pub rejected: u64,
+    pub(crate) rejected: u64,
     /// Device status codes outside 2xx, with counts.
-    pub by_status: Vec<(i32, u64)>,
+    pub(crate) by_status: Vec<(i32, u64)>,
 }
 
 impl ErrorCounts {

@@ -7,8 +7,8 @@
 //! - [`conn`]: a new connection's task: TLS, CONNECT and authentication, then hand-over.
 //! - [`pump`]: the thread that serves every established connection from one poller.
 
-pub mod conn;
-pub mod pump;
+pub(crate) mod conn;
+pub(crate) mod pump;
 pub mod session;
 
 use std::collections::HashMap;
@@ -30,14 +30,14 @@ use crate::ids::DeviceIdx;
 use crate::link::{DeviceLink, FromDevice, ToDevice};
 
 /// Largest packet a device may send: IoT Hub's 256 KB message limit plus topic and headers.
-pub const MAX_PACKET: usize = 256 * 1024 + 4096;
+pub(crate) const MAX_PACKET: usize = 256 * 1024 + 4096;
 
 /// The live sessions, by device (their generations), and the [`pump`] that serves them: the
 /// [`MqttLink`] sends a device's messages there when the device has a session.
 ///
 /// A `std::sync::Mutex`, never held across an `.await`, taken once per engine batch.
 #[derive(Default)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     by_device: Mutex<HashMap<DeviceIdx, u64>>,
     next_gen: AtomicU64,
     pump: OnceLock<pump::PumpHandle>,
@@ -69,16 +69,6 @@ impl Sessions {
         self.pump.get()
     }
 
-    /// Devices with a session now.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether no device is connected.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceIdx, u64>> {
         // A poisoned lock only means a panic elsewhere; the map itself is always consistent.
         self.by_device.lock().unwrap_or_else(|e| e.into_inner())
@@ -87,7 +77,7 @@ impl Sessions {
 
 /// The engine's link when an MQTT endpoint runs: messages for a device with an MQTT session
 /// go to that session, the others to `fallback` (the in-process fleet), if any.
-pub struct MqttLink {
+pub(crate) struct MqttLink {
     buf: Vec<ToDevice>,
     sessions: Arc<Sessions>,
     fallback: Option<Box<dyn DeviceLink>>,
@@ -95,7 +85,7 @@ pub struct MqttLink {
 
 impl MqttLink {
     /// A link routing to `sessions`, and to `fallback` for devices without one.
-    pub fn new(sessions: Arc<Sessions>, fallback: Option<Box<dyn DeviceLink>>) -> Self {
+    pub(crate) fn new(sessions: Arc<Sessions>, fallback: Option<Box<dyn DeviceLink>>) -> Self {
         MqttLink {
             buf: Vec::new(),
             sessions,
@@ -134,31 +124,31 @@ impl DeviceLink for MqttLink {
 }
 
 /// What every connection of the endpoint shares.
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// The job engine.
-    pub hub: Hub,
+    pub(crate) hub: Hub,
     /// Where device messages go (the engine's device channel).
-    pub to_engine: mpsc::UnboundedSender<Vec<FromDevice>>,
+    pub(crate) to_engine: mpsc::UnboundedSender<Vec<FromDevice>>,
     /// The live sessions.
-    pub sessions: Arc<Sessions>,
+    pub(crate) sessions: Arc<Sessions>,
     /// The hub's keys: CONNECT passwords are SAS tokens it verifies.
-    pub auth: Arc<Authority>,
+    pub(crate) auth: Arc<Authority>,
     /// The run's clock.
-    pub clock: Clock,
+    pub(crate) clock: Clock,
     /// The tier's allowances: twin reads and reported patches are metered (429 past them).
-    pub limiter: Arc<RateLimiter>,
+    pub(crate) limiter: Arc<RateLimiter>,
 }
 
 impl Endpoint {
     /// Counts one `op` of a device against the tier's allowance (429001 past it).
-    pub fn meter(&self, op: Metered) -> Result<(), HubError> {
+    pub(crate) fn meter(&self, op: Metered) -> Result<(), HubError> {
         self.limiter.take(op, 1.0, self.clock.now_us())
     }
 }
 
 /// Accepts MQTT connections on `listener` (over TLS when `tls` is given) until `shutdown`,
 /// then closes every session and returns.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     endpoint: Arc<Endpoint>,
@@ -206,7 +196,7 @@ pub struct Listen {
 }
 
 /// A running endpoint: its bound addresses and its listener tasks.
-pub struct Running {
+pub(crate) struct Running {
     /// The bound TCP address, if any.
     pub plain: Option<SocketAddr>,
     /// The bound TLS address, if any.
@@ -216,7 +206,7 @@ pub struct Running {
 
 impl Running {
     /// Waits for the listeners (and their sessions) to end after shutdown.
-    pub async fn join(self) {
+    pub(crate) async fn join(self) {
         for t in self.tasks {
             let _ = t.await;
         }
@@ -225,7 +215,7 @@ impl Running {
 
 /// Why the endpoint cannot start.
 #[derive(Debug, thiserror::Error)]
-pub enum EndpointError {
+pub(crate) enum EndpointError {
     /// The pump thread or its poller could not start.
     #[error("cannot start the MQTT endpoint's event loop: {0}")]
     Pump(std::io::Error),
@@ -243,7 +233,7 @@ pub enum EndpointError {
 }
 
 /// Binds the listeners of `listen` and serves them until `shutdown`.
-pub async fn start(
+pub(crate) async fn start(
     listen: &Listen,
     tls: Option<tokio_rustls::TlsAcceptor>,
     endpoint: Arc<Endpoint>,

@@ -19,25 +19,25 @@ use crate::ids::DeviceIdx;
 
 /// One device identity with its twin.
 #[derive(Debug, Clone)]
-pub struct DeviceEntry {
+pub(crate) struct DeviceEntry {
     /// The device id.
-    pub id: Arc<str>,
+    pub(crate) id: Arc<str>,
     /// `status`: enabled devices may connect.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// `connectionState`.
     pub connected: bool,
     /// `lastActivityTime`.
-    pub last_activity_us: Micros,
+    pub(crate) last_activity_us: Micros,
     /// The twin.
-    pub twin: Twin,
+    pub(crate) twin: Twin,
 }
 
 /// A device seen through the query language.
-pub struct TwinDoc<'a> {
+pub(crate) struct TwinDoc<'a> {
     /// The device.
-    pub entry: &'a DeviceEntry,
+    pub(crate) entry: &'a DeviceEntry,
     /// For the time fields.
-    pub clock: &'a Clock,
+    pub(crate) clock: &'a Clock,
 }
 
 fn walk<'a>(obj: &'a Object, path: &[&str]) -> Option<Cow<'a, Value>> {
@@ -218,32 +218,27 @@ impl Registry {
     }
 
     /// The index of a device id, or 404001.
-    pub fn lookup(&self, id: &str) -> Result<DeviceIdx, HubError> {
+    pub(crate) fn lookup(&self, id: &str) -> Result<DeviceIdx, HubError> {
         self.by_id.get(id).copied().ok_or_else(|| not_found(id))
     }
 
     /// A device by index (None once deleted).
-    pub fn get(&self, idx: DeviceIdx) -> Option<&DeviceEntry> {
+    pub(crate) fn get(&self, idx: DeviceIdx) -> Option<&DeviceEntry> {
         self.devices.get(idx.usize()).and_then(Option::as_ref)
     }
 
     /// The number of live devices.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_id.len()
     }
 
-    /// Whether the registry has no devices.
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
-
     /// Devices connected now.
-    pub fn connected(&self) -> u64 {
+    pub(crate) fn connected(&self) -> u64 {
         self.connected
     }
 
     /// All live devices in index order.
-    pub fn iter(&self) -> impl Iterator<Item = (DeviceIdx, &DeviceEntry)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (DeviceIdx, &DeviceEntry)> {
         self.devices
             .iter()
             .enumerate()
@@ -251,7 +246,7 @@ impl Registry {
     }
 
     /// A query view of a device.
-    pub fn doc(&self, idx: DeviceIdx) -> Option<TwinDoc<'_>> {
+    pub(crate) fn doc(&self, idx: DeviceIdx) -> Option<TwinDoc<'_>> {
         self.get(idx).map(|entry| TwinDoc {
             entry,
             clock: &self.clock,
@@ -284,7 +279,7 @@ impl Registry {
     }
 
     /// Changes a twin through `change`, keeping the indexes current. On error nothing changes.
-    pub fn update_twin<T>(
+    pub(crate) fn update_twin<T>(
         &mut self,
         idx: DeviceIdx,
         change: impl FnOnce(&mut Twin) -> Result<T, HubError>,

@@ -19,9 +19,9 @@ use crate::sas::{random_key, DeviceKeys};
 use crate::tls::{self, TlsError, TlsMaterial};
 
 /// The policy and secret file.
-pub const KEYS_FILE: &str = "keys.json";
+pub(crate) const KEYS_FILE: &str = "keys.json";
 /// Devices with their own keys.
-pub const DEVICES_FILE: &str = "devices.json";
+pub(crate) const DEVICES_FILE: &str = "devices.json";
 
 /// Why the state directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +78,7 @@ impl StateDir {
     }
 
     /// The directory.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -138,7 +138,10 @@ impl StateDir {
     }
 
     /// Saves the devices that have their own keys.
-    pub fn save_device_keys(&self, keys: &HashMap<String, DeviceKeys>) -> Result<(), StateError> {
+    pub(crate) fn save_device_keys(
+        &self,
+        keys: &HashMap<String, DeviceKeys>,
+    ) -> Result<(), StateError> {
         self.write_json(DEVICES_FILE, keys)
     }
 

@@ -73,7 +73,7 @@ impl Limits {
     };
 
     /// Job device operations per second, hub-wide (None: unlimited).
-    pub fn device_ops_per_s(&self) -> Option<f64> {
+    pub(crate) fn device_ops_per_s(&self) -> Option<f64> {
         let units = self.units.max(1) as f64;
         match self.tier {
             Tier::Unlimited => None,
@@ -84,7 +84,7 @@ impl Limits {
     }
 
     /// Jobs that may be active (not terminal) at once (None: unlimited).
-    pub fn concurrent_jobs(&self) -> Option<usize> {
+    pub(crate) fn concurrent_jobs(&self) -> Option<usize> {
         match self.tier {
             Tier::Unlimited => None,
             Tier::F1 | Tier::S1 => Some(1),
@@ -94,7 +94,7 @@ impl Limits {
     }
 
     /// The allowance of `op` (None: unlimited), from the quota table.
-    pub fn allowance(&self, op: Metered) -> Option<Allowance> {
+    pub(crate) fn allowance(&self, op: Metered) -> Option<Allowance> {
         let units = self.units.max(1) as f64;
         let (per_window, window_s) = match (self.tier, op) {
             (Tier::Unlimited, _) => return None,
@@ -123,7 +123,7 @@ impl Limits {
 /// The service calls a tier meters, beside job device operations (paced by [`Pacer`]).
 /// Declared in the order of [`Metered::ALL`], which indexes the limiter's buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Metered {
+pub(crate) enum Metered {
     /// Job create, get, list and cancel.
     JobApi,
     /// Device queries (each page asked for).
@@ -158,11 +158,11 @@ impl Metered {
 
 /// How much of one kind of call a hub allows: `per_window` every `window_s` seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Allowance {
+pub(crate) struct Allowance {
     /// Calls (or chunks) per window.
-    pub per_window: f64,
+    pub(crate) per_window: f64,
     /// The window, seconds (60 for per-minute quotas, 1 for per-second ones).
-    pub window_s: f64,
+    pub(crate) window_s: f64,
 }
 
 /// Token buckets over the [`Metered`] calls: each holds one window's allowance and refills
@@ -177,7 +177,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// The buckets of `limits`, full.
-    pub fn new(limits: Limits) -> Self {
+    pub(crate) fn new(limits: Limits) -> Self {
         RateLimiter {
             limits,
             buckets: Metered::ALL
@@ -186,7 +186,7 @@ impl RateLimiter {
     }
 
     /// Takes `cost` tokens of `op` at `now`, or refuses with 429001.
-    pub fn take(&self, op: Metered, cost: f64, now: Micros) -> Result<(), HubError> {
+    pub(crate) fn take(&self, op: Metered, cost: f64, now: Micros) -> Result<(), HubError> {
         let Some(a) = self.limits.allowance(op) else {
             return Ok(());
         };
@@ -223,14 +223,14 @@ impl RateLimiter {
 /// latency, not hidden). Idle time is not banked: a burst after a pause still goes one slot at
 /// a time.
 #[derive(Debug, Clone)]
-pub struct Pacer {
+pub(crate) struct Pacer {
     interval_us: f64,
     next_slot_us: f64,
 }
 
 impl Pacer {
     /// A pacer for `per_s` operations per second.
-    pub fn new(per_s: f64) -> Self {
+    pub(crate) fn new(per_s: f64) -> Self {
         Pacer {
             interval_us: 1_000_000.0 / per_s,
             next_slot_us: 0.0,
@@ -239,7 +239,7 @@ impl Pacer {
 
     /// Takes the next slot if it is open at `now`; returns the slot's time. `ready_us` is the
     /// earliest time the operation itself could run (its job's start).
-    pub fn take(&mut self, now: Micros, ready_us: Micros) -> Option<Micros> {
+    pub(crate) fn take(&mut self, now: Micros, ready_us: Micros) -> Option<Micros> {
         let slot = self.next_slot_us.max(ready_us as f64);
         if slot > now as f64 {
             return None;
@@ -249,7 +249,7 @@ impl Pacer {
     }
 
     /// When the next slot opens, given work ready at `ready_us`.
-    pub fn next_open(&self, ready_us: Micros) -> Micros {
+    pub(crate) fn next_open(&self, ready_us: Micros) -> Micros {
         self.next_slot_us.max(ready_us as f64).ceil() as Micros
     }
 }

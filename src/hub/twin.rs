@@ -14,28 +14,28 @@ use crate::clock::{Clock, Micros};
 use crate::hub::error::HubError;
 
 /// A JSON object.
-pub type Object = Map<String, Value>;
+pub(crate) type Object = Map<String, Value>;
 
 /// Size limits per section, in bytes of compact JSON.
-pub const TAGS_LIMIT: usize = 8 * 1024;
+pub(crate) const TAGS_LIMIT: usize = 8 * 1024;
 /// Desired properties limit.
-pub const DESIRED_LIMIT: usize = 32 * 1024;
+pub(crate) const DESIRED_LIMIT: usize = 32 * 1024;
 /// Reported properties limit.
-pub const REPORTED_LIMIT: usize = 32 * 1024;
+pub(crate) const REPORTED_LIMIT: usize = 32 * 1024;
 /// Deepest nesting allowed in tags and properties.
-pub const MAX_DEPTH: usize = 10;
+pub(crate) const MAX_DEPTH: usize = 10;
 /// Longest key, in bytes.
-pub const MAX_KEY_LEN: usize = 1024;
+pub(crate) const MAX_KEY_LEN: usize = 1024;
 
 /// One properties section (desired or reported) with its own version.
 #[derive(Debug, Clone)]
 pub struct Section {
     /// The properties, shared copy-on-write.
-    pub props: Arc<Object>,
+    pub(crate) props: Arc<Object>,
     /// `$version`: bumped by every patch to this section.
-    pub version: u64,
+    pub(crate) version: u64,
     /// When the section last changed (`$metadata.$lastUpdated`).
-    pub updated_us: Micros,
+    pub(crate) updated_us: Micros,
 }
 
 impl Section {
@@ -48,7 +48,7 @@ impl Section {
     }
 
     /// The section as the twin shows it, with `$metadata` and `$version`.
-    pub fn to_json(&self, clock: &Clock) -> Value {
+    pub(crate) fn to_json(&self, clock: &Clock) -> Value {
         let mut out = (*self.props).clone();
         out.insert(
             "$metadata".into(),
@@ -59,7 +59,7 @@ impl Section {
     }
 
     /// The section for the MQTT twin GET answer: properties and `$version`, no metadata.
-    pub fn to_device_json(&self) -> Value {
+    pub(crate) fn to_device_json(&self) -> Value {
         let mut out = (*self.props).clone();
         out.insert("$version".into(), json!(self.version));
         Value::Object(out)
@@ -87,13 +87,13 @@ pub struct Twin {
     /// Tags, set by the back end only.
     pub tags: Arc<Object>,
     /// When the tags last changed.
-    pub tags_updated_us: Micros,
+    pub(crate) tags_updated_us: Micros,
     /// `properties.desired`.
     pub desired: Section,
     /// `properties.reported`.
-    pub reported: Section,
+    pub(crate) reported: Section,
     /// The twin's version: bumped by every change to any part.
-    pub version: u64,
+    pub(crate) version: u64,
 }
 
 impl Twin {
@@ -109,18 +109,18 @@ impl Twin {
     }
 
     /// The etag, derived from the version as IoT Hub does (base64 of the big-endian number).
-    pub fn etag(&self) -> String {
+    pub(crate) fn etag(&self) -> String {
         base64::engine::general_purpose::STANDARD.encode(self.version.to_be_bytes())
     }
 
     /// Whether an `If-Match` value (quoted or not; `*` matches all) matches this twin.
-    pub fn etag_matches(&self, if_match: &str) -> bool {
+    pub(crate) fn etag_matches(&self, if_match: &str) -> bool {
         let bare = if_match.trim().trim_matches('"');
         bare == "*" || bare == self.etag()
     }
 
     /// Merges a patch into the tags (`null` deletes).
-    pub fn patch_tags(&mut self, patch: &Object, now: Micros) -> Result<(), HubError> {
+    pub(crate) fn patch_tags(&mut self, patch: &Object, now: Micros) -> Result<(), HubError> {
         let merged = merged_checked(&self.tags, patch, "tags", TAGS_LIMIT)?;
         self.tags = Arc::new(merged);
         self.tags_updated_us = now;
@@ -129,7 +129,7 @@ impl Twin {
     }
 
     /// Merges a patch into the desired properties; returns the new desired `$version`.
-    pub fn patch_desired(&mut self, patch: &Object, now: Micros) -> Result<u64, HubError> {
+    pub(crate) fn patch_desired(&mut self, patch: &Object, now: Micros) -> Result<u64, HubError> {
         patch_section(
             &mut self.desired,
             patch,
@@ -142,7 +142,7 @@ impl Twin {
     }
 
     /// Merges a patch into the reported properties; returns the new reported `$version`.
-    pub fn patch_reported(&mut self, patch: &Object, now: Micros) -> Result<u64, HubError> {
+    pub(crate) fn patch_reported(&mut self, patch: &Object, now: Micros) -> Result<u64, HubError> {
         patch_section(
             &mut self.reported,
             patch,
@@ -155,7 +155,12 @@ impl Twin {
     }
 
     /// Replaces tags and desired properties (`PUT /twins/{id}`).
-    pub fn replace(&mut self, tags: Object, desired: Object, now: Micros) -> Result<(), HubError> {
+    pub(crate) fn replace(
+        &mut self,
+        tags: Object,
+        desired: Object,
+        now: Micros,
+    ) -> Result<(), HubError> {
         validate_section(&tags, "tags", TAGS_LIMIT)?;
         validate_section(&desired, "properties.desired", DESIRED_LIMIT)?;
         self.tags = Arc::new(tags);
@@ -197,7 +202,7 @@ fn merged_checked(
 }
 
 /// JSON merge patch: objects merge recursively, `null` deletes, anything else replaces.
-pub fn merge_patch(target: &mut Object, patch: &Object) {
+pub(crate) fn merge_patch(target: &mut Object, patch: &Object) {
     for (key, value) in patch {
         match value {
             Value::Null => {
@@ -219,7 +224,7 @@ pub fn merge_patch(target: &mut Object, patch: &Object) {
 }
 
 /// Checks a whole section (no nulls allowed) and its size.
-pub fn validate_section(obj: &Object, what: &str, limit: usize) -> Result<(), HubError> {
+pub(crate) fn validate_section(obj: &Object, what: &str, limit: usize) -> Result<(), HubError> {
     validate_object(obj, what, 1, false)?;
     check_size(obj, what, limit)
 }

@@ -17,18 +17,18 @@ use super::errors::ApiError;
 use super::Api;
 
 /// An admitted call needing the access `A` names.
-pub struct Call<A> {
+pub(crate) struct Call<A> {
     /// The API's shared state.
-    pub api: Arc<Api>,
+    pub(crate) api: Arc<Api>,
     /// The request headers (paging, `If-Match`).
-    pub headers: HeaderMap,
+    pub(crate) headers: HeaderMap,
     /// The query parameters (`api-version`, paging, filters).
-    pub params: HashMap<String, String>,
+    pub(crate) params: HashMap<String, String>,
     access: PhantomData<A>,
 }
 
 /// The access a [`Call`] needs, named by a type.
-pub trait Needs {
+pub(crate) trait Needs {
     /// The access.
     const ACCESS: Access;
 }
@@ -36,7 +36,7 @@ pub trait Needs {
 macro_rules! needs {
     ($($(#[$doc:meta])* $name:ident;)*) => {$(
         $(#[$doc])*
-        pub struct $name;
+        pub(crate) struct $name;
         impl Needs for $name {
             const ACCESS: Access = Access::$name;
         }

@@ -27,9 +27,9 @@ use super::errors::ApiError;
 use super::{body_json, Api};
 
 /// Devices one bulk call may carry.
-pub const BULK_LIMIT: usize = 100_000;
+pub(crate) const BULK_LIMIT: usize = 100_000;
 /// Devices a listing answers at most.
-pub const LIST_LIMIT: usize = 1000;
+pub(crate) const LIST_LIMIT: usize = 1000;
 
 /// The Device document IoT Hub answers, built from the twin and the keys.
 fn device_json(twin: &Value, keys: &DeviceKeys) -> Value {
@@ -150,7 +150,7 @@ impl Api {
 }
 
 /// `PUT /devices/{id}`: creates a device, or with `If-Match` updates its keys.
-pub async fn put(
+pub(crate) async fn put(
     Path(id): Path<String>,
     Call { api, headers, .. }: Call<RegistryWrite>,
     body: Bytes,
@@ -193,7 +193,7 @@ pub async fn put(
 }
 
 /// `GET /devices/{id}`.
-pub async fn get(
+pub(crate) async fn get(
     Path(id): Path<String>,
     Call { api, .. }: Call<RegistryRead>,
 ) -> Result<Json<Value>, ApiError> {
@@ -202,7 +202,7 @@ pub async fn get(
 }
 
 /// `DELETE /devices/{id}`: 204.
-pub async fn delete(
+pub(crate) async fn delete(
     Path(id): Path<String>,
     Call { api, .. }: Call<RegistryWrite>,
 ) -> Result<StatusCode, ApiError> {
@@ -211,7 +211,9 @@ pub async fn delete(
 }
 
 /// `GET /devices[?top=N]`: the first devices of the registry.
-pub async fn list(Call { api, params, .. }: Call<RegistryRead>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn list(
+    Call { api, params, .. }: Call<RegistryRead>,
+) -> Result<Json<Value>, ApiError> {
     let top = match params.get("top") {
         None => LIST_LIMIT,
         Some(t) => t
@@ -238,7 +240,7 @@ pub async fn list(Call { api, params, .. }: Call<RegistryRead>) -> Result<Json<V
 
 /// `POST /devices`: bulk create or delete. 200 when every device succeeded, else 400 with the
 /// per-device errors (as IoT Hub's BulkRegistryOperationResult).
-pub async fn bulk(
+pub(crate) async fn bulk(
     Call { api, .. }: Call<RegistryWrite>,
     body: Bytes,
 ) -> Result<Response, ApiError> {

@@ -22,7 +22,7 @@ use super::Api;
 
 /// A failed call, before it is rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     name: &'static str,
     message: String,
@@ -30,7 +30,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with an explicit status and IoT Hub name.
-    pub fn new(status: StatusCode, name: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, name: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             name,
@@ -39,12 +39,12 @@ impl ApiError {
     }
 
     /// The IoT Hub error name.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         self.name
     }
 
     /// The text for people.
-    pub fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         &self.message
     }
 }
@@ -74,7 +74,7 @@ impl IntoResponse for ApiError {
 }
 
 /// The fallback for paths the API does not have.
-pub async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+pub(crate) async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "IotHubNotFound",
@@ -86,7 +86,7 @@ pub async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
 }
 
 /// Middleware around every call: times it for `/metrics` and renders errors.
-pub async fn finish(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+pub(crate) async fn finish(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
     // The route template (`/jobs/v2/{id}`), not the path: a bounded set of labels.
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();

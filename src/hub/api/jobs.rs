@@ -18,7 +18,7 @@ use super::errors::ApiError;
 use super::query::Paging;
 
 /// `PUT /jobs/v2/{id}`.
-pub async fn create(
+pub(crate) async fn create(
     Path(id): Path<String>,
     Call { api, .. }: Call<Service>,
     body: Bytes,
@@ -29,7 +29,7 @@ pub async fn create(
 }
 
 /// `GET /jobs/v2/{id}`.
-pub async fn get(
+pub(crate) async fn get(
     Path(id): Path<String>,
     Call { api, .. }: Call<Read>,
 ) -> Result<Json<Value>, ApiError> {
@@ -38,7 +38,7 @@ pub async fn get(
 }
 
 /// `POST /jobs/v2/{id}/cancel`.
-pub async fn cancel(
+pub(crate) async fn cancel(
     Path(id): Path<String>,
     Call { api, .. }: Call<Service>,
 ) -> Result<Json<Value>, ApiError> {
@@ -47,7 +47,7 @@ pub async fn cancel(
 }
 
 /// `GET /jobs/v2/query[?jobType=..][&jobStatus=..]`: a bare array of JobResponse, paged.
-pub async fn list(
+pub(crate) async fn list(
     Call {
         api,
         headers,

@@ -31,13 +31,13 @@ struct Histogram {
 /// Latency of API calls by (method, route, status class): a short list scanned in place, so a
 /// call allocates nothing. A std mutex held for one increment, never across `.await`.
 #[derive(Debug, Default)]
-pub struct Latency {
+pub(crate) struct Latency {
     by_route: Mutex<Vec<(String, String, u16, Histogram)>>,
 }
 
 impl Latency {
     /// Records one `method` call of `route` that answered `status` after `us` microseconds.
-    pub fn record(&self, method: &str, route: &str, status: u16, us: Micros) {
+    pub(crate) fn record(&self, method: &str, route: &str, status: u16, us: Micros) {
         let class = status / 100 * 100;
         let seconds = us as f64 / 1e6;
         let slot = BUCKETS_S
@@ -174,7 +174,7 @@ fn exposition(view: &HubView, latency: &Latency) -> String {
 }
 
 /// `GET /metrics` (no auth, as Prometheus scrapes).
-pub async fn render(State(api): State<Arc<Api>>) -> impl IntoResponse {
+pub(crate) async fn render(State(api): State<Arc<Api>>) -> impl IntoResponse {
     let view = api.view.borrow().clone();
     (
         [(

@@ -23,9 +23,9 @@ use super::call::{Call, Read};
 use super::errors::ApiError;
 
 /// Rows per page when the caller does not say.
-pub const DEFAULT_PAGE: usize = 100;
+pub(crate) const DEFAULT_PAGE: usize = 100;
 /// The largest page a caller may ask for.
-pub const MAX_PAGE: usize = 1000;
+pub(crate) const MAX_PAGE: usize = 1000;
 /// Cursors kept at once; the oldest goes first.
 const MAX_CURSORS: usize = 256;
 
@@ -38,22 +38,25 @@ struct Cursor {
 
 /// Open cursors by id. A std mutex held for a map operation only, never across `.await`.
 #[derive(Debug, Default)]
-pub struct Cursors {
+pub(crate) struct Cursors {
     open: Mutex<(u64, BTreeMap<u64, Cursor>)>,
 }
 
 /// What page a caller asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Paging {
+pub(crate) struct Paging {
     /// Rows per page.
-    pub size: usize,
+    pub(crate) size: usize,
     /// The continuation token, if any.
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 impl Paging {
     /// Reads the page size and continuation from headers or query parameters.
-    pub fn read(headers: &HeaderMap, params: &HashMap<String, String>) -> Result<Paging, ApiError> {
+    pub(crate) fn read(
+        headers: &HeaderMap,
+        params: &HashMap<String, String>,
+    ) -> Result<Paging, ApiError> {
         let header = |name: &str| {
             headers
                 .get(name)
@@ -87,7 +90,7 @@ impl Paging {
 impl Cursors {
     /// Answers one page. With no continuation, `first` holds the query's rows and their item
     /// type; with one, the page comes from the cursor it names.
-    pub fn page(
+    pub(crate) fn page(
         &self,
         paging: &Paging,
         first: Option<(Vec<Value>, &'static str)>,
@@ -163,7 +166,7 @@ fn parse_token(token: &str) -> Result<(u64, usize), ApiError> {
 
 /// The `x-ms-item-type` of a query's rows: `DeviceJob` for `devices.jobs`, `Twin` for
 /// `SELECT *` over devices, `Raw` for projections and aggregates.
-pub fn item_type(sql: &str) -> &'static str {
+pub(crate) fn item_type(sql: &str) -> &'static str {
     let upper = sql.to_ascii_uppercase();
     let words: Vec<&str> = upper.split_whitespace().collect();
     let from = words.iter().position(|w| *w == "FROM");
@@ -182,7 +185,7 @@ pub fn item_type(sql: &str) -> &'static str {
 }
 
 /// `POST /devices/query` with `{"query": "..."}`.
-pub async fn devices(
+pub(crate) async fn devices(
     Call {
         api,
         headers,

@@ -17,7 +17,7 @@ use super::call::{self, Call, Read, Service};
 use super::errors::ApiError;
 
 /// `GET /twins/{id}`.
-pub async fn get(
+pub(crate) async fn get(
     Path(id): Path<String>,
     Call { api, .. }: Call<Read>,
 ) -> Result<Json<Value>, ApiError> {
@@ -26,7 +26,7 @@ pub async fn get(
 }
 
 /// `PATCH /twins/{id}`.
-pub async fn patch(
+pub(crate) async fn patch(
     id: Path<String>,
     call: Call<call::TwinWrite>,
     body: Bytes,
@@ -35,7 +35,7 @@ pub async fn patch(
 }
 
 /// `PUT /twins/{id}`.
-pub async fn replace(
+pub(crate) async fn replace(
     id: Path<String>,
     call: Call<call::TwinWrite>,
     body: Bytes,
@@ -62,7 +62,7 @@ async fn write(
 const METER_CHUNK: usize = 4096;
 
 /// `POST /twins/{id}/methods`.
-pub async fn invoke(
+pub(crate) async fn invoke(
     Path(id): Path<String>,
     Call { api, .. }: Call<Service>,
     body: Bytes,

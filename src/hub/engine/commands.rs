@@ -71,9 +71,6 @@ impl Engine {
                     .map(|e| twin_json(&e, &self.clock));
                 let _ = reply.send(removed);
             }
-            Command::Report(reply) => {
-                let _ = reply.send(Ok(self.job_reports(now)));
-            }
             Command::Device(cmd) => self.on_device_command(cmd, now),
         }
     }

@@ -20,10 +20,14 @@ use crate::mqtt::stream::{Handover, Stream};
 use crate::mqtt::wire::Wire;
 
 /// How long a new connection has to send CONNECT (and to finish the TLS handshake).
-pub const CONNECT_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
 /// Admits one connection and hands it to the pump; gives up at `shutdown`.
-pub async fn run<S: Handover>(stream: S, endpoint: Arc<Endpoint>, shutdown: CancellationToken) {
+pub(crate) async fn run<S: Handover>(
+    stream: S,
+    endpoint: Arc<Endpoint>,
+    shutdown: CancellationToken,
+) {
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = admit_and_hand_over(stream, &endpoint) => {}
@@ -107,7 +111,11 @@ async fn admit(endpoint: &Endpoint, connect: &Connect) -> Result<DeviceIdx, Conn
 /// Runs a twin request of `device` against the engine and makes the device's answer: the twin
 /// for a GET, the new version for a reported patch, or the error's status (429 past the tier's
 /// allowance).
-pub async fn answer_twin(endpoint: &Endpoint, device: DeviceIdx, request: TwinRequest) -> Packet {
+pub(crate) async fn answer_twin(
+    endpoint: &Endpoint,
+    device: DeviceIdx,
+    request: TwinRequest,
+) -> Packet {
     match request {
         TwinRequest::Get { rid } => {
             let twin = match endpoint.meter(Metered::TwinRead) {

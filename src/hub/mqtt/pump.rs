@@ -24,15 +24,15 @@ use crate::mqtt::reactor::{self, Handler, Link, Mailbox, Reactor, Served};
 use crate::mqtt::stream::Stream;
 
 /// A connection ready to be served: CONNECT accepted and CONNACK written.
-pub struct Adopted {
+pub(crate) struct Adopted {
     /// The socket, its TLS state and any bytes already read.
-    pub stream: Stream,
+    pub(crate) stream: Stream,
     /// The device's session.
-    pub session: Session,
+    pub(crate) session: Session,
     /// The session's generation in [`super::Sessions`].
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// The keep-alive the device asked for, in seconds (0: none).
-    pub keep_alive_s: u16,
+    pub(crate) keep_alive_s: u16,
 }
 
 enum Command {
@@ -50,7 +50,7 @@ enum Command {
 /// How the rest of the hub reaches the pump.
 /// A pump that has stopped drops what it is sent: the hub is shutting down.
 #[derive(Clone)]
-pub struct PumpHandle(Mailbox<Command>);
+pub(crate) struct PumpHandle(Mailbox<Command>);
 
 impl PumpHandle {
     fn send(&self, command: Command) {
@@ -58,23 +58,23 @@ impl PumpHandle {
     }
 
     /// Serves `conn` from now on.
-    pub fn adopt(&self, conn: Adopted) {
+    pub(crate) fn adopt(&self, conn: Adopted) {
         self.send(Command::Adopt(Box::new(conn)));
     }
 
     /// Delivers the engine's messages to their devices' sessions.
-    pub fn deliver(&self, batch: Vec<ToDevice>) {
+    pub(crate) fn deliver(&self, batch: Vec<ToDevice>) {
         self.send(Command::Deliver(batch));
     }
 
     /// Closes every connection and ends the pump.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.send(Command::Stop);
     }
 }
 
 /// Starts the pump thread; the returned receiver completes when it has closed every connection.
-pub fn start(
+pub(crate) fn start(
     endpoint: Arc<Endpoint>,
 ) -> io::Result<(PumpHandle, tokio::sync::oneshot::Receiver<()>)> {
     let (mailbox, poll, rx) = reactor::mailbox()?;

@@ -38,7 +38,7 @@ pub const SUBSCRIBE_GRACE_US: Micros = 2_000_000;
 
 /// What the connection task does next.
 #[derive(Debug)]
-pub enum Action {
+pub(crate) enum Action {
     /// Write a packet to the device.
     Send(Packet),
     /// Tell the job engine.
@@ -49,7 +49,7 @@ pub enum Action {
 
 /// A device's twin request: the engine's answer makes the device's.
 #[derive(Debug)]
-pub enum TwinRequest {
+pub(crate) enum TwinRequest {
     /// Ask the engine for the twin and answer `rid` with it.
     Get {
         /// The device's request id.
@@ -68,7 +68,7 @@ pub enum TwinRequest {
 
 /// Why a session ends (the connection is closed; other sessions are unaffected).
 #[derive(Debug, thiserror::Error)]
-pub enum SessionError {
+pub(crate) enum SessionError {
     /// A QoS 2 publish: IoT Hub refuses them by disconnecting.
     #[error("QoS 2 publish on '{0}' refused")]
     QoS2(String),
@@ -100,7 +100,7 @@ struct HeldMethod {
 
 /// One connected device.
 #[derive(Debug)]
-pub struct Session {
+pub(crate) struct Session {
     device: DeviceIdx,
     id: Arc<str>,
     /// When the device connected.
@@ -118,7 +118,7 @@ pub struct Session {
 
 impl Session {
     /// A session of device `id` (registry index `device`) that connected at `now`.
-    pub fn new(device: DeviceIdx, id: Arc<str>, now: Micros) -> Self {
+    pub(crate) fn new(device: DeviceIdx, id: Arc<str>, now: Micros) -> Self {
         Session {
             device,
             id,
@@ -132,12 +132,12 @@ impl Session {
     }
 
     /// The device's registry index.
-    pub fn device(&self) -> DeviceIdx {
+    pub(crate) fn device(&self) -> DeviceIdx {
         self.device
     }
 
     /// A packet from the device.
-    pub fn on_packet(
+    pub(crate) fn on_packet(
         &mut self,
         packet: Packet,
         now: Micros,
@@ -252,7 +252,7 @@ impl Session {
     }
 
     /// A message from the engine for this device.
-    pub fn on_hub(&mut self, msg: ToDevice, now: Micros, out: &mut Vec<Action>) {
+    pub(crate) fn on_hub(&mut self, msg: ToDevice, now: Micros, out: &mut Vec<Action>) {
         match msg {
             ToDevice::Method {
                 op,
@@ -317,12 +317,12 @@ impl Session {
     }
 
     /// When [`Session::on_time`] next has work: the earliest held method request's deadline.
-    pub fn next_deadline(&self) -> Option<Micros> {
+    pub(crate) fn next_deadline(&self) -> Option<Micros> {
         self.held_methods.iter().map(|h| h.until).min()
     }
 
     /// Fails the held method requests whose deadline has passed at `now`.
-    pub fn on_time(&mut self, now: Micros, out: &mut Vec<Action>) {
+    pub(crate) fn on_time(&mut self, now: Micros, out: &mut Vec<Action>) {
         let device = self.device;
         self.held_methods.retain(|h| {
             let keep = h.until > now;
@@ -337,7 +337,7 @@ impl Session {
     }
 
     /// The session ends: every held method request fails (the device left before subscribing).
-    pub fn close(&mut self, out: &mut Vec<Action>) {
+    pub(crate) fn close(&mut self, out: &mut Vec<Action>) {
         let device = self.device;
         out.extend(
             self.held_methods
@@ -365,7 +365,7 @@ impl Session {
 }
 
 /// The answer on `$iothub/twin/res/{status}/?$rid=..[&$version=..]`.
-pub fn twin_answer(status: u16, rid: &str, version: Option<u64>, body: Bytes) -> Packet {
+pub(crate) fn twin_answer(status: u16, rid: &str, version: Option<u64>, body: Bytes) -> Packet {
     Packet::Publish(Publish::from_bytes(
         topics::twin_response(status, rid, version),
         QoS::AtMostOnce,
