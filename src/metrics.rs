@@ -18,6 +18,7 @@
 //! - [`histogram`]: histogram construction, statistics, coarse buckets, `.hgrm` text.
 //! - [`recorder`]: the hot-path [`Recorder`] and its one-second intervals.
 //! - [`snapshot`]: the owned [`MetricsSnapshot`] the dashboard and progress line read.
+//! - [`tag`]: the tags of `histograms.hlog` (`<measure>`, `job/<escaped jobId>/<measure>`).
 //! - [`results`]: the run's result directory (summary.json, .hgrm, .hlog, timeseries.csv).
 //! - [`merge`]: the exact merge of a sharded run's result directories.
 
@@ -26,6 +27,7 @@ pub mod merge;
 pub mod recorder;
 pub mod results;
 pub mod snapshot;
+pub mod tag;
 
 pub use histogram::HistogramStats;
 pub use recorder::{Recorder, SecondRow};
