@@ -26,7 +26,7 @@ use crate::shard::Shard;
 
 /// Why shard directories cannot be merged.
 #[derive(Debug, thiserror::Error)]
-pub enum MergeError {
+pub(crate) enum MergeError {
     #[error(transparent)]
     Results(#[from] ResultsError),
     #[error("nothing to merge: give the result directories of the shards")]
@@ -76,7 +76,7 @@ struct Part {
 /// Merges the shard directories `dirs` into `out` (created if missing): `summary.json`, the
 /// `.hgrm` files, `histograms.hlog` (every shard's intervals), `timeseries.csv` and, when the
 /// shards have one, `scenario.toml`. Returns the merged summary.
-pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary, MergeError> {
+pub(crate) fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary, MergeError> {
     let parts = read_parts(dirs)?;
     let mut histograms: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
     let mut intervals = Vec::new();

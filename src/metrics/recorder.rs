@@ -250,7 +250,7 @@ impl Recorder {
     }
 
     /// The job slots in creation order, with their ids.
-    pub fn jobs(&self) -> impl Iterator<Item = (JobSlot, &str)> {
+    pub(crate) fn jobs(&self) -> impl Iterator<Item = (JobSlot, &str)> {
         self.jobs
             .iter()
             .enumerate()
@@ -258,7 +258,8 @@ impl Recorder {
     }
 
     /// The id `job` was registered with.
-    pub fn job_id(&self, job: JobSlot) -> &str {
+    #[cfg(test)]
+    pub(crate) fn job_id(&self, job: JobSlot) -> &str {
         &self.jobs[job.0 as usize].id
     }
 
@@ -297,7 +298,7 @@ impl Recorder {
 
     /// Every sample of `measure` so far, as an HdrHistogram (1 µs to 1 h, 3 significant
     /// digits): overall when `job` is `None`. Builds it (184 KiB): not for the hot path.
-    pub fn histogram(&self, job: Option<JobSlot>, measure: Measure) -> Histogram<u64> {
+    pub(crate) fn histogram(&self, job: Option<JobSlot>, measure: Measure) -> Histogram<u64> {
         let mut h = new_histogram();
         for b in self.bins(job, measure) {
             b.add_to(&mut h);
@@ -306,12 +307,13 @@ impl Recorder {
     }
 
     /// Samples of `measure` so far: overall when `job` is `None`.
-    pub fn count(&self, job: Option<JobSlot>, measure: Measure) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn count(&self, job: Option<JobSlot>, measure: Measure) -> u64 {
         self.bins(job, measure).iter().map(|b| b.len()).sum()
     }
 
     /// Samples of `measure` clamped to [`MAX_US`]: overall when `job` is `None`.
-    pub fn outliers(&self, job: Option<JobSlot>, measure: Measure) -> u64 {
+    pub(crate) fn outliers(&self, job: Option<JobSlot>, measure: Measure) -> u64 {
         match job {
             None => self.overall_outliers[measure.index()],
             Some(j) => self.jobs[j.0 as usize].outliers[measure.index()],
@@ -320,7 +322,7 @@ impl Recorder {
 
     /// Statistics of `measure` so far: overall when `job` is `None`. Equal to
     /// [`HistogramStats::of`] the [`histogram`](Recorder::histogram), computed from the bins.
-    pub fn stats(&self, job: Option<JobSlot>, measure: Measure) -> HistogramStats {
+    pub(crate) fn stats(&self, job: Option<JobSlot>, measure: Measure) -> HistogramStats {
         stats_of_bins(&self.bins(job, measure), self.outliers(job, measure))
     }
 
@@ -332,7 +334,7 @@ impl Recorder {
     /// The whole time series up to `now_us`: the closed seconds, then the open second and any
     /// seconds after it up to `now_us` (empty: nothing was recorded in them), the last one
     /// possibly partial. `ceil(now_us / 1 s)` rows when `now_us` is not before the last tick.
-    pub fn timeseries(&self, now_us: u64) -> Vec<SecondRow> {
+    pub(crate) fn timeseries(&self, now_us: u64) -> Vec<SecondRow> {
         let mut rows = self.rows.clone();
         let mut end_sec = now_us.div_ceil(US_PER_S);
         if self.sec_done > 0 || self.sec_failed > 0 {
@@ -362,7 +364,7 @@ impl Recorder {
 
     /// Most operations done in one whole second so far, counting the open second when `now_us`
     /// has reached its end; the mean rate when no whole second has passed yet.
-    pub fn ops_per_s_peak(&self, now_us: u64) -> f64 {
+    pub(crate) fn ops_per_s_peak(&self, now_us: u64) -> f64 {
         let mut peak = self.peak_ops_per_s;
         if now_us >= self.open_end_us {
             peak = peak.max(self.sec_done);
@@ -374,7 +376,7 @@ impl Recorder {
     }
 
     /// Operations done divided by the time since the run started (0 at time 0).
-    pub fn ops_per_s_mean(&self, now_us: u64) -> f64 {
+    pub(crate) fn ops_per_s_mean(&self, now_us: u64) -> f64 {
         if now_us == 0 {
             0.0
         } else {

@@ -27,13 +27,13 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::histogram::{percentile_distribution, HistogramStats};
-use super::{tag, JobSlot, Measure, Recorder, SecondRow, US_PER_S};
+use super::{tag, Measure, Recorder, SecondRow, US_PER_S};
 use crate::report::RunReport;
 
 /// Version of the `summary.json` layout; bumped on any incompatible change.
-pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
+pub(crate) const SUMMARY_SCHEMA_VERSION: u32 = 1;
 /// `.hgrm` values are µs divided by this: milliseconds.
-pub const HGRM_SCALE: f64 = 1000.0;
+pub(crate) const HGRM_SCALE: f64 = 1000.0;
 
 /// Errors writing or reading result files. Each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +91,7 @@ impl MeasureStats {
     }
 
     /// The statistics of `m`.
-    pub fn get(&self, m: Measure) -> &HistogramStats {
+    pub(crate) fn get(&self, m: Measure) -> &HistogramStats {
         match m {
             Measure::EngineLag => &self.engine_lag,
             Measure::Delivery => &self.delivery,
@@ -137,7 +137,7 @@ pub struct Summary {
 
 impl Summary {
     /// The summary of `recorder` at `now_us`, with `report`'s fields.
-    pub fn new(report: &RunReport, recorder: &Recorder, now_us: u64) -> Summary {
+    pub(crate) fn new(report: &RunReport, recorder: &Recorder, now_us: u64) -> Summary {
         let totals = recorder.totals(None);
         Summary {
             schema_version: SUMMARY_SCHEMA_VERSION,
@@ -166,7 +166,7 @@ impl Summary {
 /// Writes the run's result directory `dir` (created if missing): `summary.json`, one `.hgrm`
 /// per measure, `histograms.hlog`, `timeseries.csv`, each atomically. `now_us` is the time the
 /// results describe (the end of the run, or of the part of it that ran).
-pub fn write(
+pub(crate) fn write(
     dir: &Path,
     report: &RunReport,
     recorder: &Recorder,
@@ -263,7 +263,9 @@ fn interval_log(report: &RunReport, recorder: &Recorder, now_us: u64) -> Result<
 
 /// Reads an interval log and adds up all intervals per tag (an untagged interval counts under
 /// `""`): the histograms a run (or several runs' logs, one after another) recorded.
-pub fn read_interval_log(path: &Path) -> Result<BTreeMap<String, Histogram<u64>>, ResultsError> {
+pub(crate) fn read_interval_log(
+    path: &Path,
+) -> Result<BTreeMap<String, Histogram<u64>>, ResultsError> {
     let bytes = fs::read(path).map_err(|source| ResultsError::Read {
         path: path.to_owned(),
         source,
@@ -313,7 +315,7 @@ pub fn read_interval_log(path: &Path) -> Result<BTreeMap<String, Histogram<u64>>
 }
 
 /// Reads `summary.json` of the result directory `dir`.
-pub fn read_summary(dir: &Path) -> Result<Summary, ResultsError> {
+pub(crate) fn read_summary(dir: &Path) -> Result<Summary, ResultsError> {
     let path = dir.join("summary.json");
     let bytes = fs::read(&path).map_err(|source| ResultsError::Read {
         path: path.clone(),
@@ -343,14 +345,6 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError
         let _ = fs::remove_file(&tmp);
     }
     result.map_err(err)
-}
-
-/// The job slot of `job_id` in `recorder`, if registered.
-pub fn slot_of(recorder: &Recorder, job_id: &str) -> Option<JobSlot> {
-    recorder
-        .jobs()
-        .find(|(_, id)| *id == job_id)
-        .map(|(s, _)| s)
 }
 
 #[cfg(test)]

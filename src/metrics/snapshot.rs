@@ -12,7 +12,7 @@ use super::Recorder;
 use super::{JobSlot, Measure};
 
 /// How many closed seconds a snapshot carries in [`MetricsSnapshot::recent`].
-pub const RECENT_SECONDS: usize = 60;
+pub(crate) const RECENT_SECONDS: usize = 60;
 
 /// One bar of a coarse latency bar chart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
