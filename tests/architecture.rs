@@ -31,7 +31,10 @@ fn layers(root: &Path) -> BTreeMap<String, usize> {
             );
         }
     }
-    assert!(!layers.is_empty(), "the layer table of ARCHITECTURE.md has no rows");
+    assert!(
+        !layers.is_empty(),
+        "the layer table of ARCHITECTURE.md has no rows"
+    );
     layers
 }
 
@@ -50,7 +53,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The top-level module a file of `src/` belongs to (`main` for the binary).
 fn module_of(src: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(src).unwrap();
-    let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
     first.trim_end_matches(".rs").to_owned()
 }
 
@@ -101,14 +109,20 @@ fn imports(src: &Path) -> BTreeMap<(String, String), String> {
         if from == "lib" {
             continue;
         }
-        let prefix = if from == "main" { "fleetsim::" } else { "crate::" };
+        let prefix = if from == "main" {
+            "fleetsim::"
+        } else {
+            "crate::"
+        };
         let text = std::fs::read_to_string(&file).unwrap();
         for (n, line) in text.lines().enumerate() {
             for to in named(code(line), prefix) {
                 if to != from {
                     edges
                         .entry((from.clone(), to.to_owned()))
-                        .or_insert_with(|| format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+                        .or_insert_with(|| {
+                            format!("{}:{}: {}", file.display(), n + 1, line.trim())
+                        });
                 }
             }
         }
@@ -129,7 +143,10 @@ fn every_import_goes_down_the_layer_table() {
         .map(|f| module_of(&src, f))
         .filter(|m| m != "lib")
         .collect();
-    let missing: Vec<&String> = modules.iter().filter(|m| !layers.contains_key(*m)).collect();
+    let missing: Vec<&String> = modules
+        .iter()
+        .filter(|m| !layers.contains_key(*m))
+        .collect();
     assert!(
         missing.is_empty(),
         "modules missing from the layer table of ARCHITECTURE.md: {missing:?}"
@@ -168,7 +185,10 @@ fn every_import_goes_down_the_layer_table() {
 fn the_import_scanner_sees_paths_and_skips_comments() {
     assert_eq!(named("use crate::hub::Hub;", "crate::"), ["hub"]);
     assert_eq!(
-        named("let x = crate::units::fmt_us(crate::clock::now());", "crate::"),
+        named(
+            "let x = crate::units::fmt_us(crate::clock::now());",
+            "crate::"
+        ),
         ["units", "clock"]
     );
     assert!(named("use mycrate::hub;", "crate::").is_empty());
