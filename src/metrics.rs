@@ -18,14 +18,16 @@
 //! - [`histogram`]: histogram construction, statistics, coarse buckets, `.hgrm` text.
 //! - [`recorder`]: the hot-path [`Recorder`] and its one-second intervals.
 //! - [`snapshot`]: the owned [`MetricsSnapshot`] the dashboard and progress line read.
+//! - [`tag`]: the tags of `histograms.hlog` (`<measure>`, `job/<escaped jobId>/<measure>`).
 //! - [`results`]: the run's result directory (summary.json, .hgrm, .hlog, timeseries.csv).
 //! - [`merge`]: the exact merge of a sharded run's result directories.
 
-pub mod histogram;
-pub mod merge;
-pub mod recorder;
+pub(crate) mod histogram;
+pub(crate) mod merge;
+pub(crate) mod recorder;
 pub mod results;
-pub mod snapshot;
+pub(crate) mod snapshot;
+pub(crate) mod tag;
 
 pub use histogram::HistogramStats;
 pub use recorder::{Recorder, SecondRow};
@@ -33,13 +35,13 @@ pub use snapshot::{Bucket, JobSnapshot, MeasureSnapshot, MetricsSnapshot, Totals
 
 /// Highest value a histogram tracks: one hour in microseconds. Larger values are clamped to it
 /// and counted as outliers.
-pub const MAX_US: u64 = 3_600_000_000;
+pub(crate) const MAX_US: u64 = 3_600_000_000;
 /// Lowest discernible value: one microsecond.
-pub const LOW_US: u64 = 1;
+pub(crate) const LOW_US: u64 = 1;
 /// Significant value digits kept by every histogram.
-pub const SIGFIG: u8 = 3;
+pub(crate) const SIGFIG: u8 = 3;
 /// Microseconds in one second (the interval length of the time series and the `.hlog`).
-pub const US_PER_S: u64 = 1_000_000;
+pub(crate) const US_PER_S: u64 = 1_000_000;
 
 /// One of the four latencies measured per device operation.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
@@ -64,7 +66,7 @@ impl Measure {
     ];
 
     /// The snake_case name used in file names, JSON keys and `.hlog` tags.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Measure::EngineLag => "engine_lag",
             Measure::Delivery => "delivery",
@@ -74,7 +76,7 @@ impl Measure {
     }
 
     /// The measure with this [`name`](Measure::name), if any.
-    pub fn from_name(name: &str) -> Option<Measure> {
+    pub(crate) fn from_name(name: &str) -> Option<Measure> {
         Measure::ALL.into_iter().find(|m| m.name() == name)
     }
 

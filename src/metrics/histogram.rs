@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{LOW_US, MAX_US, SIGFIG};
 
 /// A fresh histogram with the run's bounds: 1 µs to 1 h, 3 significant digits, no auto-resize.
-pub fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(LOW_US, MAX_US, SIGFIG).expect("constant bounds are valid")
 }
 
@@ -40,7 +40,7 @@ pub struct HistogramStats {
 
 impl HistogramStats {
     /// Statistics of `h`; `outliers` is carried through as given.
-    pub fn of(h: &Histogram<u64>, outliers: u64) -> HistogramStats {
+    pub(crate) fn of(h: &Histogram<u64>, outliers: u64) -> HistogramStats {
         if h.is_empty() {
             return HistogramStats {
                 outliers,
@@ -71,7 +71,7 @@ impl HistogramStats {
 
 /// Number of bins of a run histogram: HdrHistogram's `distinct_values()` for 1 µs to 1 h at 3
 /// significant digits (22 buckets + 1, times 1024 half sub-buckets).
-pub const BINS: usize = 23_552;
+pub(crate) const BINS: usize = 23_552;
 /// log2 of half the sub-bucket count (2048 sub-buckets for 3 significant digits).
 const HALF_MAG: u32 = 10;
 /// `64 - unit magnitude (0) - HALF_MAG - 1`, as HdrHistogram computes it.
@@ -82,7 +82,7 @@ const SUB_BUCKET_MASK: u64 = 2047;
 /// The bin of `v` (`v <= MAX_US`): exactly HdrHistogram's counts index for the run's bounds, so
 /// counts kept in [`Bins`] move into a `Histogram` without loss.
 #[inline]
-pub fn bin_index(v: u64) -> usize {
+pub(crate) fn bin_index(v: u64) -> usize {
     let bucket = LZ_BASE - (v | SUB_BUCKET_MASK).leading_zeros();
     let sub = (v >> bucket) as usize;
     ((bucket as usize + 1) << HALF_MAG) + sub - (1 << HALF_MAG)
@@ -94,7 +94,7 @@ fn bin_bucket(i: usize) -> u32 {
 }
 
 /// Lowest value of bin `i` (HdrHistogram's `lowest_equivalent`).
-pub fn bin_low(i: usize) -> u64 {
+pub(crate) fn bin_low(i: usize) -> u64 {
     let bucket = bin_bucket(i);
     let mut sub = (i as u64 & ((1 << HALF_MAG) - 1)) + (1 << HALF_MAG);
     if i >> HALF_MAG == 0 {
@@ -104,7 +104,7 @@ pub fn bin_low(i: usize) -> u64 {
 }
 
 /// Highest value of bin `i` (HdrHistogram's `highest_equivalent`).
-pub fn bin_high(i: usize) -> u64 {
+pub(crate) fn bin_high(i: usize) -> u64 {
     bin_low(i) + (1u64 << bin_bucket(i)) - 1
 }
 
@@ -116,7 +116,7 @@ fn bin_median(i: usize) -> u64 {
 /// Plain counts per bin, for the hot path: recording is one increment, with none of
 /// `Histogram::record`'s bookkeeping. Moved into a `Histogram` with [`Bins::add_to`].
 #[derive(Clone)]
-pub struct Bins {
+pub(crate) struct Bins {
     counts: Box<[u64]>,
     total: u64,
 }
@@ -129,7 +129,7 @@ impl Default for Bins {
 
 impl Bins {
     /// All bins at zero.
-    pub fn new() -> Bins {
+    pub(crate) fn new() -> Bins {
         Bins {
             counts: vec![0; BINS].into_boxed_slice(),
             total: 0,
@@ -138,22 +138,22 @@ impl Bins {
 
     /// Counts one sample in bin `i` (from [`bin_index`]).
     #[inline]
-    pub fn record_bin(&mut self, i: usize) {
+    pub(crate) fn record_bin(&mut self, i: usize) {
         self.counts[i] += 1;
         self.total += 1;
     }
 
     /// Samples counted.
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.total
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.total == 0
     }
 
     /// Adds `other`'s counts to these.
-    pub fn add(&mut self, other: &Bins) {
+    pub(crate) fn add(&mut self, other: &Bins) {
         if other.total == 0 {
             return;
         }
@@ -164,7 +164,7 @@ impl Bins {
     }
 
     /// Sets every bin to zero.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         if self.total != 0 {
             self.counts.fill(0);
             self.total = 0;
@@ -172,7 +172,7 @@ impl Bins {
     }
 
     /// Adds these counts to `h` (a histogram from [`new_histogram`]).
-    pub fn add_to(&self, h: &mut Histogram<u64>) {
+    pub(crate) fn add_to(&self, h: &mut Histogram<u64>) {
         if self.total == 0 {
             return;
         }
@@ -185,7 +185,8 @@ impl Bins {
     }
 
     /// A histogram of these counts.
-    pub fn to_histogram(&self) -> Histogram<u64> {
+    #[cfg(test)]
+    pub(crate) fn to_histogram(&self) -> Histogram<u64> {
         let mut h = new_histogram();
         self.add_to(&mut h);
         h
@@ -195,7 +196,7 @@ impl Bins {
 /// Statistics of the sum of `parts` (e.g. a job's closed seconds and its open one), computed
 /// straight from the bins: equal to [`HistogramStats::of`] the summed histogram, without building
 /// it.
-pub fn stats_of_bins(parts: &[&Bins], outliers: u64) -> HistogramStats {
+pub(crate) fn stats_of_bins(parts: &[&Bins], outliers: u64) -> HistogramStats {
     let total: u64 = parts.iter().map(|b| b.total).sum();
     if total == 0 {
         return HistogramStats {
@@ -239,8 +240,10 @@ pub fn stats_of_bins(parts: &[&Bins], outliers: u64) -> HistogramStats {
     }
 }
 
-/// [`coarse_counts`] of the sum of `parts`.
-pub fn coarse_counts_of_bins(parts: &[&Bins]) -> [u64; COARSE_BOUNDS_US.len()] {
+/// Counts per coarse bucket of the sum of `parts`: `out[i]` counts samples in
+/// `(COARSE_BOUNDS_US[i-1], COARSE_BOUNDS_US[i]]` (the first bucket starts at 0). A bin is
+/// placed by its lowest equivalent value, so a bin is never split across two buckets.
+pub(crate) fn coarse_counts_of_bins(parts: &[&Bins]) -> [u64; COARSE_BOUNDS_US.len()] {
     let mut out = [0u64; COARSE_BOUNDS_US.len()];
     // An empty histogram needs no pass over its bins: a hub with thousands of jobs without
     // samples (say, jobs on no device) must not pay for them at every snapshot.
@@ -264,15 +267,17 @@ pub fn coarse_counts_of_bins(parts: &[&Bins]) -> [u64; COARSE_BOUNDS_US.len()] {
 
 /// Upper bounds (inclusive, µs) of the coarse buckets offered for a bar chart; the last bucket
 /// ends at [`MAX_US`] and so holds the outliers too.
-pub const COARSE_BOUNDS_US: [u64; 19] = [
+pub(crate) const COARSE_BOUNDS_US: [u64; 19] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000, MAX_US,
 ];
 
 /// Counts per coarse bucket: `out[i]` counts samples in `(COARSE_BOUNDS_US[i-1],
 /// COARSE_BOUNDS_US[i]]` (the first bucket starts at 0). A histogram bin is placed by its lowest
-/// equivalent value, so a bin is never split across two buckets.
-pub fn coarse_counts(h: &Histogram<u64>) -> [u64; COARSE_BOUNDS_US.len()] {
+/// equivalent value, so a bin is never split across two buckets. The tests' reference for
+/// [`coarse_counts_of_bins`].
+#[cfg(test)]
+pub(crate) fn coarse_counts(h: &Histogram<u64>) -> [u64; COARSE_BOUNDS_US.len()] {
     let mut out = [0u64; COARSE_BOUNDS_US.len()];
     if h.is_empty() {
         return out;
@@ -298,7 +303,7 @@ fn sub_bucket_count(sigfig: u8) -> u64 {
 /// `AbstractHistogram.outputPercentileDistribution(out, 5, scale)` prints it and
 /// HdrHistogram's plotter reads it: values divided by `scale` (1000.0 turns µs into ms),
 /// 5 percentile ticks per half distance.
-pub fn percentile_distribution(h: &Histogram<u64>, scale: f64) -> String {
+pub(crate) fn percentile_distribution(h: &Histogram<u64>, scale: f64) -> String {
     let digits = usize::from(h.sigfig());
     let mut out = String::new();
     let _ = write!(

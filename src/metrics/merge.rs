@@ -16,16 +16,17 @@ use hdrhistogram::Histogram;
 
 use super::histogram::{new_histogram, HistogramStats};
 use super::results::{
-    self, read_interval_log, read_summary, write_atomic, write_hgrm, write_summary,
-    write_timeseries, MeasureStats, ResultsError, Summary, Throughput, TIMESERIES_HEADER,
+    read_interval_log, read_summary, write_atomic, write_hgrm, write_summary, write_timeseries,
+    MeasureStats, ResultsError, Summary, Throughput, TIMESERIES_HEADER,
 };
+use super::tag::tag_for;
 use super::{Measure, SecondRow};
 use crate::report::{JobReport, RunReport};
 use crate::shard::Shard;
 
 /// Why shard directories cannot be merged.
 #[derive(Debug, thiserror::Error)]
-pub enum MergeError {
+pub(crate) enum MergeError {
     #[error(transparent)]
     Results(#[from] ResultsError),
     #[error("nothing to merge: give the result directories of the shards")]
@@ -75,7 +76,7 @@ struct Part {
 /// Merges the shard directories `dirs` into `out` (created if missing): `summary.json`, the
 /// `.hgrm` files, `histograms.hlog` (every shard's intervals), `timeseries.csv` and, when the
 /// shards have one, `scenario.toml`. Returns the merged summary.
-pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary, MergeError> {
+pub(crate) fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary, MergeError> {
     let parts = read_parts(dirs)?;
     let mut histograms: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
     let mut intervals = Vec::new();
@@ -255,7 +256,7 @@ fn merged_summary(
     };
     let stats = |job: Option<&str>| {
         let [engine_lag, delivery, round_trip, completion] = Measure::ALL.map(|m| {
-            let tag = results::tag_for(job, m);
+            let tag = tag_for(job, m);
             let o = outliers(job, m);
             histograms.get(&tag).map_or(
                 HistogramStats {
@@ -373,7 +374,7 @@ fn merged_job(id: &str, summaries: &[&Summary]) -> Option<JobReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{JobSlot, Recorder, MAX_US};
+    use crate::metrics::{results, JobSlot, Recorder, MAX_US};
     use crate::report::DeviceJobStatistics;
 
     fn temp(name: &str) -> PathBuf {
@@ -385,10 +386,10 @@ mod tests {
 
     fn report(shard: Option<Shard>, recorder: &Recorder, scenario: &str) -> RunReport {
         let jobs = recorder
-            .jobs
-            .iter()
-            .map(|j| JobReport {
-                job_id: j.id.clone(),
+            .jobs()
+            .map(|(slot, id)| (id, recorder.totals(Some(slot))))
+            .map(|(id, j)| JobReport {
+                job_id: id.to_owned(),
                 job_type: "scheduleDeviceMethod".into(),
                 status: "completed".into(),
                 statistics: DeviceJobStatistics {
@@ -408,7 +409,7 @@ mod tests {
             complete: true,
             started_at: "2025-01-02T03:04:05.678Z".into(),
             ended_at: "2025-01-02T03:04:10.178Z".into(),
-            devices: recorder.done,
+            devices: recorder.totals(None).done,
             jobs,
             shard,
         }
@@ -476,7 +477,7 @@ mod tests {
             for m in Measure::ALL {
                 let id = slot.map(|s| whole.job_id(s).to_owned());
                 let expected = whole.histogram(slot, m);
-                let got = &logged[&results::tag_for(id.as_deref(), m)];
+                let got = &logged[&tag_for(id.as_deref(), m)];
                 assert_eq!(buckets(got), buckets(&expected), "{id:?} {m}");
                 assert_eq!(got.len(), 3000 * if slot.is_none() { 2 } else { 1 });
                 tags += 1;
@@ -488,10 +489,10 @@ mod tests {
         assert_eq!(merged.histograms, direct.histograms);
         assert_eq!(merged.job_histograms, direct.job_histograms);
         assert_eq!(merged.throughput.ops_total, 6000);
-        assert_eq!(merged.throughput.failures_total, whole.failed);
+        assert_eq!(merged.throughput.failures_total, whole.totals(None).failed);
         assert_eq!(
             merged.run.jobs[1].statistics.failed_count,
-            whole.jobs[1].failed
+            whole.totals(Some(JobSlot(1))).failed
         );
         assert_eq!(merged.run.shard, None);
         assert_eq!(read_summary(&out).unwrap().run, merged.run);

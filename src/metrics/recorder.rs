@@ -11,16 +11,16 @@
 //! `op_done` ticks by itself; the engine should also call `tick(now)` whenever it wakes, before
 //! recording what happened at `now`, so that samples land in the right second.
 
-use std::time::Duration;
-
-use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use self::snapshot::SnapshotCache;
 use super::histogram::{bin_index, new_histogram, stats_of_bins, Bins, HistogramStats};
-use super::snapshot::SnapshotCache;
-use super::{JobSlot, Measure, MAX_US, US_PER_S};
+use super::{tag, JobSlot, Measure, MAX_US, US_PER_S};
+
+mod hlog;
+mod snapshot;
 
 /// One second of the run's time series (one row of `timeseries.csv`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -39,55 +39,67 @@ pub struct SecondRow {
 }
 
 /// Histograms and counters of one job.
-pub(crate) struct JobMetrics {
-    pub(crate) id: String,
-    /// `.hlog` tag per measure: `job/<escaped jobId>/<measure>`.
-    pub(crate) tags: [String; 4],
+struct JobMetrics {
+    id: String,
+    /// `.hlog` tag per measure ([`tag::job_tags`]).
+    tags: [String; 4],
     /// Samples of the closed seconds.
-    pub(crate) closed: [Bins; 4],
+    closed: [Bins; 4],
     /// Samples of the open second.
-    pub(crate) open: [Bins; 4],
-    pub(crate) outliers: [u64; 4],
+    open: [Bins; 4],
+    outliers: [u64; 4],
+    dispatched: u64,
+    done: u64,
+    failed: u64,
+    in_flight: u64,
+}
+
+/// Operation counters, of one job or of all: what [`Recorder::totals`] returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OpTotals {
     pub(crate) dispatched: u64,
+    /// Reached a terminal state.
     pub(crate) done: u64,
+    /// Of those, the ones that failed.
     pub(crate) failed: u64,
+    /// Dispatched and not done.
     pub(crate) in_flight: u64,
 }
 
 /// Records one run's latencies and throughput. See the [module docs](self) for intervals.
 pub struct Recorder {
-    pub(crate) jobs: Vec<JobMetrics>,
+    jobs: Vec<JobMetrics>,
     /// All jobs' samples of the closed seconds.
-    pub(crate) closed: [Bins; 4],
+    closed: [Bins; 4],
     /// All jobs' samples of the open second.
-    pub(crate) open: [Bins; 4],
-    pub(crate) overall_outliers: [u64; 4],
+    open: [Bins; 4],
+    overall_outliers: [u64; 4],
     /// Scratch histogram an interval is encoded from.
     scratch: Histogram<u64>,
     /// The open interval is `[open_sec, open_sec + 1)` seconds.
-    pub(crate) open_sec: u64,
+    open_sec: u64,
     /// `(open_sec + 1) * US_PER_S`: `tick` does nothing before this.
     open_end_us: u64,
     /// Operations done / failed in the open interval.
-    pub(crate) sec_done: u64,
-    pub(crate) sec_failed: u64,
-    pub(crate) dispatched: u64,
-    pub(crate) done: u64,
-    pub(crate) failed: u64,
-    pub(crate) in_flight: u64,
+    sec_done: u64,
+    sec_failed: u64,
+    dispatched: u64,
+    done: u64,
+    failed: u64,
+    in_flight: u64,
     /// Closed seconds.
-    pub(crate) rows: Vec<SecondRow>,
+    rows: Vec<SecondRow>,
     /// Most operations done in one closed second.
-    pub(crate) peak_ops_per_s: u64,
-    /// Interval log lines of the closed seconds (no header; `results::write` adds it). Grows by
-    /// one line per second per measure and per active job and measure.
-    pub(crate) hlog: Vec<u8>,
-    /// First failure to encode an interval (kept, not panicked on: it surfaces in
-    /// `results::write`).
-    pub(crate) hlog_error: Option<String>,
+    peak_ops_per_s: u64,
+    /// Interval log lines of the closed seconds (no header: the results add it). Grows by one
+    /// line per second per measure and per active job and measure.
+    hlog: Vec<u8>,
+    /// First failure to encode an interval (kept, not panicked on: it surfaces when the results
+    /// are written).
+    hlog_error: Option<String>,
     serializer: V2DeflateSerializer,
     /// Histogram summaries of the last snapshot.
-    pub(crate) snapshot_cache: SnapshotCache,
+    snapshot_cache: SnapshotCache,
 }
 
 impl Default for Recorder {
@@ -128,10 +140,9 @@ impl Recorder {
         if let Some(i) = self.jobs.iter().position(|j| j.id == job_id) {
             return JobSlot(i as u32);
         }
-        let escaped = escape_tag(job_id);
         self.jobs.push(JobMetrics {
             id: job_id.to_owned(),
-            tags: Measure::ALL.map(|m| format!("job/{escaped}/{}", m.name())),
+            tags: tag::job_tags(job_id),
             closed: Default::default(),
             open: Default::default(),
             outliers: [0; 4],
@@ -214,18 +225,7 @@ impl Recorder {
 
     fn close_open_interval(&mut self) {
         if self.open.iter().any(|b| !b.is_empty()) {
-            let encoded = encode_interval(
-                &mut self.hlog,
-                &mut self.serializer,
-                &mut self.scratch,
-                &self.open,
-                &self.jobs,
-                Duration::from_secs(self.open_sec),
-                Duration::from_secs(1),
-            );
-            if let Err(e) = encoded {
-                self.hlog_error.get_or_insert(e);
-            }
+            self.encode_closing_interval();
             for (closed, open) in self.closed.iter_mut().zip(&mut self.open) {
                 closed.add(open);
                 open.clear();
@@ -250,7 +250,7 @@ impl Recorder {
     }
 
     /// The job slots in creation order, with their ids.
-    pub fn jobs(&self) -> impl Iterator<Item = (JobSlot, &str)> {
+    pub(crate) fn jobs(&self) -> impl Iterator<Item = (JobSlot, &str)> {
         self.jobs
             .iter()
             .enumerate()
@@ -258,8 +258,30 @@ impl Recorder {
     }
 
     /// The id `job` was registered with.
-    pub fn job_id(&self, job: JobSlot) -> &str {
+    #[cfg(test)]
+    pub(crate) fn job_id(&self, job: JobSlot) -> &str {
         &self.jobs[job.0 as usize].id
+    }
+
+    /// Operations dispatched, done, failed and in flight so far: overall when `job` is `None`.
+    pub(crate) fn totals(&self, job: Option<JobSlot>) -> OpTotals {
+        match job {
+            None => OpTotals {
+                dispatched: self.dispatched,
+                done: self.done,
+                failed: self.failed,
+                in_flight: self.in_flight,
+            },
+            Some(j) => {
+                let j = &self.jobs[j.0 as usize];
+                OpTotals {
+                    dispatched: j.dispatched,
+                    done: j.done,
+                    failed: j.failed,
+                    in_flight: j.in_flight,
+                }
+            }
+        }
     }
 
     /// The bins of the closed seconds and of the open one: overall when `job` is `None`.
@@ -276,7 +298,7 @@ impl Recorder {
 
     /// Every sample of `measure` so far, as an HdrHistogram (1 µs to 1 h, 3 significant
     /// digits): overall when `job` is `None`. Builds it (184 KiB): not for the hot path.
-    pub fn histogram(&self, job: Option<JobSlot>, measure: Measure) -> Histogram<u64> {
+    pub(crate) fn histogram(&self, job: Option<JobSlot>, measure: Measure) -> Histogram<u64> {
         let mut h = new_histogram();
         for b in self.bins(job, measure) {
             b.add_to(&mut h);
@@ -285,12 +307,13 @@ impl Recorder {
     }
 
     /// Samples of `measure` so far: overall when `job` is `None`.
-    pub fn count(&self, job: Option<JobSlot>, measure: Measure) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn count(&self, job: Option<JobSlot>, measure: Measure) -> u64 {
         self.bins(job, measure).iter().map(|b| b.len()).sum()
     }
 
     /// Samples of `measure` clamped to [`MAX_US`]: overall when `job` is `None`.
-    pub fn outliers(&self, job: Option<JobSlot>, measure: Measure) -> u64 {
+    pub(crate) fn outliers(&self, job: Option<JobSlot>, measure: Measure) -> u64 {
         match job {
             None => self.overall_outliers[measure.index()],
             Some(j) => self.jobs[j.0 as usize].outliers[measure.index()],
@@ -299,7 +322,7 @@ impl Recorder {
 
     /// Statistics of `measure` so far: overall when `job` is `None`. Equal to
     /// [`HistogramStats::of`] the [`histogram`](Recorder::histogram), computed from the bins.
-    pub fn stats(&self, job: Option<JobSlot>, measure: Measure) -> HistogramStats {
+    pub(crate) fn stats(&self, job: Option<JobSlot>, measure: Measure) -> HistogramStats {
         stats_of_bins(&self.bins(job, measure), self.outliers(job, measure))
     }
 
@@ -311,7 +334,7 @@ impl Recorder {
     /// The whole time series up to `now_us`: the closed seconds, then the open second and any
     /// seconds after it up to `now_us` (empty: nothing was recorded in them), the last one
     /// possibly partial. `ceil(now_us / 1 s)` rows when `now_us` is not before the last tick.
-    pub fn timeseries(&self, now_us: u64) -> Vec<SecondRow> {
+    pub(crate) fn timeseries(&self, now_us: u64) -> Vec<SecondRow> {
         let mut rows = self.rows.clone();
         let mut end_sec = now_us.div_ceil(US_PER_S);
         if self.sec_done > 0 || self.sec_failed > 0 {
@@ -341,7 +364,7 @@ impl Recorder {
 
     /// Most operations done in one whole second so far, counting the open second when `now_us`
     /// has reached its end; the mean rate when no whole second has passed yet.
-    pub fn ops_per_s_peak(&self, now_us: u64) -> f64 {
+    pub(crate) fn ops_per_s_peak(&self, now_us: u64) -> f64 {
         let mut peak = self.peak_ops_per_s;
         if now_us >= self.open_end_us {
             peak = peak.max(self.sec_done);
@@ -353,90 +376,19 @@ impl Recorder {
     }
 
     /// Operations done divided by the time since the run started (0 at time 0).
-    pub fn ops_per_s_mean(&self, now_us: u64) -> f64 {
+    pub(crate) fn ops_per_s_mean(&self, now_us: u64) -> f64 {
         if now_us == 0 {
             0.0
         } else {
             self.done as f64 * US_PER_S as f64 / now_us as f64
         }
     }
-
-    /// Encodes the samples of the open interval (not yet closed by `tick`) as interval-log lines
-    /// starting at `open_sec`, lasting until `now_us` (at most one second). Appends nothing when
-    /// the open interval holds no sample.
-    pub(crate) fn encode_open_interval(
-        &self,
-        out: &mut Vec<u8>,
-        now_us: u64,
-    ) -> Result<(), String> {
-        if self.open.iter().all(|b| b.is_empty()) {
-            return Ok(());
-        }
-        let start_us = self.open_sec * US_PER_S;
-        let len_us = now_us.saturating_sub(start_us).clamp(1, US_PER_S);
-        encode_interval(
-            out,
-            &mut V2DeflateSerializer::new(),
-            &mut new_histogram(),
-            &self.open,
-            &self.jobs,
-            Duration::from_micros(start_us),
-            Duration::from_micros(len_us),
-        )
-    }
-}
-
-/// Escapes the characters an interval-log tag may not hold (`,`, space, CR, LF) and `%` itself
-/// as `%XX`, so that every job id maps to a distinct tag.
-pub fn escape_tag(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '%' | ',' | ' ' | '\r' | '\n' => out.push_str(&format!("%{:02X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Appends one interval's entries: the overall histogram of each measure (tag = the measure's
-/// name), then each job's (tag = the job's tag), skipping empty ones. `scratch` is clobbered.
-fn encode_interval(
-    out: &mut Vec<u8>,
-    serializer: &mut V2DeflateSerializer,
-    scratch: &mut Histogram<u64>,
-    overall: &[Bins; 4],
-    jobs: &[JobMetrics],
-    start: Duration,
-    duration: Duration,
-) -> Result<(), String> {
-    let mut writer = IntervalLogWriterBuilder::new()
-        .begin_log_with(out, serializer)
-        .map_err(|e| e.to_string())?;
-    let tagged = Measure::ALL
-        .iter()
-        .map(|&m| (&overall[m.index()], m.name()))
-        .chain(jobs.iter().flat_map(|j| {
-            Measure::ALL
-                .iter()
-                .map(|&m| (&j.open[m.index()], j.tags[m.index()].as_str()))
-        }));
-    for (bins, tag) in tagged {
-        if bins.is_empty() {
-            continue;
-        }
-        scratch.reset();
-        bins.add_to(scratch);
-        let tag = Tag::new(tag).ok_or_else(|| format!("invalid interval log tag {tag:?}"))?;
-        writer
-            .write_histogram(scratch, start, duration, Some(tag))
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use hdrhistogram::serialization::interval_log::Tag;
+
     use super::*;
 
     #[test]
@@ -594,8 +546,6 @@ mod tests {
 
     #[test]
     fn tags_escape_forbidden_characters() {
-        assert_eq!(escape_tag("plain-id_1"), "plain-id_1");
-        assert_eq!(escape_tag("a b,c%d\n"), "a%20b%2Cc%25d%0A");
         let mut r = Recorder::new();
         let j = r.add_job("my job");
         assert_eq!(r.jobs[j.0 as usize].tags[1], "job/my%20job/delivery");

@@ -6,8 +6,8 @@
 //!   in milliseconds.
 //! - `histograms.hlog`: HdrHistogram interval log, one-second intervals (the last one possibly
 //!   partial), V2 deflate histograms in µs, tagged `<measure>` (overall) and
-//!   `job/<jobId>/<measure>` (per job, the id escaped by [`escape_tag`]). Empty histograms are
-//!   not written. Adding up every interval of a tag gives back the run's histogram exactly
+//!   `job/<jobId>/<measure>` (per job, the id escaped: see [`tag`](super::tag)). Empty histograms
+//!   are not written. Adding up every interval of a tag gives back the run's histogram exactly
 //!   ([`read_interval_log`]).
 //! - `timeseries.csv`: `second,ops_done,ops_per_s,in_flight,failures`, one row per second
 //!   ([`Recorder::timeseries`]).
@@ -27,14 +27,13 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::histogram::{percentile_distribution, HistogramStats};
-pub use super::recorder::escape_tag;
-use super::{JobSlot, Measure, Recorder, SecondRow, US_PER_S};
+use super::{tag, Measure, Recorder, SecondRow, US_PER_S};
 use crate::report::RunReport;
 
 /// Version of the `summary.json` layout; bumped on any incompatible change.
-pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
+pub(crate) const SUMMARY_SCHEMA_VERSION: u32 = 1;
 /// `.hgrm` values are µs divided by this: milliseconds.
-pub const HGRM_SCALE: f64 = 1000.0;
+pub(crate) const HGRM_SCALE: f64 = 1000.0;
 
 /// Errors writing or reading result files. Each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +91,7 @@ impl MeasureStats {
     }
 
     /// The statistics of `m`.
-    pub fn get(&self, m: Measure) -> &HistogramStats {
+    pub(crate) fn get(&self, m: Measure) -> &HistogramStats {
         match m {
             Measure::EngineLag => &self.engine_lag,
             Measure::Delivery => &self.delivery,
@@ -138,7 +137,8 @@ pub struct Summary {
 
 impl Summary {
     /// The summary of `recorder` at `now_us`, with `report`'s fields.
-    pub fn new(report: &RunReport, recorder: &Recorder, now_us: u64) -> Summary {
+    pub(crate) fn new(report: &RunReport, recorder: &Recorder, now_us: u64) -> Summary {
+        let totals = recorder.totals(None);
         Summary {
             schema_version: SUMMARY_SCHEMA_VERSION,
             run: report.clone(),
@@ -152,10 +152,10 @@ impl Summary {
                 })
                 .collect(),
             throughput: Throughput {
-                ops_total: recorder.done,
-                failures_total: recorder.failed,
-                ops_dispatched: recorder.dispatched,
-                in_flight: recorder.in_flight,
+                ops_total: totals.done,
+                failures_total: totals.failed,
+                ops_dispatched: totals.dispatched,
+                in_flight: totals.in_flight,
                 ops_per_s_mean: recorder.ops_per_s_mean(now_us),
                 ops_per_s_peak: recorder.ops_per_s_peak(now_us),
             },
@@ -163,47 +163,10 @@ impl Summary {
     }
 }
 
-/// The `.hlog` tag of `measure` for one job (`None`: overall).
-pub fn tag_for(job_id: Option<&str>, measure: Measure) -> String {
-    match job_id {
-        None => measure.name().to_owned(),
-        Some(id) => format!("job/{}/{}", escape_tag(id), measure.name()),
-    }
-}
-
-/// Splits a tag written by [`write`] into the (unescaped) job id, `None` for overall, and the
-/// measure. `None` for a tag this module does not write.
-pub fn parse_tag(tag: &str) -> Option<(Option<String>, Measure)> {
-    match tag.strip_prefix("job/") {
-        None => Measure::from_name(tag).map(|m| (None, m)),
-        Some(rest) => {
-            let (id, measure) = rest.rsplit_once('/')?;
-            Some((Some(unescape_tag(id)?), Measure::from_name(measure)?))
-        }
-    }
-}
-
-fn unescape_tag(s: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// Writes the run's result directory `dir` (created if missing): `summary.json`, one `.hgrm`
 /// per measure, `histograms.hlog`, `timeseries.csv`, each atomically. `now_us` is the time the
 /// results describe (the end of the run, or of the part of it that ran).
-pub fn write(
+pub(crate) fn write(
     dir: &Path,
     report: &RunReport,
     recorder: &Recorder,
@@ -264,15 +227,16 @@ pub(crate) fn write_hgrm(dir: &Path, m: Measure, h: &Histogram<u64>) -> Result<(
 
 /// The whole interval log: header, the closed seconds, then the open (partial) one.
 fn interval_log(report: &RunReport, recorder: &Recorder, now_us: u64) -> Result<Vec<u8>, String> {
-    if let Some(e) = &recorder.hlog_error {
-        return Err(e.clone());
-    }
-    let mut out = Vec::with_capacity(recorder.hlog.len() + 1024);
+    let closed = recorder.closed_intervals().map_err(str::to_owned)?;
+    let mut out = Vec::with_capacity(closed.len() + 1024);
     let mut builder = IntervalLogWriterBuilder::new();
     builder
-        .add_comment(&format!("fleetsim interval log, scenario {:?}", report.scenario))
+        .add_comment(&format!(
+            "fleetsim interval log, scenario {:?}",
+            report.scenario
+        ))
         .add_comment("values in microseconds; one-second intervals since the run started")
-        .add_comment("tags: <measure> (all jobs), job/<jobId>/<measure>; measures: engine_lag, delivery, round_trip, completion");
+        .add_comment(tag::HEADER_COMMENT);
     match time::OffsetDateTime::parse(
         &report.started_at,
         &time::format_description::well_known::Rfc3339,
@@ -292,14 +256,16 @@ fn interval_log(report: &RunReport, recorder: &Recorder, now_us: u64) -> Result<
     builder
         .begin_log_with(&mut out, &mut V2DeflateSerializer::new())
         .map_err(|e| e.to_string())?;
-    out.extend_from_slice(&recorder.hlog);
+    out.extend_from_slice(closed);
     recorder.encode_open_interval(&mut out, now_us)?;
     Ok(out)
 }
 
 /// Reads an interval log and adds up all intervals per tag (an untagged interval counts under
 /// `""`): the histograms a run (or several runs' logs, one after another) recorded.
-pub fn read_interval_log(path: &Path) -> Result<BTreeMap<String, Histogram<u64>>, ResultsError> {
+pub(crate) fn read_interval_log(
+    path: &Path,
+) -> Result<BTreeMap<String, Histogram<u64>>, ResultsError> {
     let bytes = fs::read(path).map_err(|source| ResultsError::Read {
         path: path.to_owned(),
         source,
@@ -349,7 +315,7 @@ pub fn read_interval_log(path: &Path) -> Result<BTreeMap<String, Histogram<u64>>
 }
 
 /// Reads `summary.json` of the result directory `dir`.
-pub fn read_summary(dir: &Path) -> Result<Summary, ResultsError> {
+pub(crate) fn read_summary(dir: &Path) -> Result<Summary, ResultsError> {
     let path = dir.join("summary.json");
     let bytes = fs::read(&path).map_err(|source| ResultsError::Read {
         path: path.clone(),
@@ -379,14 +345,6 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError
         let _ = fs::remove_file(&tmp);
     }
     result.map_err(err)
-}
-
-/// The job slot of `job_id` in `recorder`, if registered.
-pub fn slot_of(recorder: &Recorder, job_id: &str) -> Option<JobSlot> {
-    recorder
-        .jobs()
-        .find(|(_, id)| *id == job_id)
-        .map(|(s, _)| s)
 }
 
 #[cfg(test)]

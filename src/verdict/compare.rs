@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use super::thresholds::show_value;
 use crate::metrics::results::ResultsError;
-use crate::metrics::results::{read_interval_log, read_summary, tag_for, Summary};
+use crate::metrics::results::{read_interval_log, read_summary, Summary};
+use crate::metrics::tag::tag_for;
 use crate::metrics::{Measure, MAX_US};
 use crate::report::JobReport;
 

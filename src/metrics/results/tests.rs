@@ -2,6 +2,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
 use crate::metrics::histogram::new_histogram;
+use crate::metrics::tag::{parse_tag, tag_for};
 use crate::metrics::MAX_US;
 use crate::report::{DeviceJobStatistics, JobReport};
 
@@ -293,19 +294,6 @@ fn read_interval_log_reports_bad_input_with_the_file() {
     assert!(matches!(e, ResultsError::LogParse { offset: 0, .. }), "{e}");
     let e = read_interval_log(&dir.0.join("missing.hlog")).unwrap_err();
     assert!(matches!(e, ResultsError::Read { .. }), "{e}");
-}
-
-#[test]
-fn tags_round_trip() {
-    assert_eq!(tag_for(None, Measure::RoundTrip), "round_trip");
-    assert_eq!(parse_tag("round_trip"), Some((None, Measure::RoundTrip)));
-    assert_eq!(
-        parse_tag(&tag_for(Some("a/b c"), Measure::Completion)),
-        Some((Some("a/b c".to_owned()), Measure::Completion))
-    );
-    assert_eq!(parse_tag("job/x/latency"), None);
-    assert_eq!(parse_tag("other"), None);
-    assert_eq!(parse_tag("job/%zz/delivery"), None);
 }
 
 #[test]
