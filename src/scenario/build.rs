@@ -122,7 +122,7 @@ pub(crate) fn instance_ids(job: &JobSpec) -> Vec<String> {
 /// One job to create during a run.
 #[derive(Debug, Clone)]
 pub(crate) struct PlannedJob {
-    /// When the runner creates it (µs after the run starts).
+    /// When the run creates it (µs after the run starts).
     pub(crate) create_at: Micros,
     /// When it is to start (µs after the run starts).
     pub(crate) start_at: Micros,

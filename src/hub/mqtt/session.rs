@@ -1,6 +1,8 @@
 //! One device's MQTT session on the hub, as a state machine without I/O (in the manner of
 //! rumqttc's `state.rs`): packets, hub messages and the passing of time go in, [`Action`]s come
-//! out, and the connection task in [`super::conn`] performs them.
+//! out, and the endpoint's pump ([`super::pump`]) performs them for every established
+//! connection. (The connection task in [`super::conn`] only runs TLS, CONNECT and authentication
+//! before it hands the connection to the pump.)
 //!
 //! Direct methods follow IoT Hub: a device that has not subscribed to `$iothub/methods/POST/#`
 //! is not online for methods. Its requests are held until it subscribes, at most until the
@@ -36,7 +38,7 @@ const UNANSWERED_MAX: usize = 64;
 /// response timeout IoT Hub allows (5 s).
 pub const SUBSCRIBE_GRACE_US: Micros = 2_000_000;
 
-/// What the connection task does next.
+/// What the pump does next for this session.
 #[derive(Debug)]
 pub(crate) enum Action {
     /// Write a packet to the device.
@@ -191,7 +193,7 @@ impl Session {
             Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
                 Err(SessionError::Unexpected("QoS 2 flow"))
             }
-            // DISCONNECT is handled by the connection task.
+            // DISCONNECT: the pump closes the connection.
             Packet::Disconnect => Ok(()),
         }
     }
