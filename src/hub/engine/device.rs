@@ -10,7 +10,7 @@ use crate::hub::handle::DeviceCommand;
 use crate::hub::jobs::{DeviceError, DeviceStatus, JobKind};
 use crate::hub::twin::Object;
 use crate::ids::{DeviceIdx, RecordIdx, SlotIdx};
-use crate::link::{FromDevice, OpId, ToDevice};
+use crate::link::{FromDevice, OpId};
 use crate::metrics::Measure;
 
 use super::{metrics_slot, Engine, Target};
@@ -199,20 +199,9 @@ impl Engine {
                 if slot.record(r).status != DeviceStatus::Scheduled {
                     continue;
                 }
-                if let JobKind::Method(call) = &slot.job.request.kind {
-                    let (method, payload) = (call.name.clone(), call.payload.clone());
-                    let deadline = now + call.response_timeout_s as Micros * 1_000_000;
-                    // The device is counted as pending while parked; send_method moves it.
-                    self.send_method(s, r, now, deadline);
-                    self.recorder.record(metrics_slot(s), Measure::EngineLag, 0);
-                    self.link.send(ToDevice::Method {
-                        op,
-                        device,
-                        method,
-                        payload,
-                        connect_deadline,
-                    });
-                }
+                // The device is counted as pending while parked; send_method moves it.
+                self.send_method(s, r, now, connect_deadline);
+                self.recorder.record(metrics_slot(s), Measure::EngineLag, 0);
             }
         }
         if let Some(op) = self.desired_pending.remove(&device) {

@@ -271,16 +271,7 @@ impl Engine {
             JobKind::Method(call) => {
                 let connect_deadline = now + call.connect_timeout_s as Micros * 1_000_000;
                 if entry.connected {
-                    let (method, payload) = (call.name.clone(), call.payload.clone());
-                    let deadline = now + call.response_timeout_s as Micros * 1_000_000;
-                    self.send_method(s, r, now, deadline);
-                    self.link.send(ToDevice::Method {
-                        op,
-                        device,
-                        method,
-                        payload,
-                        connect_deadline,
-                    });
+                    self.send_method(s, r, now, connect_deadline);
                 } else if call.connect_timeout_s == 0 {
                     self.finish_op(s, r, now, DeviceStatus::Failed, DeviceError::NotOnline);
                 } else {
@@ -319,16 +310,36 @@ impl Engine {
         }
     }
 
-    /// Marks a method operation dispatched (it is about to be sent).
-    pub(super) fn send_method(&mut self, s: SlotIdx, r: RecordIdx, now: Micros, deadline: Micros) {
+    /// Sends method job `s`'s request to record `r`'s device at `now`: the record runs until the
+    /// call's response timeout, and the device may take until `connect_deadline` to subscribe.
+    pub(super) fn send_method(
+        &mut self,
+        s: SlotIdx,
+        r: RecordIdx,
+        now: Micros,
+        connect_deadline: Micros,
+    ) {
         let slot = &mut self.slots[s];
+        let JobKind::Method(call) = &slot.job.request.kind else {
+            return;
+        };
+        let (method, payload) = (call.name.clone(), call.payload.clone());
+        let deadline = now + call.response_timeout_s as Micros * 1_000_000;
         let rec = slot.record_mut(r);
         rec.status = DeviceStatus::Running;
         rec.start_us = now;
+        let device = rec.device;
         slot.job.stats.pending_count -= 1;
         slot.job.stats.running_count += 1;
         slot.run.inflight.push_back((deadline, r));
         self.recorder.op_dispatched(metrics_slot(s));
+        self.link.send(ToDevice::Method {
+            op: job_op(s, r),
+            device,
+            method,
+            payload,
+            connect_deadline,
+        });
     }
 
     /// Sends a desired patch to `device` if it is connected; a job's patch (`op`) waits for the
