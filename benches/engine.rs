@@ -34,6 +34,8 @@ fn run(file: &str) -> (run::RunOutcome, f64) {
         state_dir: out.join("state"),
         shard: Shard::ALL,
         scenario_text: None,
+        clock: None,
+        speed: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

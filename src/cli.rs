@@ -13,6 +13,7 @@ use crate::app::hub::{ConnectionStringOptions, HubOptions};
 use crate::app::run::{Progress, RunCommand, RunOptions};
 use crate::app::wiring::MqttOptions;
 use crate::app::{self};
+use crate::clock::ClockMode;
 use crate::fleet::credentials::PolicyKey;
 use crate::hub::mqtt::Listen as MqttListen;
 use crate::scenario::identities::KeyFormat;
@@ -77,6 +78,14 @@ pub(crate) enum Command {
         /// How much worse than the baseline a figure may be (relative), such as 10%.
         #[arg(long, default_value = "10%", value_parser = parse_tolerance)]
         tolerance: f64,
+        /// Real time, or virtual time: a simulated clock that jumps to the next event whenever
+        /// nothing is runnable (in-process fleets only). Overrides the scenario's `clock`.
+        #[arg(long, value_enum, value_name = "real|virtual")]
+        clock: Option<ClockArg>,
+        /// In virtual time, run at N times real time (e.g. 600: ten simulated minutes a second)
+        /// instead of as fast as the machine allows.
+        #[arg(long, value_name = "N", value_parser = parse_speed)]
+        speed: Option<f64>,
     },
     /// Compare a run with a baseline run: per histogram percentile and per job.
     #[command(after_help = concat!("Examples:\n  fleetsim compare results/quickstart/main results/quickstart/20250102T030405Z\n  fleetsim compare base run --tolerance 5% --format md >> \"$GITHUB_STEP_SUMMARY\"\n\nPercentiles come from the full histograms in histograms.hlog. A latency change under 1 ms\nis never a regression.\n\n", "Exit codes: 0 no figure is worse than the tolerance; 1 an error; 3 a regression."))]
@@ -253,6 +262,25 @@ pub(crate) enum Format {
     Json,
 }
 
+/// `fleetsim run --clock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClockArg {
+    /// Real time.
+    Real,
+    /// Simulated time, as fast as the machine allows (or at `--speed`).
+    Virtual,
+}
+
+/// A speed-up factor: a positive number.
+fn parse_speed(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "'{text}' is not a speed; expected a positive number such as 600 (ten simulated minutes a second)"
+        )),
+    }
+}
+
 /// What `fleetsim keys` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum KeysFormat {
@@ -352,6 +380,8 @@ impl Cli {
                 shard,
                 baseline,
                 tolerance,
+                clock,
+                speed,
             } => C::Run(RunCommand {
                 scenario,
                 dry_run,
@@ -367,6 +397,11 @@ impl Cli {
                     state_dir,
                     shard: Shard::ALL,
                     scenario_text: None,
+                    clock: clock.map(|c| match c {
+                        ClockArg::Real => ClockMode::Real,
+                        ClockArg::Virtual => ClockMode::Virtual,
+                    }),
+                    speed,
                 },
             }),
             Command::Compare {

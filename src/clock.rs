@@ -2,12 +2,38 @@
 //! read from tokio's monotonic clock (so tests can pause and advance it), and mapped to wall-clock
 //! time through the instant the clock was created. Nothing else calls `SystemTime::now()` or
 //! `Instant::now()`.
+//!
+//! In virtual time the run executes on tokio's paused clock, which jumps to the next timer
+//! whenever nothing is runnable: the same [`Clock`] then reads simulated time, and its zero maps
+//! to a fixed wall-clock time ([`VIRTUAL_EPOCH`]) so that a rerun writes the same bytes. A
+//! [`Stopwatch`] measures the real time such a run takes.
 
 use std::time::{Duration, SystemTime};
 
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::time::Instant;
+
+/// Which time a run executes in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockMode {
+    /// Real time: sockets, the dashboard and every latency in wall time.
+    #[default]
+    Real,
+    /// Simulated time that jumps to the next event whenever nothing is runnable.
+    Virtual,
+}
+
+impl ClockMode {
+    /// `real` or `virtual`, as the scenario key and `summary.json` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClockMode::Real => "real",
+            ClockMode::Virtual => "virtual",
+        }
+    }
+}
 
 /// Microseconds since the run started.
 pub(crate) type Micros = u64;
@@ -17,15 +43,36 @@ pub(crate) type Micros = u64;
 pub struct Clock {
     start: Instant,
     wall_start: OffsetDateTime,
+    /// Whether the run's time is simulated (see [`Clock::start_virtual`]).
+    simulated: bool,
 }
+
+/// The wall-clock time a virtual-time run starts at: 2000-01-01T00:00:00Z.
+pub(crate) const VIRTUAL_EPOCH: OffsetDateTime = time::macros::datetime!(2000-01-01 0:00 UTC);
 
 impl Clock {
     /// Starts a clock now.
     pub fn start() -> Self {
         Clock {
             start: Instant::now(),
-            wall_start: OffsetDateTime::from(SystemTime::now()),
+            wall_start: wall_now(),
+            simulated: false,
         }
+    }
+
+    /// Starts a clock now whose zero maps to [`VIRTUAL_EPOCH`] (a virtual-time run: every reading
+    /// is simulated, so the wall times it reports are too).
+    pub(crate) fn start_virtual() -> Self {
+        Clock {
+            start: Instant::now(),
+            wall_start: VIRTUAL_EPOCH,
+            simulated: true,
+        }
+    }
+
+    /// Whether this clock reads simulated time (a virtual-time run).
+    pub(crate) fn is_virtual(&self) -> bool {
+        self.simulated
     }
 
     /// Microseconds since the clock started.
@@ -56,6 +103,28 @@ impl Clock {
     /// `wall_at(us)` as ISO-8601 UTC with milliseconds and `Z`, as IoT Hub prints times.
     pub(crate) fn iso_at(&self, us: Micros) -> String {
         iso8601(self.wall_at(us))
+    }
+}
+
+/// The real wall-clock time now (for names of result directories; never for measurements).
+pub(crate) fn wall_now() -> OffsetDateTime {
+    OffsetDateTime::from(SystemTime::now())
+}
+
+/// Real elapsed time, whatever clock the run's tokio runtime has: what a virtual-time run costs
+/// in wall time, and the pacing of `--speed`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stopwatch(std::time::Instant);
+
+impl Stopwatch {
+    /// Starts now.
+    pub(crate) fn start() -> Self {
+        Stopwatch(std::time::Instant::now())
+    }
+
+    /// Real time since the start.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.0.elapsed()
     }
 }
 

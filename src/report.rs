@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::ClockMode;
 use crate::shard::Shard;
 
 /// Per-job device counts, as IoT Hub reports them in `deviceJobStatistics`.
@@ -65,4 +66,41 @@ pub struct RunReport {
     /// for merged shards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
+    /// Real or virtual time (older results, without it, ran in real time).
+    #[serde(default)]
+    pub(crate) clock: ClockMode,
+    /// Simulated and real seconds the run took.
+    #[serde(flatten, default)]
+    pub(crate) timing: Timing,
+}
+
+/// How long a run took: in its own (possibly simulated) time and in real time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Timing {
+    /// Seconds of the run's time from start to end (simulated in virtual time).
+    #[serde(default)]
+    pub(crate) simulated_s: f64,
+    /// Real seconds the run took.
+    #[serde(default)]
+    pub(crate) wall_s: f64,
+    /// `simulated_s / wall_s`: how much faster than real time the run went (about 1 in real
+    /// time).
+    #[serde(default)]
+    pub(crate) speedup: f64,
+}
+
+impl Timing {
+    /// A run that lasted `simulated_us` of its own time and `wall` of real time.
+    pub(crate) fn new(simulated_us: u64, wall: std::time::Duration) -> Timing {
+        let (simulated_s, wall_s) = (simulated_us as f64 / 1e6, wall.as_secs_f64());
+        Timing {
+            simulated_s,
+            wall_s,
+            speedup: if wall_s > 0.0 {
+                simulated_s / wall_s
+            } else {
+                0.0
+            },
+        }
+    }
 }

@@ -19,8 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use crossterm::event::{self, Event as TermEvent};
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Micros;
@@ -73,7 +72,8 @@ impl std::fmt::Display for Event {
 #[derive(Debug)]
 pub(crate) struct Dashboard {
     events: mpsc::UnboundedSender<Event>,
-    task: JoinHandle<io::Result<()>>,
+    /// The dashboard thread's outcome, sent when it ends.
+    task: oneshot::Receiver<io::Result<()>>,
 }
 
 impl Dashboard {
@@ -90,7 +90,10 @@ impl Dashboard {
         let (tx, rx) = mpsc::unbounded_channel();
         let events = tx.clone();
         let runtime = Handle::current();
-        let task = tokio::task::spawn_blocking(move || {
+        // A thread of its own rather than tokio's blocking pool: a blocking task holds a paused
+        // (virtual-time) clock still for as long as it runs.
+        let (done, task) = oneshot::channel();
+        std::thread::spawn(move || {
             let looped = FrameLoop {
                 view,
                 hub,
@@ -103,7 +106,7 @@ impl Dashboard {
             .run(App::new(header));
             // However the dashboard ended, the run must not go on unseen.
             shutdown.cancel();
-            looped
+            let _ = done.send(looped);
         });
         Dashboard { events, task }
     }
@@ -118,7 +121,7 @@ impl Dashboard {
         self.send(Event::Finished(message));
         self.task
             .await
-            .context("the dashboard task failed")?
+            .context("the dashboard thread failed")?
             .context("the dashboard lost the terminal")
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, ClockMode};
 use crate::hub::api::{self, Api};
 use crate::hub::auth::Authority;
 use crate::hub::state::StateDir;
@@ -98,6 +98,7 @@ fn empty_scenario() -> Scenario {
         name: "hub".into(),
         seed: 0,
         duration: Dur::ZERO,
+        clock: ClockMode::Real,
         hub: HubSpec::default(),
         cohorts: Vec::new(),
         jobs: Vec::new(),
@@ -158,6 +159,13 @@ pub(crate) async fn run(
         Some(path) => scenario::load(path)?,
         None => empty_scenario(),
     };
+    if scenario.clock == ClockMode::Virtual {
+        anyhow::bail!(
+            "{}: clock = \"virtual\" cannot be served: `fleetsim hub` answers real sockets in real \
+             time; run the scenario with `fleetsim run` for virtual time, or set clock = \"real\"",
+            opts.scenario.as_deref().unwrap_or(Path::new("scenario")).display()
+        );
+    }
     let state = StateDir::open(&opts.state_dir)
         .with_context(|| format!("cannot use state directory {}", opts.state_dir.display()))?;
     let names = names(&opts.hostnames);

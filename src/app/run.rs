@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Clock, Micros};
+use crate::clock::{wall_now, Clock, ClockMode, Micros, Stopwatch};
 use crate::hub::HubView;
 use crate::metrics::{self, Measure, MetricsSnapshot};
-use crate::report::RunReport;
+use crate::report::{RunReport, Timing};
 use crate::scenario::format::Transport;
 use crate::scenario::{self, default_out_dir, inspect, Scenario};
 use crate::shard::Shard;
@@ -62,8 +62,7 @@ pub(crate) fn command(cmd: RunCommand) -> anyhow::Result<Exit> {
         scenario_text: Some(std::fs::read_to_string(&cmd.scenario)?),
         ..cmd.run
     };
-    let outcome =
-        super::runtime()?.block_on(async { run(&s, &opts, super::shutdown_on_signals()).await })?;
+    let outcome = run_blocking(&s, &opts)?;
     print!("{}", final_table(&outcome));
     let baseline = cmd.baseline.as_ref().map(|(b, t)| (b.as_path(), *t));
     let verdict = verdict::judge(&outcome.dir, &s.thresholds, baseline)?;
@@ -72,6 +71,52 @@ pub(crate) fn command(cmd: RunCommand) -> anyhow::Result<Exit> {
     }
     print!("{}", verdict.text());
     Ok(verdict.exit())
+}
+
+/// Runs `scenario` on a runtime of its own, stopped by Ctrl-C or SIGTERM: a multi-threaded one
+/// in real time, a single-threaded one on tokio's paused clock in virtual time (it jumps to the
+/// next timer whenever every task waits, and one thread makes the order of events, and so the
+/// results, the same on every run).
+pub fn run_blocking(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunOutcome> {
+    let runtime = match opts.clock.unwrap_or(scenario.clock) {
+        ClockMode::Real => super::runtime()?,
+        ClockMode::Virtual => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .context("cannot start the async runtime")?,
+    };
+    runtime.block_on(async { run(scenario, opts, super::shutdown_on_signals()).await })
+}
+
+/// Why `scenario` cannot run in virtual time with `opts`, if it cannot.
+fn virtual_time_refused(scenario: &Scenario, opts: &RunOptions) -> Option<&'static str> {
+    if scenario.hub.transport == Transport::Mqtt {
+        Some("its [hub] transport is \"mqtt\"")
+    } else if opts.mqtt.external_fleet {
+        Some("--external-fleet was given")
+    } else if opts.mqtt.listen.plain.is_some() || opts.mqtt.listen.tls.is_some() {
+        Some("--mqtt or --mqtts was given")
+    } else {
+        None
+    }
+}
+
+/// Blocks the run's only thread as long as simulated time runs ahead of `speed` times the real
+/// time since `stopwatch` started, checking every 20 ms of real time; ends with `stop`.
+async fn govern(clock: Clock, stopwatch: Stopwatch, speed: f64, stop: CancellationToken) {
+    let tick = std::time::Duration::from_secs_f64((speed * 0.02).max(0.001));
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
+        let due = std::time::Duration::from_secs_f64(clock.now_us() as f64 / 1e6 / speed);
+        if let Some(ahead) = due.checked_sub(stopwatch.elapsed()) {
+            std::thread::sleep(ahead);
+        }
+    }
 }
 
 /// How a run shows its progress.
@@ -107,6 +152,10 @@ pub struct RunOptions {
     /// The scenario file's text, copied into the result directory as `scenario.toml` so that
     /// `fleetsim merge` can recompute its thresholds.
     pub scenario_text: Option<String>,
+    /// Real or virtual time; None: the scenario's `clock`.
+    pub clock: Option<ClockMode>,
+    /// In virtual time, simulated seconds per real second; None: as fast as possible.
+    pub speed: Option<f64>,
 }
 
 /// What a finished run produced.
@@ -138,7 +187,29 @@ pub async fn run(
     opts: &RunOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunOutcome> {
-    let clock = Clock::start();
+    let mode = opts.clock.unwrap_or(scenario.clock);
+    if mode == ClockMode::Virtual {
+        if let Some(why) = virtual_time_refused(scenario, opts) {
+            anyhow::bail!(
+                "scenario '{}' cannot run in virtual time: {why}, and real sockets live in real \
+                 time; use --clock real (or clock = \"real\"), or the in-process transport",
+                scenario.name
+            );
+        }
+    } else if opts.speed.is_some() {
+        anyhow::bail!("--speed paces virtual time; add --clock virtual (or clock = \"virtual\")");
+    }
+    let started_wall = wall_now();
+    let stopwatch = Stopwatch::start();
+    let clock = match mode {
+        ClockMode::Real => Clock::start(),
+        ClockMode::Virtual => Clock::start_virtual(),
+    };
+    let governor = CancellationToken::new();
+    if let Some(speed) = opts.speed {
+        tokio::spawn(govern(clock, stopwatch, speed, governor.clone()));
+    }
+    let _governor = governor.drop_guard();
     let seed = opts.seed.unwrap_or(scenario.seed);
     let security = match wiring::serves_mqtt(scenario, &opts.mqtt) {
         true => Some(Security::from_state_dir(
@@ -192,7 +263,12 @@ pub async fn run(
     let mut feeder = JobFeeder::new(scenario).starting_at(offset);
     let deadline = offset + scenario.duration.micros();
     // Only progress lines need a wake-up each second; a dashboard reads the view itself.
-    let mut next_line = (opts.progress == Progress::Lines).then_some(offset + 1_000_000);
+    // Progress lines come every second: of the run's time in real time, of real time in
+    // virtual time (the loop wakes at each view, which the engine then publishes every 100 ms
+    // of real time).
+    let lines = opts.progress == Progress::Lines;
+    let mut next_line = (lines && mode == ClockMode::Real).then_some(offset + 1_000_000);
+    let mut next_wall_line = std::time::Duration::from_secs(1);
 
     let stop = loop {
         let now = clock.now_us();
@@ -224,6 +300,15 @@ pub async fn run(
                 eprintln!("{}", progress_line(&view, feeder.planned()));
                 next_line = Some(now + 1_000_000);
             }
+            if lines && mode == ClockMode::Virtual && stopwatch.elapsed() >= next_wall_line {
+                let wall = stopwatch.elapsed().as_secs_f64();
+                eprintln!(
+                    "{} | wall {wall:.1}s, {:.0}x",
+                    progress_line(&view, feeder.planned()),
+                    now as f64 / 1e6 / wall
+                );
+                next_wall_line += std::time::Duration::from_secs(1);
+            }
         }
         if now >= deadline {
             break Stop::Duration;
@@ -251,11 +336,13 @@ pub async fn run(
             devices: output.devices,
             jobs: output.jobs,
             shard: (!opts.shard.is_all()).then_some(opts.shard),
+            clock: mode,
+            timing: Timing::new(end, stopwatch.elapsed()),
         };
         let dir = opts
             .out
             .clone()
-            .unwrap_or_else(|| default_out_dir(scenario, clock.wall_at(0)));
+            .unwrap_or_else(|| default_out_dir(scenario, started_wall));
         metrics::results::write(&dir, &report, &output.recorder, end)
             .with_context(|| format!("cannot write results to {}", dir.display()))?;
         if let Some(text) = &opts.scenario_text {
@@ -419,6 +506,8 @@ mod tests {
             state_dir: dir.clone(),
             shard: Shard::ALL,
             scenario_text: None,
+            clock: None,
+            speed: None,
         };
         let (done, outcome) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -22,11 +22,12 @@ mod views;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Clock, Micros};
+use crate::clock::{Clock, Micros, Stopwatch};
 use crate::hub::handle::{Command, HubView};
 use crate::hub::jobs::{DeviceError, DeviceRecord, DeviceStatus};
 use crate::hub::registry::Registry;
@@ -100,6 +101,9 @@ pub struct Engine {
     /// Desired notifications waiting for a device to connect.
     desired_pending: HashMap<DeviceIdx, OpId>,
     direct: DirectCalls,
+    /// In virtual time, the real time since the last view (views follow the watcher's clock,
+    /// not the simulated one, and every change of a job's status); None in real time.
+    virtual_views: Option<Stopwatch>,
 }
 
 impl Engine {
@@ -123,7 +127,18 @@ impl Engine {
             held: HashSet::new(),
             desired_pending: HashMap::new(),
             direct: DirectCalls::default(),
+            // Virtual time may pass far faster than real time: the engine then publishes a view
+            // every VIEW_EVERY_US of real time and whenever a job is added or ends (the moments
+            // the run loop acts on), instead of every VIEW_EVERY_US of simulated time.
+            virtual_views: clock.is_virtual().then(Stopwatch::start),
         }
+    }
+
+    /// The number of jobs and of jobs that ended: a view is due in virtual time when it changes.
+    fn jobs_signature(&self) -> (usize, usize) {
+        self.slots.iter().fold((0, 0), |(jobs, ended), s| {
+            (jobs + 1, ended + usize::from(s.job.status.is_terminal()))
+        })
     }
 
     /// Runs until `shutdown`; returns the measurements and the final job reports.
@@ -135,19 +150,34 @@ impl Engine {
         shutdown: CancellationToken,
     ) -> EngineOutput {
         let mut next_view = 0;
+        let mut viewed_jobs = (0, 0);
         loop {
             let now = self.clock.now_us();
             self.recorder.tick(now);
             let busy = self.step(now);
             self.link.flush();
-            if now >= next_view {
+            let view_due = match self.virtual_views {
+                None => now >= next_view,
+                Some(since) => {
+                    let jobs = self.jobs_signature();
+                    let due = jobs != viewed_jobs
+                        || since.elapsed() >= Duration::from_micros(VIEW_EVERY_US);
+                    if due {
+                        self.virtual_views = Some(Stopwatch::start());
+                        viewed_jobs = jobs;
+                    }
+                    due
+                }
+            };
+            if view_due {
                 view.send_replace(Arc::new(self.view(now)));
                 next_view = now + VIEW_EVERY_US;
             }
-            let wake = if busy {
-                now
-            } else {
-                self.next_deadline().min(next_view)
+            let wake = match (busy, self.virtual_views.is_some()) {
+                (true, _) => now,
+                (false, false) => self.next_deadline().min(next_view),
+                // Nothing to do for an hour of simulated time: look again then.
+                (false, true) => self.next_deadline().min(now + 3_600_000_000),
             };
             tokio::select! {
                 biased;

@@ -21,7 +21,7 @@ use super::results::{
 };
 use super::tag::tag_for;
 use super::{Measure, SecondRow};
-use crate::report::{JobReport, RunReport};
+use crate::report::{JobReport, RunReport, Timing};
 use crate::shard::Shard;
 
 /// Why shard directories cannot be merged.
@@ -324,6 +324,21 @@ fn merged_summary(
             devices: summaries.iter().map(|s| s.run.devices).sum(),
             jobs,
             shard: None,
+            clock: first.run.clock,
+            // The shards ran side by side: the whole took as long as the longest.
+            timing: Timing::new(
+                (summaries
+                    .iter()
+                    .map(|s| s.run.timing.simulated_s)
+                    .fold(0.0, f64::max)
+                    * 1e6) as u64,
+                std::time::Duration::from_secs_f64(
+                    summaries
+                        .iter()
+                        .map(|s| s.run.timing.wall_s)
+                        .fold(0.0, f64::max),
+                ),
+            ),
         },
         elapsed_s,
         histograms: stats(None),
@@ -412,6 +427,8 @@ mod tests {
             devices: recorder.totals(None).done,
             jobs,
             shard,
+            clock: Default::default(),
+            timing: Default::default(),
         }
     }
 

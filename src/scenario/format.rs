@@ -10,6 +10,7 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::clock::ClockMode;
 use crate::hub::throttle::Tier;
 use crate::units::parse_duration;
 use crate::verdict::thresholds::Thresholds;
@@ -25,6 +26,9 @@ pub struct Scenario {
     pub seed: u64,
     /// Hard limit for the whole run.
     pub(crate) duration: Dur,
+    /// Real or virtual time (`fleetsim run --clock` overrides it).
+    #[serde(default)]
+    pub(crate) clock: ClockMode,
     /// The hub.
     #[serde(default)]
     pub hub: HubSpec,

@@ -52,6 +52,8 @@ fn report() -> RunReport {
         devices: 2000,
         jobs: vec![job("job-1", 1200), job("job 2,odd%id", 800)],
         shard: None,
+        clock: Default::default(),
+        timing: Default::default(),
     }
 }
 
