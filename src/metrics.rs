@@ -1,4 +1,5 @@
-//! Metrics: HDR latency histograms and a per-second time series for one run.
+//! Metrics: HDR latency histograms and a time series for one run, in intervals of one second
+//! (or longer for runs past an hour: [`interval_for`]).
 //!
 //! The job engine owns one [`Recorder`] and calls it on the hot path: no locks, no allocation and
 //! no formatting per event. Times are `u64` microseconds since the run started (the engine's
@@ -40,8 +41,25 @@ pub(crate) const MAX_US: u64 = 3_600_000_000;
 pub(crate) const LOW_US: u64 = 1;
 /// Significant value digits kept by every histogram.
 pub(crate) const SIGFIG: u8 = 3;
-/// Microseconds in one second (the interval length of the time series and the `.hlog`).
+/// Microseconds in one second.
 pub(crate) const US_PER_S: u64 = 1_000_000;
+
+/// Interval lengths (seconds) a run's time series and interval log may use.
+const INTERVALS_S: [u64; 13] = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
+/// Intervals a run of its full duration may have at most.
+const MOST_INTERVALS: u64 = 3600;
+
+/// The interval length for a run that may last `duration_us`: one second for runs up to an
+/// hour, then the shortest of 2 s, 5 s, 10 s, ... 1 h that keeps the run within 3,600 intervals
+/// (time-series rows, and interval-log entries per histogram), so a 28-hour run writes
+/// 60-second rows rather than 100,800 one-second ones.
+pub(crate) fn interval_for(duration_us: u64) -> u64 {
+    let seconds = duration_us.div_ceil(US_PER_S);
+    INTERVALS_S
+        .into_iter()
+        .find(|w| seconds.div_ceil(*w) <= MOST_INTERVALS)
+        .unwrap_or(3600)
+}
 
 /// One of the four latencies measured per device operation.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]

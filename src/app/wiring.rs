@@ -23,6 +23,7 @@ use crate::hub::state::StateDir;
 use crate::hub::throttle::{Limits, RateLimiter};
 use crate::hub::{Engine, EngineOutput, Hub, HubView};
 use crate::link::{DeviceLink, FromDevice, ToDevice};
+use crate::metrics;
 use crate::scenario::format::Transport;
 use crate::scenario::{build, Scenario};
 use crate::shard::Shard;
@@ -188,7 +189,8 @@ pub async fn start(
         limiter: limiter.clone(),
     };
     let (link, devices) = start_devices(scenario, seed, shard, mqtt, security, ends).await?;
-    let engine = Engine::new(clock, limits, registry, link);
+    let engine = Engine::new(clock, limits, registry, link)
+        .with_intervals_of(metrics::interval_for(scenario.duration.micros()));
     let engine = tokio::spawn(engine.run(cmd_rx, from_dev_rx, view_tx, stop.clone()));
     Ok(Running {
         hub,

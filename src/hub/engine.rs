@@ -134,6 +134,13 @@ impl Engine {
         }
     }
 
+    /// Measures in intervals of `interval_s` seconds instead of one (see
+    /// [`crate::metrics::interval_for`]).
+    pub(crate) fn with_intervals_of(mut self, interval_s: u64) -> Self {
+        self.recorder = Recorder::with_interval(interval_s);
+        self
+    }
+
     /// The number of jobs and of jobs that ended: a view is due in virtual time when it changes.
     fn jobs_signature(&self) -> (usize, usize) {
         self.slots.iter().fold((0, 0), |(jobs, ended), s| {

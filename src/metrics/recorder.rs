@@ -76,9 +76,11 @@ pub struct Recorder {
     overall_outliers: [u64; 4],
     /// Scratch histogram an interval is encoded from.
     scratch: Histogram<u64>,
-    /// The open interval is `[open_sec, open_sec + 1)` seconds.
+    /// Seconds each interval (each time-series row and interval-log entry) covers.
+    interval_s: u64,
+    /// The open interval is `[open_sec, open_sec + interval_s)` seconds.
     open_sec: u64,
-    /// `(open_sec + 1) * US_PER_S`: `tick` does nothing before this.
+    /// `(open_sec + interval_s) * US_PER_S`: `tick` does nothing before this.
     open_end_us: u64,
     /// Operations done / failed in the open interval.
     sec_done: u64,
@@ -89,7 +91,7 @@ pub struct Recorder {
     in_flight: u64,
     /// Closed seconds.
     rows: Vec<SecondRow>,
-    /// Most operations done in one closed second.
+    /// Most operations done in one closed interval.
     peak_ops_per_s: u64,
     /// Interval log lines of the closed seconds (no header: the results add it). Grows by one
     /// line per second per measure and per active job and measure.
@@ -109,6 +111,17 @@ impl Default for Recorder {
 }
 
 impl Recorder {
+    /// An empty recorder whose intervals last `interval_s` seconds instead of one (at least 1):
+    /// the time series and the interval log of a long run stay a sensible size.
+    pub(crate) fn with_interval(interval_s: u64) -> Self {
+        let interval_s = interval_s.max(1);
+        Recorder {
+            interval_s,
+            open_end_us: interval_s * US_PER_S,
+            ..Self::new()
+        }
+    }
+
     /// An empty recorder, at time 0 with no jobs.
     pub fn new() -> Self {
         Recorder {
@@ -117,6 +130,7 @@ impl Recorder {
             open: Default::default(),
             overall_outliers: [0; 4],
             scratch: new_histogram(),
+            interval_s: 1,
             open_sec: 0,
             open_end_us: US_PER_S,
             sec_done: 0,
@@ -215,12 +229,12 @@ impl Recorder {
     #[cold]
     #[inline(never)]
     fn close_intervals(&mut self, now_us: u64) {
-        let target = now_us / US_PER_S;
+        let target = now_us / US_PER_S / self.interval_s * self.interval_s;
         while self.open_sec < target {
             self.close_open_interval();
-            self.open_sec += 1;
+            self.open_sec += self.interval_s;
         }
-        self.open_end_us = (self.open_sec + 1) * US_PER_S;
+        self.open_end_us = (self.open_sec + self.interval_s) * US_PER_S;
     }
 
     fn close_open_interval(&mut self) {
@@ -241,7 +255,7 @@ impl Recorder {
         self.rows.push(SecondRow {
             second: self.open_sec,
             ops_done: self.done,
-            ops_per_s: self.sec_done as f64,
+            ops_per_s: self.sec_done as f64 / self.interval_s as f64,
             in_flight: self.in_flight,
             failures: self.sec_failed,
         });
@@ -336,17 +350,20 @@ impl Recorder {
     /// possibly partial. `ceil(now_us / 1 s)` rows when `now_us` is not before the last tick.
     pub(crate) fn timeseries(&self, now_us: u64) -> Vec<SecondRow> {
         let mut rows = self.rows.clone();
-        let mut end_sec = now_us.div_ceil(US_PER_S);
+        let step = self.interval_s;
+        let mut end_sec = now_us.div_ceil(US_PER_S * step) * step;
         if self.sec_done > 0 || self.sec_failed > 0 {
-            end_sec = end_sec.max(self.open_sec + 1);
+            end_sec = end_sec.max(self.open_sec + step);
         }
-        for second in self.open_sec..end_sec {
+        for second in (self.open_sec..end_sec).step_by(step as usize) {
             let (done, failed) = if second == self.open_sec {
                 (self.sec_done, self.sec_failed)
             } else {
                 (0, 0)
             };
-            let len_us = now_us.saturating_sub(second * US_PER_S).min(US_PER_S);
+            let len_us = now_us
+                .saturating_sub(second * US_PER_S)
+                .min(step * US_PER_S);
             rows.push(SecondRow {
                 second,
                 ops_done: self.done,
@@ -369,10 +386,10 @@ impl Recorder {
         if now_us >= self.open_end_us {
             peak = peak.max(self.sec_done);
         }
-        if now_us < US_PER_S {
+        if now_us < self.interval_s * US_PER_S {
             return self.ops_per_s_mean(now_us);
         }
-        peak as f64
+        peak as f64 / self.interval_s as f64
     }
 
     /// Operations done divided by the time since the run started (0 at time 0).
@@ -390,6 +407,30 @@ mod tests {
     use hdrhistogram::serialization::interval_log::Tag;
 
     use super::*;
+
+    #[test]
+    fn long_runs_measure_in_longer_intervals() {
+        use crate::metrics::interval_for;
+        assert_eq!(interval_for(3_600 * US_PER_S), 1);
+        assert_eq!(interval_for(3_601 * US_PER_S), 2);
+        assert_eq!(interval_for(28 * 3_600 * US_PER_S), 30);
+        assert_eq!(interval_for(40 * 3_600 * US_PER_S), 60);
+
+        let mut r = Recorder::with_interval(60);
+        let a = r.add_job("a");
+        for t in [5, 59, 61, 200] {
+            r.op_dispatched(a);
+            r.op_done(a, t * US_PER_S, t == 61);
+        }
+        let rows = r.timeseries(210 * US_PER_S);
+        let seconds: Vec<u64> = rows.iter().map(|row| row.second).collect();
+        assert_eq!(seconds, [0, 60, 120, 180]);
+        assert_eq!(rows[0].ops_per_s, 2.0 / 60.0);
+        assert_eq!((rows[1].ops_done, rows[1].failures), (3, 1));
+        // The last row is partial: one operation in its first 30 s.
+        assert_eq!(rows[3].ops_per_s, 1.0 / 30.0);
+        assert_eq!(r.ops_per_s_peak(210 * US_PER_S), 2.0 / 60.0);
+    }
 
     #[test]
     fn recorder_and_snapshot_can_move_across_tasks() {

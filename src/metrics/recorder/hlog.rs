@@ -31,7 +31,7 @@ impl Recorder {
             &self.open,
             &self.jobs,
             Duration::from_secs(self.open_sec),
-            Duration::from_secs(1),
+            Duration::from_secs(self.interval_s),
         );
         if let Err(e) = encoded {
             self.hlog_error.get_or_insert(e);
@@ -50,7 +50,9 @@ impl Recorder {
             return Ok(());
         }
         let start_us = self.open_sec * US_PER_S;
-        let len_us = now_us.saturating_sub(start_us).clamp(1, US_PER_S);
+        let len_us = now_us
+            .saturating_sub(start_us)
+            .clamp(1, self.interval_s * US_PER_S);
         encode_interval(
             out,
             &mut V2DeflateSerializer::new(),

@@ -78,7 +78,9 @@ impl Recorder {
         self.snapshot_cache = cache;
         let skip = self.rows.len().saturating_sub(RECENT_SECONDS);
         let start_us = self.open_sec * US_PER_S;
-        let part_us = now_us.saturating_sub(start_us).min(US_PER_S);
+        let part_us = now_us
+            .saturating_sub(start_us)
+            .min(self.interval_s * US_PER_S);
         let current = SecondRow {
             second: self.open_sec,
             ops_done: self.done,
