@@ -113,7 +113,7 @@ pub(crate) fn wall_now() -> OffsetDateTime {
 
 /// Real elapsed time, whatever clock the run's tokio runtime has: what a virtual-time run costs
 /// in wall time, and the pacing of `--speed`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stopwatch(std::time::Instant);
 
 impl Stopwatch {

@@ -22,7 +22,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Micros;
+use crate::clock::{Micros, Stopwatch};
 use crate::hub::{Hub, HubView};
 use app::{Action, App};
 
@@ -40,6 +40,9 @@ pub(crate) struct Header {
     pub(crate) duration_us: Option<Micros>,
     /// How devices connect: "in-process", "mqtt", ...
     pub(crate) transport: &'static str,
+    /// In virtual time, the real time since the run started: the header then shows simulated
+    /// time, wall time and the speed-up.
+    pub(crate) virtual_time: Option<Stopwatch>,
 }
 
 /// Something the run tells the dashboard besides snapshots.

@@ -230,6 +230,7 @@ pub(crate) async fn run(
             seed: Some(scenario.seed),
             duration_us: None,
             transport: "hub",
+            virtual_time: None,
         };
         Dashboard::spawn(
             running.view.clone(),

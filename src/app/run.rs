@@ -241,6 +241,7 @@ pub async fn run(
                     Transport::Mqtt => "mqtt",
                     Transport::Inproc => "in-process",
                 },
+                virtual_time: (mode == ClockMode::Virtual).then_some(stopwatch),
             };
             Some(Dashboard::spawn(
                 view_rx.clone(),

@@ -296,6 +296,7 @@ pub(crate) mod tests {
             seed: Some(5),
             duration_us: Some(30_000_000),
             transport: "in-process",
+            virtual_time: None,
         }
     }
 

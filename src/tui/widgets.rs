@@ -73,7 +73,18 @@ pub(crate) fn header(f: &mut Frame, area: Rect, app: &App) {
     if let Some(seed) = h.seed {
         first.push(Span::raw(format!("  seed {seed}")));
     }
-    first.push(Span::raw(format!("  elapsed {}", fmt_secs(v.now_us))));
+    match h.virtual_time {
+        None => first.push(Span::raw(format!("  elapsed {}", fmt_secs(v.now_us)))),
+        Some(since) => {
+            let wall = since.elapsed();
+            first.push(Span::raw(format!(
+                "  simulated {}  wall {}  {:.0}x",
+                fmt_secs(v.now_us),
+                fmt_secs(wall.as_micros() as u64),
+                v.now_us as f64 / 1e6 / wall.as_secs_f64().max(1e-3)
+            )));
+        }
+    }
     if let Some(d) = h.duration_us {
         first.push(Span::raw(format!(
             "  left {}",
@@ -470,6 +481,21 @@ pub(crate) mod tests {
         ] {
             assert!(text.contains(want), "{want:?} missing in\n{text}");
         }
+    }
+
+    #[test]
+    fn header_in_virtual_time_shows_simulated_and_wall_time() {
+        let mut app = app();
+        app.header.virtual_time = Some(crate::clock::Stopwatch::start());
+        let text = render(100, 2, |f| header(f, f.area(), &app));
+        assert!(text.contains("simulated 12.3s  wall "), "{text}");
+        assert!(!text.contains("elapsed"), "{text}");
+        // A few microseconds of wall time against 12.3 simulated seconds.
+        let speedup: f64 = text
+            .split_whitespace()
+            .find_map(|w| w.strip_suffix('x')?.parse().ok())
+            .expect("a speed-up");
+        assert!(speedup > 100.0, "{text}");
     }
 
     #[test]
