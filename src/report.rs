@@ -29,12 +29,12 @@ pub struct DeviceJobStatistics {
 pub struct JobReport {
     /// The job id (`jobId` on the wire).
     #[serde(rename = "jobId")]
-    pub(crate) job_id: String,
+    pub job_id: String,
     /// `scheduleDeviceMethod` or `scheduleUpdateTwin`.
     #[serde(rename = "type")]
     pub(crate) job_type: String,
     /// Wire status: queued, scheduled, running, completed, failed, cancelled.
-    pub(crate) status: String,
+    pub status: String,
     /// Device counts at the end of the run.
     #[serde(rename = "deviceJobStatistics")]
     pub statistics: DeviceJobStatistics,

@@ -170,6 +170,27 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
                 ),
             ));
         }
+        if let Some(after) = &j.after {
+            if j.every.is_some() {
+                return Err(at(
+                    Some(after.span()),
+                    format!(
+                        "job '{}': `after` and `every` do not go together; give each repetition its own [[job]]",
+                        j.id.get_ref()
+                    ),
+                ));
+            }
+            if !ids.contains(after.get_ref()) {
+                return Err(at(
+                    Some(after.span()),
+                    format!(
+                        "job '{}': after = '{}' names no earlier job; expected the id of a [[job]] above it",
+                        j.id.get_ref(),
+                        after.get_ref()
+                    ),
+                ));
+            }
+        }
         for id in build::instance_ids(j) {
             if let Err(e) = crate::hub::jobs::check_job_id(&id) {
                 return Err(at(Some(j.id.span()), e.message));

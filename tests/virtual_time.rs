@@ -164,6 +164,77 @@ fn a_paced_job_takes_its_exact_simulated_time() {
 }
 
 #[test]
+fn a_job_after_another_waits_for_its_end() {
+    // S1 allows one active job: the twin update is created only once the method job ended,
+    // and starts 30 s after that. 200 devices at 10 per second: 20 s each.
+    let s = scenario::parse(
+        r#"
+        name = "sequence"
+        duration = "1h"
+        clock = "virtual"
+        [hub]
+        tier = "S1"
+        [[cohort]]
+        name = "a"
+        count = 200
+        id_prefix = "s-"
+        [[job]]
+        id = "ping"
+        type = "scheduleDeviceMethod"
+        start = "+5s"
+        query = "*"
+        method = { name = "ping" }
+        [[job]]
+        id = "fw"
+        type = "scheduleUpdateTwin"
+        after = "ping"
+        start = "+30s"
+        query = "*"
+        twin = { desired = { fw = "2" } }
+        "#,
+        "sequence.toml",
+    )
+    .unwrap();
+    let out = temp_dir("sequence");
+    let outcome = run::run_blocking(&s, &options(&out, None)).unwrap();
+    assert!(outcome.report.complete);
+    let ids: Vec<&str> = outcome
+        .report
+        .jobs
+        .iter()
+        .map(|j| j.job_id.as_str())
+        .collect();
+    assert_eq!(ids, ["ping", "fw"]);
+    assert!(outcome.report.jobs.iter().all(|j| j.status == "completed"));
+    // 5 s + 20 s + 30 s + 20 s, give or take a slot each.
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let simulated = summary["simulated_s"].as_f64().unwrap();
+    assert!(
+        (74.5..=75.5).contains(&simulated),
+        "simulated {simulated} s"
+    );
+
+    let e = scenario::parse(
+        &r#"
+        name = "bad"
+        duration = "1m"
+        [[job]]
+        id = "fw"
+        type = "scheduleUpdateTwin"
+        after = "nope"
+        query = "*"
+        twin = { desired = { fw = "2" } }
+        "#,
+        "bad.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("after = 'nope' names no earlier job"), "{e}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
 fn real_sockets_refuse_virtual_time() {
     let s = scenario::parse(
         "name = \"m\"\nduration = \"1m\"\n[hub]\ntransport = \"mqtt\"\n",

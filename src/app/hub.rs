@@ -252,14 +252,21 @@ pub(crate) async fn run(
         let mut feeder = JobFeeder::new(&scenario);
         let hub = running.hub.clone();
         let stop = shutdown.clone();
+        let mut view = running.view.clone();
         servers.spawn(async move {
-            while let Some(at) = feeder.next_at() {
+            while feeder.pending() {
+                let current = view.borrow_and_update().clone();
+                let now = clock.now_us();
+                for (job, why) in feeder.create_due(&hub, &clock, now, &current).await {
+                    eprintln!("fleetsim: job '{job}' refused: {why}");
+                }
+                let next = feeder.next_at();
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep_until(clock.instant_at(at)) => {}
-                }
-                for (job, why) in feeder.create_due(&hub, &clock, clock.now_us()).await {
-                    eprintln!("fleetsim: job '{job}' refused: {why}");
+                    // Jobs with `after` wait for a view that shows their predecessor ended.
+                    changed = view.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep_until(clock.instant_at(next.unwrap_or(now))),
+                        if next.is_some() => {}
                 }
             }
         });

@@ -273,7 +273,8 @@ pub async fn run(
 
     let stop = loop {
         let now = clock.now_us();
-        for (job, why) in feeder.create_due(&hub, &clock, now).await {
+        let current = view_rx.borrow().clone();
+        for (job, why) in feeder.create_due(&hub, &clock, now, &current).await {
             tell(tui::Event::Refused {
                 job: job.clone(),
                 why: why.clone(),
@@ -281,10 +282,7 @@ pub async fn run(
         }
         {
             let view = view_rx.borrow_and_update();
-            if feeder.next_at().is_none()
-                && view.jobs.len() == feeder.created()
-                && view.all_jobs_done()
-            {
+            if !feeder.pending() && view.jobs.len() == feeder.created() && view.all_jobs_done() {
                 break Stop::AllDone;
             }
             let thresholds = &scenario.thresholds;

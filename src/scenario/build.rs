@@ -122,10 +122,12 @@ pub(crate) fn instance_ids(job: &JobSpec) -> Vec<String> {
 /// One job to create during a run.
 #[derive(Debug, Clone)]
 pub(crate) struct PlannedJob {
-    /// When the run creates it (µs after the run starts).
+    /// When the run creates it (µs after the run starts, or after `after` ended).
     pub(crate) create_at: Micros,
-    /// When it is to start (µs after the run starts).
+    /// When it is to start (µs after the run starts, or after `after` ended).
     pub(crate) start_at: Micros,
+    /// The job whose end the times count from, if not the run's start.
+    pub(crate) after: Option<String>,
     /// The request, without its start time (set at creation from `start_at`).
     pub(crate) request: JobRequest,
 }
@@ -159,6 +161,7 @@ pub(crate) fn planned_jobs(scenario: &Scenario) -> Vec<PlannedJob> {
             out.push(PlannedJob {
                 create_at,
                 start_at: create_at + job.start.0.as_micros() as Micros,
+                after: job.after.as_ref().map(|a| a.get_ref().clone()),
                 request: JobRequest {
                     job_id: id,
                     kind: kind.clone(),

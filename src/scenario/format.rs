@@ -327,6 +327,10 @@ pub struct JobSpec {
     /// How many times in all (default 1; with `every`, default 1 too).
     #[serde(default)]
     pub(crate) times: Option<u32>,
+    /// Create the job only once the job with this id has ended (its `start` then counts from
+    /// that moment): jobs in sequence, as a tier that allows one active job needs them.
+    #[serde(default)]
+    pub(crate) after: Option<Spanned<String>>,
 }
 
 fn default_max_execution() -> Dur {
