@@ -1,6 +1,12 @@
 //! The in-process transport: the hub's messages travel over channels in batches, and one task
 //! plays every virtual device, holding future answers in a timer heap. No sockets, no task per
 //! device: this is what reaches a million devices.
+//!
+//! A cohort with a link model ([`LinkModel`](crate::fleet::behaviour::LinkModel)) has its
+//! messages held in the same heap: a message from the hub reaches the device after its downlink
+//! latency (the `delivered_us` the device reports is that moment), the device's answer reaches
+//! the hub after the device's own latency plus the uplink latency, and a message lost either way
+//! is simply never acted on or never answered.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -67,6 +73,19 @@ enum Event {
     },
     Disconnect(DeviceIdx),
     Reconnect(DeviceIdx),
+    /// A message reaches its device after its downlink latency (boxed: links are the rare
+    /// case, and the heap's entries stay small without them).
+    Arrive(Box<Arrival>),
+}
+
+/// A message on its way down a device's link.
+#[derive(Debug)]
+struct Arrival {
+    msg: ToDevice,
+    /// The uplink latency of the device's answer (None: lost).
+    up: Option<Micros>,
+    /// The device's connection it was sent on: a disconnect loses it.
+    connection: u32,
 }
 
 #[derive(Debug)]
@@ -195,53 +214,76 @@ impl InProcFleet {
         let now = self.clock.now_us();
         let seed = self.fleet.seed;
         for msg in batch {
-            match msg {
-                ToDevice::Method {
-                    op, device, method, ..
-                } => {
-                    let Some(dev) = self.fleet.devices.get_mut(device.usize()) else {
-                        continue;
-                    };
-                    if !dev.connected {
-                        continue; // lost in a disconnect: the hub times it out
-                    }
-                    let model = &self.fleet.models[dev.cohort as usize];
-                    match dev.on_method(model, &method, seed, device.get()) {
-                        MethodOutcome::Silent => {}
-                        MethodOutcome::Answer { after: 0, status } => {
-                            self.emit(answer(op, device, status, now))
+            let device = msg.device();
+            let Some(dev) = self.fleet.devices.get_mut(device.usize()) else {
+                continue;
+            };
+            if !dev.connected {
+                continue; // lost in a disconnect: the hub times it out
+            }
+            let up = match &self.fleet.models[dev.cohort as usize].link {
+                None => Some(0),
+                Some(link) => {
+                    let trip = dev.on_link(link, seed, device.get());
+                    match trip.down {
+                        None => continue, // lost on the way down
+                        Some(0) => trip.up,
+                        Some(down) => {
+                            let arrival = Arrival {
+                                msg,
+                                up: trip.up,
+                                connection: dev.connection(),
+                            };
+                            self.push(now + down, Event::Arrive(Box::new(arrival)));
+                            continue;
                         }
-                        MethodOutcome::Answer { after, status } => self.push(
-                            now + after,
-                            Event::Answer {
-                                op,
-                                device,
-                                status,
-                                delivered: now,
-                            },
-                        ),
                     }
                 }
-                ToDevice::Desired {
-                    op, device, patch, ..
-                } => {
-                    let Some(dev) = self.fleet.devices.get_mut(device.usize()) else {
-                        continue;
-                    };
-                    if !dev.connected {
-                        continue;
+            };
+            self.deliver(msg, up, now);
+        }
+    }
+
+    /// `msg` reaches its connected device at `now`; whatever the device sends back takes `up`
+    /// more to reach the hub (None: it is lost on the way).
+    fn deliver(&mut self, msg: ToDevice, up: Option<Micros>, now: Micros) {
+        let seed = self.fleet.seed;
+        match msg {
+            ToDevice::Method {
+                op, device, method, ..
+            } => {
+                let dev = &mut self.fleet.devices[device.usize()];
+                let model = &self.fleet.models[dev.cohort as usize];
+                match (dev.on_method(model, &method, seed, device.get()), up) {
+                    (MethodOutcome::Silent, _) | (_, None) => {}
+                    (MethodOutcome::Answer { after: 0, status }, Some(0)) => {
+                        self.emit(answer(op, device, status, now))
                     }
-                    let model = &self.fleet.models[dev.cohort as usize];
-                    let outcome = dev.on_desired(model, seed, device.get());
-                    if let Some(op) = op {
-                        self.emit(FromDevice::DesiredDelivered {
+                    (MethodOutcome::Answer { after, status }, Some(up)) => self.push(
+                        now + after + up,
+                        Event::Answer {
                             op,
-                            delivered_us: now,
-                        });
-                    }
-                    if let DesiredOutcome::Ack(after) = outcome {
-                        self.push(now + after, Event::Ack { op, device, patch });
-                    }
+                            device,
+                            status,
+                            delivered: now,
+                        },
+                    ),
+                }
+            }
+            ToDevice::Desired {
+                op, device, patch, ..
+            } => {
+                let dev = &mut self.fleet.devices[device.usize()];
+                let model = &self.fleet.models[dev.cohort as usize];
+                let outcome = dev.on_desired(model, seed, device.get());
+                if let Some(op) = op {
+                    self.emit(FromDevice::DesiredDelivered {
+                        op,
+                        delivered_us: now,
+                    });
+                }
+                if let (DesiredOutcome::Ack(after), Some(up)) = (outcome, up) {
+                    self.push(now + after + up, Event::Ack { op, device, patch });
                 }
             }
         }
@@ -282,6 +324,17 @@ impl InProcFleet {
                     self.push(timer.at + down, Event::Reconnect(device));
                 }
                 Event::Reconnect(device) => self.connect(device, timer.at),
+                Event::Arrive(arrival) => {
+                    let Arrival {
+                        msg,
+                        up,
+                        connection,
+                    } = *arrival;
+                    let dev = &self.fleet.devices[msg.device().usize()];
+                    if dev.connected && dev.connection() == connection {
+                        self.deliver(msg, up, now);
+                    }
+                }
             }
         }
     }
