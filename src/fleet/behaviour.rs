@@ -351,4 +351,49 @@ mod tests {
         assert_eq!(a, outcomes(7), "same seed, same draws");
         assert_ne!(a, outcomes(8), "another seed, other draws");
     }
+
+    #[test]
+    fn a_link_loses_its_share_each_way_and_replays_by_seed() {
+        let link = LinkModel {
+            latency: Latency::uniform(1_000, 9_000),
+            loss: 0.1,
+        };
+        let trips: Vec<Trip> = (0..100_000).map(|d| link.trip(5, d, 0)).collect();
+        let down_lost = trips.iter().filter(|t| t.down.is_none()).count();
+        let up_lost = trips
+            .iter()
+            .filter(|t| t.down.is_some() && t.up.is_none())
+            .count();
+        // Binomial: 10000 ± 4 sd; 9000 ± 4 sd (of the 90000 that arrived).
+        assert!((9_600..10_400).contains(&down_lost), "down {down_lost}");
+        assert!((8_600..9_400).contains(&up_lost), "up {up_lost}");
+        assert!(trips
+            .iter()
+            .flat_map(|t| [t.down, t.up])
+            .flatten()
+            .all(|us| (1_000..=9_000).contains(&us)));
+        assert_eq!(
+            link.trip(5, 3, 7),
+            link.trip(5, 3, 7),
+            "same draw, same trip"
+        );
+        assert_ne!(
+            (0..10).map(|n| link.trip(5, 3, n)).collect::<Vec<_>>(),
+            (0..10).map(|n| link.trip(6, 3, n)).collect::<Vec<_>>(),
+            "another seed, other trips"
+        );
+    }
+
+    #[test]
+    fn a_transparent_link_is_not_modelled() {
+        let model = |latency, loss| {
+            CohortModel::new(HashMap::new(), Latency::fixed(0), 0.0, 0.0, None)
+                .with_link(Some(LinkModel { latency, loss }))
+                .link
+                .is_some()
+        };
+        assert!(!model(Latency::fixed(0), 0.0));
+        assert!(model(Latency::fixed(1), 0.0));
+        assert!(model(Latency::fixed(0), 0.01));
+    }
 }
