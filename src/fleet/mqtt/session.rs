@@ -135,6 +135,14 @@ impl Session {
         let up = match &model.link {
             None => Some(0),
             Some(link) => {
+                // Only what the device acts on crosses the link (answers to its own twin
+                // requests are nothing to it).
+                if !matches!(
+                    topics::parse_hub_publish(&p.topic),
+                    Some(HubPublish::Method { .. } | HubPublish::Desired)
+                ) {
+                    return false;
+                }
                 let trip = self
                     .device
                     .state
