@@ -111,6 +111,21 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
         {
             check_dist(d).map_err(|m| at(span.clone(), format!("cohort '{}': {m}", c.name)))?;
         }
+        if let Some(link) = &c.link {
+            // The cohort's own `[cohort.link]` table: the first one after its name.
+            let table = span.clone().and_then(|s| {
+                let from = s.start;
+                text[from..]
+                    .find("[cohort.link]")
+                    .map(|i| from + i..from + i + "[cohort.link]".len())
+            });
+            check_dist(&link.latency).map_err(|m| {
+                at(
+                    table.or(span.clone()),
+                    format!("cohort '{}': link {m}", c.name),
+                )
+            })?;
+        }
         if let Some(churn) = &c.churn {
             if !(churn.disconnects_per_hour >= 0.0 && churn.disconnects_per_hour.is_finite()) {
                 return Err(at(
@@ -328,6 +343,26 @@ times = 3
         let e = error_of(&GOOD.replace("id_prefix = \"a-\"", "id_prefix = \"a-\"\noffline = 1.5"));
         assert!(
             e.message.contains("share 1.5 is outside 0..1"),
+            "{}",
+            e.message
+        );
+
+        let e = error_of(&GOOD.replace("[[job]]", "[cohort.link]\nloss = 1.5\n[[job]]"));
+        assert_eq!(e.line, 13);
+        assert!(
+            e.message.contains("share 1.5 is outside 0..1"),
+            "{}",
+            e.message
+        );
+
+        let e = error_of(&GOOD.replace(
+            "[[job]]",
+            "[cohort.link]\nlatency = { dist = \"lognormal\", median = \"1s\", p99 = \"100ms\" }\n[[job]]",
+        ));
+        assert_eq!(e.line, 12);
+        assert!(
+            e.message
+                .contains("cohort 'a': link lognormal latency needs 0 < median < p99"),
             "{}",
             e.message
         );

@@ -1,6 +1,7 @@
 //! Job lifecycle and statistics invariants of the job engine, on tokio's paused clock. The test
 //! plays the devices itself through the real in-process link: it reads what the hub sends and
-//! answers as a device would.
+//! answers as a device would. The link-model tests at the end run a scenario's own in-process
+//! devices instead, wired as a run wires them, behind their cohorts' `[cohort.link]`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -676,4 +677,149 @@ async fn a_direct_method_sent_on_connect_gets_its_whole_response_timeout() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     h.from_dev.send(vec![response(op, D1)]).unwrap();
     assert_eq!(pending.await.unwrap().unwrap().0, 200);
+}
+
+/// Two cohorts behind links, for the in-process fleet: `slow-*` (tag `net = "slow"`) 200 ms each
+/// way with methods answered after 50 ms, `lost-*` (`net = "lost"`) losing every message.
+const LINKED: &str = r#"
+name = "links"
+duration = "10m"
+[[cohort]]
+name = "slow"
+count = 5
+id_prefix = "slow-"
+tags = { net = "slow" }
+[cohort.methods.default]
+latency = { dist = "fixed", value = "50ms" }
+[cohort.link]
+latency = { dist = "fixed", value = "200ms" }
+[[cohort]]
+name = "lost"
+count = 5
+id_prefix = "lost-"
+tags = { net = "lost" }
+[cohort.link]
+latency = { dist = "lognormal", median = "120ms", p99 = "900ms" }
+loss = 1.0
+"#;
+
+/// The engine and the in-process devices of [`LINKED`], as a run wires them.
+async fn linked() -> (fleetsim::app::wiring::Running, Clock) {
+    let clock = Clock::start();
+    let scenario = fleetsim::scenario::parse(LINKED, "links.toml").unwrap();
+    let running = fleetsim::app::wiring::start(
+        &scenario,
+        1,
+        fleetsim::shard::Shard::ALL,
+        clock,
+        Limits::UNLIMITED,
+        &Default::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    (running, clock)
+}
+
+/// Polls job `id` every 10 ms until it reaches `status`.
+async fn wait_job(hub: &Hub, id: &str, status: &str) -> Value {
+    for _ in 0..100_000 {
+        let job = hub.get_job(id).await.unwrap();
+        if job["status"] == status {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("job {id} never reached {status}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_adds_its_latency_both_ways_to_a_method_job() {
+    let (running, clock) = linked().await;
+    let t0 = clock.now_us();
+    running
+        .hub
+        .create_job(method_job("j", "tags.net = 'slow'", 5, 0))
+        .await
+        .unwrap();
+    let job = wait_job(&running.hub, "j", "completed").await;
+    let took = clock.now_us() - t0;
+    assert_eq!(stats(&job), (5, 5, 0, 0, 0));
+    // 200 ms down, 50 ms on the device, 200 ms up (and at most one 10 ms poll).
+    assert!(
+        (450_000..=500_000).contains(&took),
+        "completed after {took} µs"
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_losing_every_message_times_every_method_out_with_504101() {
+    let (running, clock) = linked().await;
+    let t0 = clock.now_us();
+    running
+        .hub
+        .create_job(method_job("j", "tags.net = 'lost'", 5, 0))
+        .await
+        .unwrap();
+    let job = wait_job(&running.hub, "j", "completed").await;
+    let waited = clock.now_us() - t0;
+    assert_eq!(stats(&job), (5, 0, 5, 0, 0));
+    assert!(
+        (5_000_000..5_100_000).contains(&waited),
+        "timed out after {waited} µs"
+    );
+    let recs = running
+        .hub
+        .query("SELECT * FROM devices.jobs WHERE devices.jobs.jobId = 'j'")
+        .await
+        .unwrap();
+    assert_eq!(recs.len(), 5);
+    for r in &recs {
+        assert_eq!(r["error"]["code"], "GatewayTimeout", "{r}");
+    }
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_desired_patch_is_never_acknowledged_and_a_slow_one_late() {
+    let (running, _clock) = linked().await;
+    let desired: Map<String, Value> = [("fw".to_owned(), json!("2"))].into_iter().collect();
+    let req = JobRequest {
+        job_id: "fw".into(),
+        kind: JobKind::Twin(TwinUpdate {
+            tags: None,
+            desired: Some(Arc::new(desired)),
+        }),
+        query_condition: "*".into(),
+        start_time: None,
+        max_execution_s: 60,
+    };
+    running.hub.create_job(req).await.unwrap();
+    let job = wait_job(&running.hub, "fw", "completed").await;
+    assert_eq!(
+        stats(&job),
+        (10, 10, 0, 0, 0),
+        "the twins are updated all the same"
+    );
+    let reported = |id: &'static str| {
+        let hub = running.hub.clone();
+        async move { hub.get_twin(id).await.unwrap()["properties"]["reported"]["fw"].clone() }
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        reported("slow-0").await,
+        Value::Null,
+        "not back before 400 ms"
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        reported("slow-0").await,
+        "2",
+        "acknowledged after the round trip"
+    );
+    for id in ["lost-0", "lost-1", "lost-2", "lost-3", "lost-4"] {
+        assert_eq!(reported(id).await, Value::Null, "{id} never saw the patch");
+    }
+    running.stop().await.unwrap();
 }

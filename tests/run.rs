@@ -7,7 +7,14 @@ use std::process::Command;
 use serde_json::Value;
 
 fn run_small(out: &Path, seed: &str) -> Value {
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/valid/small.toml");
+    run_fixture("small", out, seed)
+}
+
+/// Runs `tests/fixtures/valid/<name>.toml` with `seed` into `out`; answers its summary.
+fn run_fixture(name: &str, out: &Path, seed: &str) -> Value {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/valid")
+        .join(format!("{name}.toml"));
     let status = Command::new(env!("CARGO_BIN_EXE_fleetsim"))
         .args(["run", "--no-tui", "--seed", seed, "--out"])
         .arg(out)
@@ -91,6 +98,42 @@ fn the_seed_decides_which_devices_fail() {
     assert!(
         others.iter().any(|&o| o != a),
         "other seeds give other failures: {a} vs {others:?}"
+    );
+}
+
+#[test]
+fn delivery_and_round_trips_include_the_link() {
+    let out = temp_dir("link");
+    let summary = run_fixture("link", &out, "3");
+    let _ = std::fs::remove_dir_all(&out);
+    let stats = |job: &str, measure: &str| {
+        let h = &summary["job_histograms"][job][measure];
+        let n = |k: &str| {
+            h[k].as_u64()
+                .unwrap_or_else(|| panic!("{job} {measure} {k}: {h}"))
+        };
+        (n("count"), n("min_us"))
+    };
+    // HdrHistogram keeps 3 significant digits: a minimum reads up to 0.1% low.
+    for job in ["reboot", "fw"] {
+        let (count, min) = stats(job, "delivery");
+        assert_eq!(count, 50, "{job}: every device received it");
+        assert!(
+            min >= 199_800,
+            "{job}: delivered after {min} µs, before the downlink's 200 ms"
+        );
+    }
+    let (count, min) = stats("reboot", "round_trip");
+    assert_eq!(count, 50);
+    assert!(
+        min >= 449_500,
+        "answered after {min} µs: 200 + 50 + 200 ms at least"
+    );
+    let (count, min) = stats("fw", "round_trip");
+    assert_eq!(count, 50);
+    assert!(
+        min >= 409_500,
+        "acknowledged after {min} µs: 200 + 10 + 200 ms at least"
     );
 }
 

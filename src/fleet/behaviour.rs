@@ -1,7 +1,8 @@
 //! Behaviour models: what a device of a cohort does with a request (how long it takes, whether
-//! it fails or stays silent), how it acknowledges twin patches, and how it churns. Every draw
-//! comes from a generator seeded by (scenario seed, device, event), so a seed always gives the
-//! same failing devices and the same latencies.
+//! it fails or stays silent), how it acknowledges twin patches, how it churns, and the network
+//! link between it and the hub (latency and loss each way). Every draw comes from a generator
+//! seeded by (scenario seed, device, event), so a seed always gives the same failing devices and
+//! the same latencies.
 
 use std::collections::HashMap;
 
@@ -137,6 +138,53 @@ pub(crate) struct Churn {
     pub(crate) downtime: Latency,
 }
 
+/// The network between the hub and a cohort's devices (a cellular link, a lossy radio): every
+/// message, in each direction, is lost with probability `loss` or else arrives after a
+/// `latency` draw (one way).
+#[derive(Debug, Clone)]
+pub(crate) struct LinkModel {
+    /// One-way latency, each direction.
+    pub(crate) latency: Latency,
+    /// Share of messages lost, each direction.
+    pub(crate) loss: f64,
+}
+
+/// What a device's link does to one message from the hub and to the device's answer to it:
+/// each is `Some(one-way latency)` or `None` (lost).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Trip {
+    /// Hub to device.
+    pub(crate) down: Option<Micros>,
+    /// Device to hub (the answer or acknowledgement, if the device sends one).
+    pub(crate) up: Option<Micros>,
+}
+
+impl LinkModel {
+    /// Whether the link changes nothing (no latency, no loss): then it is not modelled at all.
+    pub(crate) fn is_transparent(&self) -> bool {
+        self.loss <= 0.0 && matches!(self.latency, Latency::Fixed(0))
+    }
+
+    /// One message's hop: `None` if lost, else its latency.
+    fn hop(&self, rng: &mut SmallRng) -> Option<Micros> {
+        if self.loss > 0.0 && rng.gen::<f64>() < self.loss {
+            return None;
+        }
+        Some(self.latency.sample(rng))
+    }
+
+    /// The trip of `device`'s `n`th message from the hub (and its answer). Down and up draw
+    /// from generators of their own (salts [`Salt::LinkDown`], [`Salt::LinkUp`]).
+    pub(crate) fn trip(&self, seed: u64, device: u32, n: u32) -> Trip {
+        let down = self.hop(&mut rng_for(seed, device, Salt::LinkDown, n));
+        let up = match down {
+            Some(_) => self.hop(&mut rng_for(seed, device, Salt::LinkUp, n)),
+            None => None,
+        };
+        Trip { down, up }
+    }
+}
+
 /// A cohort's behaviour.
 #[derive(Debug, Clone)]
 pub(crate) struct CohortModel {
@@ -152,6 +200,8 @@ pub(crate) struct CohortModel {
     pub(crate) churn_gap: Option<Exp<f64>>,
     /// Downtime per disconnect.
     pub(crate) downtime: Latency,
+    /// The network between hub and devices (None: none, messages arrive at once).
+    pub(crate) link: Option<LinkModel>,
 }
 
 impl CohortModel {
@@ -184,7 +234,15 @@ impl CohortModel {
             offline,
             churn_gap,
             downtime: churn.map_or(Latency::Fixed(0), |ch| ch.downtime),
+            link: None,
         }
+    }
+
+    /// The same model with its devices behind `link` (a transparent one, no latency and no loss,
+    /// is left out: it would only cost draws).
+    pub(crate) fn with_link(mut self, link: Option<LinkModel>) -> CohortModel {
+        self.link = link.filter(|l| !l.is_transparent());
+        self
     }
 
     /// The model for a method name (falling back to `default`).
@@ -205,6 +263,10 @@ pub(crate) enum Salt {
     Desired = 3,
     /// Churn (plus the device's churn counter).
     Churn = 4,
+    /// A message from the hub on the device's link (plus the device's link counter).
+    LinkDown = 5,
+    /// The answer to that message on the way back (same counter).
+    LinkUp = 6,
 }
 
 /// The generator for one event of one device.
@@ -288,5 +350,50 @@ mod tests {
         assert!((400..600).contains(&silent), "silent {silent}");
         assert_eq!(a, outcomes(7), "same seed, same draws");
         assert_ne!(a, outcomes(8), "another seed, other draws");
+    }
+
+    #[test]
+    fn a_link_loses_its_share_each_way_and_replays_by_seed() {
+        let link = LinkModel {
+            latency: Latency::uniform(1_000, 9_000),
+            loss: 0.1,
+        };
+        let trips: Vec<Trip> = (0..100_000).map(|d| link.trip(5, d, 0)).collect();
+        let down_lost = trips.iter().filter(|t| t.down.is_none()).count();
+        let up_lost = trips
+            .iter()
+            .filter(|t| t.down.is_some() && t.up.is_none())
+            .count();
+        // Binomial: 10000 ± 4 sd; 9000 ± 4 sd (of the 90000 that arrived).
+        assert!((9_600..10_400).contains(&down_lost), "down {down_lost}");
+        assert!((8_600..9_400).contains(&up_lost), "up {up_lost}");
+        assert!(trips
+            .iter()
+            .flat_map(|t| [t.down, t.up])
+            .flatten()
+            .all(|us| (1_000..=9_000).contains(&us)));
+        assert_eq!(
+            link.trip(5, 3, 7),
+            link.trip(5, 3, 7),
+            "same draw, same trip"
+        );
+        assert_ne!(
+            (0..10).map(|n| link.trip(5, 3, n)).collect::<Vec<_>>(),
+            (0..10).map(|n| link.trip(6, 3, n)).collect::<Vec<_>>(),
+            "another seed, other trips"
+        );
+    }
+
+    #[test]
+    fn a_transparent_link_is_not_modelled() {
+        let model = |latency, loss| {
+            CohortModel::new(HashMap::new(), Latency::fixed(0), 0.0, 0.0, None)
+                .with_link(Some(LinkModel { latency, loss }))
+                .link
+                .is_some()
+        };
+        assert!(!model(Latency::fixed(0), 0.0));
+        assert!(model(Latency::fixed(1), 0.0));
+        assert!(model(Latency::fixed(0), 0.01));
     }
 }

@@ -2,7 +2,7 @@
 //! does next. No I/O and no task: transports call these and act on the answer.
 
 use crate::clock::Micros;
-use crate::fleet::behaviour::{rng_for, CohortModel, MethodOutcome, Salt};
+use crate::fleet::behaviour::{rng_for, CohortModel, LinkModel, MethodOutcome, Salt, Trip};
 use rand::Rng;
 
 /// One simulated device.
@@ -20,6 +20,9 @@ pub(crate) struct VirtualDevice {
     patches: u32,
     /// Disconnects so far.
     churns: u32,
+    /// Messages from the hub on its link so far (salts the link's draws; only counted when the
+    /// cohort has a link).
+    messages: u32,
 }
 
 /// What a device does with a desired patch.
@@ -43,7 +46,22 @@ impl VirtualDevice {
             requests: 0,
             patches: 0,
             churns: 0,
+            messages: 0,
         }
+    }
+
+    /// A message from the hub enters the device's `link`: whether and when it arrives, and
+    /// whether and when the device's answer to it will reach the hub.
+    pub(crate) fn on_link(&mut self, link: &LinkModel, seed: u64, idx: u32) -> Trip {
+        let trip = link.trip(seed, idx, self.messages);
+        self.messages = self.messages.wrapping_add(1);
+        trip
+    }
+
+    /// Which connection of the device this is (it changes at every disconnect): a message in
+    /// flight on its link reaches the device only on the connection it was sent on.
+    pub(crate) fn connection(&self) -> u32 {
+        self.churns
     }
 
     /// A method request arrives.

@@ -1,6 +1,12 @@
 //! The in-process transport: the hub's messages travel over channels in batches, and one task
 //! plays every virtual device, holding future answers in a timer heap. No sockets, no task per
 //! device: this is what reaches a million devices.
+//!
+//! A cohort with a link model ([`LinkModel`](crate::fleet::behaviour::LinkModel)) has its
+//! messages held in the same heap: a message from the hub reaches the device after its downlink
+//! latency (the `delivered_us` the device reports is that moment), the device's answer reaches
+//! the hub after the device's own latency plus the uplink latency, and a message lost either way
+//! is simply never acted on or never answered.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -67,6 +73,19 @@ enum Event {
     },
     Disconnect(DeviceIdx),
     Reconnect(DeviceIdx),
+    /// A message reaches its device after its downlink latency (boxed: links are the rare
+    /// case, and the heap's entries stay small without them).
+    Arrive(Box<Arrival>),
+}
+
+/// A message on its way down a device's link.
+#[derive(Debug)]
+struct Arrival {
+    msg: ToDevice,
+    /// The uplink latency of the device's answer (None: lost).
+    up: Option<Micros>,
+    /// The device's connection it was sent on: a disconnect loses it.
+    connection: u32,
 }
 
 #[derive(Debug)]
@@ -195,53 +214,76 @@ impl InProcFleet {
         let now = self.clock.now_us();
         let seed = self.fleet.seed;
         for msg in batch {
-            match msg {
-                ToDevice::Method {
-                    op, device, method, ..
-                } => {
-                    let Some(dev) = self.fleet.devices.get_mut(device.usize()) else {
-                        continue;
-                    };
-                    if !dev.connected {
-                        continue; // lost in a disconnect: the hub times it out
-                    }
-                    let model = &self.fleet.models[dev.cohort as usize];
-                    match dev.on_method(model, &method, seed, device.get()) {
-                        MethodOutcome::Silent => {}
-                        MethodOutcome::Answer { after: 0, status } => {
-                            self.emit(answer(op, device, status, now))
+            let device = msg.device();
+            let Some(dev) = self.fleet.devices.get_mut(device.usize()) else {
+                continue;
+            };
+            if !dev.connected {
+                continue; // lost in a disconnect: the hub times it out
+            }
+            let up = match &self.fleet.models[dev.cohort as usize].link {
+                None => Some(0),
+                Some(link) => {
+                    let trip = dev.on_link(link, seed, device.get());
+                    match trip.down {
+                        None => continue, // lost on the way down
+                        Some(0) => trip.up,
+                        Some(down) => {
+                            let arrival = Arrival {
+                                msg,
+                                up: trip.up,
+                                connection: dev.connection(),
+                            };
+                            self.push(now + down, Event::Arrive(Box::new(arrival)));
+                            continue;
                         }
-                        MethodOutcome::Answer { after, status } => self.push(
-                            now + after,
-                            Event::Answer {
-                                op,
-                                device,
-                                status,
-                                delivered: now,
-                            },
-                        ),
                     }
                 }
-                ToDevice::Desired {
-                    op, device, patch, ..
-                } => {
-                    let Some(dev) = self.fleet.devices.get_mut(device.usize()) else {
-                        continue;
-                    };
-                    if !dev.connected {
-                        continue;
+            };
+            self.deliver(msg, up, now);
+        }
+    }
+
+    /// `msg` reaches its connected device at `now`; whatever the device sends back takes `up`
+    /// more to reach the hub (None: it is lost on the way).
+    fn deliver(&mut self, msg: ToDevice, up: Option<Micros>, now: Micros) {
+        let seed = self.fleet.seed;
+        match msg {
+            ToDevice::Method {
+                op, device, method, ..
+            } => {
+                let dev = &mut self.fleet.devices[device.usize()];
+                let model = &self.fleet.models[dev.cohort as usize];
+                match (dev.on_method(model, &method, seed, device.get()), up) {
+                    (MethodOutcome::Silent, _) | (_, None) => {}
+                    (MethodOutcome::Answer { after: 0, status }, Some(0)) => {
+                        self.emit(answer(op, device, status, now))
                     }
-                    let model = &self.fleet.models[dev.cohort as usize];
-                    let outcome = dev.on_desired(model, seed, device.get());
-                    if let Some(op) = op {
-                        self.emit(FromDevice::DesiredDelivered {
+                    (MethodOutcome::Answer { after, status }, Some(up)) => self.push(
+                        now + after + up,
+                        Event::Answer {
                             op,
-                            delivered_us: now,
-                        });
-                    }
-                    if let DesiredOutcome::Ack(after) = outcome {
-                        self.push(now + after, Event::Ack { op, device, patch });
-                    }
+                            device,
+                            status,
+                            delivered: now,
+                        },
+                    ),
+                }
+            }
+            ToDevice::Desired {
+                op, device, patch, ..
+            } => {
+                let dev = &mut self.fleet.devices[device.usize()];
+                let model = &self.fleet.models[dev.cohort as usize];
+                let outcome = dev.on_desired(model, seed, device.get());
+                if let Some(op) = op {
+                    self.emit(FromDevice::DesiredDelivered {
+                        op,
+                        delivered_us: now,
+                    });
+                }
+                if let (DesiredOutcome::Ack(after), Some(up)) = (outcome, up) {
+                    self.push(now + after + up, Event::Ack { op, device, patch });
                 }
             }
         }
@@ -282,6 +324,17 @@ impl InProcFleet {
                     self.push(timer.at + down, Event::Reconnect(device));
                 }
                 Event::Reconnect(device) => self.connect(device, timer.at),
+                Event::Arrive(arrival) => {
+                    let Arrival {
+                        msg,
+                        up,
+                        connection,
+                    } = *arrival;
+                    let dev = &self.fleet.devices[msg.device().usize()];
+                    if dev.connected && dev.connection() == connection {
+                        self.deliver(msg, up, now);
+                    }
+                }
             }
         }
     }
@@ -294,5 +347,235 @@ fn answer(op: OpId, device: DeviceIdx, status: i32, delivered: Micros) -> FromDe
         status,
         payload: None,
         delivered_us: Some(delivered),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::fleet::behaviour::{CohortModel, Latency, LinkModel, MethodModel};
+    use crate::shard::Shard;
+
+    /// Methods answered 200 after `method_us`, twin patches acknowledged after `ack_us`,
+    /// behind `link`.
+    fn cohort(method_us: Micros, ack_us: Micros, link: Option<LinkModel>) -> CohortModel {
+        let default = MethodModel {
+            latency: Latency::fixed(method_us),
+            error_rate: 0.0,
+            error_status: 500,
+            no_response: 0.0,
+            ok_status: 200,
+        };
+        let methods = HashMap::from([("default".to_owned(), default)]);
+        CohortModel::new(methods, Latency::fixed(ack_us), 0.0, 0.0, None).with_link(link)
+    }
+
+    fn link(one_way_us: Micros, loss: f64) -> Option<LinkModel> {
+        Some(LinkModel {
+            latency: Latency::fixed(one_way_us),
+            loss,
+        })
+    }
+
+    /// The hub's ends of a running fleet of `n` devices of `model`.
+    struct Bench {
+        clock: Clock,
+        to_fleet: mpsc::UnboundedSender<Vec<ToDevice>>,
+        from_fleet: mpsc::UnboundedReceiver<Vec<FromDevice>>,
+        _stop: tokio_util::sync::DropGuard,
+    }
+
+    fn bench(model: CohortModel, n: u64) -> Bench {
+        let clock = Clock::start();
+        let (to_hub, from_fleet) = mpsc::unbounded_channel();
+        let (to_fleet, from_hub) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let mut fleet =
+            InProcFleet::new(Fleet::new(vec![(model, n)], 1, Shard::ALL), clock, to_hub);
+        fleet.connect_online();
+        tokio::spawn(fleet.run(from_hub, stop.clone()));
+        Bench {
+            clock,
+            to_fleet,
+            from_fleet,
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    impl Bench {
+        /// The next message to the hub other than a connection, and when it came.
+        async fn next(&mut self) -> (Micros, FromDevice) {
+            loop {
+                let batch = tokio::time::timeout(Duration::from_secs(3600), self.from_fleet.recv())
+                    .await
+                    .expect("the fleet sends something")
+                    .expect("the fleet runs");
+                let now = self.clock.now_us();
+                if let Some(m) = batch
+                    .into_iter()
+                    .find(|m| !matches!(m, FromDevice::Connected { .. }))
+                {
+                    return (now, m);
+                }
+            }
+        }
+
+        /// Whether the fleet sends anything but connections within `secs`.
+        async fn silent_for(&mut self, secs: u64) -> bool {
+            tokio::time::timeout(Duration::from_secs(secs), self.next())
+                .await
+                .is_err()
+        }
+
+        fn method(&self, device: u32, record: u32) -> Micros {
+            let now = self.clock.now_us();
+            let msg = ToDevice::Method {
+                op: OpId::new(0, record),
+                device: DeviceIdx::new(device),
+                method: "reboot".into(),
+                payload: Arc::new(json!({})),
+                connect_deadline: now,
+            };
+            self.to_fleet.send(vec![msg]).unwrap();
+            now
+        }
+
+        fn desired(&self, device: u32, record: u32) -> Micros {
+            let msg = ToDevice::Desired {
+                op: Some(OpId::new(0, record)),
+                device: DeviceIdx::new(device),
+                version: 2,
+                patch: Arc::new(json!({"fw": "2"})),
+            };
+            self.to_fleet.send(vec![msg]).unwrap();
+            self.clock.now_us()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_link_answers_come_at_once() {
+        let mut b = bench(cohort(0, 0, None), 1);
+        let sent = b.method(0, 1);
+        let (at, got) = b.next().await;
+        assert_eq!(at, sent);
+        assert!(matches!(
+            got,
+            FromDevice::MethodResponse { status: 200, delivered_us: Some(d), .. } if d == sent
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_method_crosses_the_link_both_ways() {
+        // 200 ms each way, 50 ms on the device.
+        let mut b = bench(cohort(50_000, 0, link(200_000, 0.0)), 1);
+        let sent = b.method(0, 1);
+        let (at, got) = b.next().await;
+        let FromDevice::MethodResponse {
+            status,
+            delivered_us: Some(delivered),
+            ..
+        } = got
+        else {
+            panic!("expected a method answer, got {got:?}");
+        };
+        assert_eq!(status, 200);
+        assert_eq!(
+            delivered - sent,
+            200_000,
+            "the device sees it after the downlink"
+        );
+        assert_eq!(at - sent, 450_000, "down, the device's 50 ms, up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_desired_patch_is_delivered_after_the_downlink_and_acknowledged_after_the_uplink() {
+        let mut b = bench(cohort(0, 30_000, link(200_000, 0.0)), 1);
+        let sent = b.desired(0, 1);
+        let (at, got) = b.next().await;
+        assert!(
+            matches!(got, FromDevice::DesiredDelivered { delivered_us, .. } if delivered_us == sent + 200_000),
+            "{got:?}"
+        );
+        assert_eq!(at - sent, 200_000);
+        let (at, got) = b.next().await;
+        assert!(
+            matches!(
+                got,
+                FromDevice::Reported {
+                    ack_of: Some(_),
+                    ..
+                }
+            ),
+            "{got:?}"
+        );
+        assert_eq!(at - sent, 430_000, "down, the device's 30 ms, up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_link_losing_everything_delivers_and_answers_nothing() {
+        let mut b = bench(cohort(0, 0, link(100_000, 1.0)), 4);
+        for d in 0..4 {
+            b.method(d, d);
+            b.desired(d, 10 + d);
+        }
+        assert!(
+            b.silent_for(60).await,
+            "nothing delivered, answered or acknowledged"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lossy_link_loses_its_share_and_the_seed_decides_which() {
+        let answered = || async {
+            let mut b = bench(cohort(0, 0, link(0, 0.3)), 1000);
+            for d in 0..1000 {
+                b.method(d, d);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut devices = Vec::new();
+            while let Ok(batch) = b.from_fleet.try_recv() {
+                devices.extend(batch.into_iter().filter_map(|m| match m {
+                    FromDevice::MethodResponse { device, .. } => Some(device),
+                    _ => None,
+                }));
+            }
+            devices
+        };
+        let a = answered().await;
+        let n = a.len();
+        // Lost down or up: 1 - 0.7² = 51% lost; 490 answered, sd 16.
+        assert!((420..560).contains(&n), "answered {n}");
+        assert_eq!(a, answered().await, "same seed, same losses");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_in_flight_is_lost_with_its_connection() {
+        let model = CohortModel::new(
+            HashMap::new(),
+            Latency::fixed(0),
+            0.0,
+            0.0,
+            Some(crate::fleet::behaviour::Churn {
+                disconnects_per_hour: 3.6e6, // every millisecond or so
+                downtime: Latency::fixed(1),
+            }),
+        )
+        .with_link(link(1_000_000, 0.0));
+        let mut b = bench(model, 1);
+        let sent = b.method(0, 1);
+        let mut answered = false;
+        while b.clock.now_us() < sent + 3_000_000 {
+            let (_, m) = b.next().await;
+            answered |= matches!(m, FromDevice::MethodResponse { .. });
+        }
+        assert!(
+            !answered,
+            "the device reconnected, but the request was on its old connection"
+        );
     }
 }

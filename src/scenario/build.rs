@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::clock::{Clock, Micros};
-use crate::fleet::behaviour::{Churn, CohortModel, Latency, MethodModel};
+use crate::fleet::behaviour::{Churn, CohortModel, Latency, LinkModel, MethodModel};
 use crate::fleet::Fleet;
 use crate::hub::jobs::{JobKind, JobRequest, MethodCall, TwinUpdate};
 use crate::hub::registry::Registry;
@@ -83,6 +83,10 @@ fn cohort_model(c: &Cohort) -> CohortModel {
         disconnects_per_hour: ch.disconnects_per_hour,
         downtime: latency(&ch.downtime),
     });
+    let link = c.link.as_ref().map(|l| LinkModel {
+        latency: latency(&l.latency),
+        loss: l.loss.0,
+    });
     CohortModel::new(
         c.methods
             .iter()
@@ -93,6 +97,7 @@ fn cohort_model(c: &Cohort) -> CohortModel {
         c.offline.0,
         churn,
     )
+    .with_link(link)
 }
 
 /// A checked distribution as a sampler (in µs).

@@ -183,6 +183,21 @@ pub(crate) struct Cohort {
     /// Twin behaviour.
     #[serde(default)]
     pub(crate) twin: TwinBehaviour,
+    /// The network between the hub and the devices (none: messages arrive at once).
+    #[serde(default)]
+    pub(crate) link: Option<LinkSpec>,
+}
+
+/// `[cohort.link]`: latency and loss of every message between hub and device, each direction.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LinkSpec {
+    /// One-way latency, each direction.
+    #[serde(default)]
+    pub(crate) latency: Dist,
+    /// Share of messages lost, each direction.
+    #[serde(default)]
+    pub(crate) loss: Share,
 }
 
 /// `churn = { disconnects_per_hour = 2, downtime = { dist = ..., ... } }`.

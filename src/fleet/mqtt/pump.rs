@@ -297,7 +297,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use crate::clock::Clock;
-    use crate::fleet::behaviour::{Churn, CohortModel, Latency, MethodModel};
+    use crate::fleet::behaviour::{Churn, CohortModel, Latency, LinkModel, MethodModel};
     use crate::fleet::credentials::{Credentials, PolicyKey};
     use crate::fleet::mqtt::{self, FleetStatus, MqttFleetConfig};
     use crate::fleet::Fleet;
@@ -474,6 +474,43 @@ mod tests {
         assert!(status.connects.load(Ordering::Relaxed) >= 2);
         assert_eq!(status.lost.load(Ordering::Relaxed), 0);
         assert_eq!(status.failed.load(Ordering::Relaxed), 0);
+        bench.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_link_holds_the_request_and_the_answer_for_their_latency() {
+        // 250 ms each way; the device answers at once.
+        let link = LinkModel {
+            latency: Latency::fixed(250_000),
+            loss: 0.0,
+        };
+        let bench = bench(cohort(HashMap::new(), None).with_link(Some(link))).await;
+        let mut hub = bench.accept().await;
+        let sent = Instant::now();
+        request(&mut hub, "m", "1");
+        hub.flush().await.unwrap();
+        assert_eq!(answer(&mut hub).await, Some((200, "1".into())));
+        let took = sent.elapsed();
+        assert!(
+            took >= Duration::from_millis(500),
+            "held 250 ms down and 250 ms up, answered after {took:?}"
+        );
+        bench.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_link_losing_everything_never_answers() {
+        let link = LinkModel {
+            latency: Latency::fixed(0),
+            loss: 1.0,
+        };
+        let bench = bench(cohort(HashMap::new(), None).with_link(Some(link))).await;
+        let mut hub = bench.accept().await;
+        request(&mut hub, "m", "1");
+        hub.flush().await.unwrap();
+        let got = timeout(Duration::from_millis(500), answer(&mut hub)).await;
+        assert!(got.is_err(), "the request was lost, yet: {got:?}");
+        assert_eq!(bench.status.answers.load(Ordering::Relaxed), 0);
         bench.stop().await;
     }
 }

@@ -4,6 +4,12 @@
 //! when it pings, and when its churn model drops it. No I/O of its own: it queues packets on
 //! its connection's [`Stream`] and tells the pump when it next needs the time.
 //!
+//! A cohort with a link model ([`LinkModel`](crate::fleet::behaviour::LinkModel)) puts the
+//! device behind a simulated network: a publish from the hub waits its downlink latency before
+//! the device sees it, the device's answer waits its own latency plus the uplink latency before
+//! it is sent, and a message lost either way is dropped (the hub times the method out, or never
+//! sees the acknowledgement). The socket itself is the hub's side of that network.
+//!
 //! [`VirtualDevice`]: crate::fleet::device::VirtualDevice
 
 use std::sync::atomic::Ordering;
@@ -32,8 +38,16 @@ pub(crate) enum Ended {
     Lost,
 }
 
-/// An answer waiting for its simulated latency to pass.
+/// What waits for its simulated latency to pass: an answer, or a publish from the hub still on
+/// the device's link.
 enum Answer {
+    /// A publish from the hub that reaches the device when due.
+    Arrival {
+        /// The publish.
+        publish: Publish,
+        /// The uplink latency of the device's answer to it (None: lost).
+        up: Option<Micros>,
+    },
     /// A method answer.
     Method {
         /// The device's status.
@@ -104,7 +118,8 @@ impl Session {
     }
 
     /// Acts on a packet from the hub: a method request or a desired patch is answered as the
-    /// device's behaviour model says, at once or later. Returns whether it queued output.
+    /// device's behaviour model says, at once or later (behind a link, it first waits out its
+    /// downlink latency, or is lost). Returns whether it queued output.
     pub(crate) fn on_packet(
         &mut self,
         packet: Packet,
@@ -116,47 +131,94 @@ impl Session {
         let Packet::Publish(p) = packet else {
             return false;
         };
+        let model = &shared.models[self.device.state.cohort as usize];
+        let up = match &model.link {
+            None => Some(0),
+            Some(link) => {
+                // Only what the device acts on crosses the link (answers to its own twin
+                // requests are nothing to it).
+                if !matches!(
+                    topics::parse_hub_publish(&p.topic),
+                    Some(HubPublish::Method { .. } | HubPublish::Desired)
+                ) {
+                    return false;
+                }
+                let trip = self
+                    .device
+                    .state
+                    .on_link(link, shared.seed, self.device.idx);
+                match trip.down {
+                    None => return false, // lost on the way down
+                    Some(0) => trip.up,
+                    Some(down) => {
+                        let arrival = Answer::Arrival {
+                            publish: p,
+                            up: trip.up,
+                        };
+                        self.hold(now.saturating_add(down), arrival);
+                        return false;
+                    }
+                }
+            }
+        };
+        self.see(p, up, now, shared, out, answer)
+    }
+
+    /// The device sees publish `p` at `now`; its answer takes `up` more to reach the hub (None:
+    /// lost). Returns whether it queued output.
+    fn see(
+        &mut self,
+        p: Publish,
+        up: Option<Micros>,
+        now: Micros,
+        shared: &Shared,
+        out: &mut Stream,
+        answer: &mut AnswerPacket,
+    ) -> bool {
         let (seed, idx) = (shared.seed, self.device.idx);
         let model = &shared.models[self.device.state.cohort as usize];
         match topics::parse_hub_publish(&p.topic) {
             Some(HubPublish::Method { name, rid }) => {
-                match self.device.state.on_method(model, name, seed, idx) {
-                    MethodOutcome::Silent => false,
-                    MethodOutcome::Answer { after: 0, status } => {
+                match (self.device.state.on_method(model, name, seed, idx), up) {
+                    (MethodOutcome::Silent, _) | (_, None) => false,
+                    (MethodOutcome::Answer { after: 0, status }, Some(0)) => {
                         answer.send(out, status, rid);
                         shared.status.answers.fetch_add(1, Ordering::Relaxed);
                         true
                     }
-                    MethodOutcome::Answer { after, status } => {
+                    (MethodOutcome::Answer { after, status }, Some(up)) => {
                         let rid = rid.into();
-                        self.hold(now.saturating_add(after), Answer::Method { status, rid });
+                        let at = now.saturating_add(after).saturating_add(up);
+                        self.hold(at, Answer::Method { status, rid });
                         false
                     }
                 }
             }
-            Some(HubPublish::Desired) => match self.device.state.on_desired(model, seed, idx) {
-                DesiredOutcome::Ack(after) => {
+            Some(HubPublish::Desired) => match (self.device.state.on_desired(model, seed, idx), up)
+            {
+                (DesiredOutcome::Ack(after), Some(up)) => {
                     self.report_rid = self.report_rid.wrapping_add(1);
                     let report = Answer::Report {
                         rid: self.report_rid,
                         body: reported_body(&p.payload),
                     };
-                    if after == 0 {
+                    if after == 0 && up == 0 {
                         send(report, shared, out, answer);
                         true
                     } else {
-                        self.hold(now.saturating_add(after), report);
+                        self.hold(now.saturating_add(after).saturating_add(up), report);
                         false
                     }
                 }
-                DesiredOutcome::Drop => false,
+                (DesiredOutcome::Drop, _) | (_, None) => false,
             },
             Some(HubPublish::TwinResponse { .. }) | None => false,
         }
     }
 
-    /// Does what is due at `now`: the answers whose latency has passed go out, a ping when the
-    /// keep-alive has passed; `Some(Churn)` when the churn model drops the connection now.
+    /// Does what is due at `now`: the answers whose latency has passed go out, publishes whose
+    /// downlink latency has passed reach the device, a ping when the keep-alive has passed;
+    /// `Some(Churn)` when the churn model drops the connection now.
     pub(crate) fn on_time(
         &mut self,
         now: Micros,
@@ -167,9 +229,14 @@ impl Session {
         if self.churn_at <= now {
             return Some(Ended::Churn);
         }
-        let due = self.later.partition_point(|(at, _)| *at <= now);
-        for (_, a) in self.later.drain(..due) {
-            send(a, shared, out, answer);
+        // One at a time: what reaches the device may be answered at once or held in its turn.
+        while self.later.first().is_some_and(|(at, _)| *at <= now) {
+            match self.later.remove(0).1 {
+                Answer::Arrival { publish, up } => {
+                    self.see(publish, up, now, shared, out, answer);
+                }
+                a => send(a, shared, out, answer),
+            }
         }
         if self.ping_at <= now {
             out.queue(&Packet::PingReq);
@@ -221,6 +288,8 @@ fn keep_alive(shared: &Shared) -> Micros {
 /// Queues answer `a` on `out` and counts it.
 fn send(a: Answer, shared: &Shared, out: &mut Stream, answer: &mut AnswerPacket) {
     match a {
+        // Not an answer: the caller hands arrivals to the device instead.
+        Answer::Arrival { .. } => return,
         Answer::Method { status, rid } => answer.send(out, status, &rid),
         Answer::Report { rid, body } => {
             out.queue(&publish(topics::reported_patch(&rid.to_string()), body));
