@@ -84,6 +84,27 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Cancels `shutdown` on Ctrl-C or SIGTERM, watched from a thread with a small runtime of its
+/// own (for a run whose runtime has no I/O driver); cancel the answered token to end the watch.
+fn watch_signals(shutdown: CancellationToken) -> anyhow::Result<CancellationToken> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal watcher")?;
+    let done = CancellationToken::new();
+    let end = done.clone();
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            let signalled = shutdown_on_signals();
+            tokio::select! {
+                _ = signalled.cancelled() => shutdown.cancel(),
+                _ = end.cancelled() => {}
+            }
+        })
+    });
+    Ok(done)
+}
+
 /// A token cancelled by Ctrl-C or SIGTERM. Call inside the runtime.
 fn shutdown_on_signals() -> CancellationToken {
     let shutdown = CancellationToken::new();

@@ -78,15 +78,25 @@ pub(crate) fn command(cmd: RunCommand) -> anyhow::Result<Exit> {
 /// next timer whenever every task waits, and one thread makes the order of events, and so the
 /// results, the same on every run).
 pub fn run_blocking(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunOutcome> {
-    let runtime = match opts.clock.unwrap_or(scenario.clock) {
-        ClockMode::Real => super::runtime()?,
-        ClockMode::Virtual => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .context("cannot start the async runtime")?,
-    };
-    runtime.block_on(async { run(scenario, opts, super::shutdown_on_signals()).await })
+    match opts.clock.unwrap_or(scenario.clock) {
+        ClockMode::Real => super::runtime()?
+            .block_on(async { run(scenario, opts, super::shutdown_on_signals()).await }),
+        ClockMode::Virtual => {
+            // Only the timer: an in-process run has no sockets, and without an I/O driver the
+            // runtime jumps to its next timer without a system call. Signals are watched on a
+            // thread of their own instead.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .context("cannot start the async runtime")?;
+            let shutdown = CancellationToken::new();
+            let watching = super::watch_signals(shutdown.clone())?;
+            let outcome = runtime.block_on(run(scenario, opts, shutdown));
+            watching.cancel();
+            outcome
+        }
+    }
 }
 
 /// Why `scenario` cannot run in virtual time with `opts`, if it cannot.
