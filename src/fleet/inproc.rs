@@ -88,6 +88,56 @@ struct Arrival {
     connection: u32,
 }
 
+/// Width of a far bucket of [`Timers`].
+const BUCKET_US: Micros = 1_000_000;
+
+/// The fleet's timers, earliest first (ties in the order they were set). A million devices each
+/// have a disconnect hours ahead: a single heap of them all costs a cache miss per level on
+/// every pop. So only timers before `horizon` sit in the heap; later ones wait in one-second
+/// buckets and move into the heap a bucket at a time when the heap runs dry.
+#[derive(Debug, Default)]
+struct Timers {
+    near: BinaryHeap<Timer>,
+    far: std::collections::BTreeMap<Micros, Vec<Timer>>,
+    /// Every timer in `near` is before it; every timer in `far` is at or after it.
+    horizon: Micros,
+}
+
+impl Timers {
+    fn push(&mut self, timer: Timer) {
+        if timer.at < self.horizon {
+            self.near.push(timer);
+        } else {
+            self.far
+                .entry(timer.at / BUCKET_US)
+                .or_default()
+                .push(timer);
+        }
+    }
+
+    /// Refills the heap from the first far bucket when it is empty.
+    fn refill(&mut self) {
+        if self.near.is_empty() {
+            if let Some((bucket, timers)) = self.far.pop_first() {
+                self.horizon = (bucket + 1) * BUCKET_US;
+                self.near.extend(timers);
+            }
+        }
+    }
+
+    /// When the earliest timer is due.
+    fn next_at(&mut self) -> Option<Micros> {
+        self.refill();
+        self.near.peek().map(|t| t.at)
+    }
+
+    /// Takes the earliest timer.
+    fn pop(&mut self) -> Option<Timer> {
+        self.refill();
+        self.near.pop()
+    }
+}
+
 #[derive(Debug)]
 struct Timer {
     at: Micros,
@@ -117,7 +167,7 @@ impl Ord for Timer {
 pub(crate) struct InProcFleet {
     fleet: Fleet,
     clock: Clock,
-    timers: BinaryHeap<Timer>,
+    timers: Timers,
     seq: u64,
     out: Vec<FromDevice>,
     to_hub: mpsc::UnboundedSender<Vec<FromDevice>>,
@@ -133,7 +183,7 @@ impl InProcFleet {
         InProcFleet {
             fleet,
             clock,
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             seq: 0,
             out: Vec::with_capacity(BATCH),
             to_hub,
@@ -162,7 +212,7 @@ impl InProcFleet {
             let now = self.clock.now_us();
             self.fire_due(now);
             self.flush();
-            let next = self.timers.peek().map(|t| self.clock.instant_at(t.at));
+            let next = self.timers.next_at().map(|at| self.clock.instant_at(at));
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -290,7 +340,7 @@ impl InProcFleet {
     }
 
     fn fire_due(&mut self, now: Micros) {
-        while self.timers.peek().is_some_and(|t| t.at <= now) {
+        while self.timers.next_at().is_some_and(|at| at <= now) {
             let Some(timer) = self.timers.pop() else {
                 break;
             };
@@ -457,6 +507,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn timers_pop_earliest_first_across_buckets() {
+        let mut timers = Timers::default();
+        let mut want = Vec::new();
+        // Times spread over ten minutes, some equal, set out of order.
+        for seq in 0..5_000u64 {
+            let at = (seq * 7_919_123) % 600_000_000 / 1_000 * 1_000;
+            want.push((at, seq));
+            timers.push(Timer {
+                at,
+                seq,
+                event: Event::Disconnect(DeviceIdx::new(0)),
+            });
+            // Pop now and then, as the fleet does while it runs.
+            if seq % 97 == 0 {
+                want.sort_unstable();
+                let t = timers.pop().unwrap();
+                assert_eq!((t.at, t.seq), want.remove(0));
+            }
+        }
+        want.sort_unstable();
+        let mut got = Vec::new();
+        while let Some(t) = timers.pop() {
+            got.push((t.at, t.seq));
+        }
+        assert_eq!(got, want);
+    }
     #[tokio::test(start_paused = true)]
     async fn without_a_link_answers_come_at_once() {
         let mut b = bench(cohort(0, 0, None), 1);
