@@ -216,7 +216,7 @@ fn a_job_after_another_waits_for_its_end() {
     );
 
     let e = scenario::parse(
-        &r#"
+        r#"
         name = "bad"
         duration = "1m"
         [[job]]
