@@ -235,12 +235,32 @@ fn occupied(parts: &[&Bins]) -> std::ops::Range<usize> {
 /// straight from the bins: equal to [`HistogramStats::of`] the summed histogram, without building
 /// it. Walks only the bins between the lowest and the highest sample.
 pub(crate) fn stats_of_bins(parts: &[&Bins], outliers: u64) -> HistogramStats {
+    summarise_bins(parts, outliers).0
+}
+
+/// Counts per coarse bucket of the sum of `parts`: `out[i]` counts samples in
+/// `(COARSE_BOUNDS_US[i-1], COARSE_BOUNDS_US[i]]` (the first bucket starts at 0). A bin is
+/// placed by its lowest equivalent value, so a bin is never split across two buckets.
+#[cfg(test)]
+pub(crate) fn coarse_counts_of_bins(parts: &[&Bins]) -> [u64; COARSE_BOUNDS_US.len()] {
+    summarise_bins(parts, 0).1
+}
+
+/// [`stats_of_bins`] and the coarse bucket counts in one walk over the occupied bins (what a
+/// snapshot needs of each histogram). An empty sum needs no walk: a hub with thousands of jobs
+/// without samples (say, jobs on no device) must not pay for them at every snapshot.
+pub(crate) fn summarise_bins(
+    parts: &[&Bins],
+    outliers: u64,
+) -> (HistogramStats, [u64; COARSE_BOUNDS_US.len()]) {
+    let mut coarse = [0u64; COARSE_BOUNDS_US.len()];
     let total: u64 = parts.iter().map(|b| b.total).sum();
     if total == 0 {
-        return HistogramStats {
+        let stats = HistogramStats {
             outliers,
             ..HistogramStats::default()
         };
+        return (stats, coarse);
     }
     let count = |i: usize| parts.iter().map(|b| b.counts[i]).sum::<u64>();
     let quantiles = [0.5, 0.9, 0.99, 0.999, 0.9999];
@@ -250,6 +270,7 @@ pub(crate) fn stats_of_bins(parts: &[&Bins], outliers: u64) -> HistogramStats {
     let (mut first, mut last) = (None, 0);
     let mut running = 0u64;
     let mut mean = 0.0_f64;
+    let mut bucket = 0;
     for i in occupied(parts) {
         let c = count(i);
         if c == 0 {
@@ -263,8 +284,13 @@ pub(crate) fn stats_of_bins(parts: &[&Bins], outliers: u64) -> HistogramStats {
             q[next_q] = bin_high(i).min(MAX_US);
             next_q += 1;
         }
+        let low = bin_low(i);
+        while bucket + 1 < coarse.len() && low > COARSE_BOUNDS_US[bucket] {
+            bucket += 1;
+        }
+        coarse[bucket] += c;
     }
-    HistogramStats {
+    let stats = HistogramStats {
         count: total,
         min_us: bin_low(first.unwrap_or(0)).min(MAX_US),
         mean_us: mean,
@@ -275,32 +301,8 @@ pub(crate) fn stats_of_bins(parts: &[&Bins], outliers: u64) -> HistogramStats {
         p9999_us: q[4],
         max_us: bin_high(last).min(MAX_US),
         outliers,
-    }
-}
-
-/// Counts per coarse bucket of the sum of `parts`: `out[i]` counts samples in
-/// `(COARSE_BOUNDS_US[i-1], COARSE_BOUNDS_US[i]]` (the first bucket starts at 0). A bin is
-/// placed by its lowest equivalent value, so a bin is never split across two buckets.
-pub(crate) fn coarse_counts_of_bins(parts: &[&Bins]) -> [u64; COARSE_BOUNDS_US.len()] {
-    let mut out = [0u64; COARSE_BOUNDS_US.len()];
-    // An empty histogram needs no pass over its bins: a hub with thousands of jobs without
-    // samples (say, jobs on no device) must not pay for them at every snapshot.
-    if parts.iter().all(|b| b.total == 0) {
-        return out;
-    }
-    let mut bucket = 0;
-    for i in occupied(parts) {
-        let c: u64 = parts.iter().map(|b| b.counts[i]).sum();
-        if c == 0 {
-            continue;
-        }
-        let low = bin_low(i);
-        while bucket + 1 < out.len() && low > COARSE_BOUNDS_US[bucket] {
-            bucket += 1;
-        }
-        out[bucket] += c;
-    }
-    out
+    };
+    (stats, coarse)
 }
 
 /// Upper bounds (inclusive, µs) of the coarse buckets offered for a bar chart; the last bucket
