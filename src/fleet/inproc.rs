@@ -261,9 +261,11 @@ impl InProcFleet {
     }
 
     fn on_batch(&mut self, batch: Vec<ToDevice>) {
-        let now = self.clock.now_us();
         let seed = self.fleet.seed;
         for msg in batch {
+            // Each device's own instant of receipt: the batch's later messages wait while the
+            // earlier devices are played.
+            let now = self.clock.now_us();
             let device = msg.device();
             let Some(dev) = self.fleet.devices.get_mut(device.usize()) else {
                 continue;

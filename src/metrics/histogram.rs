@@ -115,10 +115,19 @@ fn bin_median(i: usize) -> u64 {
 
 /// Plain counts per bin, for the hot path: recording is one increment, with none of
 /// `Histogram::record`'s bookkeeping. Moved into a `Histogram` with [`Bins::add_to`].
+///
+/// The bins also keep the lowest and highest bin they hold samples in (two `min`/`max` per
+/// sample, no branch), so that summaries, sums and clears walk only that range: a run's
+/// latencies usually span a few thousand of the 23,552 bins, and the engine summarises eight
+/// histograms ten times a second.
 #[derive(Clone)]
 pub(crate) struct Bins {
     counts: Box<[u64]>,
     total: u64,
+    /// Lowest bin with a sample; `BINS` when empty.
+    lo: usize,
+    /// Highest bin with a sample; 0 when empty.
+    hi: usize,
 }
 
 impl Default for Bins {
@@ -133,6 +142,8 @@ impl Bins {
         Bins {
             counts: vec![0; BINS].into_boxed_slice(),
             total: 0,
+            lo: BINS,
+            hi: 0,
         }
     }
 
@@ -141,6 +152,8 @@ impl Bins {
     pub(crate) fn record_bin(&mut self, i: usize) {
         self.counts[i] += 1;
         self.total += 1;
+        self.lo = self.lo.min(i);
+        self.hi = self.hi.max(i);
     }
 
     /// Samples counted.
@@ -152,33 +165,49 @@ impl Bins {
         self.total == 0
     }
 
+    /// The bins that may hold samples: every nonzero bin lies in it (empty when there is none).
+    fn occupied(&self) -> std::ops::Range<usize> {
+        if self.total == 0 {
+            0..0
+        } else {
+            self.lo..self.hi + 1
+        }
+    }
+
     /// Adds `other`'s counts to these.
     pub(crate) fn add(&mut self, other: &Bins) {
         if other.total == 0 {
             return;
         }
-        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+        let range = other.occupied();
+        for (a, b) in self.counts[range.clone()]
+            .iter_mut()
+            .zip(&other.counts[range])
+        {
             *a += *b;
         }
         self.total += other.total;
+        self.lo = self.lo.min(other.lo);
+        self.hi = self.hi.max(other.hi);
     }
 
     /// Sets every bin to zero.
     pub(crate) fn clear(&mut self) {
         if self.total != 0 {
-            self.counts.fill(0);
+            let range = self.occupied();
+            self.counts[range].fill(0);
             self.total = 0;
+            self.lo = BINS;
+            self.hi = 0;
         }
     }
 
     /// Adds these counts to `h` (a histogram from [`new_histogram`]).
     pub(crate) fn add_to(&self, h: &mut Histogram<u64>) {
-        if self.total == 0 {
-            return;
-        }
-        for (i, &c) in self.counts.iter().enumerate() {
+        let range = self.occupied();
+        for (i, &c) in self.counts[range.clone()].iter().enumerate() {
             if c != 0 {
-                h.record_n(bin_low(i), c)
+                h.record_n(bin_low(range.start + i), c)
                     .expect("a bin's value lies within the histogram's bounds");
             }
         }
@@ -193,16 +222,45 @@ impl Bins {
     }
 }
 
+/// The bins that may hold samples in any of `parts` (empty when none holds one).
+fn occupied(parts: &[&Bins]) -> std::ops::Range<usize> {
+    let held = parts.iter().filter(|b| b.total != 0);
+    match (held.clone().map(|b| b.lo).min(), held.map(|b| b.hi).max()) {
+        (Some(lo), Some(hi)) => lo..hi + 1,
+        _ => 0..0,
+    }
+}
+
 /// Statistics of the sum of `parts` (e.g. a job's closed seconds and its open one), computed
 /// straight from the bins: equal to [`HistogramStats::of`] the summed histogram, without building
-/// it.
+/// it. Walks only the bins between the lowest and the highest sample.
 pub(crate) fn stats_of_bins(parts: &[&Bins], outliers: u64) -> HistogramStats {
+    summarise_bins(parts, outliers).0
+}
+
+/// Counts per coarse bucket of the sum of `parts`: `out[i]` counts samples in
+/// `(COARSE_BOUNDS_US[i-1], COARSE_BOUNDS_US[i]]` (the first bucket starts at 0). A bin is
+/// placed by its lowest equivalent value, so a bin is never split across two buckets.
+#[cfg(test)]
+pub(crate) fn coarse_counts_of_bins(parts: &[&Bins]) -> [u64; COARSE_BOUNDS_US.len()] {
+    summarise_bins(parts, 0).1
+}
+
+/// [`stats_of_bins`] and the coarse bucket counts in one walk over the occupied bins (what a
+/// snapshot needs of each histogram). An empty sum needs no walk: a hub with thousands of jobs
+/// without samples (say, jobs on no device) must not pay for them at every snapshot.
+pub(crate) fn summarise_bins(
+    parts: &[&Bins],
+    outliers: u64,
+) -> (HistogramStats, [u64; COARSE_BOUNDS_US.len()]) {
+    let mut coarse = [0u64; COARSE_BOUNDS_US.len()];
     let total: u64 = parts.iter().map(|b| b.total).sum();
     if total == 0 {
-        return HistogramStats {
+        let stats = HistogramStats {
             outliers,
             ..HistogramStats::default()
         };
+        return (stats, coarse);
     }
     let count = |i: usize| parts.iter().map(|b| b.counts[i]).sum::<u64>();
     let quantiles = [0.5, 0.9, 0.99, 0.999, 0.9999];
@@ -212,7 +270,8 @@ pub(crate) fn stats_of_bins(parts: &[&Bins], outliers: u64) -> HistogramStats {
     let (mut first, mut last) = (None, 0);
     let mut running = 0u64;
     let mut mean = 0.0_f64;
-    for i in 0..BINS {
+    let mut bucket = 0;
+    for i in occupied(parts) {
         let c = count(i);
         if c == 0 {
             continue;
@@ -225,8 +284,13 @@ pub(crate) fn stats_of_bins(parts: &[&Bins], outliers: u64) -> HistogramStats {
             q[next_q] = bin_high(i).min(MAX_US);
             next_q += 1;
         }
+        let low = bin_low(i);
+        while bucket + 1 < coarse.len() && low > COARSE_BOUNDS_US[bucket] {
+            bucket += 1;
+        }
+        coarse[bucket] += c;
     }
-    HistogramStats {
+    let stats = HistogramStats {
         count: total,
         min_us: bin_low(first.unwrap_or(0)).min(MAX_US),
         mean_us: mean,
@@ -237,32 +301,8 @@ pub(crate) fn stats_of_bins(parts: &[&Bins], outliers: u64) -> HistogramStats {
         p9999_us: q[4],
         max_us: bin_high(last).min(MAX_US),
         outliers,
-    }
-}
-
-/// Counts per coarse bucket of the sum of `parts`: `out[i]` counts samples in
-/// `(COARSE_BOUNDS_US[i-1], COARSE_BOUNDS_US[i]]` (the first bucket starts at 0). A bin is
-/// placed by its lowest equivalent value, so a bin is never split across two buckets.
-pub(crate) fn coarse_counts_of_bins(parts: &[&Bins]) -> [u64; COARSE_BOUNDS_US.len()] {
-    let mut out = [0u64; COARSE_BOUNDS_US.len()];
-    // An empty histogram needs no pass over its bins: a hub with thousands of jobs without
-    // samples (say, jobs on no device) must not pay for them at every snapshot.
-    if parts.iter().all(|b| b.total == 0) {
-        return out;
-    }
-    let mut bucket = 0;
-    for i in 0..BINS {
-        let c: u64 = parts.iter().map(|b| b.counts[i]).sum();
-        if c == 0 {
-            continue;
-        }
-        let low = bin_low(i);
-        while bucket + 1 < out.len() && low > COARSE_BOUNDS_US[bucket] {
-            bucket += 1;
-        }
-        out[bucket] += c;
-    }
-    out
+    };
+    (stats, coarse)
 }
 
 /// Upper bounds (inclusive, µs) of the coarse buckets offered for a bar chart; the last bucket
@@ -412,6 +452,66 @@ mod tests {
         assert_eq!(sum.len(), 50_000);
         sum.clear();
         assert!(sum.is_empty() && sum.to_histogram().is_empty());
+    }
+
+    /// The walks limited to the occupied bins (summaries, sums, clears, histograms) give what
+    /// the whole histogram gives, as ranges move: cleared bins, a sum across distant ranges, an
+    /// empty part beside a full one.
+    #[test]
+    fn occupied_ranges_give_the_full_results() {
+        let check = |parts: &[&Bins], what: &str| {
+            let mut h = new_histogram();
+            for b in parts {
+                for (i, &c) in b.counts.iter().enumerate() {
+                    if c != 0 {
+                        h.record_n(bin_low(i), c).unwrap();
+                    }
+                }
+            }
+            assert_eq!(stats_of_bins(parts, 0), HistogramStats::of(&h, 0), "{what}");
+            assert_eq!(coarse_counts_of_bins(parts), coarse_counts(&h), "{what}");
+            let mut via_add_to = new_histogram();
+            for b in parts {
+                b.add_to(&mut via_add_to);
+            }
+            assert!(via_add_to == h, "{what}: add_to");
+        };
+        let empty = Bins::new();
+        let mut open = Bins::new();
+        let mut closed = Bins::new();
+        for v in [900, 1_000, 1_100] {
+            open.record_bin(bin_index(v));
+        }
+        check(&[&closed, &open], "closed empty");
+        check(&[&open, &empty], "empty part last");
+        closed.add(&open);
+        open.clear();
+        assert!(
+            open.counts.iter().all(|&c| c == 0),
+            "clear zeroes its range"
+        );
+        for v in [3, 40_000_000, 7] {
+            open.record_bin(bin_index(v));
+        }
+        check(&[&closed, &open], "ranges apart");
+        check(&[&open], "after clear, the new range only");
+        closed.add(&open);
+        open.clear();
+        check(&[&closed, &open], "all closed");
+        open.record_bin(bin_index(MAX_US));
+        open.record_bin(bin_index(0));
+        check(&[&empty, &open], "both ends");
+        let mut sum = Bins::new();
+        sum.add(&closed);
+        sum.add(&open);
+        check(&[&sum], "sum");
+        assert_eq!(
+            stats_of_bins(&[&sum], 0),
+            stats_of_bins(&[&closed, &open], 0)
+        );
+        sum.clear();
+        assert!(sum.counts.iter().all(|&c| c == 0) && sum.is_empty());
+        check(&[&sum, &empty], "cleared sum");
     }
 
     #[test]

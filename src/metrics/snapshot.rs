@@ -3,9 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::histogram::{
-    coarse_counts_of_bins, stats_of_bins, Bins, HistogramStats, COARSE_BOUNDS_US,
-};
+use super::histogram::{summarise_bins, Bins, HistogramStats, COARSE_BOUNDS_US};
 use super::recorder::SecondRow;
 #[cfg(doc)]
 use super::Recorder;
@@ -98,10 +96,10 @@ impl MetricsSnapshot {
 
 /// The statistics and bar-chart buckets of the samples in `bins`.
 pub(crate) fn measure_snapshot(bins: &[&Bins; 2], outliers: u64, m: Measure) -> MeasureSnapshot {
-    let counts = coarse_counts_of_bins(bins);
+    let (stats, counts) = summarise_bins(bins, outliers);
     MeasureSnapshot {
         measure: m.name().to_owned(),
-        stats: stats_of_bins(bins, outliers),
+        stats,
         buckets: COARSE_BOUNDS_US
             .iter()
             .zip(counts)

@@ -16,10 +16,11 @@ use crate::metrics::Measure;
 use super::{metrics_slot, Engine, Target};
 
 impl Engine {
+    /// Each message is stamped when the engine takes it, not when its batch arrived: the
+    /// messages of a batch wait in it while the ones before are handled.
     pub(super) fn on_device_batch(&mut self, batch: Vec<FromDevice>) {
-        let now = self.clock.now_us();
-        self.recorder.tick(now);
         for msg in batch {
+            let now = self.now();
             self.on_device(msg, now);
         }
     }

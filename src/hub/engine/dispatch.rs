@@ -29,7 +29,7 @@ impl Engine {
         }
         self.slots.retain_active();
         self.direct.expire(now);
-        self.dispatch(now)
+        self.dispatch()
     }
 
     /// The earliest time the engine has timed work.
@@ -192,8 +192,9 @@ impl Engine {
         }
     }
 
-    /// Dispatches due operations; true when more could go at once.
-    fn dispatch(&mut self, now: Micros) -> bool {
+    /// Dispatches due operations, each at its own clock reading; true when more could go at
+    /// once.
+    fn dispatch(&mut self) -> bool {
         let running: Vec<SlotIdx> = self
             .slots
             .active()
@@ -217,6 +218,7 @@ impl Engine {
                             break;
                         };
                         let scheduled = slot.job.start_us;
+                        let now = self.now();
                         self.dispatch_op(s, r, scheduled, now);
                         budget -= 1;
                     }
@@ -226,6 +228,7 @@ impl Engine {
             Some(mut pacer) => {
                 let mut more = false;
                 while budget > 0 {
+                    let now = self.now();
                     let s = running[self.cursor % running.len()];
                     let slot = &mut self.slots[s];
                     if !slot.undispatched() {
