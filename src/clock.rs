@@ -80,6 +80,16 @@ impl Clock {
         self.start.elapsed().as_micros() as Micros
     }
 
+    /// Readings for a run of back-to-back events (a dispatch chunk, a batch of messages): see
+    /// [`Stamps`].
+    pub(crate) fn stamps(&self) -> Stamps {
+        Stamps {
+            clock: *self,
+            left: 0,
+            last: 0,
+        }
+    }
+
     /// The tokio instant at `us` microseconds after the start (for `sleep_until`).
     pub(crate) fn instant_at(&self, us: Micros) -> Instant {
         self.start + Duration::from_micros(us)
@@ -149,6 +159,36 @@ pub(crate) fn parse_iso8601(text: &str) -> Option<OffsetDateTime> {
     })
 }
 
+/// How many back-to-back events share one [`Stamps`] reading.
+const EVENTS_PER_READING: u32 = 8;
+
+/// Clock readings for a run of back-to-back events, each stamped with the time it is handled,
+/// not the time its run began: the first event reads the clock, and a reading serves at most
+/// [`EVENTS_PER_READING`] consecutive events. An event costs the engine or the in-process fleet
+/// ~100-200 ns and a reading ~20-30 ns, so this keeps every stamp within a microsecond or two
+/// of its event (the histograms' resolution) for an eighth of the cost. Under tokio's paused
+/// clock every reading within one poll is the same instant anyway.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamps {
+    clock: Clock,
+    /// Events the last reading may still stamp.
+    left: u32,
+    last: Micros,
+}
+
+impl Stamps {
+    /// The time of the next event.
+    #[inline]
+    pub(crate) fn next(&mut self) -> Micros {
+        if self.left == 0 {
+            self.last = self.clock.now_us();
+            self.left = EVENTS_PER_READING;
+        }
+        self.left -= 1;
+        self.last
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +207,20 @@ mod tests {
         assert!(parse_iso8601("2023-11-14T22:13:20+01:00").is_some());
         assert!(parse_iso8601("2023-11-14T22:13:20").is_some());
         assert!(parse_iso8601("yesterday").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stamps_read_the_clock_at_the_first_event_and_every_few_after() {
+        let clock = Clock::start();
+        tokio::time::advance(Duration::from_micros(10)).await;
+        let mut stamps = clock.stamps();
+        tokio::time::advance(Duration::from_micros(5)).await;
+        assert_eq!(stamps.next(), 15, "the first event reads the clock");
+        tokio::time::advance(Duration::from_micros(5)).await;
+        for _ in 1..EVENTS_PER_READING {
+            assert_eq!(stamps.next(), 15);
+        }
+        assert_eq!(stamps.next(), 20, "then a fresh reading");
     }
 
     #[tokio::test(start_paused = true)]

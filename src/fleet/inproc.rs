@@ -262,10 +262,11 @@ impl InProcFleet {
 
     fn on_batch(&mut self, batch: Vec<ToDevice>) {
         let seed = self.fleet.seed;
+        let mut stamps = self.clock.stamps();
         for msg in batch {
             // Each device's own instant of receipt: the batch's later messages wait while the
             // earlier devices are played.
-            let now = self.clock.now_us();
+            let now = stamps.next();
             let device = msg.device();
             let Some(dev) = self.fleet.devices.get_mut(device.usize()) else {
                 continue;

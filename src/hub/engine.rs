@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Clock, Micros, Stopwatch};
+use crate::clock::{Clock, Micros, Stamps, Stopwatch};
 use crate::hub::handle::{Command, HubView};
 use crate::hub::jobs::{DeviceError, DeviceRecord, DeviceStatus};
 use crate::hub::registry::Registry;
@@ -238,13 +238,12 @@ impl Engine {
             .filter(|rec| rec.device == device && rec.status == DeviceStatus::Running)
     }
 
-    /// A fresh clock reading, with the recorder ticked to it: every operation the engine
-    /// dispatches or hears about takes its own, so a chunk of thousands of operations spreads
-    /// over the time it really takes instead of sharing the chunk's first instant. Costs one
-    /// read of tokio's clock (~20-25 ns); under tokio's paused clock every reading within one
-    /// poll is the same instant.
-    fn now(&mut self) -> Micros {
-        let now = self.clock.now_us();
+    /// The time of the next of a run of back-to-back events, with the recorder ticked to it:
+    /// every operation the engine dispatches or hears about is stamped when it is handled (see
+    /// [`Stamps`]), so a chunk of thousands spreads over the time it really takes instead of
+    /// sharing its first instant.
+    fn stamp(&mut self, stamps: &mut Stamps) -> Micros {
+        let now = stamps.next();
         self.recorder.tick(now);
         now
     }

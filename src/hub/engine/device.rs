@@ -19,8 +19,9 @@ impl Engine {
     /// Each message is stamped when the engine takes it, not when its batch arrived: the
     /// messages of a batch wait in it while the ones before are handled.
     pub(super) fn on_device_batch(&mut self, batch: Vec<FromDevice>) {
+        let mut stamps = self.clock.stamps();
         for msg in batch {
-            let now = self.now();
+            let now = self.stamp(&mut stamps);
             self.on_device(msg, now);
         }
     }

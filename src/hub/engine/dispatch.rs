@@ -192,8 +192,8 @@ impl Engine {
         }
     }
 
-    /// Dispatches due operations, each at its own clock reading; true when more could go at
-    /// once.
+    /// Dispatches due operations, each stamped when it is dispatched; true when more could go
+    /// at once.
     fn dispatch(&mut self) -> bool {
         let running: Vec<SlotIdx> = self
             .slots
@@ -209,6 +209,7 @@ impl Engine {
             return false;
         }
         let mut budget = DISPATCH_CHUNK;
+        let mut stamps = self.clock.stamps();
         match self.pacer.take() {
             None => {
                 for &s in &running {
@@ -218,7 +219,7 @@ impl Engine {
                             break;
                         };
                         let scheduled = slot.job.start_us;
-                        let now = self.now();
+                        let now = self.stamp(&mut stamps);
                         self.dispatch_op(s, r, scheduled, now);
                         budget -= 1;
                     }
@@ -228,7 +229,7 @@ impl Engine {
             Some(mut pacer) => {
                 let mut more = false;
                 while budget > 0 {
-                    let now = self.now();
+                    let now = self.stamp(&mut stamps);
                     let s = running[self.cursor % running.len()];
                     let slot = &mut self.slots[s];
                     if !slot.undispatched() {
