@@ -243,6 +243,16 @@ async fn offline_devices_wait_for_the_connect_timeout_then_fail_404103() {
     assert_eq!(d2["error"]["code"], "DeviceNotOnline");
     let twin = h.hub.get_twin("d1").await.unwrap();
     assert_eq!(twin["connectionState"], "Connected");
+    // One engine-lag sample per operation, whether it was parked or not.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lag = h
+        .view
+        .borrow()
+        .metrics
+        .measure(fleetsim::metrics::Measure::EngineLag)
+        .stats
+        .count;
+    assert_eq!(lag, 3);
 }
 
 #[tokio::test(start_paused = true)]

@@ -243,7 +243,7 @@ pub struct HubView {
     /// Jobs in creation order.
     pub jobs: Vec<JobView>,
     /// Histograms and throughput.
-    pub(crate) metrics: MetricsSnapshot,
+    pub metrics: MetricsSnapshot,
 }
 
 impl Default for HubView {

@@ -201,9 +201,9 @@ impl Engine {
                 if slot.record(r).status != DeviceStatus::Scheduled {
                     continue;
                 }
-                // The device is counted as pending while parked; send_method moves it.
+                // The device is counted as pending while parked; send_method moves it. Its
+                // engine lag was recorded when it was dispatched and parked: once per operation.
                 self.send_method(s, r, now, connect_deadline);
-                self.recorder.record(metrics_slot(s), Measure::EngineLag, 0);
             }
         }
         if let Some(op) = self.desired_pending.remove(&device) {
