@@ -273,25 +273,23 @@ pub async fn run(
         .await;
     let mut feeder = JobFeeder::new(scenario).starting_at(offset);
     let deadline = offset + scenario.duration.micros();
-    // Only progress lines need a wake-up each second; a dashboard reads the view itself.
-    // Progress lines come every second: of the run's time in real time, of real time in
-    // virtual time (the loop wakes at each view, which the engine then publishes every 100 ms
-    // of real time).
+    // Progress lines come every second: of the run's time in real time (the only wake-up the
+    // loop sets for them; a dashboard reads the view itself), of real time in virtual time (the
+    // loop wakes at each view, which the engine then publishes every 100 ms of real time).
     let lines = opts.progress == Progress::Lines;
     let mut next_line = (lines && mode == ClockMode::Real).then_some(offset + 1_000_000);
     let mut next_wall_line = std::time::Duration::from_secs(1);
 
     let stop = loop {
         let now = clock.now_us();
-        let current = view_rx.borrow().clone();
-        for (job, why) in feeder.create_due(&hub, &clock, now, &current).await {
+        let view = view_rx.borrow_and_update().clone();
+        for (job, why) in feeder.create_due(&hub, &clock, now, &view).await {
             tell(tui::Event::Refused {
                 job: job.clone(),
                 why: why.clone(),
             });
         }
         {
-            let view = view_rx.borrow_and_update();
             if !feeder.pending() && view.jobs.len() == feeder.created() && view.all_jobs_done() {
                 break Stop::AllDone;
             }
@@ -309,12 +307,13 @@ pub async fn run(
                 eprintln!("{}", progress_line(&view, feeder.planned()));
                 next_line = Some(now + 1_000_000);
             }
-            if lines && mode == ClockMode::Virtual && stopwatch.elapsed() >= next_wall_line {
-                let wall = stopwatch.elapsed().as_secs_f64();
+            let wall = stopwatch.elapsed();
+            if lines && mode == ClockMode::Virtual && wall >= next_wall_line {
                 eprintln!(
-                    "{} | wall {wall:.1}s, {:.0}x",
+                    "{} | wall {:.1}s, {:.0}x",
                     progress_line(&view, feeder.planned()),
-                    now as f64 / 1e6 / wall
+                    wall.as_secs_f64(),
+                    now as f64 / 1e6 / wall.as_secs_f64()
                 );
                 next_wall_line += std::time::Duration::from_secs(1);
             }
