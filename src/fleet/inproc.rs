@@ -8,8 +8,6 @@
 //! the hub after the device's own latency plus the uplink latency, and a message lost either way
 //! is simply never acted on or never answered.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -22,6 +20,10 @@ use crate::fleet::device::DesiredOutcome;
 use crate::fleet::Fleet;
 use crate::ids::DeviceIdx;
 use crate::link::{DeviceLink, FromDevice, OpId, ToDevice};
+
+mod timers;
+
+use timers::Timers;
 
 /// Messages per batch sent to the hub at most.
 const BATCH: usize = 4096;
@@ -88,87 +90,11 @@ struct Arrival {
     connection: u32,
 }
 
-/// Width of a far bucket of [`Timers`].
-const BUCKET_US: Micros = 1_000_000;
-
-/// The fleet's timers, earliest first (ties in the order they were set). A million devices each
-/// have a disconnect hours ahead: a single heap of them all costs a cache miss per level on
-/// every pop. So only timers before `horizon` sit in the heap; later ones wait in one-second
-/// buckets and move into the heap a bucket at a time when the heap runs dry.
-#[derive(Debug, Default)]
-struct Timers {
-    near: BinaryHeap<Timer>,
-    far: std::collections::BTreeMap<Micros, Vec<Timer>>,
-    /// Every timer in `near` is before it; every timer in `far` is at or after it.
-    horizon: Micros,
-}
-
-impl Timers {
-    fn push(&mut self, timer: Timer) {
-        if timer.at < self.horizon {
-            self.near.push(timer);
-        } else {
-            self.far
-                .entry(timer.at / BUCKET_US)
-                .or_default()
-                .push(timer);
-        }
-    }
-
-    /// Refills the heap from the first far bucket when it is empty.
-    fn refill(&mut self) {
-        if self.near.is_empty() {
-            if let Some((bucket, timers)) = self.far.pop_first() {
-                self.horizon = (bucket + 1) * BUCKET_US;
-                self.near.extend(timers);
-            }
-        }
-    }
-
-    /// When the earliest timer is due.
-    fn next_at(&mut self) -> Option<Micros> {
-        self.refill();
-        self.near.peek().map(|t| t.at)
-    }
-
-    /// Takes the earliest timer.
-    fn pop(&mut self) -> Option<Timer> {
-        self.refill();
-        self.near.pop()
-    }
-}
-
-#[derive(Debug)]
-struct Timer {
-    at: Micros,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Timer {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Timer {}
-impl PartialOrd for Timer {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Timer {
-    /// Reversed: the heap pops the earliest timer first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
-
 /// The device side of the in-process transport: plays every device of a fleet.
 pub(crate) struct InProcFleet {
     fleet: Fleet,
     clock: Clock,
-    timers: Timers,
-    seq: u64,
+    timers: Timers<Event>,
     out: Vec<FromDevice>,
     to_hub: mpsc::UnboundedSender<Vec<FromDevice>>,
 }
@@ -184,8 +110,7 @@ impl InProcFleet {
             fleet,
             clock,
             timers: Timers::default(),
-            seq: 0,
-            out: Vec::with_capacity(BATCH),
+            out: Vec::new(),
             to_hub,
         }
     }
@@ -226,12 +151,7 @@ impl InProcFleet {
     }
 
     fn push(&mut self, at: Micros, event: Event) {
-        self.seq += 1;
-        self.timers.push(Timer {
-            at,
-            seq: self.seq,
-            event,
-        });
+        self.timers.push(at, event);
     }
 
     fn emit(&mut self, msg: FromDevice) {
@@ -243,9 +163,11 @@ impl InProcFleet {
 
     fn flush(&mut self) {
         if !self.out.is_empty() {
-            let _ = self
-                .to_hub
-                .send(std::mem::replace(&mut self.out, Vec::with_capacity(BATCH)));
+            // The next batch is likely about this one's size: in virtual time most batches are
+            // one message (a timer fires), and a batch of BATCH's capacity each time cost more
+            // in the allocator than everything else the fleet does for it.
+            let next = Vec::with_capacity(self.out.len());
+            let _ = self.to_hub.send(std::mem::replace(&mut self.out, next));
         }
     }
 
@@ -344,11 +266,11 @@ impl InProcFleet {
 
     fn fire_due(&mut self, now: Micros) {
         while self.timers.next_at().is_some_and(|at| at <= now) {
-            let Some(timer) = self.timers.pop() else {
+            let Some((at, event)) = self.timers.pop() else {
                 break;
             };
             let seed = self.fleet.seed;
-            match timer.event {
+            match event {
                 Event::Answer {
                     op,
                     device,
@@ -374,9 +296,9 @@ impl InProcFleet {
                     dev.connected = false;
                     let down = dev.downtime(&fleet.models[dev.cohort as usize], seed, device.get());
                     self.emit(FromDevice::Disconnected { device });
-                    self.push(timer.at + down, Event::Reconnect(device));
+                    self.push(at + down, Event::Reconnect(device));
                 }
-                Event::Reconnect(device) => self.connect(device, timer.at),
+                Event::Reconnect(device) => self.connect(device, at),
                 Event::Arrive(arrival) => {
                     let Arrival {
                         msg,
@@ -510,33 +432,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn timers_pop_earliest_first_across_buckets() {
-        let mut timers = Timers::default();
-        let mut want = Vec::new();
-        // Times spread over ten minutes, some equal, set out of order.
-        for seq in 0..5_000u64 {
-            let at = (seq * 7_919_123) % 600_000_000 / 1_000 * 1_000;
-            want.push((at, seq));
-            timers.push(Timer {
-                at,
-                seq,
-                event: Event::Disconnect(DeviceIdx::new(0)),
-            });
-            // Pop now and then, as the fleet does while it runs.
-            if seq % 97 == 0 {
-                want.sort_unstable();
-                let t = timers.pop().unwrap();
-                assert_eq!((t.at, t.seq), want.remove(0));
-            }
-        }
-        want.sort_unstable();
-        let mut got = Vec::new();
-        while let Some(t) = timers.pop() {
-            got.push((t.at, t.seq));
-        }
-        assert_eq!(got, want);
-    }
     #[tokio::test(start_paused = true)]
     async fn without_a_link_answers_come_at_once() {
         let mut b = bench(cohort(0, 0, None), 1);
