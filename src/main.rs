@@ -8,6 +8,9 @@ use clap::Parser;
 use fleetsim::app;
 use fleetsim::cli::Cli;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match app::execute(Cli::parse().into_command()) {
         Ok(exit) => ExitCode::from(exit.code()),

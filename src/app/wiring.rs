@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Micros};
 use crate::fleet::credentials::Credentials;
-use crate::fleet::inproc::{InProcFleet, InProcLink};
+use crate::fleet::inproc::{InProcFleet, InProcLink, LocalFleet};
 use crate::fleet::mqtt::{self as mqtt_fleet, preflight, FleetStatus, MqttFleetConfig};
 use crate::fleet::Fleet;
 use crate::hub::auth::Authority;
@@ -283,14 +283,19 @@ async fn start_devices(
                 "--external-fleet needs --mqtt or --mqtts: the devices must reach the hub somehow"
             );
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let task = spawn_inproc(fleet, clock, from_dev, rx, stop);
-        let side = DeviceSide {
+        let mut side = DeviceSide {
             expect_connected: 0,
             fleet_status: None,
-            fleet_task: Some(task),
+            fleet_task: None,
             endpoint: None,
         };
+        if clock.is_virtual() {
+            // In virtual time the devices play in the engine's own task: a churn event is then
+            // one turn of one task, not a wake-up of two.
+            return Ok((Box::new(LocalFleet::new(fleet, clock)), side));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        side.fleet_task = Some(spawn_inproc(fleet, clock, from_dev, rx, stop));
         return Ok((Box::new(InProcLink::new(tx)), side));
     }
 

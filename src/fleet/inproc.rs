@@ -95,8 +95,10 @@ pub(crate) struct InProcFleet {
     fleet: Fleet,
     clock: Clock,
     timers: Timers<Event>,
+    /// What the devices sent and the hub has not taken yet.
     out: Vec<FromDevice>,
-    to_hub: mpsc::UnboundedSender<Vec<FromDevice>>,
+    /// Where batches of `out` go; None when the engine takes them itself ([`LocalFleet`]).
+    to_hub: Option<mpsc::UnboundedSender<Vec<FromDevice>>>,
 }
 
 impl InProcFleet {
@@ -111,7 +113,7 @@ impl InProcFleet {
             clock,
             timers: Timers::default(),
             out: Vec::new(),
-            to_hub,
+            to_hub: Some(to_hub),
         }
     }
 
@@ -133,19 +135,25 @@ impl InProcFleet {
         mut from_hub: mpsc::UnboundedReceiver<Vec<ToDevice>>,
         shutdown: CancellationToken,
     ) {
+        let cancelled = shutdown.cancelled();
+        let timer = tokio::time::sleep_until(self.clock.instant_at(0));
+        tokio::pin!(cancelled, timer);
         loop {
             let now = self.clock.now_us();
             self.fire_due(now);
             self.flush();
             let next = self.timers.next_at().map(|at| self.clock.instant_at(at));
+            if let Some(next) = next.filter(|&n| n != timer.deadline()) {
+                timer.as_mut().reset(next);
+            }
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = &mut cancelled => break,
                 batch = from_hub.recv() => match batch {
                     Some(batch) => self.on_batch(batch),
                     None => break,
                 },
-                _ = async { tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)).await }, if next.is_some() => {}
+                _ = &mut timer, if next.is_some() => {}
             }
         }
     }
@@ -162,12 +170,12 @@ impl InProcFleet {
     }
 
     fn flush(&mut self) {
-        if !self.out.is_empty() {
-            // The next batch is likely about this one's size: in virtual time most batches are
-            // one message (a timer fires), and a batch of BATCH's capacity each time cost more
-            // in the allocator than everything else the fleet does for it.
+        if let (false, Some(to_hub)) = (self.out.is_empty(), &self.to_hub) {
+            // The next batch is likely about this one's size (often one message: a timer
+            // fired); a batch of BATCH's capacity each time cost more in the allocator than
+            // everything else the fleet does for it.
             let next = Vec::with_capacity(self.out.len());
-            let _ = self.to_hub.send(std::mem::replace(&mut self.out, next));
+            let _ = to_hub.send(std::mem::replace(&mut self.out, next));
         }
     }
 
@@ -182,7 +190,7 @@ impl InProcFleet {
         }
     }
 
-    fn on_batch(&mut self, batch: Vec<ToDevice>) {
+    fn on_batch(&mut self, batch: impl IntoIterator<Item = ToDevice>) {
         let seed = self.fleet.seed;
         let mut stamps = self.clock.stamps();
         for msg in batch {
@@ -312,6 +320,54 @@ impl InProcFleet {
                 }
             }
         }
+    }
+}
+
+/// The in-process fleet in the engine's own task, as the engine's link (virtual time): the engine
+/// hands it messages and polls it for what its devices send and when their next timer is due. No
+/// channel, no second task: a churn event costs one turn of one task instead of a wake-up of
+/// each, and a simulated day of a million devices has millions of them.
+pub(crate) struct LocalFleet {
+    devices: InProcFleet,
+    /// Messages from the hub not yet delivered (until [`DeviceLink::flush`]).
+    inbox: Vec<ToDevice>,
+}
+
+impl LocalFleet {
+    /// Plays `fleet`; its online devices connect at once (the engine hears it first thing).
+    pub(crate) fn new(fleet: Fleet, clock: Clock) -> Self {
+        let mut devices = InProcFleet {
+            fleet,
+            clock,
+            timers: Timers::default(),
+            out: Vec::new(),
+            to_hub: None,
+        };
+        devices.connect_online();
+        LocalFleet {
+            devices,
+            inbox: Vec::new(),
+        }
+    }
+}
+
+impl DeviceLink for LocalFleet {
+    fn send(&mut self, msg: ToDevice) {
+        self.inbox.push(msg);
+    }
+
+    fn flush(&mut self) {
+        if !self.inbox.is_empty() {
+            let mut inbox = std::mem::take(&mut self.inbox);
+            self.devices.on_batch(inbox.drain(..));
+            self.inbox = inbox;
+        }
+    }
+
+    fn poll_devices(&mut self, now: Micros, out: &mut Vec<FromDevice>) -> Option<Micros> {
+        self.devices.fire_due(now);
+        out.append(&mut self.devices.out);
+        self.devices.timers.next_at()
     }
 }
 

@@ -101,6 +101,8 @@ pub struct Engine {
     /// Desired notifications waiting for a device to connect.
     desired_pending: HashMap<DeviceIdx, OpId>,
     direct: DirectCalls,
+    /// What a device side in the engine's own task sent, not handled yet (kept for its capacity).
+    inbox: Vec<FromDevice>,
     /// In virtual time, the real time since the last view (views follow the watcher's clock,
     /// not the simulated one, and every change of a job's status); None in real time.
     virtual_views: Option<Stopwatch>,
@@ -127,6 +129,7 @@ impl Engine {
             held: HashSet::new(),
             desired_pending: HashMap::new(),
             direct: DirectCalls::default(),
+            inbox: Vec::new(),
             // Virtual time may pass far faster than real time: the engine then publishes a view
             // every VIEW_EVERY_US of real time and whenever a job is added or ends (the moments
             // the run loop acts on), instead of every VIEW_EVERY_US of simulated time.
@@ -159,11 +162,18 @@ impl Engine {
         let mut next_view = 0;
         let mut viewed_jobs = (0, 0);
         let mut turns: u32 = 0;
+        let cancelled = shutdown.cancelled();
+        let timer = tokio::time::sleep_until(self.clock.instant_at(0));
+        tokio::pin!(cancelled, timer);
         loop {
             let now = self.clock.now_us();
             self.recorder.tick(now);
+            // A device side in this task (the in-process fleet in virtual time) acts first:
+            // what its timers did by now comes before the engine's own work at this instant.
+            self.hear_local_devices(now);
             let busy = self.step(now);
             self.link.flush();
+            let (heard, devices_next) = self.hear_local_devices(now);
             let view_due = match self.virtual_views {
                 None => now >= next_view,
                 Some(since) => {
@@ -185,15 +195,21 @@ impl Engine {
                 view.send_replace(Arc::new(self.view(now)));
                 next_view = now + VIEW_EVERY_US;
             }
-            let wake = match (busy, self.virtual_views.is_some()) {
+            let wake = match (busy || heard, self.virtual_views.is_some()) {
                 (true, _) => now,
                 (false, false) => self.next_deadline().min(next_view),
                 // Nothing to do for an hour of simulated time: look again then.
                 (false, true) => self.next_deadline().min(now + 3_600_000_000),
             };
+            let wake = self
+                .clock
+                .instant_at(devices_next.map_or(wake, |d| d.min(wake)));
+            if wake != timer.deadline() {
+                timer.as_mut().reset(wake);
+            }
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = &mut cancelled => break,
                 Some(batch) = devices.recv() => {
                     self.on_device_batch(batch);
                     // Take what else is waiting, a bounded amount, before the next step.
@@ -205,7 +221,7 @@ impl Engine {
                     }
                 }
                 Some(cmd) = commands.recv() => self.on_command(cmd),
-                _ = tokio::time::sleep_until(self.clock.instant_at(wake)) => {}
+                _ = &mut timer => {}
             }
         }
         let now = self.clock.now_us();
