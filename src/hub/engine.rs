@@ -182,7 +182,7 @@ impl Engine {
                     turns = turns.wrapping_add(1);
                     let jobs = self.jobs_signature();
                     let due = jobs != viewed_jobs
-                        || (turns % 64 == 0
+                        || (turns.is_multiple_of(64)
                             && since.elapsed() >= Duration::from_micros(VIEW_EVERY_US));
                     if due {
                         self.virtual_views = Some(Stopwatch::start());
