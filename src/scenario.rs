@@ -17,6 +17,10 @@ pub(crate) use format::Scenario;
 use crate::query::parse_condition;
 use crate::verdict::thresholds::{Threshold, Thresholds, DEFAULT_ENGINE_LAG_LIMIT};
 
+/// The most times one `[[job]]` repeats: each repetition is a job of its own, with its id and
+/// its records, made when the scenario is read.
+const MAX_TIMES: u32 = 10_000;
+
 /// A scenario that cannot be used, with the file, line and column of the offending value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}:{column}: {message}")]
@@ -170,10 +174,13 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
                 format!("job '{}': query does not parse: {e}", j.id.get_ref()),
             ));
         }
-        if j.times == Some(0) {
+        if let Some(times) = j.times.filter(|t| !(1..=MAX_TIMES).contains(t)) {
             return Err(at(
                 Some(j.id.span()),
-                format!("job '{}': times must be at least 1", j.id.get_ref()),
+                format!(
+                    "job '{}': times = {times}; expected 1 to {MAX_TIMES} (each repetition is a job of its own)",
+                    j.id.get_ref()
+                ),
             ));
         }
         if j.times.unwrap_or(1) > 1 && j.every.is_none_or(|e| e.0.is_zero()) {

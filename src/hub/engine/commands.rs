@@ -83,6 +83,10 @@ impl Engine {
     }
 
     fn create_job(&mut self, req: JobRequest, now: Micros) -> Result<Value, HubError> {
+        #[cfg(test)]
+        if req.job_id == super::TEST_PANIC_JOB_ID {
+            panic!("job '{}' asks a test build to panic", req.job_id);
+        }
         if self.slots.contains(&req.job_id) {
             return Err(HubError::new(
                 ErrorCode::JobAlreadyExists,
