@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::clock::{secs_us, Micros};
+use crate::clock::{secs_us, Clock, Micros};
 use crate::hub::twin::Object;
 use crate::ids::DeviceIdx;
 use crate::report::DeviceJobStatistics;
@@ -257,6 +257,27 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// A job created at `now` from a checked `request`, queued to start at its startTime (now
+    /// when none is given or it has passed).
+    pub(crate) fn new(request: JobRequest, clock: &Clock, now: Micros) -> Job {
+        let start_us = request
+            .start_time
+            .map_or(now, |t| clock.us_at_wall(t).max(now));
+        Job {
+            request,
+            status: JobStatus::Queued,
+            created_us: now,
+            start_us,
+            end_us: None,
+            last_done_us: 0,
+            failure_reason: None,
+            status_message: None,
+            stats: DeviceJobStatistics::default(),
+            records: Vec::new(),
+            errors: Default::default(),
+        }
+    }
+
     /// When its `maxExecutionTimeInSeconds` runs out (saturating: "never" past the clock's end).
     pub(crate) fn expires_us(&self) -> Micros {
         self.start_us
