@@ -322,3 +322,99 @@ mod tests {
         assert_eq!(clock.us_at_wall(wall), 2_000_000);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    //! Property tests of time's edges: parsing and printing ISO-8601 round trip within the range
+    //! fleetsim accepts and refuse the rest, and clock conversions never panic.
+
+    use proptest::prelude::*;
+    use time::UtcOffset;
+
+    use super::*;
+
+    /// Any instant fleetsim accepts, to the nanosecond.
+    fn accepted() -> impl Strategy<Value = OffsetDateTime> {
+        (WALL_MIN.unix_timestamp_nanos()..=WALL_MAX.unix_timestamp_nanos())
+            .prop_map(|ns| OffsetDateTime::from_unix_timestamp_nanos(ns).unwrap())
+    }
+
+    /// Any offset RFC 3339 can write (whole minutes, under a day).
+    fn offset() -> impl Strategy<Value = UtcOffset> {
+        (-1439i32..=1439).prop_map(|m| UtcOffset::from_whole_seconds(m * 60).unwrap())
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_arbitrary_text_never_panics_and_stays_in_range(text in any::<String>()) {
+            if let Ok(t) = parse_iso8601(&text) {
+                prop_assert!((WALL_MIN..=WALL_MAX).contains(&t));
+                prop_assert_eq!(t.offset(), UtcOffset::UTC);
+            }
+        }
+
+        #[test]
+        fn printing_then_parsing_keeps_the_millisecond(t in accepted()) {
+            let printed = iso8601(t);
+            let back = parse_iso8601(&printed).unwrap();
+            prop_assert_eq!(back, t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap());
+            prop_assert_eq!(iso8601(back), printed);
+        }
+
+        /// A time written at any offset parses to the same instant if that instant is in range,
+        /// and is refused with the side it falls on otherwise: never a panic.
+        #[test]
+        fn any_offset_parses_to_the_instant_or_is_refused(
+            local in (-1i32..=10_000, 1u8..=12, 1u8..=28, 0u8..24, 0u8..60, 0u8..60),
+            offset in offset(),
+        ) {
+            let (year, month, day, h, m, sec) = local;
+            let sign = if offset.is_negative() { '-' } else { '+' };
+            let text = format!(
+                "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}{sign}{:02}:{:02}",
+                offset.whole_hours().abs(),
+                offset.minutes_past_hour().abs()
+            );
+            let parsed = parse_iso8601(&text);
+            let date = time::Date::from_calendar_date(year, time::Month::try_from(month).unwrap(), day);
+            match date.ok().map(|d| d.with_hms(h, m, sec).unwrap().assume_offset(offset)) {
+                // RFC 3339 has four-digit years only.
+                _ if !(0..=9999).contains(&year) => prop_assert_eq!(parsed, Err(IsoError::Syntax)),
+                Some(t) => match t.checked_to_offset(UtcOffset::UTC) {
+                    Some(utc) if (WALL_MIN..=WALL_MAX).contains(&utc) => prop_assert_eq!(parsed, Ok(utc)),
+                    Some(utc) if utc < WALL_MIN => prop_assert_eq!(parsed, Err(IsoError::OutOfRange("before"))),
+                    _ if year == 0 => prop_assert_eq!(parsed, Err(IsoError::OutOfRange("before"))),
+                    _ => prop_assert_eq!(parsed, Err(IsoError::OutOfRange("after"))),
+                },
+                None => prop_assert!(parsed.is_err()),
+            }
+        }
+
+        #[test]
+        fn clock_conversions_round_trip_and_saturate(us in any::<u64>(), later in any::<u64>()) {
+            let clock = Clock::start_virtual();
+            let wall = clock.wall_at(us);
+            prop_assert!(wall <= WALL_MAX);
+            if wall < WALL_MAX {
+                prop_assert_eq!(clock.us_at_wall(wall), us);
+            }
+            let (a, b) = (us.min(later), us.max(later));
+            prop_assert!(clock.wall_at(a) <= clock.wall_at(b));
+            prop_assert!(clock.instant_at(a) <= clock.instant_at(b));
+            let _ = clock.iso_at(us);
+            prop_assert_eq!(secs_us(us), us.checked_mul(1_000_000).unwrap_or(Micros::MAX));
+        }
+
+        #[test]
+        fn a_wall_time_maps_to_a_reading_and_back(t in accepted()) {
+            let clock = Clock::start_virtual();
+            let us = clock.us_at_wall(t);
+            if t <= VIRTUAL_EPOCH {
+                prop_assert_eq!(us, 0);
+            } else {
+                let back = clock.wall_at(us);
+                prop_assert!(back <= t && t - back < time::Duration::microseconds(1));
+            }
+        }
+    }
+}
