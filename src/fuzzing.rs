@@ -15,8 +15,39 @@ use crate::hub::twin::{self, Object, Twin};
 use crate::ids::DeviceIdx;
 use crate::link::{OpId, ToDevice};
 use crate::mqtt::frames::Frames;
+use crate::query::{parse_condition, parse_query};
 use crate::scenario::build;
 use crate::shard::Shard;
+
+/// Query text: no input may panic the parser; whatever parses prints back to the same tree,
+/// and evaluating, projecting and planning it over a twin do not panic either.
+pub fn query(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let twin = serde_json::json!({
+        "deviceId": "d1",
+        "status": "enabled",
+        "tags": {"building": "43", "floor": 2, "none": null},
+        "properties": {"reported": {"temp": 21.5, "on": true, "fw": "1.0"}},
+    });
+    if let Ok(query) = parse_query(text) {
+        assert_eq!(parse_query(&query.to_string()), Ok(query.clone()));
+        let rows = [&twin]
+            .into_iter()
+            .filter(|d| query.condition().matches(*d));
+        let _ = query.project(rows);
+        let _ = query.condition().plan();
+    }
+    if let Ok(condition) = parse_condition(text) {
+        assert_eq!(
+            parse_condition(&condition.to_string()),
+            Ok(condition.clone())
+        );
+        let _ = condition.matches(&twin);
+        let _ = condition.plan();
+    }
+}
 
 /// A job request body as `PUT /jobs/v2/{id}` gets it: parsed and checked with and without the
 /// path's id, and every request that passes is created as the engine creates jobs and printed
