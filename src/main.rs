@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fleetsim: error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(app::error_exit_code(&e))
         }
     }
 }

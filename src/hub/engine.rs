@@ -40,6 +40,12 @@ use crate::report::JobReport;
 use direct::{CallId, DirectCalls, DIRECT_SLOT};
 use slots::Slots;
 
+/// Test builds only: creating a job with this id makes the engine panic, so that tests can
+/// check what a dead engine leaves behind (`fleetsim hub` and `fleetsim run` stop with
+/// `EngineDied`). Since issue 16 no real input is known to kill the engine.
+#[cfg(test)]
+pub(crate) const TEST_PANIC_JOB_ID: &str = "fleetsim-test-engine-panic";
+
 /// How often the engine publishes a [`HubView`].
 const VIEW_EVERY_US: Micros = 100_000;
 

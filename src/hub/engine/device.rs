@@ -167,7 +167,7 @@ impl Engine {
         if !self.held.remove(&op) {
             return;
         }
-        let until = now + self.response_timeout_us(s);
+        let until = now.saturating_add(self.response_timeout_us(s));
         if let Some(rec) = self.running_record(s, r, device) {
             // The request reached the device only now: its round trip and timeout start here.
             rec.start_us = now;

@@ -47,7 +47,7 @@ impl Engine {
                         next = next.min(d);
                     }
                     if job.stats.pending_count > 0 {
-                        next = next.min(job.start_us + job.request.max_execution_s * 1_000_000);
+                        next = next.min(job.expires_us());
                     }
                     if slot.undispatched() {
                         if let Some(p) = &self.pacer {
@@ -129,7 +129,7 @@ impl Engine {
                     // A held operation's timeout has not started; a released one has a later
                     // deadline, queued when it was released.
                     let current = rec.status == DeviceStatus::Running
-                        && deadline >= rec.start_us + response_timeout
+                        && deadline >= rec.start_us.saturating_add(response_timeout)
                         && !self.held.contains(&job_op(s, r));
                     if current {
                         self.finish_op(s, r, now, DeviceStatus::Failed, DeviceError::Timeout);
@@ -151,7 +151,7 @@ impl Engine {
             }
         }
         let job = &self.slots[s].job;
-        let expires = job.start_us + job.request.max_execution_s * 1_000_000;
+        let expires = job.expires_us();
         if now >= expires && job.stats.pending_count > 0 {
             let slot = &mut self.slots[s];
             slot.run.next = slot.job.records.len();
@@ -187,7 +187,7 @@ impl Engine {
     /// The response timeout of job `s`'s method call (0 for twin jobs).
     pub(super) fn response_timeout_us(&self, s: SlotIdx) -> Micros {
         match &self.slots[s].job.request.kind {
-            JobKind::Method(call) => call.response_timeout_s as Micros * 1_000_000,
+            JobKind::Method(call) => call.response_timeout_us(),
             JobKind::Twin(_) => 0,
         }
     }
@@ -273,7 +273,7 @@ impl Engine {
         };
         match &slot.job.request.kind {
             JobKind::Method(call) => {
-                let connect_deadline = now + call.connect_timeout_s as Micros * 1_000_000;
+                let connect_deadline = now.saturating_add(call.connect_timeout_us());
                 if entry.connected {
                     self.send_method(s, r, now, connect_deadline);
                 } else if call.connect_timeout_s == 0 {
@@ -328,7 +328,7 @@ impl Engine {
             return;
         };
         let (method, payload) = (call.name.clone(), call.payload.clone());
-        let deadline = now + call.response_timeout_s as Micros * 1_000_000;
+        let deadline = now.saturating_add(call.response_timeout_us());
         let rec = slot.record_mut(r);
         rec.status = DeviceStatus::Running;
         rec.start_us = now;
