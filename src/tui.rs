@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Micros, Stopwatch};
 use crate::hub::{Hub, HubView};
+use crate::rollout::RolloutView;
 use app::{Action, App};
 
 /// Default frames per second.
@@ -46,7 +47,7 @@ pub(crate) struct Header {
 }
 
 /// Something the run tells the dashboard besides snapshots.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Event {
     /// A line for the event log.
     Note(String),
@@ -57,6 +58,8 @@ pub(crate) enum Event {
         /// The hub's reason.
         why: String,
     },
+    /// The staged rollouts as they stand (for the rollouts panel; not logged).
+    Rollouts(Vec<RolloutView>),
     /// The run has ended and its results are written (or why not); the dashboard stays up
     /// until the user quits.
     Finished(String),
@@ -67,6 +70,7 @@ impl std::fmt::Display for Event {
         match self {
             Event::Note(text) | Event::Finished(text) => f.write_str(text),
             Event::Refused { job, why } => write!(f, "job '{job}' refused: {why}"),
+            Event::Rollouts(list) => write!(f, "{} rollout(s)", list.len()),
         }
     }
 }

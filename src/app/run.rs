@@ -20,6 +20,7 @@ use crate::units::fmt_us;
 use crate::verdict::{self, Exit};
 
 use super::feeder::JobFeeder;
+use super::rollouts::Rollouts;
 use super::wiring::{self, MqttOptions, Security};
 
 /// What `fleetsim run` was asked to do.
@@ -272,6 +273,7 @@ pub async fn run(
         .await_devices(&clock, scenario.hub.ramp, &shutdown)
         .await;
     let mut feeder = JobFeeder::new(scenario).starting_at(offset);
+    let mut rollouts = Rollouts::new(scenario::build::rollout_plans(scenario, seed), offset);
     let deadline = offset + scenario.duration.micros();
     // Progress lines come every second: of the run's time in real time (the only wake-up the
     // loop sets for them; a dashboard reads the view itself), of real time in virtual time (the
@@ -289,8 +291,16 @@ pub async fn run(
                 why: why.clone(),
             });
         }
+        for line in rollouts.advance(&hub, &clock, now, &view).await {
+            tell(tui::Event::Note(line));
+        }
+        if let Some(d) = &dashboard {
+            d.send(tui::Event::Rollouts(rollouts.views(&view)));
+        }
         {
-            if !feeder.pending() && view.jobs.len() == feeder.created() && view.all_jobs_done() {
+            let created = feeder.created() + rollouts.created();
+            let idle = !feeder.pending() && !rollouts.pending();
+            if idle && view.jobs.len() == created && view.all_jobs_done() {
                 break Stop::AllDone;
             }
             let thresholds = &scenario.thresholds;
@@ -321,7 +331,7 @@ pub async fn run(
         if now >= deadline {
             break Stop::Duration;
         }
-        let wake = [next_line, feeder.next_at()]
+        let wake = [next_line, feeder.next_at(), rollouts.next_at()]
             .into_iter()
             .flatten()
             .fold(deadline, Micros::min);
@@ -343,6 +353,7 @@ pub async fn run(
             ended_at: clock.iso_at(end),
             devices: output.devices,
             jobs: output.jobs,
+            rollouts: rollouts.reports(),
             shard: (!opts.shard.is_all()).then_some(opts.shard),
             clock: mode,
             timing: Timing::new(end, stopwatch.elapsed()),
