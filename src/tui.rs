@@ -8,6 +8,7 @@
 //! the header shows, and the run's [`CancellationToken`], which it cancels when the user quits.
 
 pub(crate) mod app;
+pub(crate) mod rollouts;
 pub(crate) mod terminal;
 pub(crate) mod ui;
 pub(crate) mod widgets;

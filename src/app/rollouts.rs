@@ -322,8 +322,11 @@ impl RolloutRun {
         self.tally = self.tally.plus(&j.tally);
         self.ramp = j.ramp;
         let wave = &mut self.reports[n];
-        wave.succeeded += j.stats.succeeded_count;
-        wave.failed += j.stats.failed_count;
+        // From the tally: a device cancelled with its job (an abort) neither succeeded nor
+        // failed, though the job's statistics count it failed as IoT Hub does.
+        let failed = j.tally.of(Failure::Failed);
+        wave.succeeded += j.tally.ended - failed;
+        wave.failed += failed;
         wave.ended_s = Some(end.saturating_sub(offset) as f64 / 1e6);
         wave.rate_per_minute_at_end = self.ramp.map(|r| r.per_minute);
         if let Some(t) = &j.tripped {
@@ -448,20 +451,20 @@ impl RolloutRun {
                         .flatten()
                         .filter_map(|id| view.jobs.iter().find(|j| &j.id == id))
                         .collect();
+                    // The outcomes of the wave's try still running (ended tries are in its
+                    // report).
+                    let live = jobs
+                        .last()
+                        .filter(|j| !j.status.is_terminal())
+                        .map(|j| j.tally);
                     WaveView {
                         job_id: self.plan.job_id(n + 1, 0),
                         devices: self.waves.get(n).map_or(0, |w| w.len() as u64),
                         started: !jobs.is_empty(),
                         succeeded: self.reports.get(n).map_or(0, |w| w.succeeded)
-                            + jobs
-                                .last()
-                                .filter(|j| !j.status.is_terminal())
-                                .map_or(0, |j| j.stats.succeeded_count),
+                            + live.map_or(0, |t| t.ended - t.of(Failure::Failed)),
                         failed: self.reports.get(n).map_or(0, |w| w.failed)
-                            + jobs
-                                .last()
-                                .filter(|j| !j.status.is_terminal())
-                                .map_or(0, |j| j.stats.failed_count),
+                            + live.map_or(0, |t| t.of(Failure::Failed)),
                     }
                 })
                 .collect(),

@@ -49,7 +49,7 @@ pub(crate) fn command(cmd: RunCommand) -> anyhow::Result<Exit> {
     let s = scenario::load(&cmd.scenario)?;
     let shard = Shard::resolve(cmd.shard)?;
     if cmd.dry_run {
-        print!("{}", inspect::dry_run(&s)?);
+        print!("{}", inspect::dry_run(&s, cmd.run.seed.unwrap_or(s.seed))?);
         return Ok(Exit::Pass);
     }
     let progress = if cmd.no_tui || !std::io::stdout().is_terminal() {
