@@ -359,3 +359,32 @@ twin = { desired = { firmware = "2" } }
         );
     }
 }
+
+#[test]
+fn the_dry_run_lists_each_waves_size_and_first_ids() {
+    let dry_run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+            .args(["run", "scenarios/rollout-100k.toml", "--dry-run"])
+            .args(extra)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = dry_run(&[]);
+    assert!(
+        text.contains(
+            "rollout fw-2-1 (scheduleUpdateTwin, starts +10.0s): 100000 devices in 3 waves\n  \
+             fw-2-1-w1: 2000 devices [ra-0000, ra-0001, ra-0002, ra-0003, ra-0004, ...]\n  \
+             fw-2-1-w2: 8000 devices [dev-00003, dev-00044, dev-00053, dev-00058, dev-00072, ...]\n  \
+             fw-2-1-w3: 90000 devices [dev-00000, dev-00001, dev-00002, dev-00004, dev-00005, ...]\n"
+        ),
+        "{text}"
+    );
+    let other = dry_run(&["--seed", "12"]);
+    assert!(
+        other.contains("fw-2-1-w2: 8000 devices [dev-00004,"),
+        "{other}"
+    );
+}

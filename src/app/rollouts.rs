@@ -52,6 +52,8 @@ struct RolloutRun {
     tally: Tally,
     /// The rate as the last job left it.
     ramp: Option<Ramp>,
+    /// The rate last told to the event log.
+    told_rate: Option<f64>,
     /// Retries created.
     retried: u64,
     /// The waves that started.
@@ -83,6 +85,7 @@ impl Rollouts {
                     at: offset + plan.start_at,
                 },
                 ramp: plan.ramp,
+                told_rate: plan.ramp.map(|r| r.per_minute),
                 plan,
                 waves: Vec::new(),
                 devices: 0,
@@ -118,6 +121,7 @@ impl Rollouts {
             {
                 self.created += usize::from(created);
             }
+            run.note_rate(view, &mut events);
         }
         events
     }
@@ -190,7 +194,6 @@ impl RolloutRun {
                     rate_per_minute_at_end: None,
                 });
                 self.jobs.push(Vec::new());
-                let condition = self.plan.wave_condition(&self.plan.waves[n]);
                 events.push(format!(
                     "rollout '{}': wave {} ({job}) starts on {} devices{}",
                     self.plan.id,
@@ -200,10 +203,7 @@ impl RolloutRun {
                         .map(|r| format!(" at {:.0}/min", r.per_minute))
                         .unwrap_or_default()
                 ));
-                Some(
-                    self.create(hub, clock, n, 0, job, condition, devices, at)
-                        .await,
-                )
+                Some(self.create(hub, clock, n, 0, devices, at).await)
             }
             Phase::Retry { n, k, at, devices } if at <= now => {
                 let job = self.plan.job_id(n + 1, k);
@@ -214,11 +214,7 @@ impl RolloutRun {
                     n + 1,
                     devices.len()
                 ));
-                let condition = self.plan.wave_condition(&self.plan.waves[n]);
-                Some(
-                    self.create(hub, clock, n, k, job, condition, devices.into(), at)
-                        .await,
-                )
+                Some(self.create(hub, clock, n, k, devices.into(), at).await)
             }
             Phase::Running { n, k, job } => {
                 let j = view
@@ -229,6 +225,27 @@ impl RolloutRun {
                 Some(false)
             }
             _ => None,
+        }
+    }
+
+    /// Tells the event log when the running job's rate stepped up since it last told.
+    fn note_rate(&mut self, view: &HubView, events: &mut Vec<String>) {
+        let Phase::Running { job, .. } = &self.phase else {
+            return;
+        };
+        let rate = view
+            .jobs
+            .iter()
+            .find(|j| &j.id == job)
+            .and_then(|j| j.ramp)
+            .map(|r| r.per_minute);
+        if rate.is_some() && rate != self.told_rate {
+            events.push(format!(
+                "rollout '{}': rate now {:.0}/min",
+                self.plan.id,
+                rate.unwrap_or_default()
+            ));
+            self.told_rate = rate;
         }
     }
 
@@ -258,25 +275,23 @@ impl RolloutRun {
         Ok(())
     }
 
-    /// Creates try `k` of wave `n` as job `job` on `devices`, starting at `at`; answers whether
+    /// Creates try `k` of wave `n` on `devices`, starting at `at`; answers whether
     /// the hub took it (the rollout fails otherwise).
-    #[allow(clippy::too_many_arguments)]
     async fn create(
         &mut self,
         hub: &Hub,
         clock: &Clock,
         n: usize,
         k: u32,
-        job: String,
-        condition: String,
         devices: Arc<[DeviceIdx]>,
         at: Micros,
     ) -> bool {
         let plan = &self.plan;
+        let job = plan.job_id(n + 1, k);
         let request = JobRequest {
             job_id: job.clone(),
             kind: plan.kind.clone(),
-            query_condition: condition,
+            query_condition: plan.wave_condition(&plan.waves[n]),
             start_time: Some(clock.wall_at(at)),
             max_execution_s: plan.max_execution_s,
             control: JobControl {

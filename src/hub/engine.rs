@@ -286,9 +286,12 @@ impl Engine {
         if let Some(ramp) = job.ramp.as_mut().filter(|_| !failed) {
             ramp.succeeded();
         }
-        let tripped = (status != DeviceStatus::Canceled)
-            .then(|| job.request.control.abort.as_ref())
-            .flatten()
+        let tripped = job
+            .request
+            .control
+            .abort
+            .as_ref()
+            .filter(|_| status != DeviceStatus::Canceled)
             .and_then(|abort| {
                 let tally = abort.base.plus(&job.tally);
                 abort
