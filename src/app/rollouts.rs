@@ -54,6 +54,8 @@ struct RolloutRun {
     ramp: Option<Ramp>,
     /// The rate last told to the event log.
     told_rate: Option<f64>,
+    /// The tier's pace, per minute (None: unlimited); rates shown and reported are capped by it.
+    tier_per_minute: Option<f64>,
     /// Retries created.
     retried: u64,
     /// The waves that started.
@@ -74,9 +76,19 @@ pub(crate) struct Rollouts {
     created: usize,
 }
 
+/// The rate a ramp dispatches at under the tier's pace (`tier_per_minute`, None: unlimited).
+fn effective(ramp: Option<Ramp>, tier_per_minute: Option<f64>) -> Option<f64> {
+    ramp.map(|r| tier_per_minute.map_or(r.per_minute, |t| r.per_minute.min(t)))
+}
+
 impl Rollouts {
-    /// The controller of `plans`, timed from `offset`.
-    pub(crate) fn new(plans: Vec<RolloutPlan>, offset: Micros) -> Self {
+    /// The controller of `plans`, timed from `offset`, on a hub whose tier paces job device
+    /// operations at `tier_per_minute` (None: unlimited).
+    pub(crate) fn new(
+        plans: Vec<RolloutPlan>,
+        offset: Micros,
+        tier_per_minute: Option<f64>,
+    ) -> Self {
         let runs = plans
             .into_iter()
             .map(|plan| RolloutRun {
@@ -85,7 +97,8 @@ impl Rollouts {
                     at: offset + plan.start_at,
                 },
                 ramp: plan.ramp,
-                told_rate: plan.ramp.map(|r| r.per_minute),
+                told_rate: effective(plan.ramp, tier_per_minute),
+                tier_per_minute,
                 plan,
                 waves: Vec::new(),
                 devices: 0,
@@ -199,8 +212,8 @@ impl RolloutRun {
                     self.plan.id,
                     n + 1,
                     devices.len(),
-                    self.ramp
-                        .map(|r| format!(" at {:.0}/min", r.per_minute))
+                    effective(self.ramp, self.tier_per_minute)
+                        .map(|r| format!(" at {r:.0}/min"))
                         .unwrap_or_default()
                 ));
                 Some(self.create(hub, clock, n, 0, devices, at).await)
@@ -233,12 +246,8 @@ impl RolloutRun {
         let Phase::Running { job, .. } = &self.phase else {
             return;
         };
-        let rate = view
-            .jobs
-            .iter()
-            .find(|j| &j.id == job)
-            .and_then(|j| j.ramp)
-            .map(|r| r.per_minute);
+        let ramp = view.jobs.iter().find(|j| &j.id == job).and_then(|j| j.ramp);
+        let rate = effective(ramp, self.tier_per_minute);
         if rate.is_some() && rate != self.told_rate {
             events.push(format!(
                 "rollout '{}': rate now {:.0}/min",
@@ -343,7 +352,7 @@ impl RolloutRun {
         wave.succeeded += j.tally.ended - failed;
         wave.failed += failed;
         wave.ended_s = Some(end.saturating_sub(offset) as f64 / 1e6);
-        wave.rate_per_minute_at_end = self.ramp.map(|r| r.per_minute);
+        wave.rate_per_minute_at_end = effective(self.ramp, self.tier_per_minute);
         if let Some(t) = &j.tripped {
             let why = format!("{t}; wave {} ({}) was cancelled", n + 1, j.id);
             events.push(format!("rollout '{}' aborted: {why}", self.plan.id));
@@ -453,10 +462,10 @@ impl RolloutRun {
         RolloutView {
             id: self.plan.id.clone(),
             status,
-            rate_per_minute: running
-                .and_then(|j| j.ramp)
-                .or(self.ramp)
-                .map(|r| r.per_minute),
+            rate_per_minute: effective(
+                running.and_then(|j| j.ramp).or(self.ramp),
+                self.tier_per_minute,
+            ),
             waves: (0..self.plan.waves.len())
                 .map(|n| {
                     let jobs: Vec<&JobView> = self

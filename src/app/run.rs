@@ -273,7 +273,11 @@ pub async fn run(
         .await_devices(&clock, scenario.hub.ramp, &shutdown)
         .await;
     let mut feeder = JobFeeder::new(scenario).starting_at(offset);
-    let mut rollouts = Rollouts::new(scenario::build::rollout_plans(scenario, seed), offset);
+    let tier_per_minute = wiring::limits(scenario)
+        .device_ops_per_s()
+        .map(|per_s| per_s * 60.0);
+    let plans = scenario::build::rollout_plans(scenario, seed);
+    let mut rollouts = Rollouts::new(plans, offset, tier_per_minute);
     let deadline = offset + scenario.duration.micros();
     // Progress lines come every second: of the run's time in real time (the only wake-up the
     // loop sets for them; a dashboard reads the view itself), of real time in virtual time (the

@@ -135,7 +135,7 @@ mod tests {
         assert_eq!(rows(&list), 6);
         let text = render(120, 6, |f| draw(f, f.area(), &list));
         for want in [
-            "fw · wave 2 of 3 · rate 2,400/min · abort rejected 2.0% of 5.0% (3.0 pts left)",
+            "fw · wave 2 of 3 · rate 2400/min · abort rejected 2.0% of 5.0% (3.0 pts left)",
             "fw-w1              ████████████████████     100/100",
             "fw-w2              ██████··············     300/900",
             "(not started)",
