@@ -7,6 +7,7 @@ pub(crate) mod commands;
 pub mod devices;
 pub(crate) mod feeder;
 pub(crate) mod hub;
+pub(crate) mod rollouts;
 pub mod run;
 pub mod wiring;
 

@@ -40,6 +40,7 @@ pub mod metrics;
 pub(crate) mod mqtt;
 pub mod query;
 pub(crate) mod report;
+pub(crate) mod rollout;
 pub mod sas;
 pub mod scenario;
 pub mod shard;

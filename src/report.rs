@@ -45,6 +45,61 @@ pub struct JobReport {
     pub ops_per_s: f64,
 }
 
+/// How a staged rollout ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutStatus {
+    /// Every wave ran.
+    Completed,
+    /// An abort criterion tripped.
+    Aborted,
+    /// A wave's job could not be created or was cancelled, or the run ended first.
+    Failed,
+}
+
+/// One staged rollout as it appears in `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutReport {
+    /// The rollout id.
+    pub id: String,
+    /// How it ended.
+    pub status: RolloutStatus,
+    /// Why it aborted or failed (the criterion and its figures); null when completed.
+    pub reason: Option<String>,
+    /// Devices in its target set.
+    pub devices: u64,
+    /// Devices whose last try succeeded.
+    pub succeeded: u64,
+    /// Devices whose last try failed.
+    pub failed: u64,
+    /// Retries (a device retried twice counts twice).
+    pub retried: u64,
+    /// From its first wave's start to its last job's end, in milliseconds.
+    pub makespan_ms: f64,
+    /// The waves that started, in order.
+    pub waves: Vec<WaveReport>,
+}
+
+/// One wave of a staged rollout in `summary.json`: its job and retries together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaveReport {
+    /// The wave's job id (`{rollout}-w{n}`; its retries are `{rollout}-w{n}-r{k}`).
+    #[serde(rename = "jobId")]
+    pub job_id: String,
+    /// Devices in the wave.
+    pub devices: u64,
+    /// Devices whose last try succeeded.
+    pub succeeded: u64,
+    /// Devices whose last try failed.
+    pub failed: u64,
+    /// When it started, seconds from the run's start.
+    pub started_s: f64,
+    /// When its last job ended, seconds from the run's start (null while it runs).
+    pub ended_s: Option<f64>,
+    /// The rollout's rate when the wave ended (null without `rate`).
+    pub rate_per_minute_at_end: Option<f64>,
+}
+
 /// Everything about a run that does not come from the histograms.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
@@ -62,6 +117,9 @@ pub struct RunReport {
     pub(crate) devices: u64,
     /// The jobs in creation order.
     pub jobs: Vec<JobReport>,
+    /// The staged rollouts, in file order (older results have none).
+    #[serde(default)]
+    pub rollouts: Vec<RolloutReport>,
     /// The slice of the fleet this run played (`--shard i/n`); absent for the whole fleet and
     /// for merged shards.
     #[serde(default, skip_serializing_if = "Option::is_none")]

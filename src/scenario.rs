@@ -7,12 +7,17 @@ pub mod build;
 pub(crate) mod format;
 pub mod identities;
 pub(crate) mod inspect;
+mod rollout;
 
 use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub(crate) use format::Scenario;
+
+use toml::Spanned;
+
+use crate::scenario::format::{MethodSpec, TwinSpec};
 
 use crate::query::parse_condition;
 use crate::verdict::thresholds::{Threshold, Thresholds, DEFAULT_ENGINE_LAG_LIMIT};
@@ -36,6 +41,34 @@ pub struct ScenarioError {
     pub(crate) column: usize,
     /// What is wrong and what would be accepted.
     pub(crate) message: String,
+}
+
+/// Checks that a job's or a rollout's `type` goes with its `method` or `twin`; `what` names it
+/// in messages. Errors carry the span to point at.
+fn check_kind(
+    what: &str,
+    id: &Spanned<String>,
+    job_type: &Spanned<String>,
+    method: Option<&MethodSpec>,
+    twin: Option<&TwinSpec>,
+) -> Result<(), (Range<usize>, String)> {
+    let ty = job_type.get_ref().as_str();
+    match (crate::hub::jobs::parse_job_type(ty), method, twin) {
+        (Some("scheduleDeviceMethod"), Some(m), None) => {
+            let rt = m.response_timeout.0.as_secs_f64();
+            if !(5.0..=300.0).contains(&rt) {
+                return Err((id.span(), format!("{what}: response_timeout {} is outside 5s..300s", m.response_timeout)));
+            }
+            if m.connect_timeout.0.as_secs_f64() > 300.0 {
+                return Err((id.span(), format!("{what}: connect_timeout {} is over 300s", m.connect_timeout)));
+            }
+            Ok(())
+        }
+        (Some("scheduleUpdateTwin"), None, Some(t)) if t.tags.is_some() || t.desired.is_some() => Ok(()),
+        (Some("scheduleDeviceMethod"), _, _) => Err((job_type.span(), format!("{what}: a scheduleDeviceMethod job needs `method = {{ name = ... }}` and no `twin`"))),
+        (Some(_), _, _) => Err((job_type.span(), format!("{what}: a scheduleUpdateTwin job needs `twin = {{ tags = ..., desired = ... }}` and no `method`"))),
+        (None, _, _) => Err((job_type.span(), format!("unknown job type '{ty}'; expected scheduleDeviceMethod or scheduleUpdateTwin"))),
+    }
 }
 
 /// Reads and checks a scenario file.
@@ -160,28 +193,14 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
     }
     let mut ids = HashSet::new();
     for j in &scenario.jobs {
-        let ty = j.job_type.get_ref().as_str();
-        match (crate::hub::jobs::parse_job_type(ty), &j.method, &j.twin) {
-            (Some("scheduleDeviceMethod"), Some(m), None) => {
-                let rt = m.response_timeout.0.as_secs_f64();
-                if !(5.0..=300.0).contains(&rt) {
-                    return Err(at(Some(j.id.span()), format!("job '{}': response_timeout {} is outside 5s..300s", j.id.get_ref(), m.response_timeout)));
-                }
-                if m.connect_timeout.0.as_secs_f64() > 300.0 {
-                    return Err(at(Some(j.id.span()), format!("job '{}': connect_timeout {} is over 300s", j.id.get_ref(), m.connect_timeout)));
-                }
-            }
-            (Some("scheduleUpdateTwin"), None, Some(t)) if t.tags.is_some() || t.desired.is_some() => {}
-            (Some("scheduleDeviceMethod"), _, _) => {
-                return Err(at(Some(j.job_type.span()), format!("job '{}': a scheduleDeviceMethod job needs `method = {{ name = ... }}` and no `twin`", j.id.get_ref())))
-            }
-            (Some(_), _, _) => {
-                return Err(at(Some(j.job_type.span()), format!("job '{}': a scheduleUpdateTwin job needs `twin = {{ tags = ..., desired = ... }}` and no `method`", j.id.get_ref())))
-            }
-            (None, _, _) => {
-                return Err(at(Some(j.job_type.span()), format!("unknown job type '{ty}'; expected scheduleDeviceMethod or scheduleUpdateTwin")))
-            }
-        }
+        check_kind(
+            &format!("job '{}'", j.id.get_ref()),
+            &j.id,
+            &j.job_type,
+            j.method.as_ref(),
+            j.twin.as_ref(),
+        )
+        .map_err(|(span, m)| at(Some(span), m))?;
         if let Err(e) = parse_condition(j.query.get_ref()) {
             return Err(at(
                 Some(j.query.span()),
@@ -239,6 +258,11 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
             }
         }
     }
+    let mut rollouts = HashSet::new();
+    for r in &scenario.rollouts {
+        rollout::check(r, &mut ids).map_err(|(span, m)| at(Some(span), m))?;
+        rollouts.insert(r.id.get_ref().as_str());
+    }
     let table = &scenario.threshold_table;
     let mut list = Vec::with_capacity(table.conditions.len());
     for (key, condition) in &table.conditions {
@@ -253,6 +277,19 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
                     format!(
                         "threshold '{key}' names job '{job}', which the scenario does not create; its jobs are: {}",
                         known.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(id) = t.figure.rollout() {
+            if !rollouts.contains(id) {
+                let mut known: Vec<&str> = rollouts.iter().copied().collect();
+                known.sort_unstable();
+                return Err(at(
+                    span,
+                    format!(
+                        "threshold '{key}' names rollout '{id}', which the scenario does not have; its rollouts are: {}",
+                        if known.is_empty() { "(none)".to_owned() } else { known.join(", ") }
                     ),
                 ));
             }

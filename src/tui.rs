@@ -8,6 +8,7 @@
 //! the header shows, and the run's [`CancellationToken`], which it cancels when the user quits.
 
 pub(crate) mod app;
+pub(crate) mod rollouts;
 pub(crate) mod terminal;
 pub(crate) mod ui;
 pub(crate) mod widgets;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Micros, Stopwatch};
 use crate::hub::{Hub, HubView};
+use crate::rollout::RolloutView;
 use app::{Action, App};
 
 /// Default frames per second.
@@ -46,7 +48,7 @@ pub(crate) struct Header {
 }
 
 /// Something the run tells the dashboard besides snapshots.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Event {
     /// A line for the event log.
     Note(String),
@@ -57,6 +59,8 @@ pub(crate) enum Event {
         /// The hub's reason.
         why: String,
     },
+    /// The staged rollouts as they stand (for the rollouts panel; not logged).
+    Rollouts(Vec<RolloutView>),
     /// The run has ended and its results are written (or why not); the dashboard stays up
     /// until the user quits.
     Finished(String),
@@ -67,6 +71,7 @@ impl std::fmt::Display for Event {
         match self {
             Event::Note(text) | Event::Finished(text) => f.write_str(text),
             Event::Refused { job, why } => write!(f, "job '{job}' refused: {why}"),
+            Event::Rollouts(list) => write!(f, "{} rollout(s)", list.len()),
         }
     }
 }

@@ -93,6 +93,7 @@ fn method_job(
         query_condition: query.into(),
         start_time: None,
         max_execution_s: 3600,
+        control: Default::default(),
     }
 }
 
@@ -408,6 +409,7 @@ async fn twin_job_updates_twins_and_notifies_devices_when_they_connect() {
         query_condition: "*".into(),
         start_time: None,
         max_execution_s: 60,
+        control: Default::default(),
     };
     h.hub.create_job(req).await.unwrap();
     let job = wait_status(&h, "fw", "completed").await;
@@ -804,6 +806,7 @@ async fn a_lost_desired_patch_is_never_acknowledged_and_a_slow_one_late() {
         query_condition: "*".into(),
         start_time: None,
         max_execution_s: 60,
+        control: Default::default(),
     };
     running.hub.create_job(req).await.unwrap();
     let job = wait_job(&running.hub, "fw", "completed").await;

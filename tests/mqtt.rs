@@ -290,6 +290,7 @@ async fn a_method_job_reaches_the_device_and_records_its_answer() {
         query_condition: "deviceId = 'd3'".into(),
         start_time: None,
         max_execution_s: 60,
+        control: Default::default(),
     };
     hub.running.hub.create_job(job).await.unwrap();
     let req = next(&mut rx).await;
@@ -436,6 +437,7 @@ async fn twin_get_reported_patch_and_desired_notifications() {
         query_condition: "deviceId = 'd4'".into(),
         start_time: None,
         max_execution_s: 60,
+        control: Default::default(),
     };
     hub.running.hub.create_job(job).await.unwrap();
     let got = next(&mut rx).await;

@@ -102,6 +102,7 @@ fn empty_scenario() -> Scenario {
         hub: HubSpec::default(),
         cohorts: Vec::new(),
         jobs: Vec::new(),
+        rollouts: Vec::new(),
         threshold_table: Default::default(),
         thresholds: Default::default(),
     }

@@ -20,6 +20,7 @@ use crate::units::fmt_us;
 use crate::verdict::{self, Exit};
 
 use super::feeder::JobFeeder;
+use super::rollouts::Rollouts;
 use super::wiring::{self, MqttOptions, Security};
 
 /// What `fleetsim run` was asked to do.
@@ -48,7 +49,7 @@ pub(crate) fn command(cmd: RunCommand) -> anyhow::Result<Exit> {
     let s = scenario::load(&cmd.scenario)?;
     let shard = Shard::resolve(cmd.shard)?;
     if cmd.dry_run {
-        print!("{}", inspect::dry_run(&s)?);
+        print!("{}", inspect::dry_run(&s, cmd.run.seed.unwrap_or(s.seed))?);
         return Ok(Exit::Pass);
     }
     let progress = if cmd.no_tui || !std::io::stdout().is_terminal() {
@@ -274,6 +275,11 @@ pub async fn run(
         .await_devices(&clock, scenario.hub.ramp, &shutdown)
         .await;
     let mut feeder = JobFeeder::new(scenario).starting_at(offset);
+    let tier_per_minute = wiring::limits(scenario)
+        .device_ops_per_s()
+        .map(|per_s| per_s * 60.0);
+    let plans = scenario::build::rollout_plans(scenario, seed);
+    let mut rollouts = Rollouts::new(plans, offset, tier_per_minute);
     let deadline = offset.saturating_add(scenario.duration.micros());
     // Progress lines come every second: of the run's time in real time (the only wake-up the
     // loop sets for them; a dashboard reads the view itself), of real time in virtual time (the
@@ -291,8 +297,16 @@ pub async fn run(
                 why: why.clone(),
             });
         }
+        for line in rollouts.advance(&hub, &clock, now, &view).await {
+            tell(tui::Event::Note(line));
+        }
+        if let Some(d) = &dashboard {
+            d.send(tui::Event::Rollouts(rollouts.views(&view)));
+        }
         {
-            if !feeder.pending() && view.jobs.len() == feeder.created() && view.all_jobs_done() {
+            let created = feeder.created() + rollouts.created();
+            let idle = !feeder.pending() && !rollouts.pending();
+            if idle && view.jobs.len() == created && view.all_jobs_done() {
                 break Stop::AllDone;
             }
             let thresholds = &scenario.thresholds;
@@ -323,7 +337,7 @@ pub async fn run(
         if now >= deadline {
             break Stop::Duration;
         }
-        let wake = [next_line, feeder.next_at()]
+        let wake = [next_line, feeder.next_at(), rollouts.next_at()]
             .into_iter()
             .flatten()
             .fold(deadline, Micros::min);
@@ -347,6 +361,7 @@ pub async fn run(
             ended_at: clock.iso_at(end),
             devices: output.devices,
             jobs: output.jobs,
+            rollouts: rollouts.reports(),
             shard: (!opts.shard.is_all()).then_some(opts.shard),
             clock: mode,
             timing: Timing::new(end, stopwatch.elapsed()),

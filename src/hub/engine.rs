@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Micros, Stamps, Stopwatch};
 use crate::hub::handle::{Command, HubView};
-use crate::hub::jobs::{DeviceError, DeviceRecord, DeviceStatus};
+use crate::hub::jobs::{DeviceError, DeviceRecord, DeviceStatus, Tripped};
 use crate::hub::registry::Registry;
 use crate::hub::throttle::{Limits, Pacer};
 use crate::ids::{DeviceIdx, RecordIdx, SlotIdx};
@@ -106,6 +106,9 @@ pub struct Engine {
     held: HashSet<OpId>,
     /// Desired notifications waiting for a device to connect.
     desired_pending: HashMap<DeviceIdx, OpId>,
+    /// Twin operations of jobs with acknowledged success, waiting for the device to report the
+    /// desired values back.
+    awaiting_ack: HashMap<DeviceIdx, OpId>,
     direct: DirectCalls,
     /// What a device side in the engine's own task sent, not handled yet (kept for its capacity).
     inbox: Vec<FromDevice>,
@@ -134,6 +137,7 @@ impl Engine {
             parked_by_device: HashMap::new(),
             held: HashSet::new(),
             desired_pending: HashMap::new(),
+            awaiting_ack: HashMap::new(),
             direct: DirectCalls::default(),
             inbox: Vec::new(),
             // Virtual time may pass far faster than real time: the engine then publishes a view
@@ -305,6 +309,24 @@ impl Engine {
             job.stats.succeeded_count += 1;
         }
         job.last_done_us = job.last_done_us.max(now);
+        job.tally.count(status, error);
+        if let Some(ramp) = job.ramp.as_mut().filter(|_| !failed) {
+            ramp.succeeded();
+        }
+        let tripped = job
+            .request
+            .control
+            .abort
+            .as_ref()
+            .filter(|_| status != DeviceStatus::Canceled)
+            .and_then(|abort| {
+                let tally = abort.base.plus(&job.tally);
+                abort
+                    .rules
+                    .iter()
+                    .find(|rule| rule.trips(&tally))
+                    .map(|&rule| Tripped { rule, tally })
+            });
         if status != DeviceStatus::Canceled {
             let slot = metrics_slot(s);
             if !was_running {
@@ -313,6 +335,10 @@ impl Engine {
             self.recorder
                 .record(slot, Measure::Completion, now.saturating_sub(scheduled));
             self.recorder.op_done(slot, now, failed);
+        }
+        if let Some(tripped) = tripped {
+            self.slots[s].job.tripped = Some(tripped);
+            self.cancel(s, now);
         }
     }
 }

@@ -6,7 +6,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Micros;
 use crate::hub::error::{ErrorCode, HubError};
-use crate::hub::jobs::{ErrorCounts, JobRequest, JobStatus, MethodCall};
+use crate::hub::jobs::{
+    DeviceError, ErrorCounts, Failure, JobRequest, JobStatus, MethodCall, Ramp, Tally, Tripped,
+};
 use crate::hub::twin::{Object, Twin};
 use crate::ids::DeviceIdx;
 use crate::link::OpId;
@@ -36,6 +38,10 @@ pub enum Command {
     CancelJob(String, Reply<Value>),
     /// List jobs, optionally filtered by type and status.
     ListJobs(Option<&'static str>, Option<JobStatus>, Reply<Vec<Value>>),
+    /// The devices a WHERE clause (or `*`) selects now, ascending.
+    Select(String, Reply<Vec<DeviceIdx>>),
+    /// The devices of a job that failed with one of the given classes, with their errors.
+    FailedDevices(String, Vec<Failure>, Reply<Vec<(DeviceIdx, DeviceError)>>),
     /// Run a query (`FROM devices` or `FROM devices.jobs`); answers the rows.
     Query(String, Reply<Vec<Value>>),
     /// Get a twin document.
@@ -129,6 +135,21 @@ impl Hub {
         status: Option<JobStatus>,
     ) -> Result<Vec<Value>, HubError> {
         self.ask(|r| Command::ListJobs(job_type, status, r)).await
+    }
+
+    /// The devices `condition` (a WHERE clause or `*`) selects now, ascending.
+    pub(crate) async fn select(&self, condition: &str) -> Result<Vec<DeviceIdx>, HubError> {
+        self.ask(|r| Command::Select(condition.to_owned(), r)).await
+    }
+
+    /// The devices of job `id` that failed with one of `failures`, with their errors.
+    pub(crate) async fn failed_devices(
+        &self,
+        id: &str,
+        failures: Vec<Failure>,
+    ) -> Result<Vec<(DeviceIdx, DeviceError)>, HubError> {
+        self.ask(|r| Command::FailedDevices(id.to_owned(), failures, r))
+            .await
     }
 
     /// Runs a query.
@@ -228,6 +249,16 @@ pub struct JobView {
     pub(crate) ops_per_s: f64,
     /// Failures by cause.
     pub(crate) errors: ErrorCounts,
+    /// When it starts or started.
+    pub(crate) start_us: Micros,
+    /// When it ended.
+    pub(crate) end_us: Option<Micros>,
+    /// Its dispatch rate, if it has one ([`crate::hub::jobs::JobControl::ramp`]).
+    pub(crate) ramp: Option<Ramp>,
+    /// Device outcomes as abort criteria count them.
+    pub(crate) tally: Tally,
+    /// The abort criterion that cancelled it.
+    pub(crate) tripped: Option<Tripped>,
 }
 
 /// What the engine publishes every 100 ms (behind an `Arc`, so readers share it without copying):

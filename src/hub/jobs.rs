@@ -4,6 +4,7 @@
 //! - `request`: parsing and checking a JobRequest body (and a direct method call's).
 //! - `json`: the JSON forms of a job (JobResponse) and of its device job records.
 
+mod control;
 mod json;
 mod request;
 
@@ -17,6 +18,7 @@ use crate::hub::twin::Object;
 use crate::ids::DeviceIdx;
 use crate::report::DeviceJobStatistics;
 
+pub use control::{Abort, AbortRule, Failure, JobControl, Ramp, Tally, Tripped};
 pub(crate) use request::{check_job_id, parse_method_call};
 
 /// A direct-method invocation, in a job or on its own.
@@ -85,6 +87,8 @@ pub struct JobRequest {
     pub start_time: Option<OffsetDateTime>,
     /// `maxExecutionTimeInSeconds`.
     pub max_execution_s: u64,
+    /// Internal options (never from the REST API).
+    pub control: JobControl,
 }
 
 /// Job status, as on the wire.
@@ -191,7 +195,7 @@ impl DeviceStatus {
 /// Why a device operation failed, beyond the device's own status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub(crate) enum DeviceError {
+pub enum DeviceError {
     /// No error.
     None,
     /// 404103: offline past the connect timeout.
@@ -254,6 +258,12 @@ pub(crate) struct Job {
     pub(crate) records: Vec<DeviceRecord>,
     /// Failures by cause (for dashboards and reports).
     pub(crate) errors: ErrorCounts,
+    /// The dispatch rate as it stands ([`JobControl::ramp`]).
+    pub(crate) ramp: Option<Ramp>,
+    /// Device outcomes counted for abort criteria.
+    pub(crate) tally: Tally,
+    /// The abort criterion that cancelled the job, with its figures.
+    pub(crate) tripped: Option<Tripped>,
 }
 
 impl Job {
@@ -275,6 +285,9 @@ impl Job {
             stats: DeviceJobStatistics::default(),
             records: Vec::new(),
             errors: Default::default(),
+            ramp: None,
+            tally: Default::default(),
+            tripped: None,
         }
     }
 

@@ -323,6 +323,7 @@ fn merged_summary(
                 .unwrap_or_default(),
             devices: summaries.iter().map(|s| s.run.devices).sum(),
             jobs,
+            rollouts: Vec::new(),
             shard: None,
             clock: first.run.clock,
             // The shards ran side by side: the whole took as long as the longest.
@@ -426,6 +427,7 @@ mod tests {
             ended_at: "2025-01-02T03:04:10.178Z".into(),
             devices: recorder.totals(None).done,
             jobs,
+            rollouts: Vec::new(),
             shard,
             clock: Default::default(),
             timing: Default::default(),

@@ -9,10 +9,13 @@ use serde_json::Value;
 use crate::clock::{Clock, Micros};
 use crate::fleet::behaviour::{Churn, CohortModel, Latency, LinkModel, MethodModel};
 use crate::fleet::Fleet;
-use crate::hub::jobs::{JobKind, JobRequest, MethodCall, TwinUpdate};
+use crate::hub::jobs::{AbortRule, Failure, JobKind, JobRequest, MethodCall, Ramp, TwinUpdate};
 use crate::hub::registry::Registry;
 use crate::hub::twin::{Object, Twin};
-use crate::scenario::format::{Cohort, Dist, Dur, JobSpec, MethodBehaviour, Scenario};
+use crate::rollout::{RetryRule, RolloutPlan, Wave};
+use crate::scenario::format::{
+    Cohort, Dist, Dur, JobSpec, MethodBehaviour, MethodSpec, Percent, Scenario, TwinSpec,
+};
 use crate::shard::Shard;
 
 /// A TOML table as a JSON object.
@@ -137,28 +140,110 @@ pub(crate) struct PlannedJob {
     pub(crate) request: JobRequest,
 }
 
+/// What a job (or a rollout's jobs) does per device, from its `method` or `twin`.
+fn job_kind(method: Option<&MethodSpec>, twin: Option<&TwinSpec>) -> Option<JobKind> {
+    Some(match (method, twin) {
+        (Some(m), _) => JobKind::Method(MethodCall {
+            name: m.name.as_str().into(),
+            payload: Arc::new(
+                m.payload
+                    .as_ref()
+                    .and_then(|p| serde_json::to_value(p).ok())
+                    .unwrap_or(Value::Null),
+            ),
+            response_timeout_s: m.response_timeout.0.as_secs() as u32,
+            connect_timeout_s: m.connect_timeout.0.as_secs() as u32,
+        }),
+        (None, Some(t)) => JobKind::Twin(TwinUpdate {
+            tags: t.tags.as_ref().map(|x| Arc::new(json_object(x))),
+            desired: t.desired.as_ref().map(|x| Arc::new(json_object(x))),
+        }),
+        (None, None) => return None,
+    })
+}
+
+/// The acknowledgement timeout when a rollout's `ack_timeout` is not given.
+pub(crate) const DEFAULT_ACK_TIMEOUT_S: u64 = 15 * 60;
+
+/// A scenario's staged rollouts, in file order, drawing their samples from `seed`.
+pub(crate) fn rollout_plans(scenario: &Scenario, seed: u64) -> Vec<RolloutPlan> {
+    scenario
+        .rollouts
+        .iter()
+        .filter_map(|r| {
+            let kind = job_kind(r.method.as_ref(), r.twin.as_ref())?;
+            let acknowledged = r
+                .success
+                .as_ref()
+                .is_some_and(|s| s.get_ref() == "acknowledged");
+            Some(RolloutPlan {
+                id: r.id.get_ref().clone(),
+                kind,
+                query: r.query.get_ref().clone(),
+                start_at: r.start.0.as_micros() as Micros,
+                max_execution_s: r.max_execution.0.as_secs(),
+                waves: r
+                    .waves
+                    .get_ref()
+                    .iter()
+                    .map(|w| match Percent::parse(w.get_ref()) {
+                        Some(p) => Wave::Share(p.0),
+                        None => Wave::Where(w.get_ref().clone()),
+                    })
+                    .collect(),
+                soak_us: r.soak.micros(),
+                ack_timeout_s: acknowledged.then(|| {
+                    r.ack_timeout
+                        .as_ref()
+                        .map_or(DEFAULT_ACK_TIMEOUT_S, |d| d.get_ref().0.as_secs().max(1))
+                }),
+                ramp: r.rate.as_ref().map(|rate| {
+                    let rate = rate.get_ref();
+                    Ramp::new(
+                        rate.base_per_minute,
+                        rate.increment_factor,
+                        rate.notified.unwrap_or(0),
+                        rate.succeeded.unwrap_or(0),
+                        rate.max_per_minute.unwrap_or(f64::INFINITY),
+                    )
+                }),
+                abort: r
+                    .abort
+                    .iter()
+                    .filter_map(|a| {
+                        let a = a.get_ref();
+                        Some(AbortRule {
+                            failure: Failure::parse(&a.failure)?,
+                            threshold: a.threshold.0,
+                            min_executed: a.min_executed.unwrap_or(1),
+                        })
+                    })
+                    .collect(),
+                retry: r
+                    .retry
+                    .iter()
+                    .filter_map(|t| {
+                        let t = t.get_ref();
+                        Some(RetryRule {
+                            failure: Failure::parse(&t.failure)?,
+                            times: t.times,
+                            backoff_us: t.backoff.micros(),
+                        })
+                    })
+                    .collect(),
+                seed,
+            })
+        })
+        .collect()
+}
+
 /// Every job instance of a scenario, ordered by creation time. A repeated job's k-th instance
 /// is created when the (k-1)-th would start plus `every`, and starts `start` after that.
 pub(crate) fn planned_jobs(scenario: &Scenario) -> Vec<PlannedJob> {
     let mut out = Vec::new();
     for job in &scenario.jobs {
-        let kind = match (&job.method, &job.twin) {
-            (Some(m), _) => JobKind::Method(MethodCall {
-                name: m.name.as_str().into(),
-                payload: Arc::new(
-                    m.payload
-                        .as_ref()
-                        .and_then(|p| serde_json::to_value(p).ok())
-                        .unwrap_or(Value::Null),
-                ),
-                response_timeout_s: m.response_timeout.0.as_secs() as u32,
-                connect_timeout_s: m.connect_timeout.0.as_secs() as u32,
-            }),
-            (None, Some(t)) => JobKind::Twin(TwinUpdate {
-                tags: t.tags.as_ref().map(|x| Arc::new(json_object(x))),
-                desired: t.desired.as_ref().map(|x| Arc::new(json_object(x))),
-            }),
-            (None, None) => continue, // refused by validation
+        let Some(kind) = job_kind(job.method.as_ref(), job.twin.as_ref()) else {
+            continue; // refused by validation
         };
         let every = job.every.map_or(0, |e| e.micros());
         for (k, id) in instance_ids(job).into_iter().enumerate() {
@@ -173,6 +258,7 @@ pub(crate) fn planned_jobs(scenario: &Scenario) -> Vec<PlannedJob> {
                     query_condition: job.query.get_ref().clone(),
                     start_time: None,
                     max_execution_s: job.max_execution.0.as_secs(),
+                    control: Default::default(),
                 },
             });
         }

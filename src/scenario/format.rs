@@ -38,6 +38,9 @@ pub struct Scenario {
     /// The jobs to schedule.
     #[serde(default, rename = "job")]
     pub jobs: Vec<JobSpec>,
+    /// The staged rollouts.
+    #[serde(default, rename = "rollout")]
+    pub(crate) rollouts: Vec<RolloutSpec>,
     /// `[thresholds]` as written; checked into [`Scenario::thresholds`] by
     /// [`parse`](crate::scenario::parse).
     #[serde(default, rename = "thresholds")]
@@ -383,6 +386,119 @@ pub(crate) struct TwinSpec {
     /// Desired properties patch.
     #[serde(default)]
     pub(crate) desired: Option<toml::Table>,
+}
+
+/// `[[rollout]]`: a staged rollout, a job per wave (see `crate::rollout`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RolloutSpec {
+    /// The rollout id; its waves' jobs are `{id}-w{n}`.
+    pub(crate) id: Spanned<String>,
+    /// `scheduleUpdateTwin` or `scheduleDeviceMethod`.
+    #[serde(rename = "type")]
+    pub(crate) job_type: Spanned<String>,
+    /// The target set's WHERE clause, evaluated when the rollout starts.
+    pub(crate) query: Spanned<String>,
+    /// For method rollouts.
+    #[serde(default)]
+    pub(crate) method: Option<MethodSpec>,
+    /// For twin rollouts.
+    #[serde(default)]
+    pub(crate) twin: Option<TwinSpec>,
+    /// When: `+10s` after the run starts (default `+0s`).
+    #[serde(default)]
+    pub(crate) start: Offset,
+    /// maxExecutionTimeInSeconds of each wave's job.
+    #[serde(default = "default_max_execution")]
+    pub(crate) max_execution: Dur,
+    /// Cumulative shares (`"10%"`) or WHERE clauses (`"*"`: the rest).
+    pub(crate) waves: Spanned<Vec<Spanned<String>>>,
+    /// The wait after a wave ends before the next begins.
+    #[serde(default)]
+    pub(crate) soak: Dur,
+    /// `written` (the default) or `acknowledged`.
+    #[serde(default)]
+    pub(crate) success: Option<Spanned<String>>,
+    /// How long an acknowledgement may take (default 15m).
+    #[serde(default)]
+    pub(crate) ack_timeout: Option<Spanned<Dur>>,
+    /// The exponential rate.
+    #[serde(default)]
+    pub(crate) rate: Option<Spanned<RateSpec>>,
+    /// Abort criteria.
+    #[serde(default)]
+    pub(crate) abort: Vec<Spanned<AbortSpec>>,
+    /// Retry rules.
+    #[serde(default)]
+    pub(crate) retry: Vec<Spanned<RetrySpec>>,
+}
+
+/// `rate = { base_per_minute = 600, increment_factor = 2.0, notified = 1000, ... }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RateSpec {
+    /// The starting rate, devices notified per minute.
+    pub(crate) base_per_minute: f64,
+    /// 1.1 to 5.
+    pub(crate) increment_factor: f64,
+    /// Step up after this many more devices were notified.
+    #[serde(default)]
+    pub(crate) notified: Option<u64>,
+    /// Step up after this many more devices succeeded.
+    #[serde(default)]
+    pub(crate) succeeded: Option<u64>,
+    /// The highest rate (default: no cap but the tier's).
+    #[serde(default)]
+    pub(crate) max_per_minute: Option<f64>,
+}
+
+/// `{ failure = "failed", threshold = "5%", min_executed = 200 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AbortSpec {
+    /// failed, timed_out, not_online, rejected or all.
+    pub(crate) failure: String,
+    /// A percentage such as "5%".
+    pub(crate) threshold: Percent,
+    /// Ended devices needed before it is judged (default 1).
+    #[serde(default)]
+    pub(crate) min_executed: Option<u64>,
+}
+
+/// `{ failure = "timed_out", times = 2, backoff = "1m" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetrySpec {
+    /// failed, timed_out, not_online, rejected or all.
+    pub(crate) failure: String,
+    /// Retries at most (1 to 10).
+    pub(crate) times: u32,
+    /// The wait before each retry.
+    #[serde(default)]
+    pub(crate) backoff: Dur,
+}
+
+/// A share written as a percentage, `"5%"` (0% to 100%), read as 0.05.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub(crate) struct Percent(pub f64);
+
+impl Percent {
+    /// Parses `"5%"` or `"0.5%"`.
+    pub(crate) fn parse(text: &str) -> Option<Percent> {
+        let n: f64 = text.trim().strip_suffix('%')?.trim().parse().ok()?;
+        (0.0..=100.0).contains(&n).then_some(Percent(n / 100.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Percent::parse(&s).ok_or_else(|| {
+            de::Error::custom(format!(
+                "'{s}' is not a percentage; write e.g. \"5%\" (0% to 100%)"
+            ))
+        })
+    }
 }
 
 /// A duration such as `250us`, `40ms`, `5s`, `2m`, `1h` (a bare `0` is zero).

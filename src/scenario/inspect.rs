@@ -7,7 +7,10 @@ use anyhow::anyhow;
 use serde_json::Value;
 
 use crate::clock::Clock;
+use crate::hub::registry::Registry;
+use crate::ids::DeviceIdx;
 use crate::query::{parse_condition, parse_query, Source};
+use crate::rollout::Wave;
 use crate::scenario::{build, Scenario};
 use crate::shard::Shard;
 
@@ -70,8 +73,9 @@ pub(crate) fn table(rows: &[Value]) -> String {
     out
 }
 
-/// Per job: how many devices it would target now and the first few ids.
-pub(crate) fn dry_run(scenario: &Scenario) -> anyhow::Result<String> {
+/// Per job: how many devices it would target now and the first few ids; per rollout (its
+/// sample drawn from `seed`), each wave's size and first ids.
+pub(crate) fn dry_run(scenario: &Scenario, seed: u64) -> anyhow::Result<String> {
     let mut registry = build::registry(scenario, Clock::start(), Shard::ALL);
     let mut out = String::from("targets as the fleet is built, before any job changes a twin:\n");
     for planned in build::planned_jobs(scenario) {
@@ -79,27 +83,75 @@ pub(crate) fn dry_run(scenario: &Scenario) -> anyhow::Result<String> {
         let cond =
             parse_condition(&r.query_condition).map_err(|e| anyhow!("job '{}': {e}", r.job_id))?;
         let targets = registry.select(&cond);
-        let first: Vec<&str> = targets
-            .iter()
-            .take(5)
-            .filter_map(|&d| registry.get(d).map(|e| &*e.id))
-            .collect();
-        let more = if targets.len() > first.len() {
-            ", ..."
-        } else {
-            ""
-        };
         let _ = writeln!(
             out,
-            "{} ({}, starts +{:.1}s): {} devices [{}{more}]",
+            "{} ({}, starts +{:.1}s): {}",
             r.job_id,
             r.kind.type_name(),
             planned.start_at as f64 / 1e6,
-            targets.len(),
-            first.join(", ")
+            devices(&registry, &targets),
         );
     }
+    for plan in build::rollout_plans(scenario, seed) {
+        let select = |registry: &mut Registry, text: &str| {
+            parse_condition(text)
+                .map(|c| {
+                    let mut v = registry.select(&c);
+                    v.sort_unstable();
+                    v
+                })
+                .map_err(|e| anyhow!("rollout '{}': {e}", plan.id))
+        };
+        let targets = select(&mut registry, &plan.query)?;
+        let mut matching = Vec::with_capacity(plan.waves.len());
+        for w in &plan.waves {
+            matching.push(match w {
+                Wave::Where(clause) if clause.trim() != "*" => select(&mut registry, clause)?,
+                _ => Vec::new(),
+            });
+        }
+        let waves = plan.split(&targets, |i| std::mem::take(&mut matching[i]));
+        let _ = writeln!(
+            out,
+            "rollout {} ({}, starts +{:.1}s): {} devices in {} waves",
+            plan.id,
+            plan.kind.type_name(),
+            plan.start_at as f64 / 1e6,
+            targets.len(),
+            waves.len(),
+        );
+        for (n, wave) in waves.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  {}: {}",
+                plan.job_id(n + 1, 0),
+                devices(&registry, wave)
+            );
+        }
+        let unreached = targets.len() - waves.iter().map(Vec::len).sum::<usize>();
+        if unreached > 0 {
+            let _ = writeln!(
+                out,
+                "  ({unreached} devices of the target set are in no wave)"
+            );
+        }
+    }
     Ok(out)
+}
+
+/// `N devices [first, ids, ...]`.
+fn devices(registry: &Registry, list: &[DeviceIdx]) -> String {
+    let first: Vec<&str> = list
+        .iter()
+        .take(5)
+        .filter_map(|&d| registry.get(d).map(|e| &*e.id))
+        .collect();
+    let more = if list.len() > first.len() {
+        ", ..."
+    } else {
+        ""
+    };
+    format!("{} devices [{}{more}]", list.len(), first.join(", "))
 }
 
 #[cfg(test)]
@@ -134,7 +186,7 @@ mod tests {
                 json!({"fw": "1.3.9", "n": 4000})
             ]
         );
-        let plan = dry_run(&s).unwrap();
+        let plan = dry_run(&s, s.seed).unwrap();
         assert!(
             plan.contains(
                 "reboot-b43-f3 (scheduleDeviceMethod, starts +2.0s): 6000 devices [b43-f3-0000"

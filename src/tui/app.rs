@@ -14,6 +14,7 @@ use crate::clock::Micros;
 use crate::hub::jobs::JobStatus;
 use crate::hub::{HubView, JobView};
 use crate::metrics::Measure;
+use crate::rollout::RolloutView;
 
 use super::widgets::JobsTable;
 use super::{Event, Header};
@@ -80,6 +81,8 @@ pub(crate) struct App {
     last_second: Option<u64>,
     /// Oldest first.
     pub(crate) log: VecDeque<LogLine>,
+    /// The staged rollouts as last told (empty: no rollouts panel).
+    pub(crate) rollouts: Vec<RolloutView>,
 }
 
 impl App {
@@ -100,6 +103,7 @@ impl App {
             history: VecDeque::new(),
             last_second: None,
             log: VecDeque::new(),
+            rollouts: Vec::new(),
         }
     }
 
@@ -178,10 +182,14 @@ impl App {
 
     /// Takes an event from the run or from a cancel request.
     pub(crate) fn on_event(&mut self, event: Event) {
-        match &event {
+        match event {
+            Event::Rollouts(list) => {
+                self.rollouts = list;
+                return;
+            }
             Event::Note(_) => {}
             Event::Refused { .. } => self.refused += 1,
-            Event::Finished(text) => self.finished = Some(text.clone()),
+            Event::Finished(ref text) => self.finished = Some(text.clone()),
         }
         self.log(event.to_string());
     }
@@ -287,6 +295,11 @@ pub(crate) mod tests {
                 rejected: 0,
                 by_status: vec![(503, 11)],
             },
+            start_us: 0,
+            end_us: None,
+            ramp: None,
+            tally: Default::default(),
+            tripped: None,
         }
     }
 

@@ -8,6 +8,7 @@ use ratatui::widgets::{Block, Clear, Paragraph};
 use ratatui::Frame;
 
 use super::app::App;
+use super::rollouts;
 use super::widgets::{self, JobsTable};
 
 /// Help overlay text, a line per key.
@@ -26,11 +27,13 @@ const HELP: [&str; 10] = [
 
 /// The screen `area` cut into bands: header, jobs table, latency and throughput, errors and
 /// events, key line.
-fn bands(area: Rect, app: &App) -> [Rect; 5] {
+/// The rollouts panel (when the run has rollouts) sits between the jobs and the latency.
+fn bands(area: Rect, app: &App) -> [Rect; 6] {
     let jobs_rows = (app.view.jobs.len() as u16 + 4).clamp(5, 12);
     Layout::vertical([
         Constraint::Length(2),
         Constraint::Length(jobs_rows),
+        Constraint::Length(rollouts::rows(&app.rollouts).min(12)),
         Constraint::Min(7),
         Constraint::Length(8),
         Constraint::Length(1),
@@ -45,9 +48,12 @@ pub(crate) fn jobs_table(area: Rect, app: &App) -> JobsTable {
 
 /// Draws the whole dashboard.
 pub(crate) fn draw(f: &mut Frame, app: &App) {
-    let [header, jobs, middle, bottom, keys] = bands(f.area(), app);
+    let [header, jobs, staged, middle, bottom, keys] = bands(f.area(), app);
     widgets::header(f, header, app);
     widgets::jobs(f, jobs, app);
+    if !app.rollouts.is_empty() {
+        rollouts::draw(f, staged, &app.rollouts);
+    }
     let [latency, throughput] =
         Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(middle);
     widgets::latency(f, latency, app);

@@ -20,6 +20,7 @@ use crate::clock::ClockMode;
 use crate::hub::HubView;
 use crate::metrics::results::Summary;
 use crate::metrics::{HistogramStats, Measure};
+use crate::report::RolloutStatus;
 use crate::units::parse_duration;
 
 /// Engine-lag p99 above which a run is invalid when the scenario does not say otherwise: the
@@ -115,6 +116,28 @@ impl RunFigure {
     ];
 }
 
+/// A figure of a staged rollout, from its entry in `summary.json`'s `rollouts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RolloutFigure {
+    /// From its first wave's start to its last job's end.
+    Makespan,
+    /// Devices whose last try failed, over its target set.
+    FailedRatio,
+    /// Waves that ran to their end (an aborted wave does not count).
+    WavesCompleted,
+    /// 1 if it aborted, else 0.
+    Aborted,
+}
+
+impl RolloutFigure {
+    const ALL: [(&'static str, RolloutFigure); 4] = [
+        ("makespan", RolloutFigure::Makespan),
+        ("failed_ratio", RolloutFigure::FailedRatio),
+        ("waves_completed", RolloutFigure::WavesCompleted),
+        ("aborted", RolloutFigure::Aborted),
+    ];
+}
+
 /// What a threshold key names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Figure {
@@ -128,6 +151,11 @@ pub(crate) enum Figure {
     Job { job: String, figure: JobFigure },
     /// `throughput.<figure>`.
     Run(RunFigure),
+    /// `rollout.<id>.<figure>`.
+    Rollout {
+        rollout: String,
+        figure: RolloutFigure,
+    },
 }
 
 fn lookup<T: Copy>(table: &[(&str, T)], name: &str) -> Option<T> {
@@ -143,10 +171,11 @@ impl Figure {
     pub(crate) fn parse(key: &str) -> Result<Figure, String> {
         let unknown = || {
             format!(
-                "unknown figure '{key}'; expected <measure>.<statistic> (measures: engine_lag, delivery, round_trip, completion; statistics: {}), job.<jobId>.<figure> ({}, or <measure>.<statistic>), or throughput.<figure> ({})",
+                "unknown figure '{key}'; expected <measure>.<statistic> (measures: engine_lag, delivery, round_trip, completion; statistics: {}), job.<jobId>.<figure> ({}, or <measure>.<statistic>), throughput.<figure> ({}), or rollout.<id>.<figure> ({})",
                 names(&Stat::ALL),
                 names(&JobFigure::ALL),
-                names(&RunFigure::ALL)
+                names(&RunFigure::ALL),
+                names(&RolloutFigure::ALL)
             )
         };
         let latency = |job: Option<String>, rest: &str| {
@@ -161,6 +190,16 @@ impl Figure {
             return lookup(&RunFigure::ALL, rest)
                 .map(Figure::Run)
                 .ok_or_else(unknown);
+        }
+        if let Some(rest) = key.strip_prefix("rollout.") {
+            let (id, figure) = rest.rsplit_once('.').ok_or_else(unknown)?;
+            return match lookup(&RolloutFigure::ALL, figure) {
+                Some(figure) if !id.is_empty() => Ok(Figure::Rollout {
+                    rollout: id.to_owned(),
+                    figure,
+                }),
+                _ => Err(unknown()),
+            };
         }
         if let Some(rest) = key.strip_prefix("job.") {
             // Job ids may hold dots: take the figure from the right.
@@ -188,7 +227,15 @@ impl Figure {
         match self {
             Figure::Latency { job, .. } => job.as_deref(),
             Figure::Job { job, .. } => Some(job),
-            Figure::Run(_) => None,
+            Figure::Run(_) | Figure::Rollout { .. } => None,
+        }
+    }
+
+    /// The rollout this figure is about, if any.
+    pub(crate) fn rollout(&self) -> Option<&str> {
+        match self {
+            Figure::Rollout { rollout, .. } => Some(rollout),
+            _ => None,
         }
     }
 
@@ -198,6 +245,7 @@ impl Figure {
             Figure::Latency { stat, .. } => *stat != Stat::Count,
             Figure::Job { figure, .. } => *figure == JobFigure::Makespan,
             Figure::Run(_) => false,
+            Figure::Rollout { figure, .. } => *figure == RolloutFigure::Makespan,
         }
     }
 
@@ -210,6 +258,8 @@ impl Figure {
                 !matches!(figure, JobFigure::Makespan | JobFigure::FailedRatio)
             }
             Figure::Run(f) => *f != RunFigure::FailedRatio,
+            // Each shard plays its own rollout over its slice: judged per shard.
+            Figure::Rollout { .. } => false,
         }
     }
 
@@ -246,6 +296,19 @@ impl Figure {
                     RunFigure::FailedRatio => ratio(t.failures_total, t.ops_total),
                 })
             }
+            Figure::Rollout { rollout, figure } => {
+                let r = summary.run.rollouts.iter().find(|r| &r.id == rollout)?;
+                let aborted = r.status == RolloutStatus::Aborted;
+                Some(match figure {
+                    RolloutFigure::Makespan => r.makespan_ms * 1000.0,
+                    RolloutFigure::FailedRatio => ratio(r.failed, r.devices),
+                    RolloutFigure::WavesCompleted => {
+                        let ended = r.waves.iter().filter(|w| w.ended_s.is_some()).count();
+                        ended.saturating_sub(usize::from(aborted)) as f64
+                    }
+                    RolloutFigure::Aborted => f64::from(u8::from(aborted)),
+                })
+            }
         }
     }
 
@@ -280,7 +343,7 @@ impl Figure {
             }
             Figure::Run(RunFigure::OpsTotal) => Some(view.metrics.totals.ops_done as f64),
             Figure::Run(RunFigure::FailuresTotal) => Some(view.metrics.totals.failures as f64),
-            Figure::Run(_) => None,
+            Figure::Run(_) | Figure::Rollout { .. } => None,
         }
     }
 }

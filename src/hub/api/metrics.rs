@@ -212,6 +212,11 @@ mod tests {
                 makespan_ms: 0.0,
                 ops_per_s: 0.0,
                 errors: Default::default(),
+                start_us: 0,
+                end_us: None,
+                ramp: None,
+                tally: Default::default(),
+                tripped: None,
             }],
             ..Default::default()
         };

@@ -6,11 +6,13 @@ use serde_json::Value;
 use crate::clock::Micros;
 use crate::hub::error::{ErrorCode, HubError};
 use crate::hub::handle::{Command, Reply, TwinWrite};
-use crate::hub::jobs::{DeviceError, DeviceStatus, Job, JobRequest, JobStatus, MethodCall};
+use crate::hub::jobs::{
+    DeviceError, DeviceStatus, Failure, Job, JobRequest, JobStatus, MethodCall,
+};
 use crate::hub::registry::twin_json;
 use crate::hub::twin::Object;
-use crate::ids::{DeviceIdx, RecordIdx};
-use crate::query::{parse_query, Document, Plan, Source};
+use crate::ids::{DeviceIdx, RecordIdx, SlotIdx};
+use crate::query::{parse_condition, parse_query, Document, Plan, Source};
 
 use super::{metrics_slot, Engine};
 
@@ -41,6 +43,19 @@ impl Engine {
                     .map(|j| j.to_json(&self.clock))
                     .collect();
                 let _ = reply.send(Ok(list));
+            }
+            Command::Select(condition, reply) => {
+                let selected = parse_condition(&condition)
+                    .map(|c| {
+                        let mut devices = self.registry.select(&c);
+                        devices.sort_unstable();
+                        devices
+                    })
+                    .map_err(|e| HubError::invalid(format!("invalid condition: {e}")));
+                let _ = reply.send(selected);
+            }
+            Command::FailedDevices(id, failures, reply) => {
+                let _ = reply.send(self.failed_devices(&id, &failures));
             }
             Command::Query(text, reply) => {
                 let _ = reply.send(self.query(&text));
@@ -123,18 +138,41 @@ impl Engine {
 
     fn cancel_job(&mut self, id: &str, now: Micros) -> Result<Value, HubError> {
         let s = self.slots.find(id)?;
-        if !self.slots[s].job.status.is_terminal() {
-            for r in RecordIdx::all(self.slots[s].job.records.len()) {
-                if !self.slots[s].record(r).status.is_terminal() {
-                    self.finish_op(s, r, now, DeviceStatus::Canceled, DeviceError::None);
-                }
-            }
-            let slot = &mut self.slots[s];
-            slot.stop_dispatch();
-            slot.job.status = JobStatus::Cancelled;
-            slot.job.end_us = Some(now);
-        }
+        self.cancel(s, now);
         Ok(self.slots[s].job.to_json(&self.clock))
+    }
+
+    /// Cancels job `s` and every device operation of it not yet ended.
+    pub(super) fn cancel(&mut self, s: SlotIdx, now: Micros) {
+        if self.slots[s].job.status.is_terminal() {
+            return;
+        }
+        for r in RecordIdx::all(self.slots[s].job.records.len()) {
+            if !self.slots[s].record(r).status.is_terminal() {
+                self.finish_op(s, r, now, DeviceStatus::Canceled, DeviceError::None);
+            }
+        }
+        let slot = &mut self.slots[s];
+        slot.stop_dispatch();
+        slot.job.status = JobStatus::Cancelled;
+        slot.job.end_us = Some(now);
+    }
+
+    /// The devices of job `id` that failed with one of `failures`, with their errors.
+    fn failed_devices(
+        &self,
+        id: &str,
+        failures: &[Failure],
+    ) -> Result<Vec<(DeviceIdx, DeviceError)>, HubError> {
+        let s = self.slots.find(id)?;
+        Ok(self.slots[s]
+            .job
+            .records
+            .iter()
+            .filter(|r| r.status == DeviceStatus::Failed)
+            .filter(|r| failures.iter().any(|f| f.matches(r.error)))
+            .map(|r| (r.device, r.error))
+            .collect())
     }
 
     fn query(&mut self, text: &str) -> Result<Vec<Value>, HubError> {

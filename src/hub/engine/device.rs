@@ -117,6 +117,7 @@ impl Engine {
             .registry
             .update_twin(device, |t| t.patch_reported(patch, now));
         self.registry.touch(device, now);
+        self.check_ack(device, now);
         if let Some(op) = ack_of {
             if let Some((s, rec)) = self.job_record(op) {
                 let lat = now.saturating_sub(rec.start_us);
@@ -125,6 +126,32 @@ impl Engine {
             }
         }
         version
+    }
+
+    /// Ends `device`'s twin operation awaiting acknowledgement, if any, once its reported
+    /// properties hold every desired value the job wrote.
+    fn check_ack(&mut self, device: DeviceIdx, now: Micros) {
+        let Some(&op) = self.awaiting_ack.get(&device) else {
+            return;
+        };
+        let Target::Job(s, r) = Target::of(op) else {
+            return;
+        };
+        if self.running_record(s, r, device).is_none() {
+            self.awaiting_ack.remove(&device);
+            return;
+        }
+        let JobKind::Twin(update) = &self.slots[s].job.request.kind else {
+            return;
+        };
+        let acknowledged = match (&update.desired, self.registry.get(device)) {
+            (Some(desired), Some(entry)) => contains(&entry.twin.reported.props, desired),
+            _ => false,
+        };
+        if acknowledged {
+            self.awaiting_ack.remove(&device);
+            self.finish_op(s, r, now, DeviceStatus::Completed, DeviceError::None);
+        }
     }
 
     /// Answers a device transport's request.
@@ -235,4 +262,14 @@ impl Engine {
         }
         self.direct.on_connected(device, now, &mut *self.link);
     }
+}
+
+/// Whether `have` holds every value of `want`, recursively (`null` in `want`: the key is absent).
+fn contains(have: &Object, want: &Object) -> bool {
+    want.iter().all(|(k, w)| match (have.get(k), w) {
+        (None, Value::Null) => true,
+        (Some(Value::Object(h)), Value::Object(w)) => contains(h, w),
+        (Some(h), w) => h == w,
+        (None, _) => false,
+    })
 }

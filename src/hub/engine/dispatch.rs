@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::clock::Micros;
-use crate::hub::jobs::{DeviceError, DeviceRecord, DeviceStatus, JobKind, JobStatus};
+use crate::clock::{secs_us, Micros};
+use crate::hub::jobs::{DeviceError, DeviceRecord, DeviceStatus, Job, JobKind, JobStatus};
 use crate::hub::twin::Object;
 use crate::ids::{DeviceIdx, RecordIdx, SlotIdx};
 use crate::link::{OpId, ToDevice};
@@ -50,9 +50,11 @@ impl Engine {
                         next = next.min(job.expires_us());
                     }
                     if slot.undispatched() {
-                        if let Some(p) = &self.pacer {
-                            next = next.min(p.next_open(job.start_us));
-                        }
+                        let ready = ready_us(job);
+                        next = next.min(match &self.pacer {
+                            Some(p) => p.next_open(ready),
+                            None => ready,
+                        });
                     }
                 }
                 _ => {}
@@ -91,8 +93,15 @@ impl Engine {
                 return;
             }
         };
-        let targets = self.registry.select(&cond);
+        let targets = match &self.slots[s].job.request.control.devices {
+            Some(devices) => devices.to_vec(),
+            None => self.registry.select(&cond),
+        };
         let job = &mut self.slots[s].job;
+        job.ramp = job.request.control.ramp;
+        if let Some(ramp) = job.ramp.as_mut() {
+            ramp.start(job.start_us);
+        }
         job.records = targets
             .iter()
             .filter_map(|&d| self.registry.get(d).map(|e| (d, e.id.clone())))
@@ -184,11 +193,13 @@ impl Engine {
         }
     }
 
-    /// The response timeout of job `s`'s method call (0 for twin jobs).
+    /// The response timeout of job `s`'s method call, or its twin acknowledgement timeout (0
+    /// for twin jobs that succeed when written).
     pub(super) fn response_timeout_us(&self, s: SlotIdx) -> Micros {
-        match &self.slots[s].job.request.kind {
+        let request = &self.slots[s].job.request;
+        match &request.kind {
             JobKind::Method(call) => call.response_timeout_us(),
-            JobKind::Twin(_) => 0,
+            JobKind::Twin(_) => secs_us(request.control.ack_timeout_s.unwrap_or(0)),
         }
     }
 
@@ -214,13 +225,16 @@ impl Engine {
             None => {
                 for &s in &running {
                     while budget > 0 {
+                        let now = self.stamp(&mut stamps);
                         let slot = &mut self.slots[s];
+                        let ready = ready_us(&slot.job);
+                        if ready > now {
+                            break;
+                        }
                         let Some(r) = slot.take_next() else {
                             break;
                         };
-                        let scheduled = slot.job.start_us;
-                        let now = self.stamp(&mut stamps);
-                        self.dispatch_op(s, r, scheduled, now);
+                        self.dispatch_op(s, r, ready, now);
                         budget -= 1;
                     }
                 }
@@ -232,14 +246,19 @@ impl Engine {
                     let now = self.stamp(&mut stamps);
                     let s = running[self.cursor % running.len()];
                     let slot = &mut self.slots[s];
-                    if !slot.undispatched() {
+                    let ready = ready_us(&slot.job);
+                    if !slot.undispatched() || ready > now {
                         self.cursor += 1;
-                        if running.iter().all(|&s| !self.slots[s].undispatched()) {
+                        let idle = |s: &SlotIdx| {
+                            let slot = &self.slots[*s];
+                            !slot.undispatched() || ready_us(&slot.job) > now
+                        };
+                        if running.iter().all(idle) {
                             break;
                         }
                         continue;
                     }
-                    let Some(at) = pacer.take(now, slot.job.start_us) else {
+                    let Some(at) = pacer.take(now, ready) else {
                         break;
                     };
                     let Some(r) = slot.take_next() else {
@@ -258,6 +277,15 @@ impl Engine {
 
     fn dispatch_op(&mut self, s: SlotIdx, r: RecordIdx, scheduled: Micros, now: Micros) {
         let slot = &mut self.slots[s];
+        if let Some(ramp) = slot.job.ramp.as_mut() {
+            // Exactly on its slot unless something later (the tier) held the device back.
+            let slot_us = ramp.next_us();
+            ramp.notified(if scheduled as f64 > slot_us.ceil() {
+                scheduled as f64
+            } else {
+                slot_us
+            });
+        }
         let rec = &mut slot.job.records[r.usize()];
         rec.scheduled_us = scheduled;
         let device = rec.device;
@@ -301,7 +329,12 @@ impl Engine {
                 match applied {
                     Ok(version) => {
                         self.slots[s].record_mut(r).start_us = now;
-                        self.finish_op(s, r, now, DeviceStatus::Completed, DeviceError::None);
+                        let ack_us = self.response_timeout_us(s);
+                        if ack_us > 0 && update.desired.is_some() {
+                            self.await_ack(s, r, now + ack_us);
+                        } else {
+                            self.finish_op(s, r, now, DeviceStatus::Completed, DeviceError::None);
+                        }
                         if let (Some(version), Some(desired)) = (version, update.desired) {
                             self.notify_desired(device, Some(op), version, &desired);
                         }
@@ -312,6 +345,20 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Keeps twin operation `s`/`r` running until its device reports the desired values back,
+    /// or fails it `timed_out` at `deadline`.
+    fn await_ack(&mut self, s: SlotIdx, r: RecordIdx, deadline: Micros) {
+        let slot = &mut self.slots[s];
+        let rec = slot.record_mut(r);
+        rec.status = DeviceStatus::Running;
+        let device = rec.device;
+        slot.job.stats.pending_count -= 1;
+        slot.job.stats.running_count += 1;
+        slot.run.inflight.push_back((deadline, r));
+        self.recorder.op_dispatched(metrics_slot(s));
+        self.awaiting_ack.insert(device, job_op(s, r));
     }
 
     /// Sends method job `s`'s request to record `r`'s device at `now`: the record runs until the
@@ -366,5 +413,13 @@ impl Engine {
         } else if let Some(op) = op {
             self.desired_pending.insert(device, op);
         }
+    }
+}
+
+/// When job `job`'s next device may be dispatched: its start, or its rate's next slot.
+fn ready_us(job: &Job) -> Micros {
+    match &job.ramp {
+        Some(ramp) => (ramp.next_us().ceil() as Micros).max(job.start_us),
+        None => job.start_us,
     }
 }

@@ -64,6 +64,11 @@ impl Engine {
                         makespan_ms,
                         ops_per_s,
                         errors: s.job.errors.clone(),
+                        start_us: s.job.start_us,
+                        end_us: s.job.end_us,
+                        ramp: s.job.ramp,
+                        tally: s.job.tally,
+                        tripped: s.job.tripped,
                     }
                 })
                 .collect(),

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::clock::parse_iso8601;
 use crate::hub::error::{ErrorCode, HubError};
-use crate::hub::jobs::{parse_job_type, JobKind, JobRequest, MethodCall, TwinUpdate};
+use crate::hub::jobs::{parse_job_type, JobControl, JobKind, JobRequest, MethodCall, TwinUpdate};
 use crate::hub::twin::Object;
 
 /// Largest method payload, request or response (128 KB).
@@ -153,6 +153,7 @@ impl JobRequest {
             query_condition,
             start_time,
             max_execution_s,
+            control: JobControl::default(),
         })
     }
 }

@@ -51,6 +51,7 @@ fn report() -> RunReport {
         ended_at: "2025-01-02T03:04:11.178Z".to_owned(),
         devices: 2000,
         jobs: vec![job("job-1", 1200), job("job 2,odd%id", 800)],
+        rollouts: Vec::new(),
         shard: None,
         clock: Default::default(),
         timing: Default::default(),
