@@ -99,6 +99,8 @@ pub struct Engine {
     pacer: Option<Pacer>,
     /// Round-robin cursor over running jobs for paced dispatch.
     cursor: usize,
+    /// The jobs a dispatch serves (kept for its capacity).
+    dispatching: Vec<SlotIdx>,
     /// Job operations waiting for a device to connect, with their connect deadlines.
     parked_by_device: HashMap<DeviceIdx, Vec<(OpId, Micros)>>,
     /// Job method operations a transport holds for a device not yet subscribed to methods:
@@ -134,6 +136,7 @@ impl Engine {
             link,
             pacer: limits.device_ops_per_s().map(Pacer::new),
             cursor: 0,
+            dispatching: Vec::new(),
             parked_by_device: HashMap::new(),
             held: HashSet::new(),
             desired_pending: HashMap::new(),

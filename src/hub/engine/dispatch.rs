@@ -206,24 +206,25 @@ impl Engine {
     /// Dispatches due operations, each stamped when it is dispatched; true when more could go
     /// at once.
     fn dispatch(&mut self) -> bool {
-        let running: Vec<SlotIdx> = self
-            .slots
-            .active()
-            .iter()
-            .copied()
-            .filter(|&s| {
-                let slot = &self.slots[s];
-                slot.job.status == JobStatus::Running && slot.undispatched()
-            })
-            .collect();
-        if running.is_empty() {
-            return false;
-        }
+        // The list is kept for its capacity: the engine steps at every event.
+        let mut running = std::mem::take(&mut self.dispatching);
+        running.clear();
+        running.extend(self.slots.active().iter().copied().filter(|&s| {
+            let slot = &self.slots[s];
+            slot.job.status == JobStatus::Running && slot.undispatched()
+        }));
+        let more = !running.is_empty() && self.dispatch_over(&running);
+        self.dispatching = running;
+        more
+    }
+
+    /// Dispatches the due operations of the `running` jobs (not empty).
+    fn dispatch_over(&mut self, running: &[SlotIdx]) -> bool {
         let mut budget = DISPATCH_CHUNK;
         let mut stamps = self.clock.stamps();
         match self.pacer.take() {
             None => {
-                for &s in &running {
+                for &s in running {
                     while budget > 0 {
                         let now = self.stamp(&mut stamps);
                         let slot = &mut self.slots[s];
