@@ -107,9 +107,61 @@ pub(crate) fn check_device_id(id: &str) -> Result<(), InvalidDeviceId> {
     Ok(())
 }
 
+/// Hashes the engine's map keys: device indices and operation ids the hub assigns itself, never
+/// chosen by a client, so one multiply mixes them enough and SipHash's resistance to chosen keys
+/// buys nothing; a churn event costs several of these look-ups.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdxHasher(u64);
+
+/// An odd constant with well-spread bits (2^64 / golden ratio).
+const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl std::hash::Hasher for IdxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(MIX);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by hub-assigned indices (see [`IdxHasher`]).
+pub(crate) type IdxMap<K, V> =
+    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<IdxHasher>>;
+
+/// A set of hub-assigned indices (see [`IdxHasher`]).
+pub(crate) type IdxSet<K> = std::collections::HashSet<K, std::hash::BuildHasherDefault<IdxHasher>>;
+
 #[cfg(test)]
 mod tests {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+
     use super::*;
+
+    #[test]
+    fn index_hashes_spread_over_a_table() {
+        // A hash table picks a bucket by the low bits: a run of device indices must fill a table
+        // of its size's power of two evenly (the multiply is a bijection on the low bits).
+        let build = BuildHasherDefault::<IdxHasher>::default();
+        let mut buckets = vec![0u32; 1 << 12];
+        for i in 0..1u32 << 12 {
+            buckets[(build.hash_one(DeviceIdx::new(i)) & 0xfff) as usize] += 1;
+        }
+        assert!(buckets.iter().all(|&n| n == 1));
+        let ops: IdxSet<u64> = (0..10_000u64).map(|r| (3 << 32) | r).collect();
+        assert_eq!(ops.len(), 10_000);
+    }
 
     #[test]
     fn device_ids_are_checked() {

@@ -20,7 +20,6 @@ mod dispatch;
 mod slots;
 mod views;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +31,7 @@ use crate::hub::handle::{Command, HubView};
 use crate::hub::jobs::{DeviceError, DeviceRecord, DeviceStatus, Tripped};
 use crate::hub::registry::Registry;
 use crate::hub::throttle::{Limits, Pacer};
-use crate::ids::{DeviceIdx, RecordIdx, SlotIdx};
+use crate::ids::{DeviceIdx, IdxMap, IdxSet, RecordIdx, SlotIdx};
 use crate::link::{DeviceLink, FromDevice, OpId};
 use crate::metrics::{JobSlot, Measure, Recorder};
 use crate::report::JobReport;
@@ -102,15 +101,15 @@ pub struct Engine {
     /// The jobs a dispatch serves (kept for its capacity).
     dispatching: Vec<SlotIdx>,
     /// Job operations waiting for a device to connect, with their connect deadlines.
-    parked_by_device: HashMap<DeviceIdx, Vec<(OpId, Micros)>>,
+    parked_by_device: IdxMap<DeviceIdx, Vec<(OpId, Micros)>>,
     /// Job method operations a transport holds for a device not yet subscribed to methods:
     /// their response timeout waits until the transport releases them.
-    held: HashSet<OpId>,
+    held: IdxSet<OpId>,
     /// Desired notifications waiting for a device to connect.
-    desired_pending: HashMap<DeviceIdx, OpId>,
+    desired_pending: IdxMap<DeviceIdx, OpId>,
     /// Twin operations of jobs with acknowledged success, waiting for the device to report the
     /// desired values back.
-    awaiting_ack: HashMap<DeviceIdx, OpId>,
+    awaiting_ack: IdxMap<DeviceIdx, OpId>,
     direct: DirectCalls,
     /// What a device side in the engine's own task sent, not handled yet (kept for its capacity).
     inbox: Vec<FromDevice>,
@@ -137,10 +136,10 @@ impl Engine {
             pacer: limits.device_ops_per_s().map(Pacer::new),
             cursor: 0,
             dispatching: Vec::new(),
-            parked_by_device: HashMap::new(),
-            held: HashSet::new(),
-            desired_pending: HashMap::new(),
-            awaiting_ack: HashMap::new(),
+            parked_by_device: IdxMap::default(),
+            held: IdxSet::default(),
+            desired_pending: IdxMap::default(),
+            awaiting_ack: IdxMap::default(),
             direct: DirectCalls::default(),
             inbox: Vec::new(),
             // Virtual time may pass far faster than real time: the engine then publishes a view
