@@ -1,7 +1,7 @@
 //! Staged rollouts on the virtual clock: the exact makespan of a rate ramp, an abort that trips
 //! at the right device count and leaves later waves uncreated, retries that bring a 30% timeout
-//! share down to about 2.7%, acknowledged success with silent devices, thresholds on rollout
-//! figures, and the dry run's waves.
+//! share down to about 2.7%, acknowledged success with silent devices, the dry run's waves,
+//! and the shipped scenarios judged on their rollout thresholds.
 
 use std::path::{Path, PathBuf};
 
@@ -83,10 +83,6 @@ query = "*"
 twin = { desired = { firmware = "2.1.0" } }
 waves = ["100%"]
 rate = { base_per_minute = 600, increment_factor = 2.0, notified = 1000, max_per_minute = 6000 }
-[thresholds]
-"rollout.fw.makespan" = "<= 247.5s"
-"rollout.fw.aborted" = "< 1"
-"rollout.fw.waves_completed" = ">= 1"
 "#,
     );
     schema_accepts(&summary);
@@ -172,8 +168,6 @@ query = "*"
 method = { name = "update" }
 waves = ["tags.ring = 'early'", "tags.ring = 'bad'", "*"]
 abort = [ { failure = "rejected", threshold = "5%", min_executed = 200 } ]
-[thresholds]
-"rollout.fw.aborted" = ">= 1"
 "#,
     );
     schema_accepts(&summary);
@@ -387,4 +381,54 @@ fn the_dry_run_lists_each_waves_size_and_first_ids() {
         other.contains("fw-2-1-w2: 8000 devices [dev-00004,"),
         "{other}"
     );
+}
+
+#[test]
+fn the_shipped_rollouts_run_in_seconds_and_are_judged_on_their_thresholds() {
+    let run = |scenario: &str, name: &str| {
+        let dir = temp_dir(name);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+            .args(["run", scenario, "--clock", "virtual", "--no-tui", "--out"])
+            .arg(&dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let summary = read(&dir.join("summary.json"));
+        let _ = std::fs::remove_dir_all(&dir);
+        (out.status.code(), stdout, summary)
+    };
+    let (code, stdout, summary) = run("scenarios/abort-demo.toml", "abort-demo");
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(
+        stdout.contains("threshold rollout.install-3-0.aborted              < 1          actual 1          BROKEN"),
+        "{stdout}"
+    );
+    assert_eq!(job_ids(&summary), vec!["install-3-0-w1", "install-3-0-w2"]);
+    schema_accepts(&summary);
+
+    let (code, stdout, summary) = run("scenarios/rollout-100k.toml", "rollout-100k");
+    assert_eq!(code, Some(0), "{stdout}");
+    for held in ["aborted", "waves_completed", "failed_ratio"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(&format!("rollout.fw-2-1.{held} ")))
+            .unwrap_or_else(|| panic!("no {held} threshold in {stdout}"));
+        assert!(line.ends_with("held"), "{line}");
+    }
+    let r = &summary["rollouts"][0];
+    assert_eq!(
+        (r["devices"].as_u64(), r["status"].as_str()),
+        (Some(100_000), Some("completed"))
+    );
+    let sizes: Vec<u64> = r["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["devices"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, vec![2000, 8000, 90_000]);
+    // The tier (S3, 4 units) paces at 12,000 a minute, whatever the ramp asks.
+    assert_eq!(r["waves"][2]["rate_per_minute_at_end"], 12_000.0);
+    schema_accepts(&summary);
 }
