@@ -432,3 +432,47 @@ fn the_shipped_rollouts_run_in_seconds_and_are_judged_on_their_thresholds() {
     assert_eq!(r["waves"][2]["rate_per_minute_at_end"], 12_000.0);
     schema_accepts(&summary);
 }
+
+#[test]
+fn sharded_rollouts_merge_into_one() {
+    let dirs: Vec<PathBuf> = (0..2).map(|i| temp_dir(&format!("shard-{i}"))).collect();
+    for (i, dir) in dirs.iter().enumerate() {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+            .args(["run", "scenarios/abort-demo.toml", "--no-tui", "--shard"])
+            .arg(format!("{i}/2"))
+            .arg("--out")
+            .arg(dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(dir.join("summary.json").exists(), "{out:?}");
+    }
+    let merged = temp_dir("merged");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+        .arg("merge")
+        .args(&dirs)
+        .arg("--out")
+        .arg(&merged)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("rollout.install-3-0.aborted"), "{stdout}");
+    let shards: Vec<Value> = dirs.iter().map(|d| read(&d.join("summary.json"))).collect();
+    let summary = read(&merged.join("summary.json"));
+    schema_accepts(&summary);
+    let r = &summary["rollouts"][0];
+    assert_eq!(r["devices"], 10_000);
+    assert_eq!(r["status"], "aborted");
+    let sum = |key: &str| -> u64 {
+        shards
+            .iter()
+            .map(|s| s["rollouts"][0][key].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(r["failed"].as_u64(), Some(sum("failed")));
+    assert_eq!(r["waves"][0]["devices"], 200);
+    for d in dirs.iter().chain([&merged]) {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
