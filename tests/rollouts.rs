@@ -338,6 +338,7 @@ twin = { desired = { firmware = "2" } }
         ("waves = [\"*\"]\nrate = { base_per_minute = 10, increment_factor = 9 }", 14, "increment_factor 9 is outside 1.1..5"),
         ("waves = [\"*\"]\nrate = { base_per_minute = 10, increment_factor = 2 }", 14, "give `notified` or `succeeded`"),
         ("waves = [\"*\"]\nabort = [ { failure = \"slow\", threshold = \"5%\" } ]", 14, "failure \"slow\" is unknown; expected failed, timed_out, not_online, rejected or all"),
+        ("waves = [\"*\"]\nabort = [ { failure = \"failed\", threshold = \"0%\" } ]", 14, "abort threshold 0% would abort at once"),
         ("waves = [\"*\"]\nabort = [ { failure = \"failed\", threshold = \"0.05\" } ]", 14, "'0.05' is not a percentage"),
         ("waves = [\"*\"]\nretry = [ { failure = \"timed_out\", times = 0 } ]", 14, "retry times = 0; expected 1 to 10"),
         ("waves = [\"*\"]\n[thresholds]\n\"rollout.nope.makespan\" = \"< 1s\"", 15, "names rollout 'nope', which the scenario does not have; its rollouts are: fw"),
