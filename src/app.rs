@@ -77,6 +77,16 @@ pub fn execute(command: Command) -> anyhow::Result<Exit> {
     }
 }
 
+/// The exit code of a command that failed: [`Exit::EngineDied`]'s when the hub's job engine
+/// died ([`wiring::EngineDied`] anywhere in the chain), 1 for every other error.
+pub fn error_exit_code(error: &anyhow::Error) -> u8 {
+    if error.chain().any(|c| c.is::<wiring::EngineDied>()) {
+        Exit::EngineDied.code()
+    } else {
+        1
+    }
+}
+
 /// A multi-threaded tokio runtime with every driver.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()

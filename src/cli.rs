@@ -23,7 +23,7 @@ use crate::verdict::compare::parse_tolerance;
 /// The exit codes of `fleetsim run`, as `--help` shows them (a macro, for `concat!`).
 macro_rules! exit_codes {
     () => {
-        "Exit codes: 0 the run completed and every threshold held (and nothing regressed);\n  1 an error (bad scenario, I/O); 2 a threshold was broken; 3 a figure regressed against\n  the baseline beyond the tolerance; 4 an invalid run: the simulator itself was saturated\n  (engine-lag p99 above engine_lag_limit, 1s by default), so its figures say nothing."
+        "Exit codes: 0 the run completed and every threshold held (and nothing regressed);\n  1 an error (bad scenario, I/O); 2 a threshold was broken; 3 a figure regressed against\n  the baseline beyond the tolerance; 4 an invalid run: the simulator itself was saturated\n  (engine-lag p99 above engine_lag_limit, 1s by default), so its figures say nothing;\n  5 the hub's job engine died (a fleetsim bug; the error says why, no results are written)."
     };
 }
 
@@ -160,7 +160,7 @@ pub(crate) enum Command {
     },
     /// Serve the IoT Hub service REST API (HTTP and HTTPS), optionally hosting a scenario's fleet.
     #[command(
-        after_help = "Examples:\n  fleetsim hub\n  fleetsim hub --scenario scenarios/quickstart.toml --https 127.0.0.1:443\n  fleetsim hub --http 127.0.0.1:8080 --https off --state-dir /tmp/hub\n\nPrints where it listens, the CA to trust and the iothubowner connection string. Ctrl-C or SIGTERM stops it.\nExit codes: 0 stopped cleanly; 1 an error (bad scenario, port in use, state directory)."
+        after_help = "Examples:\n  fleetsim hub\n  fleetsim hub --scenario scenarios/quickstart.toml --https 127.0.0.1:443\n  fleetsim hub --http 127.0.0.1:8080 --https off --state-dir /tmp/hub\n\nPrints where it listens, the CA to trust and the iothubowner connection string. Ctrl-C or SIGTERM stops it.\nExit codes: 0 stopped cleanly; 1 an error (bad scenario, port in use, state directory);\n5 the job engine died (a fleetsim bug; the error says why): the hub stops rather than answer as if alive."
     )]
     Hub {
         /// A scenario whose fleet the hub hosts in-process (its jobs and rollouts run too,

@@ -38,6 +38,19 @@ impl ClockMode {
 /// Microseconds since the run started.
 pub(crate) type Micros = u64;
 
+/// `s` seconds in microseconds, saturating: a count of seconds from outside (a request, a
+/// scenario) can never overflow the arithmetic it feeds.
+pub(crate) const fn secs_us(s: u64) -> Micros {
+    s.saturating_mul(1_000_000)
+}
+
+/// The earliest wall-clock time fleetsim accepts from outside: 0001-01-01T00:00:00Z.
+pub(crate) const WALL_MIN: OffsetDateTime = time::macros::datetime!(0001-01-01 0:00 UTC);
+/// The latest wall-clock time fleetsim accepts from outside and prints: the end of year 9999 in
+/// UTC (the last of ISO-8601's four-digit years, and of .NET's `DateTime`).
+pub(crate) const WALL_MAX: OffsetDateTime =
+    time::macros::datetime!(9999-12-31 23:59:59.999_999_999 UTC);
+
 /// A monotonic clock with the wall-clock time its zero maps to. Cheap to copy.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
@@ -90,24 +103,28 @@ impl Clock {
         }
     }
 
-    /// The tokio instant at `us` microseconds after the start (for `sleep_until`).
+    /// The tokio instant at `us` microseconds after the start (for `sleep_until`); a reading
+    /// past what the platform's instants hold (`Micros::MAX`: "never") is a century away.
     pub(crate) fn instant_at(&self, us: Micros) -> Instant {
-        self.start + Duration::from_micros(us)
+        self.start
+            .checked_add(Duration::from_micros(us))
+            .unwrap_or_else(|| self.start + FAR_FUTURE)
     }
 
-    /// The wall-clock time at `us`.
+    /// The wall-clock time at `us`, at most [`WALL_MAX`] (never a panic: `us` may come from a
+    /// request's startTime plus its maxExecutionTimeInSeconds).
     pub fn wall_at(&self, us: Micros) -> OffsetDateTime {
-        self.wall_start + Duration::from_micros(us)
+        let us = i64::try_from(us).unwrap_or(i64::MAX);
+        self.wall_start
+            .checked_add(time::Duration::microseconds(us))
+            .map_or(WALL_MAX, |t| t.min(WALL_MAX))
     }
 
-    /// The clock reading of a wall-clock time; times before the start map to 0.
+    /// The clock reading of a wall-clock time; times before the start map to 0, and readings
+    /// past `Micros::MAX` (none within [`WALL_MAX`]) saturate.
     pub(crate) fn us_at_wall(&self, wall: OffsetDateTime) -> Micros {
-        let delta = wall - self.wall_start;
-        if delta.is_negative() {
-            0
-        } else {
-            delta.whole_microseconds() as Micros
-        }
+        let delta = (wall - self.wall_start).whole_microseconds();
+        Micros::try_from(delta.max(0)).unwrap_or(Micros::MAX)
     }
 
     /// `wall_at(us)` as ISO-8601 UTC with milliseconds and `Z`, as IoT Hub prints times.
@@ -151,13 +168,42 @@ pub(crate) fn iso8601(t: OffsetDateTime) -> String {
     }
 }
 
-/// Parses an ISO-8601 / RFC 3339 time as the SDKs send it (`Z` or an offset, optional fraction).
-pub(crate) fn parse_iso8601(text: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(text, &Rfc3339).ok().or_else(|| {
-        // C# and some docs omit the zone: read it as UTC.
-        OffsetDateTime::parse(&format!("{text}Z"), &Rfc3339).ok()
-    })
+/// What is wrong with a time from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum IsoError {
+    /// Not RFC 3339 at all.
+    #[error("is not an ISO-8601 time such as 2026-11-23T02:00:00Z")]
+    Syntax,
+    /// RFC 3339, but outside [`WALL_MIN`]..=[`WALL_MAX`] once in UTC.
+    #[error(
+        "is {0} the range 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.9999999Z in UTC; expected \
+         a time in that range (ISO-8601's four-digit years, and the range of .NET's DateTime, \
+         which IoT Hub reads times into)"
+    )]
+    OutOfRange(&'static str),
 }
+
+/// Parses an ISO-8601 / RFC 3339 time as the SDKs send it (`Z` or an offset, optional
+/// fraction), in UTC; times outside [`WALL_MIN`]..=[`WALL_MAX`] in UTC (such as
+/// `9999-12-31T23:59:59-01:00`) are refused.
+pub(crate) fn parse_iso8601(text: &str) -> Result<OffsetDateTime, IsoError> {
+    let t = OffsetDateTime::parse(text, &Rfc3339)
+        .or_else(|_| {
+            // C# and some docs omit the zone: read it as UTC.
+            OffsetDateTime::parse(&format!("{text}Z"), &Rfc3339)
+        })
+        .map_err(|_| IsoError::Syntax)?;
+    match t.checked_to_offset(time::UtcOffset::UTC) {
+        Some(utc) if utc < WALL_MIN => Err(IsoError::OutOfRange("before")),
+        Some(utc) if utc > WALL_MAX => Err(IsoError::OutOfRange("after")),
+        Some(utc) => Ok(utc),
+        None if t.year() < 0 => Err(IsoError::OutOfRange("before")),
+        None => Err(IsoError::OutOfRange("after")),
+    }
+}
+
+/// Where [`Clock::instant_at`] puts "never": a century (tokio's timer clamps far deadlines).
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// How many back-to-back events share one [`Stamps`] reading.
 const EVENTS_PER_READING: u32 = 8;
@@ -204,9 +250,53 @@ mod tests {
     fn parses_what_it_prints_and_sdk_forms() {
         let t = parse_iso8601("2023-11-14T22:13:20.007Z").unwrap();
         assert_eq!(iso8601(t), "2023-11-14T22:13:20.007Z");
-        assert!(parse_iso8601("2023-11-14T22:13:20+01:00").is_some());
-        assert!(parse_iso8601("2023-11-14T22:13:20").is_some());
-        assert!(parse_iso8601("yesterday").is_none());
+        let t = parse_iso8601("2023-11-14T22:13:20+01:00").unwrap();
+        assert_eq!(iso8601(t), "2023-11-14T21:13:20.000Z");
+        assert!(parse_iso8601("2023-11-14T22:13:20").is_ok());
+        assert_eq!(parse_iso8601("yesterday"), Err(IsoError::Syntax));
+    }
+
+    #[test]
+    fn times_outside_four_digit_years_in_utc_are_refused() {
+        // Issue 16: this one is year 10000 in UTC, and made the engine panic.
+        let far = parse_iso8601("9999-12-31T23:59:59-01:00");
+        assert_eq!(far, Err(IsoError::OutOfRange("after")));
+        assert!(far.unwrap_err().to_string().contains(
+            "is after the range 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.9999999Z in UTC"
+        ));
+        assert_eq!(
+            parse_iso8601("0001-01-01T00:00:00+00:01"),
+            Err(IsoError::OutOfRange("before"))
+        );
+        assert_eq!(
+            parse_iso8601("0000-06-01T00:00:00Z"),
+            Err(IsoError::OutOfRange("before"))
+        );
+        assert_eq!(parse_iso8601("0001-01-01T00:00:00Z"), Ok(WALL_MIN));
+        assert_eq!(
+            parse_iso8601("9999-12-31T23:59:59.999999999Z"),
+            Ok(WALL_MAX)
+        );
+        assert_eq!(
+            parse_iso8601("9999-12-31T23:59:59.999999999-00:01"),
+            Err(IsoError::OutOfRange("after"))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn conversions_saturate_instead_of_panicking() {
+        let clock = Clock::start();
+        assert_eq!(clock.wall_at(Micros::MAX), WALL_MAX);
+        assert_eq!(
+            iso8601(clock.wall_at(Micros::MAX)),
+            "9999-12-31T23:59:59.999Z"
+        );
+        assert_eq!(clock.us_at_wall(WALL_MIN), 0);
+        let last = clock.us_at_wall(WALL_MAX);
+        assert_eq!(iso8601(clock.wall_at(last)), "9999-12-31T23:59:59.999Z");
+        assert!(clock.instant_at(Micros::MAX) > clock.instant_at(last));
+        assert_eq!(secs_us(u64::MAX), Micros::MAX);
+        assert_eq!(secs_us(3), 3_000_000);
     }
 
     #[tokio::test(start_paused = true)]
@@ -230,5 +320,101 @@ mod tests {
         assert_eq!(clock.now_us(), 1_500_000);
         let wall = clock.wall_at(2_000_000);
         assert_eq!(clock.us_at_wall(wall), 2_000_000);
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    //! Property tests of time's edges: parsing and printing ISO-8601 round trip within the range
+    //! fleetsim accepts and refuse the rest, and clock conversions never panic.
+
+    use proptest::prelude::*;
+    use time::UtcOffset;
+
+    use super::*;
+
+    /// Any instant fleetsim accepts, to the nanosecond.
+    fn accepted() -> impl Strategy<Value = OffsetDateTime> {
+        (WALL_MIN.unix_timestamp_nanos()..=WALL_MAX.unix_timestamp_nanos())
+            .prop_map(|ns| OffsetDateTime::from_unix_timestamp_nanos(ns).unwrap())
+    }
+
+    /// Any offset RFC 3339 can write (whole minutes, under a day).
+    fn offset() -> impl Strategy<Value = UtcOffset> {
+        (-1439i32..=1439).prop_map(|m| UtcOffset::from_whole_seconds(m * 60).unwrap())
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_arbitrary_text_never_panics_and_stays_in_range(text in any::<String>()) {
+            if let Ok(t) = parse_iso8601(&text) {
+                prop_assert!((WALL_MIN..=WALL_MAX).contains(&t));
+                prop_assert_eq!(t.offset(), UtcOffset::UTC);
+            }
+        }
+
+        #[test]
+        fn printing_then_parsing_keeps_the_millisecond(t in accepted()) {
+            let printed = iso8601(t);
+            let back = parse_iso8601(&printed).unwrap();
+            prop_assert_eq!(back, t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap());
+            prop_assert_eq!(iso8601(back), printed);
+        }
+
+        /// A time written at any offset parses to the same instant if that instant is in range,
+        /// and is refused with the side it falls on otherwise: never a panic.
+        #[test]
+        fn any_offset_parses_to_the_instant_or_is_refused(
+            local in (-1i32..=10_000, 1u8..=12, 1u8..=28, 0u8..24, 0u8..60, 0u8..60),
+            offset in offset(),
+        ) {
+            let (year, month, day, h, m, sec) = local;
+            let sign = if offset.is_negative() { '-' } else { '+' };
+            let text = format!(
+                "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}{sign}{:02}:{:02}",
+                offset.whole_hours().abs(),
+                offset.minutes_past_hour().abs()
+            );
+            let parsed = parse_iso8601(&text);
+            let date = time::Date::from_calendar_date(year, time::Month::try_from(month).unwrap(), day);
+            match date.ok().map(|d| d.with_hms(h, m, sec).unwrap().assume_offset(offset)) {
+                // RFC 3339 has four-digit years only.
+                _ if !(0..=9999).contains(&year) => prop_assert_eq!(parsed, Err(IsoError::Syntax)),
+                Some(t) => match t.checked_to_offset(UtcOffset::UTC) {
+                    Some(utc) if (WALL_MIN..=WALL_MAX).contains(&utc) => prop_assert_eq!(parsed, Ok(utc)),
+                    Some(utc) if utc < WALL_MIN => prop_assert_eq!(parsed, Err(IsoError::OutOfRange("before"))),
+                    _ if year == 0 => prop_assert_eq!(parsed, Err(IsoError::OutOfRange("before"))),
+                    _ => prop_assert_eq!(parsed, Err(IsoError::OutOfRange("after"))),
+                },
+                None => prop_assert!(parsed.is_err()),
+            }
+        }
+
+        #[test]
+        fn clock_conversions_round_trip_and_saturate(us in any::<u64>(), later in any::<u64>()) {
+            let clock = Clock::start_virtual();
+            let wall = clock.wall_at(us);
+            prop_assert!(wall <= WALL_MAX);
+            if wall < WALL_MAX {
+                prop_assert_eq!(clock.us_at_wall(wall), us);
+            }
+            let (a, b) = (us.min(later), us.max(later));
+            prop_assert!(clock.wall_at(a) <= clock.wall_at(b));
+            prop_assert!(clock.instant_at(a) <= clock.instant_at(b));
+            let _ = clock.iso_at(us);
+            prop_assert_eq!(secs_us(us), us.checked_mul(1_000_000).unwrap_or(Micros::MAX));
+        }
+
+        #[test]
+        fn a_wall_time_maps_to_a_reading_and_back(t in accepted()) {
+            let clock = Clock::start_virtual();
+            let us = clock.us_at_wall(t);
+            if t <= VIRTUAL_EPOCH {
+                prop_assert_eq!(us, 0);
+            } else {
+                let back = clock.wall_at(us);
+                prop_assert!(back <= t && t - back < time::Duration::microseconds(1));
+            }
+        }
     }
 }

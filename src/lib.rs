@@ -31,6 +31,8 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod ids;
 pub mod link;

@@ -145,6 +145,13 @@ pub trait DeviceLink: Send {
     fn send(&mut self, msg: ToDevice);
     /// Sends everything queued.
     fn flush(&mut self);
+    /// For a device side that runs in the engine's own task (the in-process fleet in virtual
+    /// time): lets its devices act at `now` (every timer due by then fires), moves what they sent
+    /// into `out`, and answers when its next timer is due. Other transports answer None and leave
+    /// `out` alone: their devices reach the engine through its device channel.
+    fn poll_devices(&mut self, _now: Micros, _out: &mut Vec<FromDevice>) -> Option<Micros> {
+        None
+    }
 }
 
 #[cfg(test)]

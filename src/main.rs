@@ -8,6 +8,9 @@ use clap::Parser;
 use fleetsim::app;
 use fleetsim::cli::Cli;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match app::execute(Cli::parse().into_command()) {
         Ok(exit) => ExitCode::from(exit.code()),
@@ -15,7 +18,7 @@ fn main() -> ExitCode {
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fleetsim: error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(app::error_exit_code(&e))
         }
     }
 }

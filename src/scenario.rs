@@ -22,6 +22,13 @@ use crate::scenario::format::{MethodSpec, TwinSpec};
 use crate::query::parse_condition;
 use crate::verdict::thresholds::{Threshold, Thresholds, DEFAULT_ENGINE_LAG_LIMIT};
 
+/// The most times one `[[job]]` repeats: each repetition is a job of its own, with its id and
+/// its records, made when the scenario is read.
+const MAX_TIMES: u32 = 10_000;
+
+/// The most devices a scenario holds, over all cohorts: a device's index has 32 bits.
+const MAX_DEVICES: u64 = u32::MAX as u64;
+
 /// A scenario that cannot be used, with the file, line and column of the offending value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}:{column}: {message}")]
@@ -105,6 +112,7 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
         ));
     }
     let mut prefixes = HashSet::new();
+    let mut devices: u64 = 0;
     for c in &scenario.cohorts {
         let span = find(&format!("\"{}\"", c.name));
         if c.count == 0 {
@@ -112,6 +120,16 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
                 span,
                 format!(
                     "cohort '{}' has count 0; expected at least 1 device",
+                    c.name
+                ),
+            ));
+        }
+        devices = devices.saturating_add(c.count);
+        if devices > MAX_DEVICES {
+            return Err(at(
+                span,
+                format!(
+                    "cohort '{}' brings the scenario to {devices} devices; expected at most {MAX_DEVICES} in all (devices are numbered with 32 bits)",
                     c.name
                 ),
             ));
@@ -189,10 +207,13 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
                 format!("job '{}': query does not parse: {e}", j.id.get_ref()),
             ));
         }
-        if j.times == Some(0) {
+        if let Some(times) = j.times.filter(|t| !(1..=MAX_TIMES).contains(t)) {
             return Err(at(
                 Some(j.id.span()),
-                format!("job '{}': times must be at least 1", j.id.get_ref()),
+                format!(
+                    "job '{}': times = {times}; expected 1 to {MAX_TIMES} (each repetition is a job of its own)",
+                    j.id.get_ref()
+                ),
             ));
         }
         if j.times.unwrap_or(1) > 1 && j.every.is_none_or(|e| e.0.is_zero()) {

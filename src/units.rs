@@ -101,3 +101,51 @@ mod tests {
         assert_eq!(fmt_count(1_000_000), "1.00M");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    //! Property tests of durations: no text panics the parser, whole numbers with a unit parse
+    //! exactly, and the formatters take any count.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn parsing_arbitrary_text_never_panics(text in any::<String>()) {
+            if let Ok(d) = parse_duration(&text) {
+                prop_assert!(d <= Duration::from_secs(1_000_000_000));
+            }
+        }
+
+        #[test]
+        fn whole_numbers_parse_exactly(n in 0u64..=1_000_000, unit in 0usize..5) {
+            let (name, one) = [
+                ("us", Duration::from_micros(1)),
+                ("ms", Duration::from_millis(1)),
+                ("s", Duration::from_secs(1)),
+                ("m", Duration::from_secs(60)),
+                ("h", Duration::from_secs(3600)),
+            ][unit];
+            let parsed = parse_duration(&format!("{n}{name}"));
+            match one * n as u32 {
+                d if d > Duration::from_secs(1_000_000_000) => prop_assert!(parsed.is_err()),
+                d => prop_assert_eq!(parsed, Ok(d)),
+            }
+        }
+
+        #[test]
+        fn numbers_past_a_billion_seconds_are_refused(n in 1_000_000_001u64..) {
+            let err = parse_duration(&format!("{n}s")).unwrap_err();
+            prop_assert!(err.contains("too large"), "{}", err);
+        }
+
+        #[test]
+        fn formatting_takes_any_count(n in any::<u64>()) {
+            prop_assert!(!fmt_us(n).is_empty());
+            prop_assert!(!fmt_secs(n).is_empty());
+            prop_assert!(!fmt_count(n).is_empty());
+        }
+    }
+}

@@ -26,6 +26,10 @@ pub enum Exit {
     Regression,
     /// The simulator itself was saturated (engine lag beyond its limit): exit code 4.
     Invalid,
+    /// The hub's job engine died (a fleetsim bug: the error says what and why; no results are
+    /// written): exit code 5. Never a verdict on results, it ends `fleetsim run` and `fleetsim
+    /// hub` as an error.
+    EngineDied,
 }
 
 impl Exit {
@@ -36,6 +40,7 @@ impl Exit {
             Exit::Broken => 2,
             Exit::Regression => 3,
             Exit::Invalid => 4,
+            Exit::EngineDied => 5,
         }
     }
 
@@ -46,6 +51,7 @@ impl Exit {
             Exit::Broken => "threshold broken",
             Exit::Regression => "regression against the baseline",
             Exit::Invalid => "invalid run (simulator saturated)",
+            Exit::EngineDied => "the hub's job engine died",
         }
     }
 }

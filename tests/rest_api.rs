@@ -871,6 +871,33 @@ async fn device_query_pages_twins_and_raw_rows() {
         }
     }
     assert_eq!(seen, 20);
+    // A continuation the client made up, with an offset at the end of the address space (the
+    // offset plus the page size overflowed, issue 16): refused, not a dropped connection.
+    let q = json!({"query": "SELECT * FROM devices"});
+    let a = hub
+        .call_with(
+            Method::POST,
+            &format!("/devices/query?{V}"),
+            Some(&hub.token),
+            &[("x-ms-max-item-count", "7")],
+            Some(q.to_string().into_bytes()),
+        )
+        .await;
+    let token = a.header("x-ms-continuation").unwrap();
+    let forged = format!("{}.ffffffffffffffff", token.split_once('.').unwrap().0);
+    hub.call_with(
+        Method::POST,
+        &format!("/devices/query?{V}"),
+        Some(&hub.token),
+        &[("x-ms-max-item-count", "7"), ("x-ms-continuation", &forged)],
+        Some(q.to_string().into_bytes()),
+    )
+    .await
+    .expect_error(
+        400,
+        "ArgumentInvalid",
+        &format!("continuation token '{forged}'"),
+    );
     let a = hub
         .call(
             Method::POST,
@@ -942,4 +969,49 @@ async fn https_speaks_tls_12_and_13_and_metrics_are_exposed() {
     ] {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }
+}
+
+/// Issue 16: a startTime past what IoT Hub can represent (year 10000 once in UTC) made the engine
+/// panic in its date arithmetic, and every later call answered 403 "the hub is shutting down".
+/// Such a time is refused with 400, and the hub keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_time_out_of_range_is_refused_and_the_hub_lives_on() {
+    let hub = start(Limits::UNLIMITED).await;
+    for (start, side) in [
+        ("9999-12-31T23:59:59-01:00", "after"),
+        ("0000-01-01T00:00:00Z", "before"),
+        ("0001-01-01T00:00:00+01:00", "before"),
+    ] {
+        let mut job = future_twin_job("far");
+        job["startTime"] = json!(start);
+        hub.call(Method::PUT, "/jobs/v2/far", Some(job))
+            .await
+            .expect_error(
+                400,
+                "ArgumentInvalid",
+                &format!(
+                    "startTime '{start}' is {side} the range 0001-01-01T00:00:00Z to \
+                     9999-12-31T23:59:59.9999999Z in UTC; expected a time in that range"
+                ),
+            );
+    }
+    // The last representable instant is accepted, printed back as it was given, and cancellable.
+    let mut job = future_twin_job("last");
+    job["startTime"] = json!("9999-12-31T23:59:59.9999999Z");
+    let a = hub.call(Method::PUT, "/jobs/v2/last", Some(job)).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(a.body["startTime"], "9999-12-31T23:59:59.999Z");
+    let a = hub.call(Method::POST, "/jobs/v2/last/cancel", None).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(a.body["status"], "cancelled");
+    // The engine is alive: a job still runs to the end.
+    let a = hub
+        .call(
+            Method::PUT,
+            "/jobs/v2/m",
+            Some(method_job("m", "deviceId = 'sdk-01'")),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    hub.wait_job("m", "completed").await;
 }

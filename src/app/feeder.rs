@@ -57,10 +57,17 @@ impl JobFeeder {
         view: &HubView,
     ) -> &[(String, String)] {
         let before = self.refused.len();
-        while self.next < self.plan.len() && self.offset + self.plan[self.next].create_at <= now {
+        while self.next < self.plan.len()
+            && self.offset.saturating_add(self.plan[self.next].create_at) <= now
+        {
             let planned = self.plan[self.next].clone();
-            self.create(hub, clock, &planned, self.offset + planned.start_at)
-                .await;
+            self.create(
+                hub,
+                clock,
+                &planned,
+                self.offset.saturating_add(planned.start_at),
+            )
+            .await;
             self.next += 1;
         }
         let mut i = 0;
@@ -80,7 +87,7 @@ impl JobFeeder {
                 let why = format!("the job it follows, '{after}', was not created");
                 self.refused.push((planned.request.job_id, why));
             } else {
-                let start = now + (planned.start_at - planned.create_at);
+                let start = now.saturating_add(planned.start_at - planned.create_at);
                 self.create(hub, clock, &planned, start).await;
             }
         }
@@ -101,7 +108,9 @@ impl JobFeeder {
 
     /// When the next job timed from the run's start is due (None once all are created).
     pub(crate) fn next_at(&self) -> Option<Micros> {
-        self.plan.get(self.next).map(|p| self.offset + p.create_at)
+        self.plan
+            .get(self.next)
+            .map(|p| self.offset.saturating_add(p.create_at))
     }
 
     /// Whether jobs remain to be created (at a time, or after another job).

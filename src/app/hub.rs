@@ -193,7 +193,7 @@ pub(crate) async fn run(
         tls: Some(acceptor.clone()),
         ca: material.ca_path.clone(),
     });
-    let running = wiring::start(
+    let mut running = wiring::start(
         &scenario,
         scenario.seed,
         Shard::ALL,
@@ -282,12 +282,24 @@ pub(crate) async fn run(
             }
         });
     }
-    shutdown.cancelled().await;
+    // A dead engine would leave servers answering 403 "shutting down" to every call: stop
+    // them, and the process, with the reason instead.
+    let died = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        died = running.engine_died() => Some(died),
+    };
+    shutdown.cancel();
     while servers.join_next().await.is_some() {}
-    running.stop().await?;
+    let stopped = running.stop().await;
     if let Some(d) = dashboard {
-        d.finish("the hub has stopped".to_owned()).await?;
+        let message = match (&died, &stopped) {
+            (Some(died), _) => format!("error: {died}"),
+            (None, Err(e)) => format!("error: {e:#}"),
+            (None, Ok(_)) => "the hub has stopped".to_owned(),
+        };
+        d.finish(message).await?;
     }
+    stopped?;
     Ok(())
 }
 
@@ -388,5 +400,59 @@ mod tests {
             names(&["Hub.Test".into()]),
             ["Hub.Test", "localhost", "127.0.0.1"]
         );
+    }
+
+    /// Issue 16: a hub whose engine dies stops serving and returns [`wiring::EngineDied`] with
+    /// the reason, instead of answering every call with 403 "the hub is shutting down". The
+    /// job with [`crate::hub::engine::TEST_PANIC_JOB_ID`] makes a test build's engine panic.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hub_whose_engine_dies_stops_with_the_reason() {
+        let dir = std::env::temp_dir().join(format!("fleetsim-hub-dies-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let scenario = dir.join("dies.toml");
+        std::fs::write(
+            &scenario,
+            format!(
+                "name = \"dies\"\nduration = \"1h\"\n[[cohort]]\nname = \"a\"\ncount = 2\n\
+                 id_prefix = \"d-\"\n[[job]]\nid = \"{}\"\ntype = \"scheduleDeviceMethod\"\n\
+                 start = \"+1s\"\nquery = \"*\"\nmethod = {{ name = \"ping\" }}\n",
+                crate::hub::engine::TEST_PANIC_JOB_ID
+            ),
+        )
+        .unwrap();
+        let opts = HubOptions {
+            scenario: Some(scenario),
+            http: Some("127.0.0.1:0".parse().unwrap()),
+            https: None,
+            hostnames: Vec::new(),
+            state_dir: dir.clone(),
+            cert: None,
+            no_jobs: false,
+            dashboard_fps: None,
+            mqtt: Default::default(),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let hub = tokio::spawn(async move {
+            run(&opts, CancellationToken::new(), |l| {
+                let _ = tx.send(l.http);
+            })
+            .await
+        });
+        let addr = rx.await.unwrap().unwrap();
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(30), hub)
+            .await
+            .expect("the hub went on serving with a dead engine")
+            .unwrap();
+        let error = ended.unwrap_err();
+        let died = error.downcast_ref::<wiring::EngineDied>();
+        assert!(
+            died.is_some_and(|d| d.why.contains("asks a test build to panic")),
+            "{error:#}"
+        );
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "the REST API still listens"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -190,6 +190,8 @@ enum Stop {
     Interrupted,
     /// A threshold (its index) was certainly lost and the scenario asks to abort then.
     Threshold(usize),
+    /// The engine died: see [`wiring::EngineDied`].
+    EngineDied,
 }
 
 /// Runs `scenario` until its jobs end, its duration passes, or `shutdown` fires.
@@ -278,7 +280,7 @@ pub async fn run(
         .map(|per_s| per_s * 60.0);
     let plans = scenario::build::rollout_plans(scenario, seed);
     let mut rollouts = Rollouts::new(plans, offset, tier_per_minute);
-    let deadline = offset + scenario.duration.micros();
+    let deadline = offset.saturating_add(scenario.duration.micros());
     // Progress lines come every second: of the run's time in real time (the only wake-up the
     // loop sets for them; a dashboard reads the view itself), of real time in virtual time (the
     // loop wakes at each view, which the engine then publishes every 100 ms of real time).
@@ -341,7 +343,9 @@ pub async fn run(
             .fold(deadline, Micros::min);
         tokio::select! {
             _ = shutdown.cancelled() => break Stop::Interrupted,
-            _ = view_rx.changed() => {}
+            // The engine drops its view only when it ends, and it was not asked to yet: it died
+            // (`running.stop` says why).
+            changed = view_rx.changed() => if changed.is_err() { break Stop::EngineDied },
             _ = tokio::time::sleep_until(clock.instant_at(wake)) => {}
         }
     };
@@ -547,6 +551,73 @@ mod tests {
             .expect("the run never ended: its loop keeps virtual time from moving")
             .unwrap();
         assert!(complete);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 16: a run whose engine dies ends at once with [`wiring::EngineDied`] (exit code 5)
+    /// and the panic's message, instead of waiting out its duration against a dead hub. The job
+    /// with [`crate::hub::engine::TEST_PANIC_JOB_ID`] makes a test build's engine panic.
+    #[test]
+    fn a_run_whose_engine_dies_stops_with_the_reason() {
+        let scenario = crate::scenario::parse(
+            &format!(
+                r#"
+                name = "dies"
+                seed = 3
+                duration = "1h"
+                [[cohort]]
+                name = "a"
+                count = 5
+                id_prefix = "d-"
+                [[job]]
+                id = "{}"
+                type = "scheduleDeviceMethod"
+                start = "+1s"
+                query = "*"
+                method = {{ name = "ping" }}
+                "#,
+                crate::hub::engine::TEST_PANIC_JOB_ID
+            ),
+            "dies.toml",
+        )
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("fleetsim-dies-{}", std::process::id()));
+        let opts = RunOptions {
+            seed: None,
+            out: Some(dir.clone()),
+            progress: Progress::Quiet,
+            mqtt: MqttOptions::default(),
+            state_dir: dir.clone(),
+            shard: Shard::ALL,
+            scenario_text: None,
+            clock: None,
+            speed: None,
+        };
+        let (done, outcome) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let outcome = super::super::runtime().unwrap().block_on(run(
+                &scenario,
+                &opts,
+                CancellationToken::new(),
+            ));
+            let _ = done.send(outcome.map(|o| o.report.complete));
+        });
+        let error = outcome
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the run went on against a dead engine")
+            .unwrap_err();
+        assert_eq!(
+            error
+                .downcast_ref::<wiring::EngineDied>()
+                .map(|d| d.why.as_str()),
+            Some("it panicked: job 'fleetsim-test-engine-panic' asks a test build to panic"),
+            "{error:#}"
+        );
+        assert_eq!(super::super::error_exit_code(&error), 5);
+        assert!(
+            !dir.join("summary.json").exists(),
+            "no results from a dead engine"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Micros};
 use crate::fleet::credentials::Credentials;
-use crate::fleet::inproc::{InProcFleet, InProcLink};
+use crate::fleet::inproc::{InProcFleet, InProcLink, LocalFleet};
 use crate::fleet::mqtt::{self as mqtt_fleet, preflight, FleetStatus, MqttFleetConfig};
 use crate::fleet::Fleet;
 use crate::hub::auth::Authority;
@@ -94,8 +94,68 @@ pub struct Running {
     /// The tier's allowances for service calls and device twin traffic (see [`RateLimiter`]).
     pub limiter: Arc<RateLimiter>,
     stop: CancellationToken,
-    engine: JoinHandle<EngineOutput>,
+    engine: EngineTask,
     devices: DeviceSide,
+}
+
+/// The job engine ended although nobody asked it to stop (it panicked): the hub cannot answer
+/// as if alive. `fleetsim hub` and `fleetsim run` stop and exit with
+/// [`crate::verdict::Exit::EngineDied`]; the jobs and measurements it held are lost.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the hub's job engine died: {why}; the hub stopped (its jobs and measurements are lost)")]
+pub struct EngineDied {
+    /// What happened to it, with a panic's message.
+    pub why: String,
+}
+
+impl EngineDied {
+    /// Why a finished engine task ended, when nobody asked it to stop.
+    fn of<T>(ended: Result<T, tokio::task::JoinError>) -> Self {
+        let why = match ended {
+            Ok(_) => "it returned before it was asked to stop".to_owned(),
+            Err(e) if e.is_panic() => {
+                let payload = e.into_panic();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(a panic without a message)".to_owned());
+                format!("it panicked: {message}")
+            }
+            Err(_) => "its task was cancelled".to_owned(),
+        };
+        EngineDied { why }
+    }
+}
+
+/// The engine's task, or why it died once [`EngineTask::died`] saw it end.
+enum EngineTask {
+    Running(JoinHandle<EngineOutput>),
+    Died(EngineDied),
+}
+
+impl EngineTask {
+    /// Resolves when the engine ends before [`EngineTask::output`] asks it to (cancel-safe:
+    /// wait on it in a `select!`); pending forever once it has resolved.
+    async fn died(&mut self) -> EngineDied {
+        let EngineTask::Running(handle) = self else {
+            return std::future::pending().await;
+        };
+        let died = EngineDied::of(handle.await);
+        *self = EngineTask::Died(died.clone());
+        died
+    }
+
+    /// The engine's output once it stopped (after the stop token fired), or why it died.
+    async fn output(self) -> Result<EngineOutput, EngineDied> {
+        match self {
+            EngineTask::Running(handle) => match handle.await {
+                Ok(output) => Ok(output),
+                failed => Err(EngineDied::of(failed)),
+            },
+            EngineTask::Died(died) => Err(died),
+        }
+    }
 }
 
 impl Running {
@@ -104,12 +164,19 @@ impl Running {
         self.devices.mqtt_addrs()
     }
 
-    /// Stops the engine and the devices; answers the engine's measurements and job reports.
+    /// Stops the engine and the devices; answers the engine's measurements and job reports, or
+    /// [`EngineDied`] if the engine had died.
     pub async fn stop(self) -> anyhow::Result<EngineOutput> {
         self.stop.cancel();
-        let output = self.engine.await.context("the job engine task failed")?;
+        let output = self.engine.output().await;
         self.devices.join().await?;
-        Ok(output)
+        Ok(output?)
+    }
+
+    /// Resolves if the engine dies (ends before [`Running::stop`]): see [`EngineDied`].
+    /// Cancel-safe; [`Running::stop`] still stops the devices afterwards.
+    pub(crate) async fn engine_died(&mut self) -> EngineDied {
+        self.engine.died().await
     }
 
     /// Waits (printing progress) until the devices expected over MQTT are connected, the wait
@@ -148,7 +215,8 @@ impl Running {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = self.view.changed() => {}
+                // The engine died: the run's loop sees it too, and stops.
+                changed = self.view.changed() => if changed.is_err() { return now },
                 _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
             }
         }
@@ -191,7 +259,12 @@ pub async fn start(
     let (link, devices) = start_devices(scenario, seed, shard, mqtt, security, ends).await?;
     let engine = Engine::new(clock, limits, registry, link)
         .with_intervals_of(metrics::interval_for(scenario.duration.micros()));
-    let engine = tokio::spawn(engine.run(cmd_rx, from_dev_rx, view_tx, stop.clone()));
+    let engine = EngineTask::Running(tokio::spawn(engine.run(
+        cmd_rx,
+        from_dev_rx,
+        view_tx,
+        stop.clone(),
+    )));
     Ok(Running {
         hub,
         view: view_rx,
@@ -283,14 +356,19 @@ async fn start_devices(
                 "--external-fleet needs --mqtt or --mqtts: the devices must reach the hub somehow"
             );
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let task = spawn_inproc(fleet, clock, from_dev, rx, stop);
-        let side = DeviceSide {
+        let mut side = DeviceSide {
             expect_connected: 0,
             fleet_status: None,
-            fleet_task: Some(task),
+            fleet_task: None,
             endpoint: None,
         };
+        if clock.is_virtual() {
+            // In virtual time the devices play in the engine's own task: a churn event is then
+            // one turn of one task, not a wake-up of two.
+            return Ok((Box::new(LocalFleet::new(fleet, clock)), side));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        side.fleet_task = Some(spawn_inproc(fleet, clock, from_dev, rx, stop));
         return Ok((Box::new(InProcLink::new(tx)), side));
     }
 

@@ -8,8 +8,6 @@
 //! the hub after the device's own latency plus the uplink latency, and a message lost either way
 //! is simply never acted on or never answered.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -22,6 +20,10 @@ use crate::fleet::device::DesiredOutcome;
 use crate::fleet::Fleet;
 use crate::ids::DeviceIdx;
 use crate::link::{DeviceLink, FromDevice, OpId, ToDevice};
+
+mod timers;
+
+use timers::Timers;
 
 /// Messages per batch sent to the hub at most.
 const BATCH: usize = 4096;
@@ -88,89 +90,15 @@ struct Arrival {
     connection: u32,
 }
 
-/// Width of a far bucket of [`Timers`].
-const BUCKET_US: Micros = 1_000_000;
-
-/// The fleet's timers, earliest first (ties in the order they were set). A million devices each
-/// have a disconnect hours ahead: a single heap of them all costs a cache miss per level on
-/// every pop. So only timers before `horizon` sit in the heap; later ones wait in one-second
-/// buckets and move into the heap a bucket at a time when the heap runs dry.
-#[derive(Debug, Default)]
-struct Timers {
-    near: BinaryHeap<Timer>,
-    far: std::collections::BTreeMap<Micros, Vec<Timer>>,
-    /// Every timer in `near` is before it; every timer in `far` is at or after it.
-    horizon: Micros,
-}
-
-impl Timers {
-    fn push(&mut self, timer: Timer) {
-        if timer.at < self.horizon {
-            self.near.push(timer);
-        } else {
-            self.far
-                .entry(timer.at / BUCKET_US)
-                .or_default()
-                .push(timer);
-        }
-    }
-
-    /// Refills the heap from the first far bucket when it is empty.
-    fn refill(&mut self) {
-        if self.near.is_empty() {
-            if let Some((bucket, timers)) = self.far.pop_first() {
-                self.horizon = (bucket + 1) * BUCKET_US;
-                self.near.extend(timers);
-            }
-        }
-    }
-
-    /// When the earliest timer is due.
-    fn next_at(&mut self) -> Option<Micros> {
-        self.refill();
-        self.near.peek().map(|t| t.at)
-    }
-
-    /// Takes the earliest timer.
-    fn pop(&mut self) -> Option<Timer> {
-        self.refill();
-        self.near.pop()
-    }
-}
-
-#[derive(Debug)]
-struct Timer {
-    at: Micros,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Timer {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Timer {}
-impl PartialOrd for Timer {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Timer {
-    /// Reversed: the heap pops the earliest timer first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
-
 /// The device side of the in-process transport: plays every device of a fleet.
 pub(crate) struct InProcFleet {
     fleet: Fleet,
     clock: Clock,
-    timers: Timers,
-    seq: u64,
+    timers: Timers<Event>,
+    /// What the devices sent and the hub has not taken yet.
     out: Vec<FromDevice>,
-    to_hub: mpsc::UnboundedSender<Vec<FromDevice>>,
+    /// Where batches of `out` go; None when the engine takes them itself ([`LocalFleet`]).
+    to_hub: Option<mpsc::UnboundedSender<Vec<FromDevice>>>,
 }
 
 impl InProcFleet {
@@ -184,9 +112,8 @@ impl InProcFleet {
             fleet,
             clock,
             timers: Timers::default(),
-            seq: 0,
-            out: Vec::with_capacity(BATCH),
-            to_hub,
+            out: Vec::new(),
+            to_hub: Some(to_hub),
         }
     }
 
@@ -208,30 +135,31 @@ impl InProcFleet {
         mut from_hub: mpsc::UnboundedReceiver<Vec<ToDevice>>,
         shutdown: CancellationToken,
     ) {
+        let cancelled = shutdown.cancelled();
+        let timer = tokio::time::sleep_until(self.clock.instant_at(0));
+        tokio::pin!(cancelled, timer);
         loop {
             let now = self.clock.now_us();
             self.fire_due(now);
             self.flush();
             let next = self.timers.next_at().map(|at| self.clock.instant_at(at));
+            if let Some(next) = next.filter(|&n| n != timer.deadline()) {
+                timer.as_mut().reset(next);
+            }
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = &mut cancelled => break,
                 batch = from_hub.recv() => match batch {
                     Some(batch) => self.on_batch(batch),
                     None => break,
                 },
-                _ = async { tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)).await }, if next.is_some() => {}
+                _ = &mut timer, if next.is_some() => {}
             }
         }
     }
 
     fn push(&mut self, at: Micros, event: Event) {
-        self.seq += 1;
-        self.timers.push(Timer {
-            at,
-            seq: self.seq,
-            event,
-        });
+        self.timers.push(at, event);
     }
 
     fn emit(&mut self, msg: FromDevice) {
@@ -242,10 +170,12 @@ impl InProcFleet {
     }
 
     fn flush(&mut self) {
-        if !self.out.is_empty() {
-            let _ = self
-                .to_hub
-                .send(std::mem::replace(&mut self.out, Vec::with_capacity(BATCH)));
+        if let (false, Some(to_hub)) = (self.out.is_empty(), &self.to_hub) {
+            // The next batch is likely about this one's size (often one message: a timer
+            // fired); a batch of BATCH's capacity each time cost more in the allocator than
+            // everything else the fleet does for it.
+            let next = Vec::with_capacity(self.out.len());
+            let _ = to_hub.send(std::mem::replace(&mut self.out, next));
         }
     }
 
@@ -260,7 +190,7 @@ impl InProcFleet {
         }
     }
 
-    fn on_batch(&mut self, batch: Vec<ToDevice>) {
+    fn on_batch(&mut self, batch: impl IntoIterator<Item = ToDevice>) {
         let seed = self.fleet.seed;
         let mut stamps = self.clock.stamps();
         for msg in batch {
@@ -344,11 +274,11 @@ impl InProcFleet {
 
     fn fire_due(&mut self, now: Micros) {
         while self.timers.next_at().is_some_and(|at| at <= now) {
-            let Some(timer) = self.timers.pop() else {
+            let Some((at, event)) = self.timers.pop() else {
                 break;
             };
             let seed = self.fleet.seed;
-            match timer.event {
+            match event {
                 Event::Answer {
                     op,
                     device,
@@ -374,9 +304,9 @@ impl InProcFleet {
                     dev.connected = false;
                     let down = dev.downtime(&fleet.models[dev.cohort as usize], seed, device.get());
                     self.emit(FromDevice::Disconnected { device });
-                    self.push(timer.at + down, Event::Reconnect(device));
+                    self.push(at + down, Event::Reconnect(device));
                 }
-                Event::Reconnect(device) => self.connect(device, timer.at),
+                Event::Reconnect(device) => self.connect(device, at),
                 Event::Arrive(arrival) => {
                     let Arrival {
                         msg,
@@ -390,6 +320,54 @@ impl InProcFleet {
                 }
             }
         }
+    }
+}
+
+/// The in-process fleet in the engine's own task, as the engine's link (virtual time): the engine
+/// hands it messages and polls it for what its devices send and when their next timer is due. No
+/// channel, no second task: a churn event costs one turn of one task instead of a wake-up of
+/// each, and a simulated day of a million devices has millions of them.
+pub(crate) struct LocalFleet {
+    devices: InProcFleet,
+    /// Messages from the hub not yet delivered (until [`DeviceLink::flush`]).
+    inbox: Vec<ToDevice>,
+}
+
+impl LocalFleet {
+    /// Plays `fleet`; its online devices connect at once (the engine hears it first thing).
+    pub(crate) fn new(fleet: Fleet, clock: Clock) -> Self {
+        let mut devices = InProcFleet {
+            fleet,
+            clock,
+            timers: Timers::default(),
+            out: Vec::new(),
+            to_hub: None,
+        };
+        devices.connect_online();
+        LocalFleet {
+            devices,
+            inbox: Vec::new(),
+        }
+    }
+}
+
+impl DeviceLink for LocalFleet {
+    fn send(&mut self, msg: ToDevice) {
+        self.inbox.push(msg);
+    }
+
+    fn flush(&mut self) {
+        if !self.inbox.is_empty() {
+            let mut inbox = std::mem::take(&mut self.inbox);
+            self.devices.on_batch(inbox.drain(..));
+            self.inbox = inbox;
+        }
+    }
+
+    fn poll_devices(&mut self, now: Micros, out: &mut Vec<FromDevice>) -> Option<Micros> {
+        self.devices.fire_due(now);
+        out.append(&mut self.devices.out);
+        self.devices.timers.next_at()
     }
 }
 
@@ -510,33 +488,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn timers_pop_earliest_first_across_buckets() {
-        let mut timers = Timers::default();
-        let mut want = Vec::new();
-        // Times spread over ten minutes, some equal, set out of order.
-        for seq in 0..5_000u64 {
-            let at = (seq * 7_919_123) % 600_000_000 / 1_000 * 1_000;
-            want.push((at, seq));
-            timers.push(Timer {
-                at,
-                seq,
-                event: Event::Disconnect(DeviceIdx::new(0)),
-            });
-            // Pop now and then, as the fleet does while it runs.
-            if seq % 97 == 0 {
-                want.sort_unstable();
-                let t = timers.pop().unwrap();
-                assert_eq!((t.at, t.seq), want.remove(0));
-            }
-        }
-        want.sort_unstable();
-        let mut got = Vec::new();
-        while let Some(t) = timers.pop() {
-            got.push((t.at, t.seq));
-        }
-        assert_eq!(got, want);
-    }
     #[tokio::test(start_paused = true)]
     async fn without_a_link_answers_come_at_once() {
         let mut b = bench(cohort(0, 0, None), 1);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::clock::Micros;
+use crate::clock::{secs_us, Clock, Micros};
 use crate::hub::twin::Object;
 use crate::ids::DeviceIdx;
 use crate::report::DeviceJobStatistics;
@@ -32,6 +32,18 @@ pub struct MethodCall {
     pub response_timeout_s: u32,
     /// `connectTimeoutInSeconds`, 0..=300, default 0 (the device must be online now).
     pub connect_timeout_s: u32,
+}
+
+impl MethodCall {
+    /// `responseTimeoutInSeconds` in microseconds.
+    pub(crate) fn response_timeout_us(&self) -> Micros {
+        secs_us(self.response_timeout_s.into())
+    }
+
+    /// `connectTimeoutInSeconds` in microseconds.
+    pub(crate) fn connect_timeout_us(&self) -> Micros {
+        secs_us(self.connect_timeout_s.into())
+    }
 }
 
 /// A twin update applied to each device of a job.
@@ -252,6 +264,38 @@ pub(crate) struct Job {
     pub(crate) tally: Tally,
     /// The abort criterion that cancelled the job, with its figures.
     pub(crate) tripped: Option<Tripped>,
+}
+
+impl Job {
+    /// A job created at `now` from a checked `request`, queued to start at its startTime (now
+    /// when none is given or it has passed).
+    pub(crate) fn new(request: JobRequest, clock: &Clock, now: Micros) -> Job {
+        let start_us = request
+            .start_time
+            .map_or(now, |t| clock.us_at_wall(t).max(now));
+        Job {
+            request,
+            status: JobStatus::Queued,
+            created_us: now,
+            start_us,
+            end_us: None,
+            last_done_us: 0,
+            failure_reason: None,
+            status_message: None,
+            stats: DeviceJobStatistics::default(),
+            records: Vec::new(),
+            errors: Default::default(),
+            ramp: None,
+            tally: Default::default(),
+            tripped: None,
+        }
+    }
+
+    /// When its `maxExecutionTimeInSeconds` runs out (saturating: "never" past the clock's end).
+    pub(crate) fn expires_us(&self) -> Micros {
+        self.start_us
+            .saturating_add(secs_us(self.request.max_execution_s))
+    }
 }
 
 /// Failure counts by cause.

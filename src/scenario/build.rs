@@ -247,10 +247,10 @@ pub(crate) fn planned_jobs(scenario: &Scenario) -> Vec<PlannedJob> {
         };
         let every = job.every.map_or(0, |e| e.micros());
         for (k, id) in instance_ids(job).into_iter().enumerate() {
-            let create_at = k as Micros * every;
+            let create_at = (k as Micros).saturating_mul(every);
             out.push(PlannedJob {
                 create_at,
-                start_at: create_at + job.start.0.as_micros() as Micros,
+                start_at: create_at.saturating_add(Dur(job.start.0).micros()),
                 after: job.after.as_ref().map(|a| a.get_ref().clone()),
                 request: JobRequest {
                     job_id: id,

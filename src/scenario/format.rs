@@ -509,9 +509,9 @@ impl Dur {
     /// Zero.
     pub(crate) const ZERO: Dur = Dur(Duration::ZERO);
 
-    /// Microseconds.
+    /// Microseconds (saturating; [`parse_duration`] keeps durations far below).
     pub(crate) fn micros(self) -> u64 {
-        self.0.as_micros() as u64
+        u64::try_from(self.0.as_micros()).unwrap_or(u64::MAX)
     }
 }
 

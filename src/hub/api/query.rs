@@ -105,7 +105,12 @@ impl Cursors {
             }
             (None, None) => return Err(HubError::invalid("nothing to page").into()),
         };
-        let end = (offset + paging.size).min(rows.len());
+        // The offset is the client's (a token it may have made up): past the rows, it is not
+        // a token this hub gave.
+        if offset > rows.len() {
+            return Err(expired(paging.token.as_deref().unwrap_or_default()));
+        }
+        let end = offset.saturating_add(paging.size).min(rows.len());
         let page: Vec<Value> = rows.get(offset..end).unwrap_or_default().to_vec();
         let mut next = None;
         {

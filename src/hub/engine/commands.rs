@@ -13,7 +13,6 @@ use crate::hub::registry::twin_json;
 use crate::hub::twin::Object;
 use crate::ids::{DeviceIdx, RecordIdx, SlotIdx};
 use crate::query::{parse_condition, parse_query, Document, Plan, Source};
-use crate::report::DeviceJobStatistics;
 
 use super::{metrics_slot, Engine};
 
@@ -98,6 +97,10 @@ impl Engine {
     }
 
     fn create_job(&mut self, req: JobRequest, now: Micros) -> Result<Value, HubError> {
+        #[cfg(test)]
+        if req.job_id == super::TEST_PANIC_JOB_ID {
+            panic!("job '{}' asks a test build to panic", req.job_id);
+        }
         if self.slots.contains(&req.job_id) {
             return Err(HubError::new(
                 ErrorCode::JobAlreadyExists,
@@ -121,31 +124,13 @@ impl Engine {
                 ));
             }
         }
-        let start_us = req
-            .start_time
-            .map_or(now, |t| self.clock.us_at_wall(t).max(now));
         let slot = self.recorder.add_job(&req.job_id);
         debug_assert_eq!(
             slot,
             metrics_slot(self.slots.next_slot()),
             "metrics slots follow job slots"
         );
-        let job = Job {
-            request: req,
-            status: JobStatus::Queued,
-            created_us: now,
-            start_us,
-            end_us: None,
-            last_done_us: 0,
-            failure_reason: None,
-            status_message: None,
-            stats: DeviceJobStatistics::default(),
-            records: Vec::new(),
-            errors: Default::default(),
-            ramp: None,
-            tally: Default::default(),
-            tripped: None,
-        };
+        let job = Job::new(req, &self.clock, now);
         let answer = job.to_json(&self.clock);
         self.slots.push(job);
         Ok(answer)

@@ -18,12 +18,26 @@ use super::{metrics_slot, Engine, Target};
 impl Engine {
     /// Each message is stamped when the engine takes it, not when its batch arrived: the
     /// messages of a batch wait in it while the ones before are handled.
-    pub(super) fn on_device_batch(&mut self, batch: Vec<FromDevice>) {
+    pub(super) fn on_device_batch(&mut self, batch: impl IntoIterator<Item = FromDevice>) {
         let mut stamps = self.clock.stamps();
         for msg in batch {
             let now = self.stamp(&mut stamps);
             self.on_device(msg, now);
         }
+    }
+
+    /// Lets a device side that runs in the engine's own task act at `now` (see
+    /// [`DeviceLink::poll_devices`](crate::link::DeviceLink::poll_devices)) and handles what its
+    /// devices sent; answers whether they sent anything, and when its next timer is due.
+    pub(super) fn hear_local_devices(&mut self, now: Micros) -> (bool, Option<Micros>) {
+        let next = self.link.poll_devices(now, &mut self.inbox);
+        if self.inbox.is_empty() {
+            return (false, next);
+        }
+        let mut inbox = std::mem::take(&mut self.inbox);
+        self.on_device_batch(inbox.drain(..));
+        self.inbox = inbox;
+        (true, next)
     }
 
     fn on_device(&mut self, msg: FromDevice, now: Micros) {
@@ -180,7 +194,7 @@ impl Engine {
         if !self.held.remove(&op) {
             return;
         }
-        let until = now + self.response_timeout_us(s);
+        let until = now.saturating_add(self.response_timeout_us(s));
         if let Some(rec) = self.running_record(s, r, device) {
             // The request reached the device only now: its round trip and timeout start here.
             rec.start_us = now;

@@ -81,7 +81,7 @@ impl DirectCalls {
     ) {
         let id = CallId(self.seq);
         self.seq = self.seq.wrapping_add(1);
-        let connect_deadline = now + call.connect_timeout_s as Micros * 1_000_000;
+        let connect_deadline = now.saturating_add(call.connect_timeout_us());
         self.calls.insert(
             id,
             DirectCall {
@@ -103,7 +103,7 @@ impl DirectCalls {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let until = now + call.call.response_timeout_s as Micros * 1_000_000;
+        let until = now.saturating_add(call.call.response_timeout_us());
         call.stage = Stage::Sent { until };
         self.deadlines.push(Reverse((until, id)));
         link.send(ToDevice::Method {
@@ -199,7 +199,7 @@ impl DirectCalls {
     pub(super) fn released(&mut self, id: CallId, device: DeviceIdx, now: Micros) {
         if let Some(call) = self.calls.get_mut(&id) {
             if call.device == device && call.stage == Stage::Held {
-                let until = now + call.call.response_timeout_s as Micros * 1_000_000;
+                let until = now.saturating_add(call.call.response_timeout_us());
                 call.stage = Stage::Sent { until };
                 self.deadlines.push(Reverse((until, id)));
             }

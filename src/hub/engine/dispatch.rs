@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::clock::Micros;
+use crate::clock::{secs_us, Micros};
 use crate::hub::jobs::{DeviceError, DeviceRecord, DeviceStatus, Job, JobKind, JobStatus};
 use crate::hub::twin::Object;
 use crate::ids::{DeviceIdx, RecordIdx, SlotIdx};
@@ -47,7 +47,7 @@ impl Engine {
                         next = next.min(d);
                     }
                     if job.stats.pending_count > 0 {
-                        next = next.min(job.start_us + job.request.max_execution_s * 1_000_000);
+                        next = next.min(job.expires_us());
                     }
                     if slot.undispatched() {
                         let ready = ready_us(job);
@@ -138,7 +138,7 @@ impl Engine {
                     // A held operation's timeout has not started; a released one has a later
                     // deadline, queued when it was released.
                     let current = rec.status == DeviceStatus::Running
-                        && deadline >= rec.start_us + response_timeout
+                        && deadline >= rec.start_us.saturating_add(response_timeout)
                         && !self.held.contains(&job_op(s, r));
                     if current {
                         self.finish_op(s, r, now, DeviceStatus::Failed, DeviceError::Timeout);
@@ -160,7 +160,7 @@ impl Engine {
             }
         }
         let job = &self.slots[s].job;
-        let expires = job.start_us + job.request.max_execution_s * 1_000_000;
+        let expires = job.expires_us();
         if now >= expires && job.stats.pending_count > 0 {
             let slot = &mut self.slots[s];
             slot.run.next = slot.job.records.len();
@@ -198,8 +198,8 @@ impl Engine {
     pub(super) fn response_timeout_us(&self, s: SlotIdx) -> Micros {
         let request = &self.slots[s].job.request;
         match &request.kind {
-            JobKind::Method(call) => call.response_timeout_s as Micros * 1_000_000,
-            JobKind::Twin(_) => request.control.ack_timeout_s.unwrap_or(0) * 1_000_000,
+            JobKind::Method(call) => call.response_timeout_us(),
+            JobKind::Twin(_) => secs_us(request.control.ack_timeout_s.unwrap_or(0)),
         }
     }
 
@@ -301,7 +301,7 @@ impl Engine {
         };
         match &slot.job.request.kind {
             JobKind::Method(call) => {
-                let connect_deadline = now + call.connect_timeout_s as Micros * 1_000_000;
+                let connect_deadline = now.saturating_add(call.connect_timeout_us());
                 if entry.connected {
                     self.send_method(s, r, now, connect_deadline);
                 } else if call.connect_timeout_s == 0 {
@@ -375,7 +375,7 @@ impl Engine {
             return;
         };
         let (method, payload) = (call.name.clone(), call.payload.clone());
-        let deadline = now + call.response_timeout_s as Micros * 1_000_000;
+        let deadline = now.saturating_add(call.response_timeout_us());
         let rec = slot.record_mut(r);
         rec.status = DeviceStatus::Running;
         rec.start_us = now;

@@ -131,11 +131,9 @@ impl JobRequest {
         };
         let start_time = match field(obj, "startTime") {
             None => None,
-            Some(Value::String(s)) => Some(parse_iso8601(s).ok_or_else(|| {
-                HubError::invalid(format!(
-                    "startTime '{s}' is not an ISO-8601 time such as 2026-11-23T02:00:00Z"
-                ))
-            })?),
+            Some(Value::String(s)) => Some(
+                parse_iso8601(s).map_err(|e| HubError::invalid(format!("startTime '{s}' {e}")))?,
+            ),
             Some(other) => {
                 return Err(HubError::invalid(format!(
                     "startTime is {other}; expected an ISO-8601 string"
