@@ -163,7 +163,8 @@ pub(crate) enum Command {
         after_help = "Examples:\n  fleetsim hub\n  fleetsim hub --scenario scenarios/quickstart.toml --https 127.0.0.1:443\n  fleetsim hub --http 127.0.0.1:8080 --https off --state-dir /tmp/hub\n\nPrints where it listens, the CA to trust and the iothubowner connection string. Ctrl-C or SIGTERM stops it.\nExit codes: 0 stopped cleanly; 1 an error (bad scenario, port in use, state directory);\n5 the job engine died (a fleetsim bug; the error says why): the hub stops rather than answer as if alive."
     )]
     Hub {
-        /// A scenario whose fleet the hub hosts in-process (its jobs run too, unless --no-jobs).
+        /// A scenario whose fleet the hub hosts in-process (its jobs and rollouts run too,
+        /// unless --no-jobs).
         #[arg(long)]
         scenario: Option<PathBuf>,
         /// Plain HTTP address, or `off`.
@@ -184,7 +185,7 @@ pub(crate) enum Command {
         /// The private key (PEM) of --cert.
         #[arg(long, requires = "cert")]
         key: Option<PathBuf>,
-        /// Host the scenario's fleet but do not create its jobs.
+        /// Host the scenario's fleet but do not create its jobs or play its rollouts.
         #[arg(long)]
         no_jobs: bool,
         /// Show the live dashboard (jobs created over REST or by the scenario); q stops the hub.

@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use fleetsim::clock::Clock;
 use fleetsim::fleet::inproc::InProcLink;
-use fleetsim::hub::jobs::{JobKind, JobRequest, MethodCall, TwinUpdate};
+use fleetsim::hub::jobs::{
+    Abort, AbortRule, Failure, JobControl, JobKind, JobRequest, MethodCall, TwinUpdate,
+};
 use fleetsim::hub::registry::Registry;
 use fleetsim::hub::throttle::{Limits, Tier};
 use fleetsim::hub::twin::Twin;
@@ -835,4 +837,84 @@ async fn a_lost_desired_patch_is_never_acknowledged_and_a_slow_one_late() {
         assert_eq!(reported(id).await, Value::Null, "{id} never saw the patch");
     }
     running.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn internal_options_target_an_explicit_set_and_abort_at_the_first_trip() {
+    let mut h = harness(4, 4, Limits::UNLIMITED);
+    let mut req = method_job("wave", "*", 30, 0);
+    req.control.devices = Some(Arc::from([D1, DeviceIdx::new(3)].as_slice()));
+    req.control.abort = Some(Abort {
+        rules: vec![AbortRule {
+            failure: Failure::Rejected,
+            threshold: 0.5,
+            min_executed: 1,
+        }],
+        base: Default::default(),
+    });
+    h.hub.create_job(req).await.unwrap();
+    assert_eq!(answer_methods(&mut h, 500).await, 2);
+    let job = wait_status(&h, "wave", "cancelled").await;
+    assert_eq!(job["queryCondition"], "*");
+    // The first answer trips the abort; the second arrives for a cancelled operation.
+    assert_eq!(stats(&job), (2, 0, 2, 0, 0));
+    let ids: Vec<Value> = records(&h, "wave")
+        .await
+        .iter()
+        .map(|r| r["deviceId"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("d1"), json!("d3")]);
+    let statuses: Vec<Value> = records(&h, "wave")
+        .await
+        .iter()
+        .map(|r| r["status"].clone())
+        .collect();
+    assert_eq!(statuses, vec![json!("failed"), json!("canceled")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn acknowledged_twin_updates_wait_for_the_reported_values() {
+    let mut h = harness(2, 2, Limits::UNLIMITED);
+    let mut desired = Map::new();
+    desired.insert("fw".into(), json!("2"));
+    let req = JobRequest {
+        job_id: "ack".into(),
+        kind: JobKind::Twin(TwinUpdate {
+            tags: None,
+            desired: Some(Arc::new(desired)),
+        }),
+        query_condition: "*".into(),
+        start_time: None,
+        max_execution_s: 3600,
+        control: JobControl {
+            ack_timeout_s: Some(60),
+            ..Default::default()
+        },
+    };
+    h.hub.create_job(req).await.unwrap();
+    let batch = h.to_dev.recv().await.unwrap();
+    assert_eq!(batch.len(), 2);
+    let job = h.hub.get_job("ack").await.unwrap();
+    assert_eq!(
+        stats(&job),
+        (2, 0, 0, 2, 0),
+        "written, not yet acknowledged"
+    );
+    // d0 reports the desired value back; d1 reports something else.
+    let report = |device, fw: &str| FromDevice::Reported {
+        device,
+        patch: Arc::new(json!({ "fw": fw })),
+        ack_of: None,
+    };
+    h.from_dev
+        .send(vec![report(D0, "2"), report(D1, "1")])
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let job = h.hub.get_job("ack").await.unwrap();
+    assert_eq!(stats(&job), (2, 1, 0, 1, 0));
+    let job = wait_status(&h, "ack", "completed").await;
+    assert_eq!(stats(&job), (2, 1, 1, 0, 0), "d1 timed out at 60 s");
+    let recs = records(&h, "ack").await;
+    let statuses: Vec<&Value> = recs.iter().map(|r| &r["status"]).collect();
+    assert_eq!(statuses, vec!["completed", "failed"]);
 }

@@ -1,7 +1,7 @@
 //! Staged rollouts on the virtual clock: the exact makespan of a rate ramp, an abort that trips
 //! at the right device count and leaves later waves uncreated, retries that bring a 30% timeout
-//! share down to about 2.7%, acknowledged success with silent devices, thresholds on rollout
-//! figures, and the dry run's waves.
+//! share down to about 2.7%, acknowledged success with silent devices, the dry run's waves,
+//! and the shipped scenarios judged on their rollout thresholds.
 
 use std::path::{Path, PathBuf};
 
@@ -83,10 +83,6 @@ query = "*"
 twin = { desired = { firmware = "2.1.0" } }
 waves = ["100%"]
 rate = { base_per_minute = 600, increment_factor = 2.0, notified = 1000, max_per_minute = 6000 }
-[thresholds]
-"rollout.fw.makespan" = "<= 247.5s"
-"rollout.fw.aborted" = "< 1"
-"rollout.fw.waves_completed" = ">= 1"
 "#,
     );
     schema_accepts(&summary);
@@ -172,8 +168,6 @@ query = "*"
 method = { name = "update" }
 waves = ["tags.ring = 'early'", "tags.ring = 'bad'", "*"]
 abort = [ { failure = "rejected", threshold = "5%", min_executed = 200 } ]
-[thresholds]
-"rollout.fw.aborted" = ">= 1"
 "#,
     );
     schema_accepts(&summary);
@@ -344,6 +338,7 @@ twin = { desired = { firmware = "2" } }
         ("waves = [\"*\"]\nrate = { base_per_minute = 10, increment_factor = 9 }", 14, "increment_factor 9 is outside 1.1..5"),
         ("waves = [\"*\"]\nrate = { base_per_minute = 10, increment_factor = 2 }", 14, "give `notified` or `succeeded`"),
         ("waves = [\"*\"]\nabort = [ { failure = \"slow\", threshold = \"5%\" } ]", 14, "failure \"slow\" is unknown; expected failed, timed_out, not_online, rejected or all"),
+        ("waves = [\"*\"]\nabort = [ { failure = \"failed\", threshold = \"0%\" } ]", 14, "abort threshold 0% would abort at once"),
         ("waves = [\"*\"]\nabort = [ { failure = \"failed\", threshold = \"0.05\" } ]", 14, "'0.05' is not a percentage"),
         ("waves = [\"*\"]\nretry = [ { failure = \"timed_out\", times = 0 } ]", 14, "retry times = 0; expected 1 to 10"),
         ("waves = [\"*\"]\n[thresholds]\n\"rollout.nope.makespan\" = \"< 1s\"", 15, "names rollout 'nope', which the scenario does not have; its rollouts are: fw"),
@@ -387,4 +382,98 @@ fn the_dry_run_lists_each_waves_size_and_first_ids() {
         other.contains("fw-2-1-w2: 8000 devices [dev-00004,"),
         "{other}"
     );
+}
+
+#[test]
+fn the_shipped_rollouts_run_in_seconds_and_are_judged_on_their_thresholds() {
+    let run = |scenario: &str, name: &str| {
+        let dir = temp_dir(name);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+            .args(["run", scenario, "--clock", "virtual", "--no-tui", "--out"])
+            .arg(&dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let summary = read(&dir.join("summary.json"));
+        let _ = std::fs::remove_dir_all(&dir);
+        (out.status.code(), stdout, summary)
+    };
+    let (code, stdout, summary) = run("scenarios/abort-demo.toml", "abort-demo");
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(
+        stdout.contains("threshold rollout.install-3-0.aborted              < 1          actual 1          BROKEN"),
+        "{stdout}"
+    );
+    assert_eq!(job_ids(&summary), vec!["install-3-0-w1", "install-3-0-w2"]);
+    schema_accepts(&summary);
+
+    let (code, stdout, summary) = run("scenarios/rollout-100k.toml", "rollout-100k");
+    assert_eq!(code, Some(0), "{stdout}");
+    for held in ["aborted", "waves_completed", "failed_ratio"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(&format!("rollout.fw-2-1.{held} ")))
+            .unwrap_or_else(|| panic!("no {held} threshold in {stdout}"));
+        assert!(line.ends_with("held"), "{line}");
+    }
+    let r = &summary["rollouts"][0];
+    assert_eq!(
+        (r["devices"].as_u64(), r["status"].as_str()),
+        (Some(100_000), Some("completed"))
+    );
+    let sizes: Vec<u64> = r["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["devices"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, vec![2000, 8000, 90_000]);
+    // The tier (S3, 4 units) paces at 12,000 a minute, whatever the ramp asks.
+    assert_eq!(r["waves"][2]["rate_per_minute_at_end"], 12_000.0);
+    schema_accepts(&summary);
+}
+
+#[test]
+fn sharded_rollouts_merge_into_one() {
+    let dirs: Vec<PathBuf> = (0..2).map(|i| temp_dir(&format!("shard-{i}"))).collect();
+    for (i, dir) in dirs.iter().enumerate() {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+            .args(["run", "scenarios/abort-demo.toml", "--no-tui", "--shard"])
+            .arg(format!("{i}/2"))
+            .arg("--out")
+            .arg(dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(dir.join("summary.json").exists(), "{out:?}");
+    }
+    let merged = temp_dir("merged");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+        .arg("merge")
+        .args(&dirs)
+        .arg("--out")
+        .arg(&merged)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("rollout.install-3-0.aborted"), "{stdout}");
+    let shards: Vec<Value> = dirs.iter().map(|d| read(&d.join("summary.json"))).collect();
+    let summary = read(&merged.join("summary.json"));
+    schema_accepts(&summary);
+    let r = &summary["rollouts"][0];
+    assert_eq!(r["devices"], 10_000);
+    assert_eq!(r["status"], "aborted");
+    let sum = |key: &str| -> u64 {
+        shards
+            .iter()
+            .map(|s| s["rollouts"][0][key].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(r["failed"].as_u64(), Some(sum("failed")));
+    assert_eq!(r["waves"][0]["devices"], 200);
+    for d in dirs.iter().chain([&merged]) {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }

@@ -25,6 +25,7 @@ use crate::tui::{self, Dashboard};
 use crate::verdict::Exit;
 
 use super::feeder::JobFeeder;
+use super::rollouts::Rollouts;
 use super::wiring::{self, MqttOptions, Security};
 
 /// Where the last `fleetsim hub` said it can be reached, for `fleetsim connection-string`.
@@ -251,17 +252,26 @@ pub(crate) async fn run(
     }
     if !opts.no_jobs {
         let mut feeder = JobFeeder::new(&scenario);
+        let plans = scenario::build::rollout_plans(&scenario, scenario.seed);
+        let tier_per_minute = limits.device_ops_per_s().map(|per_s| per_s * 60.0);
+        let mut rollouts = Rollouts::new(plans, 0, tier_per_minute);
         let hub = running.hub.clone();
         let stop = shutdown.clone();
         let mut view = running.view.clone();
         servers.spawn(async move {
-            while feeder.pending() {
+            while feeder.pending() || rollouts.pending() {
                 let current = view.borrow_and_update().clone();
                 let now = clock.now_us();
                 for (job, why) in feeder.create_due(&hub, &clock, now, &current).await {
                     eprintln!("fleetsim: job '{job}' refused: {why}");
                 }
-                let next = feeder.next_at();
+                for line in rollouts.advance(&hub, &clock, now, &current).await {
+                    eprintln!("fleetsim: {line}");
+                }
+                let next = [feeder.next_at(), rollouts.next_at()]
+                    .into_iter()
+                    .flatten()
+                    .min();
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     // Jobs with `after` wait for a view that shows their predecessor ended.

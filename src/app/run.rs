@@ -305,6 +305,8 @@ pub async fn run(
         }
         {
             let created = feeder.created() + rollouts.created();
+            // A rollout's jobs are known as they are created.
+            let planned = feeder.planned() + rollouts.created();
             let idle = !feeder.pending() && !rollouts.pending();
             if idle && view.jobs.len() == created && view.all_jobs_done() {
                 break Stop::AllDone;
@@ -320,14 +322,14 @@ pub async fn run(
                 }
             }
             if next_line.is_some_and(|at| now >= at) {
-                eprintln!("{}", progress_line(&view, feeder.planned()));
+                eprintln!("{}", progress_line(&view, planned));
                 next_line = Some(now + 1_000_000);
             }
             let wall = stopwatch.elapsed();
             if lines && mode == ClockMode::Virtual && wall >= next_wall_line {
                 eprintln!(
                     "{} | wall {:.1}s, {:.0}x",
-                    progress_line(&view, feeder.planned()),
+                    progress_line(&view, planned),
                     wall.as_secs_f64(),
                     now as f64 / 1e6 / wall.as_secs_f64()
                 );

@@ -6,7 +6,8 @@
 //! by second (each shard's seconds count from its own start). What is taken across shards: the
 //! earliest start, the latest end, the longest elapsed time, and per job the longest makespan
 //! (its rate is recomputed over it). A job's status is the shards' common status, or else the
-//! first one that is not `completed`.
+//! first one that is not `completed`. Staged rollouts add up the same way (see
+//! [`merged_rollouts`]).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,7 +22,7 @@ use super::results::{
 };
 use super::tag::tag_for;
 use super::{Measure, SecondRow};
-use crate::report::{JobReport, RunReport, Timing};
+use crate::report::{JobReport, RolloutReport, RolloutStatus, RunReport, Timing};
 use crate::shard::Shard;
 
 /// Why shard directories cannot be merged.
@@ -323,7 +324,7 @@ fn merged_summary(
                 .unwrap_or_default(),
             devices: summaries.iter().map(|s| s.run.devices).sum(),
             jobs,
-            rollouts: Vec::new(),
+            rollouts: merged_rollouts(&summaries),
             shard: None,
             clock: first.run.clock,
             // The shards ran side by side: the whole took as long as the longest.
@@ -353,6 +354,54 @@ fn merged_summary(
             ops_per_s_peak,
         },
     }
+}
+
+/// Each rollout over the shards that played it (each over its own slice): counts added up;
+/// per wave the earliest start, the latest end and the rates added (the shards dispatched side
+/// by side); the longest makespan; the status of the worst shard (failed, then aborted) with
+/// its reason.
+fn merged_rollouts(summaries: &[&Summary]) -> Vec<RolloutReport> {
+    let rank = |s: RolloutStatus| match s {
+        RolloutStatus::Completed => 0,
+        RolloutStatus::Aborted => 1,
+        RolloutStatus::Failed => 2,
+    };
+    let mut out: Vec<RolloutReport> = Vec::new();
+    for r in summaries.iter().flat_map(|s| &s.run.rollouts) {
+        let Some(m) = out.iter_mut().find(|m| m.id == r.id) else {
+            out.push(r.clone());
+            continue;
+        };
+        if rank(r.status) > rank(m.status) {
+            m.status = r.status;
+            m.reason = r.reason.clone();
+        }
+        m.devices += r.devices;
+        m.succeeded += r.succeeded;
+        m.failed += r.failed;
+        m.retried += r.retried;
+        m.makespan_ms = m.makespan_ms.max(r.makespan_ms);
+        for (i, w) in r.waves.iter().enumerate() {
+            let Some(mw) = m.waves.get_mut(i) else {
+                m.waves.push(w.clone());
+                continue;
+            };
+            mw.devices += w.devices;
+            mw.succeeded += w.succeeded;
+            mw.failed += w.failed;
+            mw.started_s = mw.started_s.min(w.started_s);
+            mw.ended_s = match (mw.ended_s, w.ended_s) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+            mw.rate_per_minute_at_end = match (mw.rate_per_minute_at_end, w.rate_per_minute_at_end)
+            {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    out
 }
 
 /// Job `id` over every shard that ran it.

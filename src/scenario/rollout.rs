@@ -124,6 +124,12 @@ pub(super) fn check(
     };
     for a in &r.abort {
         failure(&a.get_ref().failure, a.span())?;
+        if a.get_ref().threshold.0 <= 0.0 {
+            return Err((
+                a.span(),
+                format!("{what}: abort threshold 0% would abort at once; expected above 0%"),
+            ));
+        }
     }
     let mut retries = 0;
     for t in &r.retry {

@@ -580,6 +580,16 @@ mod tests {
             Figure::parse("throughput.ops_per_s_mean"),
             Ok(Figure::Run(RunFigure::OpsPerSMean))
         );
+        let rollout = Figure::parse("rollout.fw-2.1.waves_completed").unwrap();
+        assert_eq!(
+            rollout,
+            Figure::Rollout {
+                rollout: "fw-2.1".into(),
+                figure: RolloutFigure::WavesCompleted
+            }
+        );
+        assert_eq!(rollout.rollout(), Some("fw-2.1"));
+        assert!(Figure::parse("rollout.fw.makespan").unwrap().is_time());
         for bad in [
             "delivery.p98",
             "latency.p99",
@@ -587,9 +597,17 @@ mod tests {
             "job..makespan",
             "throughput.fast",
             "p99",
+            "rollout.fw.speed",
+            "rollout..aborted",
         ] {
             let e = Figure::parse(bad).unwrap_err();
             assert!(e.contains(&format!("unknown figure '{bad}'")), "{e}");
+            assert!(
+                e.contains(
+                    "rollout.<id>.<figure> (makespan, failed_ratio, waves_completed, aborted)"
+                ),
+                "{e}"
+            );
         }
     }
 
