@@ -186,7 +186,13 @@ fn a_broken_threshold_exits_2_and_aborts_early_with_ci_reports() {
 fn compare_reports_a_doubled_device_latency_as_a_regression() {
     let dir = temp_dir("compare");
     let (base, slow) = (dir.join("base"), dir.join("slow"));
-    let o = run(&latency_scenario(&dir, "100ms", ""), &base, &[]);
+    // In virtual time both runs give exact figures: the machine's own speed (engine lag in real
+    // time varies between runs by milliseconds) cannot make or hide a regression here.
+    let o = run(
+        &latency_scenario(&dir, "100ms", ""),
+        &base,
+        &["--clock", "virtual"],
+    );
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -198,7 +204,14 @@ fn compare_reports_a_doubled_device_latency_as_a_regression() {
     let o = run(
         &latency_scenario(&dir, "200ms", ""),
         &slow,
-        &["--baseline", base.to_str().unwrap(), "--tolerance", "10%"],
+        &[
+            "--baseline",
+            base.to_str().unwrap(),
+            "--tolerance",
+            "10%",
+            "--clock",
+            "virtual",
+        ],
     );
     assert_eq!(o.status.code(), Some(3), "{}", stdout(&o));
     let junit = std::fs::read_to_string(slow.join("junit.xml")).unwrap();
