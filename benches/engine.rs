@@ -13,6 +13,10 @@ use fleetsim::shard::Shard;
 use fleetsim::units::fmt_us;
 use tokio_util::sync::CancellationToken;
 
+// The binary's allocator (see Cargo.toml), so the figures are those of `fleetsim run`.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
