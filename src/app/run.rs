@@ -499,6 +499,21 @@ mod tests {
 
     use super::*;
 
+    /// Options of a quiet run writing its results to `dir`.
+    fn quiet_options(dir: &std::path::Path) -> RunOptions {
+        RunOptions {
+            seed: None,
+            out: Some(dir.to_path_buf()),
+            progress: Progress::Quiet,
+            mqtt: MqttOptions::default(),
+            state_dir: dir.to_path_buf(),
+            shard: Shard::ALL,
+            scenario_text: None,
+            clock: None,
+            speed: None,
+        }
+    }
+
     /// Without progress lines (quiet, or a dashboard reading the view itself) the run loop must
     /// still wait between views. On tokio's paused clock time moves only while every task
     /// waits, so a loop that never waits never sees its job end: the watchdog, on real time,
@@ -527,17 +542,7 @@ mod tests {
         )
         .unwrap();
         let dir = std::env::temp_dir().join(format!("fleetsim-quiet-{}", std::process::id()));
-        let opts = RunOptions {
-            seed: None,
-            out: Some(dir.clone()),
-            progress: Progress::Quiet,
-            mqtt: MqttOptions::default(),
-            state_dir: dir.clone(),
-            shard: Shard::ALL,
-            scenario_text: None,
-            clock: None,
-            speed: None,
-        };
+        let opts = quiet_options(&dir);
         let (done, outcome) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -584,17 +589,7 @@ mod tests {
         )
         .unwrap();
         let dir = std::env::temp_dir().join(format!("fleetsim-dies-{}", std::process::id()));
-        let opts = RunOptions {
-            seed: None,
-            out: Some(dir.clone()),
-            progress: Progress::Quiet,
-            mqtt: MqttOptions::default(),
-            state_dir: dir.clone(),
-            shard: Shard::ALL,
-            scenario_text: None,
-            clock: None,
-            speed: None,
-        };
+        let opts = quiet_options(&dir);
         let (done, outcome) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let outcome = super::super::runtime().unwrap().block_on(run(
