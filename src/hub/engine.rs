@@ -48,6 +48,10 @@ pub(crate) const TEST_PANIC_JOB_ID: &str = "fleetsim-test-engine-panic";
 /// How often the engine publishes a [`HubView`].
 const VIEW_EVERY_US: Micros = 100_000;
 
+/// In virtual time, how long an engine with nothing to do sleeps before it looks again: a day
+/// of idle simulated time costs 86,400 light turns.
+const VIRTUAL_IDLE_US: Micros = 1_000_000;
+
 /// What an operation id names: a job's device operation, or a direct method call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
@@ -174,6 +178,8 @@ impl Engine {
         let mut next_view = 0;
         let mut viewed_jobs = (0, 0);
         let mut turns: u32 = 0;
+        // In virtual time: the simulated instant an idle engine looks again (see below).
+        let mut idle_until = Micros::MAX;
         let cancelled = shutdown.cancelled();
         let timer = tokio::time::sleep_until(self.clock.instant_at(0));
         tokio::pin!(cancelled, timer);
@@ -190,11 +196,12 @@ impl Engine {
                 None => now >= next_view,
                 Some(since) => {
                     // A turn in virtual time is often one churn event, and reading the wall
-                    // clock cost as much as the rest of it: look at it every 64th turn.
+                    // clock cost as much as the rest of it: look at it every 64th turn, and
+                    // at each idle look.
                     turns = turns.wrapping_add(1);
                     let jobs = self.jobs_signature();
                     let due = jobs != viewed_jobs
-                        || (turns.is_multiple_of(64)
+                        || ((turns.is_multiple_of(64) || now >= idle_until)
                             && since.elapsed() >= Duration::from_micros(VIEW_EVERY_US));
                     if due {
                         self.virtual_views = Some(Stopwatch::start());
@@ -210,8 +217,12 @@ impl Engine {
             let wake = match (busy || heard, self.virtual_views.is_some()) {
                 (true, _) => now,
                 (false, false) => self.next_deadline().min(next_view),
-                // Nothing to do for an hour of simulated time: look again then.
-                (false, true) => self.next_deadline().min(now + 3_600_000_000),
+                // Nothing to do: look again a simulated second later, so that views (and with
+                // them a dashboard's clock) keep up while a `--speed` run idles through a soak.
+                (false, true) => {
+                    idle_until = now + VIRTUAL_IDLE_US;
+                    self.next_deadline().min(idle_until)
+                }
             };
             let wake = self
                 .clock
