@@ -48,6 +48,16 @@ pub enum Wave {
     Where(String),
 }
 
+impl Wave {
+    /// The WHERE clause that narrows the target set for this wave: None for a share and for `*`.
+    pub fn narrowing(&self) -> Option<&str> {
+        match self {
+            Wave::Where(clause) if clause.trim() != "*" => Some(clause),
+            _ => None,
+        }
+    }
+}
+
 /// Retry devices that failed with `failure` up to `times` more times, `backoff` after the
 /// try that failed ended.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -69,15 +79,10 @@ impl RolloutPlan {
     /// The WHERE clause that names wave `w`'s candidates (the target set, narrowed by a WHERE
     /// wave's own clause).
     pub fn wave_condition(&self, w: &Wave) -> String {
-        match w {
-            Wave::Where(clause) if clause.trim() != "*" => {
-                if self.query.trim() == "*" {
-                    clause.clone()
-                } else {
-                    format!("({}) AND ({clause})", self.query)
-                }
-            }
-            _ => self.query.clone(),
+        match w.narrowing() {
+            Some(clause) if self.query.trim() == "*" => clause.to_owned(),
+            Some(clause) => format!("({}) AND ({clause})", self.query),
+            None => self.query.clone(),
         }
     }
 
@@ -112,10 +117,10 @@ impl RolloutPlan {
                         }
                     }
                 }
-                Wave::Where(clause) => {
-                    let candidates = match clause.trim() {
-                        "*" => targets.to_vec(),
-                        _ => matching(i),
+                Wave::Where(_) => {
+                    let candidates = match wave.narrowing() {
+                        None => targets.to_vec(),
+                        Some(_) => matching(i),
                     };
                     for d in candidates {
                         if let Some(p) = position(&d).filter(|&p| !taken[p]) {

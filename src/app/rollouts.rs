@@ -18,7 +18,7 @@ use crate::hub::jobs::{
 use crate::hub::{Hub, HubView, JobView};
 use crate::ids::DeviceIdx;
 use crate::report::{RolloutReport, RolloutStatus, WaveReport};
-use crate::rollout::{Margin, RolloutPlan, RolloutView, Wave, WaveView};
+use crate::rollout::{Margin, RolloutPlan, RolloutView, WaveView};
 use crate::units::fmt_us;
 
 /// Where a rollout stands.
@@ -266,12 +266,12 @@ impl RolloutRun {
             .map_err(|e| format!("its query failed: {e}"))?;
         let mut matching = Vec::with_capacity(self.plan.waves.len());
         for w in &self.plan.waves {
-            matching.push(match w {
-                Wave::Where(clause) if clause.trim() != "*" => hub
+            matching.push(match w.narrowing() {
+                Some(clause) => hub
                     .select(clause)
                     .await
                     .map_err(|e| format!("wave \"{clause}\" failed: {e}"))?,
-                _ => Vec::new(),
+                None => Vec::new(),
             });
         }
         self.devices = targets.len() as u64;

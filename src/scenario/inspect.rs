@@ -10,7 +10,6 @@ use crate::clock::Clock;
 use crate::hub::registry::Registry;
 use crate::ids::DeviceIdx;
 use crate::query::{parse_condition, parse_query, Source};
-use crate::rollout::Wave;
 use crate::scenario::{build, Scenario};
 use crate::shard::Shard;
 
@@ -105,9 +104,9 @@ pub(crate) fn dry_run(scenario: &Scenario, seed: u64) -> anyhow::Result<String> 
         let targets = select(&mut registry, &plan.query)?;
         let mut matching = Vec::with_capacity(plan.waves.len());
         for w in &plan.waves {
-            matching.push(match w {
-                Wave::Where(clause) if clause.trim() != "*" => select(&mut registry, clause)?,
-                _ => Vec::new(),
+            matching.push(match w.narrowing() {
+                Some(clause) => select(&mut registry, clause)?,
+                None => Vec::new(),
             });
         }
         let waves = plan.split(&targets, |i| std::mem::take(&mut matching[i]));
