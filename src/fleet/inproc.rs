@@ -108,12 +108,21 @@ impl InProcFleet {
         clock: Clock,
         to_hub: mpsc::UnboundedSender<Vec<FromDevice>>,
     ) -> Self {
+        Self::sending_to(fleet, clock, Some(to_hub))
+    }
+
+    /// Plays `fleet`, its batches going to `to_hub` (None: the engine takes them itself).
+    fn sending_to(
+        fleet: Fleet,
+        clock: Clock,
+        to_hub: Option<mpsc::UnboundedSender<Vec<FromDevice>>>,
+    ) -> Self {
         InProcFleet {
             fleet,
             clock,
             timers: Timers::default(),
             out: Vec::new(),
-            to_hub: Some(to_hub),
+            to_hub,
         }
     }
 
@@ -336,13 +345,7 @@ pub(crate) struct LocalFleet {
 impl LocalFleet {
     /// Plays `fleet`; its online devices connect at once (the engine hears it first thing).
     pub(crate) fn new(fleet: Fleet, clock: Clock) -> Self {
-        let mut devices = InProcFleet {
-            fleet,
-            clock,
-            timers: Timers::default(),
-            out: Vec::new(),
-            to_hub: None,
-        };
+        let mut devices = InProcFleet::sending_to(fleet, clock, None);
         devices.connect_online();
         LocalFleet {
             devices,
