@@ -7,7 +7,14 @@
 //! whenever nothing is runnable: the same [`Clock`] then reads simulated time, and its zero maps
 //! to a fixed wall-clock time ([`VIRTUAL_EPOCH`]) so that a rerun writes the same bytes. A
 //! [`Stopwatch`] measures the real time such a run takes.
+//!
+//! Going through tokio's timer costs a park of the runtime per jump, and in a run of a million
+//! devices most jumps are one device's event. So the engine may also move a virtual clock itself
+//! ([`Clock::run_ahead_to`]) while nothing else could act before the time it moves to: the run's
+//! other tasks sleep through [`Clock::sleep_until`], which tells the clock how long they sleep.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use time::format_description::well_known::Rfc3339;
@@ -51,13 +58,52 @@ pub(crate) const WALL_MIN: OffsetDateTime = time::macros::datetime!(0001-01-01 0
 pub(crate) const WALL_MAX: OffsetDateTime =
     time::macros::datetime!(9999-12-31 23:59:59.999_999_999 UTC);
 
-/// A monotonic clock with the wall-clock time its zero maps to. Cheap to copy.
-#[derive(Debug, Clone, Copy)]
+/// A monotonic clock with the wall-clock time its zero maps to. Cheap to clone.
+#[derive(Debug, Clone)]
 pub struct Clock {
     start: Instant,
     wall_start: OffsetDateTime,
-    /// Whether the run's time is simulated (see [`Clock::start_virtual`]).
-    simulated: bool,
+    /// What the run's tasks share of its simulated time; None in real time (see
+    /// [`Clock::start_virtual`]).
+    simulated: Option<Arc<Simulated>>,
+}
+
+/// What the tasks of a virtual-time run share of its clock.
+#[derive(Debug)]
+struct Simulated {
+    /// The reading the engine moved the clock to without tokio ([`Clock::run_ahead_to`]).
+    ahead: AtomicU64,
+    /// The deadlines of the sleeps of the run's other tasks ([`Clock::sleep_until`]).
+    sleeps: Mutex<Vec<Micros>>,
+    /// The earliest of `sleeps` (`Micros::MAX`: none).
+    earliest: AtomicU64,
+}
+
+impl Simulated {
+    /// Notes a sleep until `us`; it is forgotten when the guard drops.
+    fn enter(&self, us: Micros) -> Sleeper<'_> {
+        let mut sleeps = self.sleeps.lock().unwrap_or_else(|e| e.into_inner());
+        sleeps.push(us);
+        self.earliest.fetch_min(us, Ordering::Relaxed);
+        Sleeper { of: self, us }
+    }
+}
+
+/// A sleep [`Simulated`] knows of, for as long as it lasts.
+struct Sleeper<'a> {
+    of: &'a Simulated,
+    us: Micros,
+}
+
+impl Drop for Sleeper<'_> {
+    fn drop(&mut self) {
+        let mut sleeps = self.of.sleeps.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = sleeps.iter().position(|&us| us == self.us) {
+            sleeps.swap_remove(i);
+        }
+        let earliest = sleeps.iter().copied().min().unwrap_or(Micros::MAX);
+        self.of.earliest.store(earliest, Ordering::Relaxed);
+    }
 }
 
 /// The wall-clock time a virtual-time run starts at: 2000-01-01T00:00:00Z.
@@ -69,7 +115,7 @@ impl Clock {
         Clock {
             start: Instant::now(),
             wall_start: wall_now(),
-            simulated: false,
+            simulated: None,
         }
     }
 
@@ -79,25 +125,56 @@ impl Clock {
         Clock {
             start: Instant::now(),
             wall_start: VIRTUAL_EPOCH,
-            simulated: true,
+            simulated: Some(Arc::new(Simulated {
+                ahead: AtomicU64::new(0),
+                sleeps: Mutex::new(Vec::new()),
+                earliest: AtomicU64::new(Micros::MAX),
+            })),
         }
     }
 
     /// Whether this clock reads simulated time (a virtual-time run).
     pub(crate) fn is_virtual(&self) -> bool {
-        self.simulated
+        self.simulated.is_some()
     }
 
     /// Microseconds since the clock started.
     pub fn now_us(&self) -> Micros {
-        self.start.elapsed().as_micros() as Micros
+        let tokio = self.start.elapsed().as_micros() as Micros;
+        match &self.simulated {
+            Some(s) => tokio.max(s.ahead.load(Ordering::Relaxed)),
+            None => tokio,
+        }
+    }
+
+    /// Sleeps until the reading `us`. In virtual time, every task of a run but the engine sleeps
+    /// through this, so that the engine knows it may run ahead (see [`Clock::run_ahead_to`]).
+    pub(crate) async fn sleep_until(&self, us: Micros) {
+        let _sleeper = self.simulated.as_deref().map(|s| s.enter(us));
+        tokio::time::sleep_until(self.instant_at(us)).await;
+    }
+
+    /// In virtual time, moves the clock to `us` without a jump of tokio's clock, if no other
+    /// task's sleep ends at or before `us`; answers whether it did. Only the engine calls this,
+    /// and only when nothing but its own timers could act before `us`: no message waiting for
+    /// it, none it sent that another task has not seen. Tokio's clock catches up at the engine's
+    /// next sleep. In real time it does nothing.
+    pub(crate) fn run_ahead_to(&self, us: Micros) -> bool {
+        let Some(s) = &self.simulated else {
+            return false;
+        };
+        if us >= s.earliest.load(Ordering::Relaxed) {
+            return false;
+        }
+        s.ahead.fetch_max(us, Ordering::Relaxed);
+        true
     }
 
     /// Readings for a run of back-to-back events (a dispatch chunk, a batch of messages): see
     /// [`Stamps`].
     pub(crate) fn stamps(&self) -> Stamps {
         Stamps {
-            clock: *self,
+            clock: self.clone(),
             left: 0,
             last: 0,
         }
@@ -214,7 +291,7 @@ const EVENTS_PER_READING: u32 = 8;
 /// ~100-200 ns and a reading ~20-30 ns, so this keeps every stamp within a microsecond or two
 /// of its event (the histograms' resolution) for an eighth of the cost. Under tokio's paused
 /// clock every reading within one poll is the same instant anyway.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Stamps {
     clock: Clock,
     /// Events the last reading may still stamp.
@@ -311,6 +388,31 @@ mod tests {
             assert_eq!(stamps.next(), 15);
         }
         assert_eq!(stamps.next(), 20, "then a fresh reading");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_ahead_only_up_to_the_first_sleep_of_another_task() {
+        let clock = Clock::start_virtual();
+        assert!(clock.run_ahead_to(5), "nobody sleeps: any time is free");
+        assert_eq!(clock.now_us(), 5);
+        let sleeper = clock.clone();
+        let sleeping = tokio::spawn(async move { sleeper.sleep_until(700).await });
+        tokio::task::yield_now().await;
+        assert!(clock.run_ahead_to(699));
+        assert!(!clock.run_ahead_to(700), "the other task acts at 700 first");
+        assert_eq!(clock.now_us(), 699);
+        sleeping.abort();
+        tokio::task::yield_now().await;
+        assert!(clock.run_ahead_to(10_000), "a dropped sleep is forgotten");
+        // Tokio's clock catches up: readings never go back.
+        tokio::time::advance(Duration::from_micros(20)).await;
+        assert_eq!(clock.now_us(), 10_000);
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert_eq!(clock.now_us(), 20_020);
+
+        let real = Clock::start();
+        assert!(!real.run_ahead_to(5), "real time never runs ahead");
+        assert_eq!(real.now_us(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -38,7 +38,7 @@ struct Harness {
 /// `n` devices `d0..`, even ones tagged building 43, odd ones 44; `online` of them connected.
 fn harness(n: u32, online: u32, limits: Limits) -> Harness {
     let clock = Clock::start();
-    let mut registry = Registry::new(clock);
+    let mut registry = Registry::new(clock.clone());
     for i in 0..n {
         let mut tags = Map::new();
         tags.insert(
@@ -57,7 +57,12 @@ fn harness(n: u32, online: u32, limits: Limits) -> Harness {
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (view_tx, view) = watch::channel(Arc::<HubView>::default());
     let stop = CancellationToken::new();
-    let engine = Engine::new(clock, limits, registry, Box::new(InProcLink::new(to_tx)));
+    let engine = Engine::new(
+        clock.clone(),
+        limits,
+        registry,
+        Box::new(InProcLink::new(to_tx)),
+    );
     tokio::spawn(engine.run(cmd_rx, from_rx, view_tx, stop.clone()));
     from_dev
         .send(
@@ -725,7 +730,7 @@ async fn linked() -> (fleetsim::app::wiring::Running, Clock) {
         &scenario,
         1,
         fleetsim::shard::Shard::ALL,
-        clock,
+        clock.clone(),
         Limits::UNLIMITED,
         &Default::default(),
         None,

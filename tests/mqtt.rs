@@ -73,7 +73,7 @@ async fn start_with(limits: Limits) -> TestHub {
     ));
     let clock = Clock::start();
     let scenario = scenario::parse(SCENARIO, "mqtt-test.toml").unwrap();
-    let security = Security::from_state_dir(&dir, clock, true).unwrap();
+    let security = Security::from_state_dir(&dir, clock.clone(), true).unwrap();
     let opts = MqttOptions {
         listen: Listen {
             plain: Some("127.0.0.1:0".parse().unwrap()),
@@ -85,7 +85,7 @@ async fn start_with(limits: Limits) -> TestHub {
         &scenario,
         1,
         fleetsim::shard::Shard::ALL,
-        clock,
+        clock.clone(),
         limits,
         &opts,
         Some(security.clone()),
@@ -147,7 +147,7 @@ impl TestHub {
             self.running.hub.clone(),
             auth.clone(),
             state,
-            self.clock,
+            self.clock.clone(),
             self.running.limiter.clone(),
             self.running.view.clone(),
         ));

@@ -57,7 +57,7 @@ async fn start(limits: Limits) -> TestHub {
         &scenario,
         1,
         fleetsim::shard::Shard::ALL,
-        clock,
+        clock.clone(),
         limits,
         &MqttOptions::default(),
         None,
@@ -68,7 +68,7 @@ async fn start(limits: Limits) -> TestHub {
         running.hub.clone(),
         auth.clone(),
         state,
-        clock,
+        clock.clone(),
         running.limiter.clone(),
         running.view.clone(),
     );

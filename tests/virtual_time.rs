@@ -164,6 +164,47 @@ fn a_paced_job_takes_its_exact_simulated_time() {
 }
 
 #[test]
+fn simulated_time_resolves_microseconds() {
+    // Round trips of 1-2 ms: a clock that moved in whole milliseconds (tokio's timer does) would
+    // measure only 1,000 and 2,000 µs.
+    let s = scenario::parse(
+        r#"
+        name = "fine"
+        duration = "1h"
+        clock = "virtual"
+        [hub]
+        tier = "S3"
+        [[cohort]]
+        name = "a"
+        count = 2000
+        id_prefix = "f-"
+        [cohort.methods.ping]
+        latency = { dist = "uniform", min = "1ms", max = "2ms" }
+        [[job]]
+        id = "ping"
+        type = "scheduleDeviceMethod"
+        start = "+1s"
+        query = "*"
+        method = { name = "ping" }
+        "#,
+        "fine.toml",
+    )
+    .unwrap();
+    let out = temp_dir("fine");
+    let outcome = run::run_blocking(&s, &options(&out, None)).unwrap();
+    let rt = outcome
+        .summary
+        .measure(fleetsim::metrics::Measure::RoundTrip);
+    assert_eq!(rt.stats.count, 2000);
+    assert!(
+        (1_100..=1_900).contains(&rt.stats.p50_us) && rt.stats.p50_us % 1000 != 0,
+        "round trip p50 {} µs",
+        rt.stats.p50_us
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
 fn a_job_after_another_waits_for_its_end() {
     // S1 allows one active job: the twin update is created only once the method job ended,
     // and starts 30 s after that. 200 devices at 10 per second: 20 s each.

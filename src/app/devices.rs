@@ -148,7 +148,7 @@ pub async fn run_fleet(
     let stop = shutdown.child_token();
     let rss_before = rss_bytes();
     let task = tokio::spawn(mqtt_fleet::start(
-        clock,
+        clock.clone(),
         fleet,
         ids,
         config,

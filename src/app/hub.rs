@@ -197,7 +197,7 @@ pub(crate) async fn run(
         &scenario,
         scenario.seed,
         Shard::ALL,
-        clock,
+        clock.clone(),
         limits,
         &opts.mqtt,
         security,
@@ -207,7 +207,7 @@ pub(crate) async fn run(
         running.hub.clone(),
         auth.clone(),
         state.clone(),
-        clock,
+        clock.clone(),
         running.limiter.clone(),
         running.view.clone(),
     );

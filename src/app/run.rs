@@ -116,12 +116,12 @@ fn virtual_time_refused(scenario: &Scenario, opts: &RunOptions) -> Option<&'stat
 /// Blocks the run's only thread as long as simulated time runs ahead of `speed` times the real
 /// time since `stopwatch` started, checking every 20 ms of real time; ends with `stop`.
 async fn govern(clock: Clock, stopwatch: Stopwatch, speed: f64, stop: CancellationToken) {
-    let tick = std::time::Duration::from_secs_f64((speed * 0.02).max(0.001));
+    let tick_us = ((speed * 0.02 * 1e6) as Micros).max(1_000);
     loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(tick) => {}
+            _ = clock.sleep_until(clock.now_us().saturating_add(tick_us)) => {}
         }
         let due = std::time::Duration::from_secs_f64(clock.now_us() as f64 / 1e6 / speed);
         if let Some(ahead) = due.checked_sub(stopwatch.elapsed()) {
@@ -220,14 +220,14 @@ pub async fn run(
     };
     let governor = CancellationToken::new();
     if let Some(speed) = opts.speed {
-        tokio::spawn(govern(clock, stopwatch, speed, governor.clone()));
+        tokio::spawn(govern(clock.clone(), stopwatch, speed, governor.clone()));
     }
     let _governor = governor.drop_guard();
     let seed = opts.seed.unwrap_or(scenario.seed);
     let security = match wiring::serves_mqtt(scenario, &opts.mqtt) {
         true => Some(Security::from_state_dir(
             &opts.state_dir,
-            clock,
+            clock.clone(),
             opts.mqtt.listen.tls.is_some(),
         )?),
         false => None,
@@ -236,7 +236,7 @@ pub async fn run(
         scenario,
         seed,
         opts.shard,
-        clock,
+        clock.clone(),
         wiring::limits(scenario),
         &opts.mqtt,
         security,
@@ -348,7 +348,7 @@ pub async fn run(
             // The engine drops its view only when it ends, and it was not asked to yet: it died
             // (`running.stop` says why).
             changed = view_rx.changed() => if changed.is_err() { break Stop::EngineDied },
-            _ = tokio::time::sleep_until(clock.instant_at(wake)) => {}
+            _ = clock.sleep_until(wake) => {}
         }
     };
 

@@ -217,7 +217,7 @@ impl Running {
                 _ = shutdown.cancelled() => {}
                 // The engine died: the run's loop sees it too, and stops.
                 changed = self.view.changed() => if changed.is_err() { return now },
-                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                _ = clock.sleep_until(now + 100_000) => {}
             }
         }
     }
@@ -241,7 +241,7 @@ pub async fn start(
     mqtt: &MqttOptions,
     security: Option<Security>,
 ) -> anyhow::Result<Running> {
-    let registry = build::registry(scenario, clock, shard);
+    let registry = build::registry(scenario, clock.clone(), shard);
     let (from_dev_tx, from_dev_rx) = mpsc::unbounded_channel();
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (view_tx, view_rx) = watch::channel(Arc::<HubView>::default());
@@ -250,7 +250,7 @@ pub async fn start(
     let limiter = Arc::new(RateLimiter::new(limits));
 
     let ends = HubSide {
-        clock,
+        clock: clock.clone(),
         hub: hub.clone(),
         to_engine: from_dev_tx,
         stop: stop.clone(),
@@ -391,7 +391,7 @@ async fn start_devices(
         to_engine: from_dev.clone(),
         sessions: sessions.clone(),
         auth: authority.clone(),
-        clock,
+        clock: clock.clone(),
         limiter,
     });
     let running = mqtt::start(&listen, security.tls.clone(), endpoint, stop.clone()).await?;

@@ -429,8 +429,11 @@ mod tests {
         let (to_hub, from_fleet) = mpsc::unbounded_channel();
         let (to_fleet, from_hub) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
-        let mut fleet =
-            InProcFleet::new(Fleet::new(vec![(model, n)], 1, Shard::ALL), clock, to_hub);
+        let mut fleet = InProcFleet::new(
+            Fleet::new(vec![(model, n)], 1, Shard::ALL),
+            clock.clone(),
+            to_hub,
+        );
         fleet.connect_online();
         tokio::spawn(fleet.run(from_hub, stop.clone()));
         Bench {

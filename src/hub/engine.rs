@@ -48,6 +48,21 @@ pub(crate) const TEST_PANIC_JOB_ID: &str = "fleetsim-test-engine-panic";
 /// How often the engine publishes a [`HubView`].
 const VIEW_EVERY_US: Micros = 100_000;
 
+/// What the engine does after a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Sleeps until its next deadline or a message.
+    Sleep,
+    /// Lets the other tasks run at this instant, then takes another turn.
+    Yield,
+    /// Moves the virtual clock to its next deadline itself and takes a turn there.
+    RunAhead,
+}
+
+/// In virtual time, how many turns in a row the engine may run ahead of tokio's clock
+/// ([`Clock::run_ahead_to`]) before it parks the runtime anyway.
+const RUN_AHEAD_TURNS: u32 = 256;
+
 /// In virtual time, how long an engine with nothing to do sleeps before it looks again: a day
 /// of idle simulated time costs 86,400 light turns.
 const VIRTUAL_IDLE_US: Micros = 1_000_000;
@@ -130,6 +145,7 @@ impl Engine {
         registry: Registry,
         link: Box<dyn DeviceLink>,
     ) -> Self {
+        let virtual_views = clock.is_virtual().then(Stopwatch::start);
         Engine {
             clock,
             limits,
@@ -149,7 +165,7 @@ impl Engine {
             // Virtual time may pass far faster than real time: the engine then publishes a view
             // every VIEW_EVERY_US of real time and whenever a job is added or ends (the moments
             // the run loop acts on), instead of every VIEW_EVERY_US of simulated time.
-            virtual_views: clock.is_virtual().then(Stopwatch::start),
+            virtual_views,
         }
     }
 
@@ -180,6 +196,10 @@ impl Engine {
         let mut turns: u32 = 0;
         // In virtual time: the simulated instant an idle engine looks again (see below).
         let mut idle_until = Micros::MAX;
+        // Whether this turn follows a message (another task may be runnable: it sent it, or
+        // waits for the answer), and how many turns in a row ran ahead of tokio's clock.
+        let mut after_message = true;
+        let mut ran_ahead = 0;
         let cancelled = shutdown.cancelled();
         let timer = tokio::time::sleep_until(self.clock.instant_at(0));
         tokio::pin!(cancelled, timer);
@@ -224,12 +244,43 @@ impl Engine {
                     self.next_deadline().min(idle_until)
                 }
             };
-            let wake = self
-                .clock
-                .instant_at(devices_next.map_or(wake, |d| d.min(wake)));
-            if wake != timer.deadline() {
-                timer.as_mut().reset(wake);
+            let wake = devices_next.map_or(wake, |d| d.min(wake));
+            let next = match self.virtual_views {
+                None => Next::Sleep,
+                // Virtual time moves only to an event's exact instant. Another task may act now
+                // (a message came from it or went to it, or the dashboard or a signal has
+                // waited long enough): let it, with the clock where it is. Otherwise the next
+                // instant is the engine's own unless another task's sleep ends first: take it
+                // here, without a park of the runtime.
+                Some(_) => {
+                    let others = after_message
+                        || view_due
+                        || ran_ahead >= RUN_AHEAD_TURNS
+                        || !commands.is_empty()
+                        || !devices.is_empty()
+                        || shutdown.is_cancelled();
+                    if others || wake <= now {
+                        Next::Yield
+                    } else if self.clock.run_ahead_to(wake) {
+                        Next::RunAhead
+                    } else {
+                        Next::Sleep
+                    }
+                }
+            };
+            if next == Next::RunAhead {
+                ran_ahead += 1;
+                continue;
             }
+            ran_ahead = 0;
+            let yielding = next == Next::Yield;
+            if !yielding {
+                let wake = self.clock.instant_at(wake);
+                if wake != timer.deadline() {
+                    timer.as_mut().reset(wake);
+                }
+            }
+            after_message = true;
             tokio::select! {
                 biased;
                 _ = &mut cancelled => break,
@@ -244,7 +295,8 @@ impl Engine {
                     }
                 }
                 Some(cmd) = commands.recv() => self.on_command(cmd),
-                _ = &mut timer => {}
+                _ = tokio::task::yield_now(), if yielding => after_message = false,
+                _ = &mut timer, if !yielding => after_message = false,
             }
         }
         let now = self.clock.now_us();

@@ -24,18 +24,27 @@ pub(crate) struct DeviceEntry {
     pub(crate) id: Arc<str>,
     /// `status`: enabled devices may connect.
     pub(crate) enabled: bool,
-    /// `connectionState`.
-    pub connected: bool,
-    /// `lastActivityTime`.
-    pub(crate) last_activity_us: Micros,
     /// The twin.
     pub(crate) twin: Twin,
+}
+
+/// A device's connection state, kept apart from its entry: it changes at every connect,
+/// disconnect and message, and a million of these are 16 MB that stay in cache where the entries
+/// (with their twins) would not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Presence {
+    /// `connectionState`.
+    pub(crate) connected: bool,
+    /// `lastActivityTime`.
+    pub(crate) last_activity_us: Micros,
 }
 
 /// A device seen through the query language.
 pub(crate) struct TwinDoc<'a> {
     /// The device.
     pub(crate) entry: &'a DeviceEntry,
+    /// Its connection state.
+    pub(crate) presence: Presence,
     /// For the time fields.
     pub(crate) clock: &'a Clock,
 }
@@ -59,10 +68,14 @@ impl Document for TwinDoc<'_> {
             } else {
                 "disabled"
             }))),
-            ["connectionState"] => Some(Cow::Owned(json!(connection_state(e.connected)))),
+            ["connectionState"] => {
+                Some(Cow::Owned(json!(connection_state(self.presence.connected))))
+            }
             ["version"] => Some(Cow::Owned(json!(e.twin.version))),
             ["etag"] => Some(Cow::Owned(json!(e.twin.etag()))),
-            ["lastActivityTime"] => Some(Cow::Owned(json!(self.clock.iso_at(e.last_activity_us)))),
+            ["lastActivityTime"] => Some(Cow::Owned(json!(self
+                .clock
+                .iso_at(self.presence.last_activity_us)))),
             ["tags"] => Some(Cow::Owned(Value::Object((*e.twin.tags).clone()))),
             ["tags", rest @ ..] => walk(&e.twin.tags, rest),
             ["properties", "desired", "$version"] => {
@@ -89,7 +102,25 @@ impl Document for TwinDoc<'_> {
     }
 
     fn to_json(&self) -> Value {
-        twin_json(self.entry, self.clock)
+        let (e, presence, clock) = (self.entry, self.presence, self.clock);
+        json!({
+            "deviceId": &*e.id,
+            "etag": e.twin.etag(),
+            "deviceEtag": e.twin.etag(),
+            "version": e.twin.version,
+            "status": if e.enabled { "enabled" } else { "disabled" },
+            "statusUpdateTime": "0001-01-01T00:00:00Z",
+            "connectionState": connection_state(presence.connected),
+            "lastActivityTime": clock.iso_at(presence.last_activity_us),
+            "cloudToDeviceMessageCount": 0,
+            "authenticationType": "sas",
+            "capabilities": { "iotEdge": false },
+            "tags": Value::Object((*e.twin.tags).clone()),
+            "properties": {
+                "desired": e.twin.desired.to_json(clock),
+                "reported": e.twin.reported.to_json(clock),
+            }
+        })
     }
 }
 
@@ -99,28 +130,6 @@ fn connection_state(connected: bool) -> &'static str {
     } else {
         "Disconnected"
     }
-}
-
-/// The twin document as the service API answers it.
-pub(crate) fn twin_json(e: &DeviceEntry, clock: &Clock) -> Value {
-    json!({
-        "deviceId": &*e.id,
-        "etag": e.twin.etag(),
-        "deviceEtag": e.twin.etag(),
-        "version": e.twin.version,
-        "status": if e.enabled { "enabled" } else { "disabled" },
-        "statusUpdateTime": "0001-01-01T00:00:00Z",
-        "connectionState": connection_state(e.connected),
-        "lastActivityTime": clock.iso_at(e.last_activity_us),
-        "cloudToDeviceMessageCount": 0,
-        "authenticationType": "sas",
-        "capabilities": { "iotEdge": false },
-        "tags": Value::Object((*e.twin.tags).clone()),
-        "properties": {
-            "desired": e.twin.desired.to_json(clock),
-            "reported": e.twin.reported.to_json(clock),
-        }
-    })
 }
 
 /// A primitive value as an index key (numbers compare by value, so `1` and `1.0` are one key).
@@ -154,6 +163,8 @@ struct PathIndex {
 #[derive(Debug)]
 pub struct Registry {
     devices: Vec<Option<DeviceEntry>>,
+    /// Each device's connection state, by index (the default once deleted).
+    presence: Vec<Presence>,
     by_id: HashMap<Arc<str>, DeviceIdx>,
     indexes: HashMap<Vec<String>, PathIndex>,
     connected: u64,
@@ -165,6 +176,7 @@ impl Registry {
     pub fn new(clock: Clock) -> Self {
         Registry {
             devices: Vec::new(),
+            presence: Vec::new(),
             by_id: HashMap::new(),
             indexes: HashMap::new(),
             connected: 0,
@@ -186,23 +198,21 @@ impl Registry {
         self.devices.push(Some(DeviceEntry {
             id,
             enabled: true,
-            connected: false,
-            last_activity_us: 0,
             twin,
         }));
+        self.presence.push(Presence::default());
         self.reindex(idx, None);
         Ok(idx)
     }
 
-    /// Removes a device; its index stays unused.
-    pub(crate) fn remove(&mut self, id: &str) -> Result<DeviceEntry, HubError> {
+    /// Removes a device and answers its last twin; its index stays unused.
+    pub(crate) fn remove(&mut self, id: &str) -> Result<Value, HubError> {
         let idx = self.lookup(id)?;
         let old = self.snapshot_keys(idx);
-        let entry = self.devices[idx.usize()]
-            .take()
-            .ok_or_else(|| not_found(id))?;
+        let last = self.doc(idx).ok_or_else(|| not_found(id))?.to_json();
+        self.devices[idx.usize()] = None;
         self.by_id.remove(id);
-        if entry.connected {
+        if std::mem::take(&mut self.presence[idx.usize()]).connected {
             self.connected -= 1;
         }
         for (path, key) in old {
@@ -214,7 +224,7 @@ impl Registry {
                 set.remove(&idx);
             }
         }
-        Ok(entry)
+        Ok(last)
     }
 
     /// The index of a device id, or 404001.
@@ -249,20 +259,27 @@ impl Registry {
     pub(crate) fn doc(&self, idx: DeviceIdx) -> Option<TwinDoc<'_>> {
         self.get(idx).map(|entry| TwinDoc {
             entry,
+            presence: self.presence[idx.usize()],
             clock: &self.clock,
         })
     }
 
+    /// Whether a device is connected now (false for a deleted or unknown one).
+    pub(crate) fn is_connected(&self, idx: DeviceIdx) -> bool {
+        self.presence.get(idx.usize()).is_some_and(|p| p.connected)
+    }
+
     /// Marks a device connected or not; returns whether the state changed.
     pub(crate) fn set_connected(&mut self, idx: DeviceIdx, connected: bool, now: Micros) -> bool {
-        let Some(Some(e)) = self.devices.get_mut(idx.usize()) else {
-            return false;
-        };
-        e.last_activity_us = now;
-        if e.connected == connected {
+        if self.devices.get(idx.usize()).is_none_or(Option::is_none) {
             return false;
         }
-        e.connected = connected;
+        let p = &mut self.presence[idx.usize()];
+        p.last_activity_us = now;
+        if p.connected == connected {
+            return false;
+        }
+        p.connected = connected;
         if connected {
             self.connected += 1;
         } else {
@@ -273,8 +290,8 @@ impl Registry {
 
     /// Records device activity (a message from it).
     pub(crate) fn touch(&mut self, idx: DeviceIdx, now: Micros) {
-        if let Some(Some(e)) = self.devices.get_mut(idx.usize()) {
-            e.last_activity_us = now;
+        if let Some(Some(_)) = self.devices.get(idx.usize()) {
+            self.presence[idx.usize()].last_activity_us = now;
         }
     }
 
@@ -336,11 +353,8 @@ impl Registry {
         }
         let parts: Vec<&str> = path.iter().map(String::as_str).collect();
         let mut index = PathIndex::default();
-        for (idx, entry) in self.iter() {
-            let doc = TwinDoc {
-                entry,
-                clock: &self.clock,
-            };
+        for (idx, _) in self.iter() {
+            let Some(doc) = self.doc(idx) else { continue };
             if let Some(key) = doc.resolve(&parts).and_then(|v| Key::of(&v)) {
                 index.postings.entry(key).or_default().insert(idx);
             }
@@ -463,6 +477,6 @@ mod tests {
         assert!(r.set_connected(DeviceIdx::new(2), true, 6));
         assert!(r.set_connected(DeviceIdx::new(1), false, 7));
         assert_eq!(r.connected(), 1);
-        assert_eq!(r.get(DeviceIdx::new(1)).unwrap().last_activity_us, 7);
+        assert_eq!(r.presence[1].last_activity_us, 7);
     }
 }

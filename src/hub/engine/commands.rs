@@ -9,7 +9,6 @@ use crate::hub::handle::{Command, Reply, TwinWrite};
 use crate::hub::jobs::{
     DeviceError, DeviceStatus, Failure, Job, JobRequest, JobStatus, MethodCall,
 };
-use crate::hub::registry::twin_json;
 use crate::hub::twin::Object;
 use crate::ids::{DeviceIdx, RecordIdx, SlotIdx};
 use crate::query::{parse_condition, parse_query, Document, Plan, Source};
@@ -79,10 +78,7 @@ impl Engine {
                 let _ = reply.send(added);
             }
             Command::RemoveDevice(id, reply) => {
-                let removed = self
-                    .registry
-                    .remove(&id)
-                    .map(|e| twin_json(&e, &self.clock));
+                let removed = self.registry.remove(&id);
                 let _ = reply.send(removed);
             }
             Command::Device(cmd) => self.on_device_command(cmd, now),
@@ -91,9 +87,8 @@ impl Engine {
 
     fn twin_json(&self, device: DeviceIdx) -> Value {
         self.registry
-            .get(device)
-            .map(|e| twin_json(e, &self.clock))
-            .unwrap_or(Value::Null)
+            .doc(device)
+            .map_or(Value::Null, |doc| doc.to_json())
     }
 
     fn create_job(&mut self, req: JobRequest, now: Micros) -> Result<Value, HubError> {
@@ -286,7 +281,7 @@ impl Engine {
                 return;
             }
         };
-        let connected = self.registry.get(device).is_some_and(|e| e.connected);
+        let connected = self.registry.is_connected(device);
         if !connected && call.connect_timeout_s == 0 {
             let _ = reply.send(Err(HubError::new(
                 ErrorCode::DeviceNotOnline,

@@ -296,14 +296,14 @@ impl Engine {
             Measure::EngineLag,
             now.saturating_sub(scheduled),
         );
-        let Some(entry) = self.registry.get(device) else {
+        if self.registry.get(device).is_none() {
             self.finish_op(s, r, now, DeviceStatus::Failed, DeviceError::Rejected);
             return;
-        };
+        }
         match &slot.job.request.kind {
             JobKind::Method(call) => {
                 let connect_deadline = now.saturating_add(call.connect_timeout_us());
-                if entry.connected {
+                if self.registry.is_connected(device) {
                     self.send_method(s, r, now, connect_deadline);
                 } else if call.connect_timeout_s == 0 {
                     self.finish_op(s, r, now, DeviceStatus::Failed, DeviceError::NotOnline);
@@ -403,7 +403,7 @@ impl Engine {
         version: u64,
         patch: &Object,
     ) {
-        let connected = self.registry.get(device).is_some_and(|e| e.connected);
+        let connected = self.registry.is_connected(device);
         if connected {
             self.link.send(ToDevice::Desired {
                 op,
