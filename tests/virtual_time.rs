@@ -197,7 +197,7 @@ fn simulated_time_resolves_microseconds() {
         .measure(fleetsim::metrics::Measure::RoundTrip);
     assert_eq!(rt.stats.count, 2000);
     assert!(
-        (1_100..=1_900).contains(&rt.stats.p50_us) && rt.stats.p50_us % 1000 != 0,
+        (1_100..=1_900).contains(&rt.stats.p50_us) && !rt.stats.p50_us.is_multiple_of(1000),
         "round trip p50 {} µs",
         rt.stats.p50_us
     );
