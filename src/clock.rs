@@ -173,10 +173,13 @@ impl Clock {
     /// Readings for a run of back-to-back events (a dispatch chunk, a batch of messages): see
     /// [`Stamps`].
     pub(crate) fn stamps(&self) -> Stamps {
-        Stamps {
-            clock: self.clone(),
-            left: 0,
-            last: 0,
+        match self.simulated {
+            Some(_) => Stamps::Fixed(self.now_us()),
+            None => Stamps::Reading {
+                start: self.start,
+                left: 0,
+                last: 0,
+            },
         }
     }
 
@@ -289,26 +292,36 @@ const EVENTS_PER_READING: u32 = 8;
 /// not the time its run began: the first event reads the clock, and a reading serves at most
 /// [`EVENTS_PER_READING`] consecutive events. An event costs the engine or the in-process fleet
 /// ~100-200 ns and a reading ~20-30 ns, so this keeps every stamp within a microsecond or two
-/// of its event (the histograms' resolution) for an eighth of the cost. Under tokio's paused
-/// clock every reading within one poll is the same instant anyway.
-#[derive(Debug, Clone)]
-pub(crate) struct Stamps {
-    clock: Clock,
-    /// Events the last reading may still stamp.
-    left: u32,
-    last: Micros,
+/// of its event (the histograms' resolution) for an eighth of the cost. In virtual time the
+/// clock stands still while a run of events is handled, so one reading serves them all.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stamps {
+    /// Virtual time: the instant of every event.
+    Fixed(Micros),
+    /// Real time.
+    Reading {
+        start: Instant,
+        /// Events the last reading may still stamp.
+        left: u32,
+        last: Micros,
+    },
 }
 
 impl Stamps {
     /// The time of the next event.
     #[inline]
     pub(crate) fn next(&mut self) -> Micros {
-        if self.left == 0 {
-            self.last = self.clock.now_us();
-            self.left = EVENTS_PER_READING;
+        match self {
+            Stamps::Fixed(now) => *now,
+            Stamps::Reading { start, left, last } => {
+                if *left == 0 {
+                    *last = start.elapsed().as_micros() as Micros;
+                    *left = EVENTS_PER_READING;
+                }
+                *left -= 1;
+                *last
+            }
         }
-        self.left -= 1;
-        self.last
     }
 }
 
@@ -388,6 +401,16 @@ mod tests {
             assert_eq!(stamps.next(), 15);
         }
         assert_eq!(stamps.next(), 20, "then a fresh reading");
+
+        let simulated = Clock::start_virtual();
+        tokio::time::advance(Duration::from_micros(10)).await;
+        let mut stamps = simulated.stamps();
+        tokio::time::advance(Duration::from_micros(5)).await;
+        assert_eq!(
+            stamps.next(),
+            10,
+            "virtual time stands still within a run of events"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -33,6 +33,8 @@ pub(crate) struct DeviceEntry {
 /// (with their twins) would not.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Presence {
+    /// The device exists (false once deleted), so that this is all a connection event reads.
+    live: bool,
     /// `connectionState`.
     pub(crate) connected: bool,
     /// `lastActivityTime`.
@@ -200,7 +202,10 @@ impl Registry {
             enabled: true,
             twin,
         }));
-        self.presence.push(Presence::default());
+        self.presence.push(Presence {
+            live: true,
+            ..Presence::default()
+        });
         self.reindex(idx, None);
         Ok(idx)
     }
@@ -271,10 +276,9 @@ impl Registry {
 
     /// Marks a device connected or not; returns whether the state changed.
     pub(crate) fn set_connected(&mut self, idx: DeviceIdx, connected: bool, now: Micros) -> bool {
-        if self.devices.get(idx.usize()).is_none_or(Option::is_none) {
+        let Some(p) = self.presence.get_mut(idx.usize()).filter(|p| p.live) else {
             return false;
-        }
-        let p = &mut self.presence[idx.usize()];
+        };
         p.last_activity_us = now;
         if p.connected == connected {
             return false;
@@ -290,8 +294,8 @@ impl Registry {
 
     /// Records device activity (a message from it).
     pub(crate) fn touch(&mut self, idx: DeviceIdx, now: Micros) {
-        if let Some(Some(_)) = self.devices.get(idx.usize()) {
-            self.presence[idx.usize()].last_activity_us = now;
+        if let Some(p) = self.presence.get_mut(idx.usize()).filter(|p| p.live) {
+            p.last_activity_us = now;
         }
     }
 
@@ -478,5 +482,13 @@ mod tests {
         assert!(r.set_connected(DeviceIdx::new(1), false, 7));
         assert_eq!(r.connected(), 1);
         assert_eq!(r.presence[1].last_activity_us, 7);
+        let doc = r.doc(DeviceIdx::new(2)).unwrap().to_json();
+        assert_eq!(doc["connectionState"], "Connected");
+        // A deleted device leaves the count and hears nothing more.
+        assert_eq!(r.remove("d2").unwrap()["connectionState"], "Connected");
+        assert_eq!(r.connected(), 0);
+        assert!(!r.is_connected(DeviceIdx::new(2)));
+        assert!(!r.set_connected(DeviceIdx::new(2), true, 8));
+        assert_eq!(r.connected(), 0);
     }
 }
