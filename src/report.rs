@@ -43,6 +43,10 @@ pub struct JobReport {
     pub makespan_ms: f64,
     /// Terminal device operations divided by the makespan.
     pub ops_per_s: f64,
+    /// Failed devices by cause: IoT Hub's error code and name (`404103 DeviceNotOnline`), or
+    /// `device status <n>`, `expired`, `rejected`. Empty (and absent) without failures.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub failures: std::collections::BTreeMap<String, u64>,
 }
 
 /// How a staged rollout ended.

@@ -42,6 +42,7 @@ fn report() -> RunReport {
         },
         makespan_ms: 5400.0,
         ops_per_s: n as f64 / 5.4,
+        failures: [("504101 GatewayTimeout".to_owned(), 1)].into(),
     };
     RunReport {
         scenario: "unit".to_owned(),
