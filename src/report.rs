@@ -61,6 +61,17 @@ pub enum RolloutStatus {
     Failed,
 }
 
+impl RolloutStatus {
+    /// The name `summary.json` gives it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            RolloutStatus::Completed => "completed",
+            RolloutStatus::Aborted => "aborted",
+            RolloutStatus::Failed => "failed",
+        }
+    }
+}
+
 /// One staged rollout as it appears in `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutReport {
