@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::commands::{CompareFormat, CompareOptions, KeysOptions};
-use crate::app::sweep::SweepOptions;
 use crate::app::devices::FleetOptions;
 use crate::app::hub::{ConnectionStringOptions, HubOptions};
 use crate::app::run::{Progress, RunCommand, RunOptions};
+use crate::app::sweep::SweepOptions;
 use crate::app::wiring::MqttOptions;
 use crate::app::{self};
 use crate::clock::ClockMode;
@@ -114,7 +114,9 @@ pub(crate) enum Command {
     },
     /// Put one or more runs on one self-contained HTML page: their percentile spectra overlaid,
     /// their jobs, rollouts and throughput side by side, changes against the first highlighted.
-    #[command(after_help = "Examples:\n  fleetsim report results/rollout-100k/20250102T030405Z\n  fleetsim report results/s1-million/base results/s1-million/next --out compare.html\n\nEvery run also gets its own report.html when it ends. A directory without summary.json is\nrefused. Exit codes: 0 written; 1 an error.")]
+    #[command(
+        after_help = "Examples:\n  fleetsim report results/rollout-100k/20250102T030405Z\n  fleetsim report results/s1-million/base results/s1-million/next --out compare.html\n\nEvery run also gets its own report.html when it ends. A directory without summary.json is\nrefused. Exit codes: 0 written; 1 an error."
+    )]
     Report {
         /// Result directories; the first is the reference the others are compared with.
         #[arg(required = true)]
@@ -124,7 +126,9 @@ pub(crate) enum Command {
         out: Option<PathBuf>,
     },
     /// Run a scenario for every combination of values set at paths into it (capacity planning).
-    #[command(after_help = "Examples:\n  fleetsim sweep scenarios/s1-million.toml --set hub.tier=S2,S3 --set hub.units=1,2,4,8 \\\n    --target \"rollout.fw-2-1.makespan < 8h\"\n  fleetsim sweep s.toml --set cohort.fleet.methods.reboot.error_rate=0,0.01,0.05\n\nKeys: hub.tier, hub.units, cohort.<name>.count, cohort.<name>.methods.<m>.error_rate,\nrollout.<id>.rate.base_per_minute, job.<id>.start, duration, ... (any key of the scenario;\n[[cohort]], [[rollout]] and [[job]] are named by name or id). Every combination is checked\nbefore anything runs. Writes sweep.csv, sweep.json, report.html and one result directory per\ncombination; Ctrl-C keeps the finished ones.\nExit codes: 0 done (and the target met by some combination); 1 an error; 2 no combination\nmeets the target.")]
+    #[command(
+        after_help = "Examples:\n  fleetsim sweep scenarios/s1-million.toml --set hub.tier=S2,S3 --set hub.units=1,2,4,8 \\\n    --target \"rollout.fw-2-1.makespan < 8h\"\n  fleetsim sweep s.toml --set cohort.fleet.methods.reboot.error_rate=0,0.01,0.05\n\nKeys: hub.tier, hub.units, cohort.<name>.count, cohort.<name>.methods.<m>.error_rate,\nrollout.<id>.rate.base_per_minute, job.<id>.start, duration, ... (any key of the scenario;\n[[cohort]], [[rollout]] and [[job]] are named by name or id). Every combination is checked\nbefore anything runs. Writes sweep.csv, sweep.json, report.html and one result directory per\ncombination; Ctrl-C keeps the finished ones.\nExit codes: 0 done (and the target met by some combination); 1 an error; 2 no combination\nmeets the target."
+    )]
     Sweep {
         /// The scenario file.
         scenario: PathBuf,

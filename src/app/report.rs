@@ -56,6 +56,11 @@ pub(crate) fn command(dirs: &[PathBuf], out: Option<&Path>) -> anyhow::Result<Ex
     };
     let out = out.map_or_else(|| PathBuf::from(html::FILE_NAME), Path::to_owned);
     crate::metrics::results::write_atomic(&out, page.as_bytes())?;
-    println!("wrote {} ({} runs, {} KiB)", out.display(), runs.len(), page.len() / 1024);
+    println!(
+        "wrote {} ({} runs, {} KiB)",
+        out.display(),
+        runs.len(),
+        page.len() / 1024
+    );
     Ok(Exit::Pass)
 }

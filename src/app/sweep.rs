@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::run::{run_until, Progress, RunOptions};
 use crate::clock::{ClockMode, Stopwatch};
-use crate::hub::throttle::Tier;
 use crate::html::{self, SweepData, SweepRow};
+use crate::hub::throttle::Tier;
 use crate::metrics::results::write_atomic;
 use crate::scenario::format::Transport;
 use crate::scenario::{self, overrides, Scenario};
@@ -73,8 +73,7 @@ fn parse_target(expr: &str) -> anyhow::Result<Threshold> {
             format!("--target '{expr}': give a figure and a condition, such as 'rollout.fw.makespan < 8h'")
         })?;
     let (key, condition) = expr.split_at(split);
-    Threshold::parse(key, condition.trim())
-        .map_err(|e| anyhow::anyhow!("--target '{expr}': {e}"))
+    Threshold::parse(key, condition.trim()).map_err(|e| anyhow::anyhow!("--target '{expr}': {e}"))
 }
 
 /// Every combination of `sets`' values, the last key varying fastest.
@@ -125,7 +124,11 @@ pub(crate) fn command(opts: &SweepOptions) -> anyhow::Result<Exit> {
         "give at least one --set KEY=V1,V2,... (such as --set hub.units=1,2,4)"
     );
     let keys: Vec<String> = opts.sets.iter().map(|(k, _)| k.clone()).collect();
-    if let Some(k) = keys.iter().enumerate().find_map(|(i, k)| keys[..i].contains(k).then_some(k)) {
+    if let Some(k) = keys
+        .iter()
+        .enumerate()
+        .find_map(|(i, k)| keys[..i].contains(k).then_some(k))
+    {
         anyhow::bail!("--set {k} is given twice: give its values once, comma-separated");
     }
     let file = opts.scenario.display().to_string();
@@ -168,7 +171,11 @@ pub(crate) fn command(opts: &SweepOptions) -> anyhow::Result<Exit> {
         "sweep: {} combinations of {} in {} time, {} at once, into {}",
         plans.len(),
         keys.join(", "),
-        if clock == ClockMode::Virtual { "virtual" } else { "real" },
+        if clock == ClockMode::Virtual {
+            "virtual"
+        } else {
+            "real"
+        },
         parallel,
         out.display()
     );
@@ -204,7 +211,11 @@ pub(crate) fn command(opts: &SweepOptions) -> anyhow::Result<Exit> {
                             rows[i] = Some(row);
                         }
                     }
-                    Ok(None) => eprintln!("sweep [{}/{}] {label}: interrupted, not kept", i + 1, plans.len()),
+                    Ok(None) => eprintln!(
+                        "sweep [{}/{}] {label}: interrupted, not kept",
+                        i + 1,
+                        plans.len()
+                    ),
                     Err(e) => {
                         shutdown.cancel();
                         if let Ok(mut errors) = errors.lock() {
@@ -218,8 +229,11 @@ pub(crate) fn command(opts: &SweepOptions) -> anyhow::Result<Exit> {
     watching.cancel();
 
     let rows = rows.into_inner().unwrap_or_default();
-    let done: Vec<(&Plan, SweepRow)> =
-        plans.iter().zip(rows).filter_map(|(p, r)| Some((p, r?))).collect();
+    let done: Vec<(&Plan, SweepRow)> = plans
+        .iter()
+        .zip(rows)
+        .filter_map(|(p, r)| Some((p, r?)))
+        .collect();
     let smallest = done
         .iter()
         .enumerate()
@@ -286,11 +300,7 @@ fn run_one(
     }
     let verdict = super::report::judge(&dir, &plan.scenario.thresholds, None)?;
     let mut row = SweepRow::new(plan.values.clone(), plan.dir.clone(), &verdict);
-    row.target_met = target.map(|t| {
-        t.figure
-            .value(&verdict.summary)
-            .is_some_and(|v| t.holds(v))
-    });
+    row.target_met = target.map(|t| t.figure.value(&verdict.summary).is_some_and(|v| t.holds(v)));
     Ok(Some(row))
 }
 
@@ -298,7 +308,10 @@ fn run_one(
 fn write_outputs(out: &Path, data: &SweepData) -> anyhow::Result<()> {
     write_atomic(&out.join("sweep.json"), &serde_json::to_vec_pretty(data)?)?;
     write_atomic(&out.join("sweep.csv"), csv(data).as_bytes())?;
-    write_atomic(&out.join(html::FILE_NAME), html::sweep_page(data)?.as_bytes())?;
+    write_atomic(
+        &out.join(html::FILE_NAME),
+        html::sweep_page(data)?.as_bytes(),
+    )?;
     Ok(())
 }
 
@@ -406,9 +419,15 @@ fn table(data: &SweepData) -> String {
     for (i, r) in data.rows.iter().enumerate() {
         let mut cells = r.values.clone();
         for id in &ids {
-            let e = if use_rollouts { r.rollouts.get(id) } else { r.jobs.get(id) };
+            let e = if use_rollouts {
+                r.rollouts.get(id)
+            } else {
+                r.jobs.get(id)
+            };
             cells.push(e.map_or("-".to_owned(), |e| fmt_secs((e.makespan_s * 1e6) as u64)));
-            cells.push(e.map_or("-".to_owned(), |e| format!("{:.2}%", e.failed_share * 100.0)));
+            cells.push(e.map_or("-".to_owned(), |e| {
+                format!("{:.2}%", e.failed_share * 100.0)
+            }));
         }
         cells.push(fmt_us((r.completion_p99_ms * 1e3) as u64));
         cells.push(r.verdict.clone());
@@ -459,7 +478,10 @@ mod tests {
     fn sets_parse_and_combine_last_key_fastest() {
         let a = parse_set("hub.tier=S2,S3").unwrap();
         let b = parse_set("hub.units= 1, 2").unwrap();
-        assert_eq!(b, ("hub.units".to_owned(), vec!["1".to_owned(), "2".to_owned()]));
+        assert_eq!(
+            b,
+            ("hub.units".to_owned(), vec!["1".to_owned(), "2".to_owned()])
+        );
         let c = combinations(&[a, b]);
         assert_eq!(c, [["S2", "1"], ["S2", "2"], ["S3", "1"], ["S3", "2"]]);
         assert!(parse_set("hub.units").unwrap_err().contains("KEY=V1,V2"));

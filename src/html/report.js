@@ -2,6 +2,14 @@
 // (the first is the reference), or a sweep. Tables are plain DOM; charts are uPlot.
 "use strict";
 
+// A failure to draw is shown on the page, not only in the console.
+window.addEventListener("error", (e) => {
+  const box = document.createElement("pre");
+  box.id = "page-error";
+  box.textContent = "This report could not be drawn: " + e.message;
+  document.body.prepend(box);
+});
+
 const D = JSON.parse(document.getElementById("data").textContent);
 const app = document.getElementById("app");
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
@@ -58,6 +66,24 @@ function pctLabel(x) {
 }
 
 function usMs(us) { return us / 1000; }
+
+// A latency tick: 250 ms, 1.5 s, 5 min.
+function msTick(v) {
+  if (v < 1000) return num(v) + " ms";
+  if (v < 120000) return num(v / 1000, 1) + " s";
+  return num(v / 60000, 1) + " min";
+}
+
+// A time tick (seconds since the start): 30 s, 20 min, 1 h 30.
+function secTick(s) {
+  if (s < 60) return num(s) + " s";
+  if (s < 3600) return num(s / 60, 1) + " min";
+  const h = Math.floor(s / 3600), m = Math.round((s % 3600) / 60);
+  return m === 0 ? h + " h" : h + " h " + String(m).padStart(2, "0");
+}
+// Tick steps for seconds: whole minutes and hours once the run is long.
+const SEC_INCRS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800,
+  21600, 43200, 86400];
 
 function section(title, ...kids) {
   app.append(el("h2", {}, title), ...kids);
@@ -119,7 +145,8 @@ function plot(parent, o) {
     series,
     cursor: { drag: { x: true, y: false } },
   }, o.data, box);
-  box.dataset.series = String(o.series.length);
+  box.setAttribute("role", "img");
+  box.setAttribute("aria-label", `${o.title}: ${o.yLabel}${o.y2Label ? " and " + o.y2Label : ""} against ${o.xLabel}`);
   if (o.note) box.append(el("p", { class: "note" }, o.note));
   return chart;
 }
@@ -136,9 +163,9 @@ function spectrumChart(parent, title, lines) {
     xFmt: pctLabel,
     xScale: { distr: 3, log: 10 },
     xAxis: { splits: (u, i, min, max) => xs.filter((x) => Math.abs(Math.log10(x) - Math.round(Math.log10(x))) < 1e-9) },
-    yLabel: "latency (ms)",
+    yLabel: "latency",
     yFmt: ms,
-    yTick: (v) => num(v),
+    yTick: msTick,
     series: kept.map((l) => ({ label: l.label, width: l.width, dash: l.dash, color: l.color })),
     data: [xs].concat(kept.map((l) => l.values.slice(0, last + 1))),
     note: shown.length > kept.length ? `the first ${kept.length} of ${shown.length} series` : null,
@@ -146,7 +173,8 @@ function spectrumChart(parent, title, lines) {
 }
 
 function secondsAxis() {
-  return { xLabel: "time since start", xFmt: dur };
+  return { xLabel: "time since start", xFmt: dur,
+    xAxis: { incrs: SEC_INCRS, space: 70, values: (u, splits) => splits.map(secTick) } };
 }
 
 function verdictBanner(run) {

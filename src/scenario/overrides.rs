@@ -167,9 +167,15 @@ method = { name = "reboot" }
     #[test]
     fn unknown_keys_names_and_wrong_types_are_errors_that_say_so() {
         let err = apply1("hub.unitz", "4").unwrap_err();
-        assert!(err.contains("--set hub.unitz=4") && err.contains("unitz"), "{err}");
+        assert!(
+            err.contains("--set hub.unitz=4") && err.contains("unitz"),
+            "{err}"
+        );
         let err = apply1("cohort.b.count", "4").unwrap_err();
-        assert!(err.contains("no [[cohort]] with name 'b' (the scenario has: a)"), "{err}");
+        assert!(
+            err.contains("no [[cohort]] with name 'b' (the scenario has: a)"),
+            "{err}"
+        );
         let err = apply1("hub.units", "many").unwrap_err();
         assert!(err.contains("--set hub.units=many"), "{err}");
         let err = apply1("hub.tier.x", "1").unwrap_err();

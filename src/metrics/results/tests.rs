@@ -144,11 +144,19 @@ fn results_dir_has_every_file_and_consistent_counts() {
     let progress = read_job_progress(&dir.0).unwrap();
     let mut ended = 0;
     for (id, rows) in &progress {
-        let totals = run.recorder.totals(run.recorder.jobs().find(|j| j.1 == id).map(|j| j.0));
+        let totals = run
+            .recorder
+            .totals(run.recorder.jobs().find(|j| j.1 == id).map(|j| j.0));
         let &[last_s, succeeded, failed] = rows.last().unwrap();
-        assert_eq!((succeeded + failed, failed), (totals.done, totals.failed), "{id}");
+        assert_eq!(
+            (succeeded + failed, failed),
+            (totals.done, totals.failed),
+            "{id}"
+        );
         assert!(last_s <= 6, "rows end by the run's end: {last_s}");
-        assert!(rows.windows(2).all(|w| w[0][0] < w[1][0] && w[0][1] <= w[1][1]));
+        assert!(rows
+            .windows(2)
+            .all(|w| w[0][0] < w[1][0] && w[0][1] <= w[1][1]));
         ended += succeeded + failed;
     }
     assert_eq!(ended, 2000);
