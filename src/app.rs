@@ -7,8 +7,10 @@ pub(crate) mod commands;
 pub mod devices;
 pub(crate) mod feeder;
 pub(crate) mod hub;
+pub(crate) mod report;
 pub(crate) mod rollouts;
 pub mod run;
+pub mod sweep;
 pub mod wiring;
 
 use std::path::PathBuf;
@@ -44,6 +46,15 @@ pub enum Command {
         /// Where the merged results go.
         out: PathBuf,
     },
+    /// `fleetsim report DIR... [--out FILE]`.
+    Report {
+        /// The result directories, the reference first.
+        dirs: Vec<PathBuf>,
+        /// The page to write (default `report.html`).
+        out: Option<PathBuf>,
+    },
+    /// `fleetsim sweep`.
+    Sweep(sweep::SweepOptions),
     /// `fleetsim hub`.
     Hub(hub::HubOptions),
     /// `fleetsim devices`.
@@ -67,6 +78,8 @@ pub fn execute(command: Command) -> anyhow::Result<Exit> {
         Command::Query { scenario, query } => commands::query(&scenario, &query),
         Command::Compare(opts) => commands::compare(&opts),
         Command::Merge { dirs, out } => commands::merge(&dirs, &out),
+        Command::Report { dirs, out } => report::command(&dirs, out.as_deref()),
+        Command::Sweep(opts) => sweep::command(&opts),
         Command::Hub(opts) => hub::command(&opts),
         Command::Devices { scenario, fleet } => devices::command(&scenario, &fleet),
         Command::Keys(opts) => commands::keys(&opts),

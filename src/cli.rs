@@ -11,6 +11,7 @@ use crate::app::commands::{CompareFormat, CompareOptions, KeysOptions};
 use crate::app::devices::FleetOptions;
 use crate::app::hub::{ConnectionStringOptions, HubOptions};
 use crate::app::run::{Progress, RunCommand, RunOptions};
+use crate::app::sweep::SweepOptions;
 use crate::app::wiring::MqttOptions;
 use crate::app::{self};
 use crate::clock::ClockMode;
@@ -110,6 +111,43 @@ pub(crate) enum Command {
         /// Where the merged results go.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Put one or more runs on one self-contained HTML page: their percentile spectra overlaid,
+    /// their jobs, rollouts and throughput side by side, changes against the first highlighted.
+    #[command(
+        after_help = "Examples:\n  fleetsim report results/rollout-100k/20250102T030405Z\n  fleetsim report results/s1-million/base results/s1-million/next --out compare.html\n\nEvery run also gets its own report.html when it ends. A directory without summary.json is\nrefused. Exit codes: 0 written; 1 an error."
+    )]
+    Report {
+        /// Result directories; the first is the reference the others are compared with.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// The page to write (default report.html in the current directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run a scenario for every combination of values set at paths into it (capacity planning).
+    #[command(
+        after_help = "Examples:\n  fleetsim sweep scenarios/s1-million.toml --set hub.tier=S2,S3 --set hub.units=1,2,4,8 \\\n    --target \"rollout.fw-2-1.makespan < 8h\"\n  fleetsim sweep s.toml --set cohort.fleet.methods.reboot.error_rate=0,0.01,0.05\n\nKeys: hub.tier, hub.units, cohort.<name>.count, cohort.<name>.methods.<m>.error_rate,\nrollout.<id>.rate.base_per_minute, job.<id>.start, duration, ... (any key of the scenario;\n[[cohort]], [[rollout]] and [[job]] are named by name or id). Every combination is checked\nbefore anything runs. Writes sweep.csv, sweep.json, report.html and one result directory per\ncombination; Ctrl-C keeps the finished ones.\nExit codes: 0 done (and the target met by some combination); 1 an error; 2 no combination\nmeets the target."
+    )]
+    Sweep {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// KEY=V1,V2,...: a path into the scenario and the values it takes (repeatable).
+        #[arg(long = "set", required = true, value_parser = parse_set)]
+        sets: Vec<(String, Vec<String>)>,
+        /// Real or virtual time (default virtual, unless the scenario's transport is MQTT).
+        #[arg(long, value_enum)]
+        clock: Option<ClockArg>,
+        /// The sweep's directory (default results/<scenario>/<UTC timestamp>-sweep/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// A threshold the combinations are held to, in the [thresholds] grammar, such as
+        /// "rollout.fw-2-1.makespan < 8h".
+        #[arg(long)]
+        target: Option<String>,
+        /// Runs at once (default: the cores; 1 in real time).
+        #[arg(long)]
+        parallel: Option<usize>,
     },
     /// Run only a scenario's fleet, every device an MQTT client, against a hub elsewhere.
     #[command(
@@ -272,6 +310,20 @@ pub enum ClockArg {
     Virtual,
 }
 
+impl From<ClockArg> for ClockMode {
+    fn from(c: ClockArg) -> ClockMode {
+        match c {
+            ClockArg::Real => ClockMode::Real,
+            ClockArg::Virtual => ClockMode::Virtual,
+        }
+    }
+}
+
+/// `--set KEY=V1,V2,...`.
+fn parse_set(arg: &str) -> Result<(String, Vec<String>), String> {
+    crate::app::sweep::parse_set(arg)
+}
+
 /// A speed-up factor: a positive number.
 fn parse_speed(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
@@ -398,10 +450,7 @@ impl Cli {
                     state_dir,
                     shard: Shard::ALL,
                     scenario_text: None,
-                    clock: clock.map(|c| match c {
-                        ClockArg::Real => ClockMode::Real,
-                        ClockArg::Virtual => ClockMode::Virtual,
-                    }),
+                    clock: clock.map(ClockMode::from),
                     speed,
                 },
             }),
@@ -421,6 +470,22 @@ impl Cli {
                 },
             }),
             Command::Merge { dirs, out } => C::Merge { dirs, out },
+            Command::Report { dirs, out } => C::Report { dirs, out },
+            Command::Sweep {
+                scenario,
+                sets,
+                clock,
+                out,
+                target,
+                parallel,
+            } => C::Sweep(SweepOptions {
+                scenario,
+                sets,
+                clock: clock.map(ClockMode::from),
+                out,
+                target,
+                parallel,
+            }),
             Command::Devices { scenario, fleet } => C::Devices {
                 scenario,
                 fleet: fleet.into(),

@@ -6,6 +6,7 @@
 //! - [`app`]: what each command does: wiring a run, a hub process and a fleet-only process,
 //!   progress lines, final tables, the terminal and signals.
 //! - [`tui`]: the live dashboard (ratatui), fed by the engine's snapshots.
+//! - [`html`]: `report.html`, one self-contained page for a run, a comparison or a sweep.
 //! - [`scenario`]: the TOML scenario format, its validation, and its translation into the
 //!   domain's types (registry, fleet models, job requests); the export of its device identities.
 //! - [`verdict`]: thresholds, comparison with a baseline, exit codes, junit.xml and summary.md.
@@ -33,6 +34,7 @@ pub mod clock;
 pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod html;
 pub mod hub;
 pub mod ids;
 pub mod link;

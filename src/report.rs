@@ -43,6 +43,10 @@ pub struct JobReport {
     pub makespan_ms: f64,
     /// Terminal device operations divided by the makespan.
     pub ops_per_s: f64,
+    /// Failed devices by cause: IoT Hub's error code and name (`404103 DeviceNotOnline`), or
+    /// `device status <n>`, `expired`, `rejected`. Empty (and absent) without failures.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub failures: std::collections::BTreeMap<String, u64>,
 }
 
 /// How a staged rollout ended.
@@ -55,6 +59,17 @@ pub enum RolloutStatus {
     Aborted,
     /// A wave's job could not be created or was cancelled, or the run ended first.
     Failed,
+}
+
+impl RolloutStatus {
+    /// The name `summary.json` gives it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            RolloutStatus::Completed => "completed",
+            RolloutStatus::Aborted => "aborted",
+            RolloutStatus::Failed => "failed",
+        }
+    }
 }
 
 /// One staged rollout as it appears in `summary.json`.

@@ -7,6 +7,7 @@ pub mod build;
 pub(crate) mod format;
 pub mod identities;
 pub(crate) mod inspect;
+pub(crate) mod overrides;
 mod rollout;
 
 use std::collections::HashSet;

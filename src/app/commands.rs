@@ -10,8 +10,7 @@ use crate::hub::state::StateDir;
 use crate::metrics::merge;
 use crate::scenario::identities::{self, KeyFormat};
 use crate::scenario::{self, inspect};
-use crate::verdict::thresholds::Thresholds;
-use crate::verdict::{self, compare, markdown, Exit};
+use crate::verdict::{compare, markdown, Exit};
 
 /// `fleetsim validate`: loads the scenario (its first problem is the error) and says what it
 /// holds.
@@ -87,12 +86,7 @@ pub(crate) fn compare(opts: &CompareOptions) -> anyhow::Result<Exit> {
 /// thresholds of the scenario kept beside them.
 pub(crate) fn merge(dirs: &[PathBuf], out: &Path) -> anyhow::Result<Exit> {
     merge::merge(dirs, out)?;
-    let scenario_file = out.join("scenario.toml");
-    let thresholds = match scenario_file.is_file() {
-        true => scenario::load(&scenario_file)?.thresholds,
-        false => Thresholds::default(),
-    };
-    let verdict = verdict::judge(out, &thresholds, None)?;
+    let verdict = super::report::judge(out, &super::report::thresholds_of(out)?, None)?;
     println!("merged {} shards into {}", dirs.len(), out.display());
     print!("{}", verdict.text());
     Ok(verdict.exit())

@@ -17,7 +17,7 @@ use crate::scenario::{self, default_out_dir, inspect, Scenario};
 use crate::shard::Shard;
 use crate::tui::{self, Dashboard};
 use crate::units::fmt_us;
-use crate::verdict::{self, Exit};
+use crate::verdict::Exit;
 
 use super::feeder::JobFeeder;
 use super::rollouts::Rollouts;
@@ -66,7 +66,7 @@ pub(crate) fn command(cmd: RunCommand) -> anyhow::Result<Exit> {
     let outcome = run_blocking(&s, &opts)?;
     print!("{}", final_table(&outcome));
     let baseline = cmd.baseline.as_ref().map(|(b, t)| (b.as_path(), *t));
-    let verdict = verdict::judge(&outcome.dir, &s.thresholds, baseline)?;
+    let verdict = super::report::judge(&outcome.dir, &s.thresholds, baseline)?;
     if let Some(c) = &verdict.comparison {
         print!("{}", c.text(std::io::stdout().is_terminal()));
     }
@@ -79,23 +79,30 @@ pub(crate) fn command(cmd: RunCommand) -> anyhow::Result<Exit> {
 /// next timer whenever every task waits, and one thread makes the order of events, and so the
 /// results, the same on every run).
 pub fn run_blocking(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunOutcome> {
+    let shutdown = CancellationToken::new();
+    let watching = super::watch_signals(shutdown.clone())?;
+    let outcome = run_until(scenario, opts, shutdown);
+    watching.cancel();
+    outcome
+}
+
+/// As [`run_blocking`], stopped by `shutdown` rather than by signals of its own.
+pub(crate) fn run_until(
+    scenario: &Scenario,
+    opts: &RunOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunOutcome> {
     match opts.clock.unwrap_or(scenario.clock) {
-        ClockMode::Real => super::runtime()?
-            .block_on(async { run(scenario, opts, super::shutdown_on_signals()).await }),
+        ClockMode::Real => super::runtime()?.block_on(run(scenario, opts, shutdown)),
         ClockMode::Virtual => {
             // Only the timer: an in-process run has no sockets, and without an I/O driver the
-            // runtime jumps to its next timer without a system call. Signals are watched on a
-            // thread of their own instead.
+            // runtime jumps to its next timer without a system call.
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .start_paused(true)
                 .build()
                 .context("cannot start the async runtime")?;
-            let shutdown = CancellationToken::new();
-            let watching = super::watch_signals(shutdown.clone())?;
-            let outcome = runtime.block_on(run(scenario, opts, shutdown));
-            watching.cancel();
-            outcome
+            runtime.block_on(run(scenario, opts, shutdown))
         }
     }
 }

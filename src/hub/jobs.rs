@@ -14,6 +14,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::clock::{secs_us, Clock, Micros};
+use crate::hub::error::ErrorCode;
 use crate::hub::twin::Object;
 use crate::ids::DeviceIdx;
 use crate::report::DeviceJobStatistics;
@@ -329,6 +330,26 @@ impl ErrorCounts {
             }
             DeviceError::None => {}
         }
+    }
+
+    /// The counts by cause as `summary.json` names them, without the causes that never
+    /// happened.
+    pub(crate) fn by_cause(&self) -> std::collections::BTreeMap<String, u64> {
+        let code = |c: ErrorCode| format!("{} {}", c.number(), c.name());
+        [
+            (code(ErrorCode::DeviceNotOnline), self.offline),
+            (code(ErrorCode::GatewayTimeout), self.timeout),
+            ("expired".to_owned(), self.expired),
+            ("rejected".to_owned(), self.rejected),
+        ]
+        .into_iter()
+        .chain(
+            self.by_status
+                .iter()
+                .map(|&(status, n)| (format!("device status {status}"), n)),
+        )
+        .filter(|&(_, n)| n > 0)
+        .collect()
     }
 }
 

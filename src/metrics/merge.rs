@@ -17,8 +17,8 @@ use hdrhistogram::Histogram;
 
 use super::histogram::{new_histogram, HistogramStats};
 use super::results::{
-    read_interval_log, read_summary, write_atomic, write_hgrm, write_summary, write_timeseries,
-    MeasureStats, ResultsError, Summary, Throughput, TIMESERIES_HEADER,
+    read_interval_log, read_summary, read_timeseries, write_atomic, write_hgrm, write_summary,
+    write_timeseries, MeasureStats, ResultsError, Summary, Throughput,
 };
 use super::tag::tag_for;
 use super::{Measure, SecondRow};
@@ -58,12 +58,6 @@ pub(crate) enum MergeError {
     },
     #[error("shard(s) {missing} of {count} are missing: a merge must have every shard")]
     Missing { missing: String, count: u32 },
-    #[error("{}: line {line}: bad time series row {text:?}", path.display())]
-    BadTimeseries {
-        path: PathBuf,
-        line: usize,
-        text: String,
-    },
 }
 
 /// One shard's result directory, read.
@@ -205,36 +199,6 @@ fn read_parts(dirs: &[PathBuf]) -> Result<Vec<Part>, MergeError> {
         });
     }
     Ok(parts)
-}
-
-fn read_timeseries(path: &Path) -> Result<Vec<SecondRow>, MergeError> {
-    let text = fs::read_to_string(path).map_err(|source| ResultsError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line == TIMESERIES_HEADER || line.is_empty() {
-            continue;
-        }
-        let bad = || MergeError::BadTimeseries {
-            path: path.to_owned(),
-            line: n + 1,
-            text: line.to_owned(),
-        };
-        let f: Vec<&str> = line.split(',').collect();
-        let [second, ops_done, ops_per_s, in_flight, failures] = f[..] else {
-            return Err(bad());
-        };
-        out.push(SecondRow {
-            second: second.parse().map_err(|_| bad())?,
-            ops_done: ops_done.parse().map_err(|_| bad())?,
-            ops_per_s: ops_per_s.parse().map_err(|_| bad())?,
-            in_flight: in_flight.parse().map_err(|_| bad())?,
-            failures: failures.parse().map_err(|_| bad())?,
-        });
-    }
-    Ok(out)
 }
 
 /// The merged summary: statistics recomputed from the summed histograms.
@@ -421,6 +385,10 @@ fn merged_job(id: &str, summaries: &[&Summary]) -> Option<JobReport> {
         a.running_count += b.running_count;
         a.pending_count += b.pending_count;
     }
+    out.failures = Default::default();
+    for (cause, n) in parts.iter().flat_map(|p| &p.failures) {
+        *out.failures.entry(cause.clone()).or_default() += n;
+    }
     if !parts.iter().all(|p| p.status == first.status) {
         if let Some(p) = parts.iter().find(|p| p.status != "completed") {
             out.status = p.status.clone();
@@ -466,6 +434,7 @@ mod tests {
                 },
                 makespan_ms: 4000.0,
                 ops_per_s: j.done as f64 / 4.0,
+                failures: Default::default(),
             })
             .collect();
         RunReport {

@@ -52,6 +52,9 @@ struct JobMetrics {
     done: u64,
     failed: u64,
     in_flight: u64,
+    /// `[second, succeeded, failed]` so far at the end of each closed interval in which the job
+    /// ended operations (cumulative; seconds since the run started).
+    progress: Vec<[u64; 3]>,
 }
 
 /// Operation counters, of one job or of all: what [`Recorder::totals`] returns.
@@ -164,6 +167,7 @@ impl Recorder {
             done: 0,
             failed: 0,
             in_flight: 0,
+            progress: Vec::new(),
         });
         JobSlot((self.jobs.len() - 1) as u32)
     }
@@ -249,6 +253,12 @@ impl Recorder {
                     closed.add(open);
                     open.clear();
                 }
+            }
+        }
+        let end = self.open_sec + self.interval_s;
+        for j in &mut self.jobs {
+            if j.progress.last().map_or(0, |&[_, s, f]| s + f) != j.done {
+                j.progress.push([end, j.done - j.failed, j.failed]);
             }
         }
         self.peak_ops_per_s = self.peak_ops_per_s.max(self.sec_done);
@@ -379,6 +389,23 @@ impl Recorder {
         rows
     }
 
+    /// Each job's cumulative `[second, succeeded, failed]` at the end of every interval in
+    /// which it ended operations, the last row at `now_us` (rounded up to a whole second) when
+    /// the open interval holds some: job ids in creation order.
+    pub(crate) fn job_progress(&self, now_us: u64) -> Vec<(&str, Vec<[u64; 3]>)> {
+        let now_s = now_us.div_ceil(US_PER_S);
+        self.jobs
+            .iter()
+            .map(|j| {
+                let mut rows = j.progress.clone();
+                if rows.last().map_or(0, |&[_, s, f]| s + f) != j.done {
+                    rows.push([now_s, j.done - j.failed, j.failed]);
+                }
+                (j.id.as_str(), rows)
+            })
+            .collect()
+    }
+
     /// Most operations done in one whole second so far, counting the open second when `now_us`
     /// has reached its end; the mean rate when no whole second has passed yet.
     pub(crate) fn ops_per_s_peak(&self, now_us: u64) -> f64 {
@@ -493,6 +520,22 @@ mod tests {
         assert_eq!(r.in_flight, 3);
         assert_eq!(r.jobs[0].in_flight, 3);
         assert_eq!((r.done, r.failed, r.dispatched), (2, 1, 5));
+    }
+
+    #[test]
+    fn job_progress_is_cumulative_per_second_with_the_open_one_last() {
+        let mut r = Recorder::new();
+        let (a, b) = (r.add_job("a"), r.add_job("b"));
+        for _ in 0..2 {
+            r.op_dispatched(a);
+        }
+        r.op_dispatched(b);
+        r.op_done(a, 100, false);
+        r.op_done(a, 1_500_000, true);
+        r.op_done(b, 2_200_000, false);
+        let progress = r.job_progress(2_500_000);
+        assert_eq!(progress[0], ("a", vec![[1, 1, 0], [2, 1, 1]]));
+        assert_eq!(progress[1], ("b", vec![[3, 1, 0]]));
     }
 
     #[test]

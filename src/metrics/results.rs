@@ -11,6 +11,9 @@
 //!   ([`read_interval_log`]).
 //! - `timeseries.csv`: `second,ops_done,ops_per_s,in_flight,failures`, one row per second
 //!   ([`Recorder::timeseries`]).
+//! - `job_progress.json`: per job id, its cumulative `[second, succeeded, failed]` at the end of
+//!   each second in which it ended operations ([`Recorder::job_progress`]); absent in merged and
+//!   older results.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -53,10 +56,16 @@ pub enum ResultsError {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("{}: not a fleetsim summary: {source}", path.display())]
+    #[error("{}: not a fleetsim result file: {source}", path.display())]
     BadSummary {
         path: PathBuf,
         source: serde_json::Error,
+    },
+    #[error("{}: line {line}: bad time series row {text:?}", path.display())]
+    BadTimeseries {
+        path: PathBuf,
+        line: usize,
+        text: String,
     },
     #[error("cannot encode the interval log {}: {message}", path.display())]
     Encode { path: PathBuf, message: String },
@@ -183,6 +192,7 @@ pub(crate) fn write(
     }
 
     write_timeseries(dir, &recorder.timeseries(now_us))?;
+    write_job_progress(dir, &recorder.job_progress(now_us))?;
 
     let path = dir.join("histograms.hlog");
     let log = interval_log(report, recorder, now_us).map_err(|message| ResultsError::Encode {
@@ -206,6 +216,37 @@ pub(crate) fn write_summary(dir: &Path, summary: &Summary) -> Result<(), Results
 /// The header line of `timeseries.csv`.
 pub(crate) const TIMESERIES_HEADER: &str = "second,ops_done,ops_per_s,in_flight,failures";
 
+/// Reads a `timeseries.csv`.
+pub(crate) fn read_timeseries(path: &Path) -> Result<Vec<SecondRow>, ResultsError> {
+    let text = fs::read_to_string(path).map_err(|source| ResultsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line == TIMESERIES_HEADER || line.is_empty() {
+            continue;
+        }
+        let bad = || ResultsError::BadTimeseries {
+            path: path.to_owned(),
+            line: n + 1,
+            text: line.to_owned(),
+        };
+        let f: Vec<&str> = line.split(',').collect();
+        let [second, ops_done, ops_per_s, in_flight, failures] = f[..] else {
+            return Err(bad());
+        };
+        out.push(SecondRow {
+            second: second.parse().map_err(|_| bad())?,
+            ops_done: ops_done.parse().map_err(|_| bad())?,
+            ops_per_s: ops_per_s.parse().map_err(|_| bad())?,
+            in_flight: in_flight.parse().map_err(|_| bad())?,
+            failures: failures.parse().map_err(|_| bad())?,
+        });
+    }
+    Ok(out)
+}
+
 /// Writes `rows` as `dir/timeseries.csv`.
 pub(crate) fn write_timeseries(dir: &Path, rows: &[SecondRow]) -> Result<(), ResultsError> {
     let mut csv = format!("{TIMESERIES_HEADER}\n");
@@ -217,6 +258,31 @@ pub(crate) fn write_timeseries(dir: &Path, rows: &[SecondRow]) -> Result<(), Res
         );
     }
     write_atomic(&dir.join("timeseries.csv"), csv.as_bytes())
+}
+
+/// Each job's cumulative `[second, succeeded, failed]` rows, by job id (`job_progress.json`).
+pub(crate) type JobProgress = BTreeMap<String, Vec<[u64; 3]>>;
+
+fn write_job_progress(dir: &Path, progress: &[(&str, Vec<[u64; 3]>)]) -> Result<(), ResultsError> {
+    let path = dir.join("job_progress.json");
+    let map: BTreeMap<&str, &Vec<[u64; 3]>> = progress.iter().map(|(id, r)| (*id, r)).collect();
+    let json = serde_json::to_vec(&map).map_err(|source| ResultsError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    write_atomic(&path, &json)
+}
+
+/// Reads `job_progress.json` of the result directory `dir`; empty when the file is absent
+/// (merged shards, older results).
+pub(crate) fn read_job_progress(dir: &Path) -> Result<JobProgress, ResultsError> {
+    let path = dir.join("job_progress.json");
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|source| ResultsError::BadSummary { path, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(JobProgress::new()),
+        Err(source) => Err(ResultsError::Read { path, source }),
+    }
 }
 
 /// Writes the overall histogram of `m` as `dir/<measure>.hgrm`.

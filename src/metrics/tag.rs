@@ -48,9 +48,7 @@ fn escape(s: &str) -> String {
 }
 
 /// Splits a tag built by [`tag_for`] into the (unescaped) job id, `None` for all jobs, and the
-/// measure; `None` for any other tag. The run only ever looks histograms up by the tag it
-/// builds, so only the tests read tags back: they check that the escaping loses nothing.
-#[cfg(test)]
+/// measure; `None` for any other tag. The HTML report reads a run's tags back this way.
 pub(crate) fn parse_tag(tag: &str) -> Option<(Option<String>, Measure)> {
     match tag.strip_prefix(JOB_PREFIX) {
         None => Measure::ALL
@@ -65,7 +63,6 @@ pub(crate) fn parse_tag(tag: &str) -> Option<(Option<String>, Measure)> {
 }
 
 /// The inverse of [`escape`]; `None` for a bad `%XX` or a result that is not UTF-8.
-#[cfg(test)]
 fn unescape(s: &str) -> Option<String> {
     let mut out = Vec::with_capacity(s.len());
     let bytes = s.as_bytes();

@@ -40,6 +40,7 @@ impl Engine {
                     statistics: s.job.stats,
                     makespan_ms,
                     ops_per_s,
+                    failures: s.job.errors.by_cause(),
                 }
             })
             .collect()

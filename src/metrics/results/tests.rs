@@ -42,6 +42,7 @@ fn report() -> RunReport {
         },
         makespan_ms: 5400.0,
         ops_per_s: n as f64 / 5.4,
+        failures: [("504101 GatewayTimeout".to_owned(), 1)].into(),
     };
     RunReport {
         scenario: "unit".to_owned(),
@@ -133,12 +134,32 @@ fn results_dir_has_every_file_and_consistent_counts() {
             "delivery.hgrm",
             "engine_lag.hgrm",
             "histograms.hlog",
+            "job_progress.json",
             "round_trip.hgrm",
             "summary.json",
             "timeseries.csv"
         ],
         "no temporary file left behind"
     );
+    let progress = read_job_progress(&dir.0).unwrap();
+    let mut ended = 0;
+    for (id, rows) in &progress {
+        let totals = run
+            .recorder
+            .totals(run.recorder.jobs().find(|j| j.1 == id).map(|j| j.0));
+        let &[last_s, succeeded, failed] = rows.last().unwrap();
+        assert_eq!(
+            (succeeded + failed, failed),
+            (totals.done, totals.failed),
+            "{id}"
+        );
+        assert!(last_s <= 6, "rows end by the run's end: {last_s}");
+        assert!(rows
+            .windows(2)
+            .all(|w| w[0][0] < w[1][0] && w[0][1] <= w[1][1]));
+        ended += succeeded + failed;
+    }
+    assert_eq!(ended, 2000);
 
     let summary: Summary =
         serde_json::from_slice(&fs::read(dir.0.join("summary.json")).unwrap()).unwrap();
