@@ -121,7 +121,7 @@ impl Clock {
 
     /// Starts a clock now whose zero maps to [`VIRTUAL_EPOCH`] (a virtual-time run: every reading
     /// is simulated, so the wall times it reports are too).
-    pub(crate) fn start_virtual() -> Self {
+    pub fn start_virtual() -> Self {
         Clock {
             start: Instant::now(),
             wall_start: VIRTUAL_EPOCH,

@@ -31,15 +31,35 @@ pub(crate) use ast::{Condition, Query, Source};
 pub(crate) use error::QueryError;
 pub(crate) use plan::Plan;
 
+/// The longest query expression IoT Hub accepts, in characters.
+pub(crate) const MAX_QUERY_CHARS: usize = 8192;
+
+/// Refuses a query or condition longer than [`MAX_QUERY_CHARS`].
+pub(crate) fn check_length(text: &str) -> Result<(), QueryError> {
+    // Bytes bound characters from above: count only when the bytes are over.
+    if text.len() <= MAX_QUERY_CHARS {
+        return Ok(());
+    }
+    match text.chars().count() {
+        chars if chars > MAX_QUERY_CHARS => Err(QueryError::TooLong {
+            chars,
+            limit: MAX_QUERY_CHARS,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Parses a full query, e.g.
 /// `SELECT properties.reported.firmware AS fw, COUNT() AS n FROM devices GROUP BY properties.reported.firmware`.
 pub fn parse_query(text: &str) -> Result<Query, QueryError> {
+    check_length(text)?;
     parser::parse_query(text)
 }
 
 /// Parses a job's `queryCondition`: a WHERE clause without the `WHERE`, or `*` for every
 /// device. A full `SELECT` query is refused.
 pub fn parse_condition(text: &str) -> Result<Condition, QueryError> {
+    check_length(text)?;
     parser::parse_condition(text)
 }
 

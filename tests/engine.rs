@@ -37,7 +37,11 @@ struct Harness {
 
 /// `n` devices `d0..`, even ones tagged building 43, odd ones 44; `online` of them connected.
 fn harness(n: u32, online: u32, limits: Limits) -> Harness {
-    let clock = Clock::start();
+    harness_on(Clock::start(), n, online, limits)
+}
+
+/// A harness on `clock` (a virtual clock idles a simulated second at a time, not 100 ms).
+fn harness_on(clock: Clock, n: u32, online: u32, limits: Limits) -> Harness {
     let mut registry = Registry::new(clock.clone());
     for i in 0..n {
         let mut tags = Map::new();
@@ -353,6 +357,7 @@ async fn s1_paces_device_operations_and_max_execution_fails_the_rest() {
         Limits {
             tier: Tier::S1,
             units: 2,
+            ..Limits::UNLIMITED
         },
     );
     let mut req = method_job("slow", "*", 30, 0);
@@ -388,6 +393,7 @@ async fn s1_allows_one_active_job() {
         Limits {
             tier: Tier::S1,
             units: 1,
+            ..Limits::UNLIMITED
         },
     );
     h.hub.create_job(method_job("a", "*", 30, 0)).await.unwrap();
@@ -488,6 +494,7 @@ async fn statistics_add_up_at_every_moment() {
         Limits {
             tier: Tier::S3,
             units: 1,
+            ..Limits::UNLIMITED
         },
     );
     h.hub.create_job(method_job("j", "*", 5, 2)).await.unwrap();
@@ -922,4 +929,49 @@ async fn acknowledged_twin_updates_wait_for_the_reported_values() {
     let recs = records(&h, "ack").await;
     let statuses: Vec<&Value> = recs.iter().map(|r| &r["status"]).collect();
     assert_eq!(statuses, vec!["completed", "failed"]);
+}
+
+/// "Job history is retained up to 30 days"
+/// (https://learn.microsoft.com/azure/iot-hub/iot-hub-devguide-quotas-throttling#other-limits):
+/// an ended job is shown for 30 days after its end, then it is gone (404002, no records). Its
+/// id is not reused within the process (fleetsim keeps measurements by job id). In virtual time
+/// the month passes at once.
+#[tokio::test(start_paused = true)]
+async fn ended_jobs_are_kept_30_days_then_gone() {
+    let h = harness_on(Clock::start_virtual(), 2, 2, Limits::UNLIMITED);
+    let twin_job = |id: &str| JobRequest {
+        job_id: id.into(),
+        kind: JobKind::Twin(TwinUpdate {
+            tags: Some(Arc::new(
+                [("ring".to_owned(), json!("canary"))].into_iter().collect(),
+            )),
+            desired: None,
+        }),
+        query_condition: "*".into(),
+        start_time: None,
+        max_execution_s: 60,
+        control: Default::default(),
+    };
+    h.hub.create_job(twin_job("old")).await.unwrap();
+    // It ended at most one poll (10 ms) ago.
+    wait_status(&h, "old", "completed").await;
+    let month = Duration::from_secs(30 * 86_400);
+    tokio::time::sleep(month - Duration::from_secs(1)).await;
+    assert_eq!(h.hub.get_job("old").await.unwrap()["status"], "completed");
+    assert_eq!(
+        records(&h, "old").await.len(),
+        2,
+        "its device records are kept too"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let gone = h.hub.get_job("old").await.unwrap_err();
+    assert_eq!(gone.code, ErrorCode::JobNotFound);
+    assert!(records(&h, "old").await.is_empty());
+    let again = h.hub.create_job(twin_job("old")).await.unwrap_err();
+    assert_eq!(again.code, ErrorCode::JobAlreadyExists);
+    assert!(again
+        .to_string()
+        .contains("forgotten 30 days after it ended"));
+    h.hub.create_job(twin_job("new")).await.unwrap();
+    wait_status(&h, "new", "completed").await;
 }

@@ -10,7 +10,7 @@ use fleetsim::clock::Clock;
 use fleetsim::hub::api::{self, Api};
 use fleetsim::hub::auth::{default_policies, Authority};
 use fleetsim::hub::state::StateDir;
-use fleetsim::hub::throttle::{Limits, Tier};
+use fleetsim::hub::throttle::{Limits, Model, Tier};
 use fleetsim::sas::generate_token;
 use fleetsim::scenario;
 use fleetsim::scenario::identities::{self, KeyFormat};
@@ -400,12 +400,12 @@ async fn bad_requests_answer_iot_hub_errors() {
         .await
         .expect_error(400, "ArgumentInvalid", "maxExecutionTimeInSeconds");
     let bad_prop = json!({"jobId": "j", "type": "scheduleUpdateTwin", "queryCondition": "*",
-        "updateTwin": {"tags": {"a b": "1"}}});
+        "updateTwin": {"etag": "*", "tags": {"a b": "1"}}});
     hub.call(Method::PUT, "/jobs/v2/j", Some(bad_prop))
         .await
         .expect_error(400, "ArgumentInvalid", "property name in updateTwin.tags");
     let bad_value = json!({"jobId": "j", "type": "scheduleUpdateTwin", "queryCondition": "*",
-        "updateTwin": {"properties": {"desired": {"fw": "1;2"}}}});
+        "updateTwin": {"etag": "*", "properties": {"desired": {"fw": "1;2"}}}});
     hub.call(Method::PUT, "/jobs/v2/j", Some(bad_value))
         .await
         .expect_error(
@@ -565,6 +565,7 @@ async fn the_tier_model_throttles() {
     let hub = start(Limits {
         tier: Tier::S1,
         units: 1,
+        throttle: Model::Reject,
     })
     .await;
     let a = hub
@@ -607,6 +608,60 @@ async fn the_tier_model_throttles() {
     // Twin reads are not spent by the queries: 100 per second.
     let a = hub.call(Method::GET, "/twins/sdk-05", None).await;
     assert_eq!(a.status, StatusCode::OK);
+}
+
+/// Traffic shaping (the default model) as
+/// https://learn.microsoft.com/azure/iot-hub/iot-hub-devguide-quotas-throttling#traffic-shaping
+/// describes it: a burst is served at once, then calls queue and are served at the throttle's
+/// rate, and only past a full backlog are they refused, with 429002 ThrottleBacklogLimitExceeded
+/// ("the number of requests that are in the backlog due to throttling has exceeded the backlog
+/// limit", https://learn.microsoft.com/azure/iot-hub/troubleshoot-error-codes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shaping_serves_the_burst_queues_the_rest_and_refuses_a_full_backlog() {
+    let hub = Arc::new(
+        start(Limits {
+            tier: Tier::S1,
+            units: 1,
+            throttle: Model::Shape,
+        })
+        .await,
+    );
+    // S1 allows 100 twin reads per second; its backlog holds another 100. 250 at once: 100
+    // served now, 100 queued (within about a second), 50 refused.
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..250)
+        .map(|_| {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                let a = hub.call(Method::GET, "/twins/sdk-05", None).await;
+                (a, started.elapsed())
+            })
+        })
+        .collect();
+    let mut ok = Vec::new();
+    let mut refused = 0;
+    for call in calls {
+        let (a, at) = call.await.unwrap();
+        if a.status == StatusCode::OK {
+            ok.push(at);
+        } else {
+            a.expect_error(429, "ThrottleBacklogLimitExceeded", "backlog already holds");
+            refused += 1;
+        }
+    }
+    ok.sort();
+    // The bucket refills while the calls arrive: a little more than 200 may be served, and
+    // none is refused only if the 250 took over half a second to arrive.
+    assert!(
+        ok.len() >= 200 && refused >= 1,
+        "burst and backlog served ({} of 250), the rest refused ({refused})",
+        ok.len()
+    );
+    assert!(
+        ok[ok.len() - 1] >= Duration::from_millis(900),
+        "the backlog is served at 100/s, not at once: the last answer came at {:?}",
+        ok[ok.len() - 1]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -280,6 +280,7 @@ pub(crate) fn limits(scenario: &Scenario) -> Limits {
     Limits {
         tier: scenario.hub.tier.0,
         units: scenario.hub.units,
+        throttle: scenario.hub.throttle.0,
     }
 }
 

@@ -143,9 +143,9 @@ impl Api {
     }
 
     /// Counts a call (`cost` of them: 4 KB chunks for direct methods) against the tier's
-    /// allowance for `op` (429001 past it).
-    pub(crate) fn meter(&self, op: Metered, cost: f64) -> Result<(), ApiError> {
-        Ok(self.limiter.take(op, cost, self.clock.now_us())?)
+    /// allowance for `op`: shaped or refused past it as the hub's throttle model says.
+    pub(crate) async fn meter(&self, op: Metered, cost: f64) -> Result<(), ApiError> {
+        Ok(self.limiter.pass(op, cost, &self.clock).await?)
     }
 }
 

@@ -32,6 +32,10 @@ pub enum ErrorCode {
     MessageTooLarge,
     /// 429001: over a rate limit of the hub's tier.
     ThrottlingException,
+    /// 429002: traffic shaping's backlog of waiting calls is full.
+    ThrottleBacklogLimitExceeded,
+    /// 429003: a call waited in traffic shaping's backlog too long.
+    ThrottlingBacklogTimeout,
     /// 429004: over the tier's concurrent-job limit.
     ThrottlingMaxActiveJobCountExceeded,
     /// 504101: the device did not answer within the response timeout.
@@ -54,6 +58,8 @@ impl ErrorCode {
             ErrorCode::PreconditionFailed => 412001,
             ErrorCode::MessageTooLarge => 413002,
             ErrorCode::ThrottlingException => 429001,
+            ErrorCode::ThrottleBacklogLimitExceeded => 429002,
+            ErrorCode::ThrottlingBacklogTimeout => 429003,
             ErrorCode::ThrottlingMaxActiveJobCountExceeded => 429004,
             ErrorCode::GatewayTimeout => 504101,
         }
@@ -79,6 +85,8 @@ impl ErrorCode {
             ErrorCode::PreconditionFailed => "PreconditionFailed",
             ErrorCode::MessageTooLarge => "MessageTooLarge",
             ErrorCode::ThrottlingException => "ThrottlingException",
+            ErrorCode::ThrottleBacklogLimitExceeded => "ThrottleBacklogLimitExceeded",
+            ErrorCode::ThrottlingBacklogTimeout => "ThrottlingBacklogTimeout",
             ErrorCode::ThrottlingMaxActiveJobCountExceeded => "ThrottlingMaxActiveJobCountExceeded",
             ErrorCode::GatewayTimeout => "GatewayTimeout",
         }

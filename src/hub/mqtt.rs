@@ -140,9 +140,10 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// Counts one `op` of a device against the tier's allowance (429001 past it).
-    pub(crate) fn meter(&self, op: Metered) -> Result<(), HubError> {
-        self.limiter.take(op, 1.0, self.clock.now_us())
+    /// Counts one `op` of a device against the tier's allowance: shaped or refused past it
+    /// as the hub's throttle model says.
+    pub(crate) async fn meter(&self, op: Metered) -> Result<(), HubError> {
+        self.limiter.pass(op, 1.0, &self.clock).await
     }
 }
 

@@ -1,15 +1,20 @@
 //! The IoT Hub tier model: how many job device operations per second and how many
 //! concurrent jobs a hub of a given tier and unit count allows, the pacing of device operations
-//! under that rate, and the [`RateLimiter`] that answers 429001 to service calls past their
-//! allowance (job operations, queries, twin reads and updates, direct methods). Off by default
-//! (`unlimited`).
+//! under that rate, and the [`RateLimiter`] that meters service calls (job operations, queries,
+//! twin reads and updates, direct methods) under a throttle [`Model`]: traffic shaping as IoT
+//! Hub documents it (burst, then a queue at the allowance's rate, 429002/429003 past the
+//! backlog) or refusal at once (429001). Off by default (`unlimited`).
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
 
-use crate::clock::Micros;
+use crate::clock::{Clock, Micros};
 use crate::hub::error::{ErrorCode, HubError};
+
+mod bucket;
+
+use bucket::{Bucket, Decision, BACKLOG_TIMEOUT_US};
 
 /// An IoT Hub pricing tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +68,8 @@ pub struct Limits {
     pub tier: Tier,
     /// Units (at least 1).
     pub units: u32,
+    /// What happens to service calls past an allowance.
+    pub throttle: Model,
 }
 
 impl Limits {
@@ -70,6 +77,7 @@ impl Limits {
     pub const UNLIMITED: Limits = Limits {
         tier: Tier::Unlimited,
         units: 1,
+        throttle: Model::Shape,
     };
 
     /// Job device operations per second, hub-wide (None: unlimited).
@@ -165,14 +173,60 @@ pub(crate) struct Allowance {
     pub(crate) window_s: f64,
 }
 
-/// Token buckets over the [`Metered`] calls: each holds one window's allowance and refills
-/// continuously; a call past it is refused with 429001 ThrottlingException.
+/// What a hub does with service calls past an allowance. IoT Hub documents traffic shaping
+/// (`Shape`); a hub may still refuse at once, so both are offered (`[hub] throttle`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Model {
+    /// The burst (one window's allowance) is served at once; later calls queue and are
+    /// served at the allowance's rate; a full backlog refuses with 429002, a call that would
+    /// wait too long is held that long and refused with 429003.
+    #[default]
+    Shape,
+    /// A token bucket that refuses with 429001 at once past the allowance.
+    Reject,
+}
+
+impl FromStr for Model {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "shape" => Ok(Model::Shape),
+            "reject" => Ok(Model::Reject),
+            _ => Err(format!(
+                "unknown throttle model '{s}'; expected shape (queue past the allowance, as IoT Hub documents) or reject (refuse at once with 429001)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Model::Shape => "shape",
+            Model::Reject => "reject",
+        })
+    }
+}
+
+/// How a metered call is let through.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Admission {
+    /// Serve it now.
+    Now,
+    /// Queued by traffic shaping: serve it at this time.
+    At(Micros),
+    /// Held in the backlog until this time, then answered with this error (429003).
+    RefusedAt(Micros, HubError),
+}
+
+/// Buckets over the [`Metered`] calls, one per kind, each holding one window's allowance and
+/// refilling continuously, under the hub's throttle [`Model`].
 #[derive(Debug)]
 pub struct RateLimiter {
     limits: Limits,
-    /// Indexed by `Metered as usize`: (tokens, last refill). A std mutex held for a few arithmetic
-    /// steps, never across `.await`.
-    buckets: [Mutex<(f64, Micros)>; 5],
+    /// Indexed by `Metered as usize`. A std mutex held for a few arithmetic steps, never
+    /// across `.await`.
+    buckets: [Mutex<Bucket>; 5],
 }
 
 impl RateLimiter {
@@ -180,41 +234,88 @@ impl RateLimiter {
     pub(crate) fn new(limits: Limits) -> Self {
         RateLimiter {
             limits,
-            buckets: Metered::ALL
-                .map(|op| Mutex::new((limits.allowance(op).map_or(0.0, |a| a.per_window), 0))),
+            buckets: Metered::ALL.map(|op| {
+                Mutex::new(Bucket::full(limits.allowance(op).unwrap_or(Allowance {
+                    per_window: 0.0,
+                    window_s: 1.0,
+                })))
+            }),
         }
     }
 
-    /// Takes `cost` tokens of `op` at `now`, or refuses with 429001.
-    pub(crate) fn take(&self, op: Metered, cost: f64, now: Micros) -> Result<(), HubError> {
-        let Some(a) = self.limits.allowance(op) else {
-            return Ok(());
-        };
-        let mut b = self.buckets[op as usize]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let refill = now.saturating_sub(b.1) as f64 / (a.window_s * 1e6) * a.per_window;
-        b.0 = (b.0 + refill).min(a.per_window);
-        b.1 = now;
-        if b.0 < cost {
-            let per = if a.window_s >= 60.0 {
-                "minute"
-            } else {
-                "second"
-            };
-            return Err(HubError::new(
-                ErrorCode::ThrottlingException,
-                format!(
-                    "{} are limited to {:.0} per {per} on {} with {} unit(s); retry later",
-                    op.what(),
-                    a.per_window,
-                    self.limits.tier,
-                    self.limits.units.max(1)
-                ),
-            ));
+    /// Takes `cost` tokens of `op` at `now` under the hub's model: served now, queued, or
+    /// refused (429001 under reject, 429002 with shaping's backlog full).
+    pub(crate) fn take(&self, op: Metered, cost: f64, now: Micros) -> Result<Admission, HubError> {
+        self.decide(op, cost, now)
+    }
+
+    /// Lets a call of `cost` of `op` through on `clock`: at once, after its turn in shaping's
+    /// backlog, or with the error (429003 only after it was held for the backlog timeout).
+    pub(crate) async fn pass(&self, op: Metered, cost: f64, clock: &Clock) -> Result<(), HubError> {
+        match self.take(op, cost, clock.now_us())? {
+            Admission::Now => Ok(()),
+            Admission::At(at) => {
+                tokio::time::sleep_until(clock.instant_at(at)).await;
+                Ok(())
+            }
+            Admission::RefusedAt(at, e) => {
+                tokio::time::sleep_until(clock.instant_at(at)).await;
+                Err(e)
+            }
         }
-        b.0 -= cost;
-        Ok(())
+    }
+
+    fn decide(&self, op: Metered, cost: f64, now: Micros) -> Result<Admission, HubError> {
+        let model = self.limits.throttle;
+        let Some(a) = self.limits.allowance(op) else {
+            return Ok(Admission::Now);
+        };
+        let decision = self.buckets[op as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(a, model, cost, now);
+        match decision {
+            Decision::Now => Ok(Admission::Now),
+            Decision::At(at) => Ok(Admission::At(at)),
+            Decision::TimesOut(at) => Ok(Admission::RefusedAt(at, self.refusal(op, decision))),
+            Decision::Refused { .. } => Err(self.refusal(op, decision)),
+        }
+    }
+
+    fn refusal(&self, op: Metered, decision: Decision) -> HubError {
+        let a = self.limits.allowance(op).unwrap_or(Allowance {
+            per_window: 0.0,
+            window_s: 1.0,
+        });
+        let per = if a.window_s >= 60.0 {
+            "minute"
+        } else {
+            "second"
+        };
+        let limit = format!(
+            "{} are limited to {:.0} per {per} on {} with {} unit(s)",
+            op.what(),
+            a.per_window,
+            self.limits.tier,
+            self.limits.units.max(1)
+        );
+        match (self.limits.throttle, decision) {
+            (Model::Shape, Decision::Refused { backlog }) => HubError::new(
+                ErrorCode::ThrottleBacklogLimitExceeded,
+                format!("{limit}; the backlog already holds {backlog:.0} waiting, its limit; retry later"),
+            ),
+            (_, Decision::TimesOut(_)) => HubError::new(
+                ErrorCode::ThrottlingBacklogTimeout,
+                format!(
+                    "{limit}; this call waited {} s in the backlog without its turn coming; retry later",
+                    BACKLOG_TIMEOUT_US / 1_000_000
+                ),
+            ),
+            _ => HubError::new(
+                ErrorCode::ThrottlingException,
+                format!("{limit}; retry later"),
+            ),
+        }
     }
 }
 
@@ -263,18 +364,21 @@ mod tests {
         let s1x2 = Limits {
             tier: Tier::S1,
             units: 2,
+            ..Limits::UNLIMITED
         };
         assert_eq!(s1x2.device_ops_per_s(), Some(10.0));
         assert_eq!(s1x2.concurrent_jobs(), Some(1));
         let s2 = Limits {
             tier: Tier::S2,
             units: 20,
+            ..Limits::UNLIMITED
         };
         assert_eq!(s2.device_ops_per_s(), Some(20.0));
         assert_eq!(
             Limits {
                 tier: Tier::S2,
-                units: 3
+                units: 3,
+                ..Limits::UNLIMITED
             }
             .device_ops_per_s(),
             Some(10.0)
@@ -282,6 +386,7 @@ mod tests {
         let s3 = Limits {
             tier: Tier::S3,
             units: 4,
+            ..Limits::UNLIMITED
         };
         assert_eq!(
             (s3.device_ops_per_s(), s3.concurrent_jobs()),
@@ -296,10 +401,11 @@ mod tests {
     }
 
     #[test]
-    fn service_calls_get_their_tiers_allowance_then_429001() {
+    fn service_calls_get_their_tiers_allowance_then_429001_under_reject() {
         let s1 = RateLimiter::new(Limits {
             tier: Tier::S1,
             units: 1,
+            throttle: Model::Reject,
         });
         for _ in 0..20 {
             s1.take(Metered::Query, 1.0, 0).unwrap();
@@ -327,6 +433,7 @@ mod tests {
         let s3 = Limits {
             tier: Tier::S3,
             units: 2,
+            ..Limits::UNLIMITED
         };
         assert_eq!(
             s3.allowance(Metered::TwinUpdate),
@@ -336,7 +443,58 @@ mod tests {
             })
         );
         let open = RateLimiter::new(Limits::UNLIMITED);
-        assert!((0..10_000).all(|_| open.take(Metered::Query, 1.0, 0).is_ok()));
+        assert!((0..10_000).all(|_| open.take(Metered::Query, 1.0, 0) == Ok(Admission::Now)));
+    }
+
+    /// Traffic shaping as https://learn.microsoft.com/azure/iot-hub/iot-hub-devguide-quotas-throttling#traffic-shaping
+    /// describes it (a burst at once, then a queue served at the throttle rate, then refusals),
+    /// with the codes of https://learn.microsoft.com/azure/iot-hub/troubleshoot-error-codes
+    /// ("429002 ThrottleBacklogLimitExceeded: the number of requests in the backlog exceeded the
+    /// backlog limit"; "429003 ThrottlingBacklogTimeout: backlogged requests timed out while
+    /// waiting in the backlog queue").
+    #[test]
+    fn shaping_queues_past_the_burst_and_refuses_only_a_full_or_stale_backlog() {
+        let s1 = RateLimiter::new(Limits {
+            tier: Tier::S1,
+            units: 1,
+            throttle: Model::Shape,
+        });
+        for _ in 0..100 {
+            assert_eq!(s1.take(Metered::TwinRead, 1.0, 0), Ok(Admission::Now));
+        }
+        assert_eq!(
+            s1.take(Metered::TwinRead, 1.0, 0),
+            Ok(Admission::At(10_000))
+        );
+        for _ in 1..100 {
+            assert!(matches!(
+                s1.take(Metered::TwinRead, 1.0, 0),
+                Ok(Admission::At(_))
+            ));
+        }
+        let full = s1.take(Metered::TwinRead, 1.0, 0).unwrap_err();
+        assert_eq!(full.code, ErrorCode::ThrottleBacklogLimitExceeded);
+        assert!(
+            full.message.contains("backlog already holds 100"),
+            "{}",
+            full.message
+        );
+        // Queries: 20 per minute, one every 3 s; the 31st call would wait 33 s.
+        for k in 0..30 {
+            assert!(s1.take(Metered::Query, 1.0, 0).is_ok(), "query {k}");
+        }
+        let Ok(Admission::RefusedAt(at, e)) = s1.take(Metered::Query, 1.0, 0) else {
+            panic!("the 31st query is not held for 429003");
+        };
+        assert_eq!(
+            (at, e.code),
+            (30_000_000, ErrorCode::ThrottlingBacklogTimeout)
+        );
+        assert!("Reject".parse::<Model>() == Ok(Model::Reject));
+        assert!("queue"
+            .parse::<Model>()
+            .unwrap_err()
+            .contains("expected shape"));
     }
 
     #[test]

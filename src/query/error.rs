@@ -39,4 +39,12 @@ pub enum QueryError {
         /// Where the offending text starts.
         at: Position,
     },
+    /// The text is longer than IoT Hub accepts.
+    #[error("the query is {chars} characters long; IoT Hub accepts at most {limit}")]
+    TooLong {
+        /// Its length, in characters.
+        chars: usize,
+        /// The limit.
+        limit: usize,
+    },
 }

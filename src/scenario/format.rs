@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::clock::ClockMode;
-use crate::hub::throttle::Tier;
+use crate::hub::throttle::{Model, Tier};
 use crate::units::parse_duration;
 use crate::verdict::thresholds::Thresholds;
 
@@ -101,6 +101,10 @@ pub struct HubSpec {
     /// Units of the tier.
     #[serde(default = "one")]
     pub(crate) units: u32,
+    /// What the hub does with service calls past an allowance: `shape` (IoT Hub's documented
+    /// traffic shaping, the default) or `reject` (429001 at once).
+    #[serde(default)]
+    pub(crate) throttle: ThrottleSpec,
     /// How devices reach the hub: `inproc` (channels, the default) or `mqtt` (every device a
     /// real MQTT client with its own connection to the hub's MQTT endpoint).
     #[serde(default)]
@@ -115,6 +119,7 @@ impl Default for HubSpec {
         HubSpec {
             tier: unlimited(),
             units: 1,
+            throttle: ThrottleSpec::default(),
             transport: Transport::default(),
             ramp: default_ramp(),
         }
@@ -152,6 +157,17 @@ impl<'de> Deserialize<'de> for TierSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map(TierSpec).map_err(de::Error::custom)
+    }
+}
+
+/// A throttle model read from its name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ThrottleSpec(pub Model);
+
+impl<'de> Deserialize<'de> for ThrottleSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(ThrottleSpec).map_err(de::Error::custom)
     }
 }
 

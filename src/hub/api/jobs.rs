@@ -23,7 +23,7 @@ pub(crate) async fn create(
     Call { api, .. }: Call<Service>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    api.meter(Metered::JobApi, 1.0)?;
+    api.meter(Metered::JobApi, 1.0).await?;
     let request = JobRequest::from_json(&body_json(&body)?, Some(&id))?;
     Ok(Json(api.hub.create_job(request).await?))
 }
@@ -33,7 +33,7 @@ pub(crate) async fn get(
     Path(id): Path<String>,
     Call { api, .. }: Call<Read>,
 ) -> Result<Json<Value>, ApiError> {
-    api.meter(Metered::JobApi, 1.0)?;
+    api.meter(Metered::JobApi, 1.0).await?;
     Ok(Json(api.hub.get_job(&id).await?))
 }
 
@@ -42,7 +42,7 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
     Call { api, .. }: Call<Service>,
 ) -> Result<Json<Value>, ApiError> {
-    api.meter(Metered::JobApi, 1.0)?;
+    api.meter(Metered::JobApi, 1.0).await?;
     Ok(Json(api.hub.cancel_job(&id).await?))
 }
 
@@ -55,7 +55,7 @@ pub(crate) async fn list(
         ..
     }: Call<Read>,
 ) -> Result<Response, ApiError> {
-    api.meter(Metered::JobApi, 1.0)?;
+    api.meter(Metered::JobApi, 1.0).await?;
     let paging = Paging::read(&headers, &params)?;
     if paging.token.is_some() {
         return api.cursors.page(&paging, None);

@@ -199,7 +199,7 @@ pub(crate) async fn devices(
     }: Call<Read>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    api.meter(Metered::Query, 1.0)?;
+    api.meter(Metered::Query, 1.0).await?;
     let paging = Paging::read(&headers, &params)?;
     if paging.token.is_some() {
         return api.cursors.page(&paging, None);

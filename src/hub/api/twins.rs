@@ -21,7 +21,7 @@ pub(crate) async fn get(
     Path(id): Path<String>,
     Call { api, .. }: Call<Read>,
 ) -> Result<Json<Value>, ApiError> {
-    api.meter(Metered::TwinRead, 1.0)?;
+    api.meter(Metered::TwinRead, 1.0).await?;
     Ok(Json(api.hub.get_twin(&id).await?))
 }
 
@@ -49,7 +49,7 @@ async fn write(
     body: Bytes,
     mode: TwinWrite,
 ) -> Result<Json<Value>, ApiError> {
-    api.meter(Metered::TwinUpdate, 1.0)?;
+    api.meter(Metered::TwinUpdate, 1.0).await?;
     let body = body_json(&body)?;
     let if_match = headers
         .get("if-match")
@@ -70,7 +70,8 @@ pub(crate) async fn invoke(
     api.meter(
         Metered::DirectMethod,
         body.len().div_ceil(METER_CHUNK).max(1) as f64,
-    )?;
+    )
+    .await?;
     let body = body_json(&body)?;
     let obj = body.as_object().ok_or_else(|| {
         HubError::invalid(format!(

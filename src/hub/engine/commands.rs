@@ -18,6 +18,8 @@ use super::{metrics_slot, Engine};
 impl Engine {
     pub(super) fn on_command(&mut self, cmd: Command) {
         let now = self.clock.now_us();
+        // A job past its history is gone for every command, whenever the engine last stepped.
+        self.slots.retain_active(now);
         match cmd {
             Command::CreateJob(req, reply) => {
                 let _ = reply.send(self.create_job(*req, now));
@@ -35,7 +37,7 @@ impl Engine {
             Command::ListJobs(job_type, status, reply) => {
                 let list = self
                     .slots
-                    .iter()
+                    .kept()
                     .map(|s| &s.job)
                     .filter(|j| job_type.is_none_or(|t| j.request.kind.type_name() == t))
                     .filter(|j| status.is_none_or(|st| j.status == st))
@@ -100,6 +102,15 @@ impl Engine {
             return Err(HubError::new(
                 ErrorCode::JobAlreadyExists,
                 format!("a job with id '{}' already exists", req.job_id),
+            ));
+        }
+        if self.slots.forgot(&req.job_id) {
+            return Err(HubError::new(
+                ErrorCode::JobAlreadyExists,
+                format!(
+                    "job id '{}' belonged to a job forgotten 30 days after it ended; fleetsim keeps its measurements by id, so a hub process does not reuse a job id: choose another",
+                    req.job_id
+                ),
             ));
         }
         if let Some(limit) = self.limits.concurrent_jobs() {
@@ -190,7 +201,7 @@ impl Engine {
                     _ => None,
                 };
                 let mut rows = Vec::new();
-                for slot in self.slots.iter() {
+                for slot in self.slots.kept() {
                     if only_job
                         .as_deref()
                         .is_some_and(|j| j != slot.job.request.job_id)

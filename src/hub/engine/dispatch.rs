@@ -27,7 +27,7 @@ impl Engine {
         for i in 0..self.slots.active().len() {
             self.advance_job(self.slots.active()[i], now);
         }
-        self.slots.retain_active();
+        self.slots.retain_active(now);
         self.direct.expire(now);
         self.dispatch()
     }

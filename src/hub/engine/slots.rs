@@ -1,13 +1,19 @@
 //! The engine's job table: every job ever created in its slot (a job's slot is also its
-//! metrics slot), its dispatch state, the jobs not yet ended, and the look-up by job id.
+//! metrics slot), its dispatch state, the jobs not yet ended, and the look-up by job id of the
+//! jobs the hub still keeps: an ended job is forgotten [`JOB_HISTORY_US`] after its end, as
+//! IoT Hub's job history is (its measurements stay in the run's report).
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::{Index, IndexMut};
 
-use crate::clock::Micros;
+use crate::clock::{secs_us, Micros};
 use crate::hub::error::{ErrorCode, HubError};
 use crate::hub::jobs::{DeviceRecord, Job};
 use crate::ids::{RecordIdx, SlotIdx};
+
+/// How long the hub keeps an ended job: "Job history is retained up to 30 days"
+/// (https://learn.microsoft.com/azure/iot-hub/iot-hub-devguide-quotas-throttling#other-limits).
+pub(super) const JOB_HISTORY_US: Micros = secs_us(30 * 86_400);
 
 /// A job's dispatch state.
 #[derive(Debug, Default)]
@@ -24,6 +30,8 @@ pub(super) struct JobRun {
 pub(super) struct Slot {
     pub(super) job: Job,
     pub(super) run: JobRun,
+    /// Past its history: the hub no longer shows it.
+    pub(super) forgotten: bool,
 }
 
 impl Slot {
@@ -68,6 +76,9 @@ pub(super) struct Slots {
     /// Slots of the jobs not yet ended, in creation order: the only ones with timed work, so
     /// the engine's step does not grow with the job history.
     active: Vec<SlotIdx>,
+    /// Ended jobs still kept, in the order their end was seen.
+    ended: VecDeque<SlotIdx>,
+    /// The jobs kept, by id.
     by_id: HashMap<String, SlotIdx>,
 }
 
@@ -84,6 +95,7 @@ impl Slots {
         self.slots.push(Slot {
             job,
             run: JobRun::default(),
+            forgotten: false,
         });
         self.active.push(s);
         s
@@ -92,6 +104,13 @@ impl Slots {
     /// Whether a job has id `id`.
     pub(super) fn contains(&self, id: &str) -> bool {
         self.by_id.contains_key(id)
+    }
+
+    /// Whether a job with id `id` was forgotten (past its history).
+    pub(super) fn forgot(&self, id: &str) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.forgotten && s.job.request.job_id == id)
     }
 
     /// The slot of job `id`, or 404 JobNotFound.
@@ -112,9 +131,14 @@ impl Slots {
         self.slots.get_mut(s.usize())
     }
 
-    /// Every job, in creation order.
+    /// Every job, in creation order, forgotten ones too (for measurements and views).
     pub(super) fn iter(&self) -> impl Iterator<Item = &Slot> {
         self.slots.iter()
+    }
+
+    /// The jobs the hub keeps, in creation order (what its API shows).
+    pub(super) fn kept(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().filter(|s| !s.forgotten)
     }
 
     /// The jobs not yet ended (as of the last [`Slots::retain_active`]), in creation order.
@@ -122,11 +146,26 @@ impl Slots {
         &self.active
     }
 
-    /// Forgets the ended jobs among the active ones.
-    pub(super) fn retain_active(&mut self) {
-        let slots = &self.slots;
-        self.active
-            .retain(|&s| !slots[s.usize()].job.status.is_terminal());
+    /// Moves the ended jobs among the active ones to the history, and forgets the jobs that
+    /// ended [`JOB_HISTORY_US`] before `now` (their ids are free again).
+    pub(super) fn retain_active(&mut self, now: Micros) {
+        let (slots, ended) = (&self.slots, &mut self.ended);
+        self.active.retain(|&s| {
+            let over = slots[s.usize()].job.status.is_terminal();
+            if over {
+                ended.push_back(s);
+            }
+            !over
+        });
+        while let Some(&s) = self.ended.front() {
+            let slot = &mut self.slots[s.usize()];
+            if slot.job.end_us.unwrap_or(0).saturating_add(JOB_HISTORY_US) > now {
+                break;
+            }
+            slot.forgotten = true;
+            self.by_id.remove(&slot.job.request.job_id);
+            self.ended.pop_front();
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use crate::clock::parse_iso8601;
 use crate::hub::error::{ErrorCode, HubError};
 use crate::hub::jobs::{parse_job_type, JobControl, JobKind, JobRequest, MethodCall, TwinUpdate};
 use crate::hub::twin::Object;
+use crate::query::check_length;
 
 /// Largest method payload, request or response (128 KB).
 pub(crate) const METHOD_PAYLOAD_LIMIT: usize = 128 * 1024;
@@ -31,7 +32,7 @@ fn int_field(
         Some(v) => match v.as_u64() {
             Some(n) if range.contains(&n) => Ok(n),
             _ => Err(HubError::invalid(format!(
-                "{what}.{name} is {v}; expected an integer from {} to {}",
+                "{name} must be within [{}; {}]: {what}.{name} is {v}",
                 range.start(),
                 range.end()
             ))),
@@ -117,7 +118,10 @@ impl JobRequest {
             }
         };
         let query_condition = match field(obj, "queryCondition") {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            Some(Value::String(s)) if !s.trim().is_empty() => {
+                check_length(s).map_err(|e| HubError::invalid(format!("queryCondition: {e}")))?;
+                s.clone()
+            }
             Some(other) => {
                 return Err(HubError::invalid(format!(
                     "queryCondition is {other}; expected a WHERE clause or '*'"
@@ -238,11 +242,19 @@ fn parse_twin_update(obj: &Object) -> Result<TwinUpdate, HubError> {
             ))
         }
     };
-    if let Some(etag) = field(twin, "etag") {
-        if etag.as_str().map(|s| s.trim_matches('"')) != Some("*") {
+    // A twin update job is a forced update: IoT Hub accepts only the '*' etag, and none at all
+    // is refused too.
+    match field(twin, "etag") {
+        Some(etag) if etag.as_str().map(|s| s.trim_matches('"')) == Some("*") => {}
+        Some(etag) => {
             return Err(HubError::invalid(format!(
                 "updateTwin.etag is {etag}; a job's twin update must use etag '*'"
-            )));
+            )))
+        }
+        None => {
+            return Err(HubError::invalid(
+                "updateTwin has no etag; a job's twin update is a forced update and must carry etag '*'",
+            ))
         }
     }
     let tags = match field(twin, "tags") {
@@ -328,6 +340,20 @@ mod tests {
         assert_eq!(t.desired.unwrap().get("fw"), Some(&json!("1.4.2")));
     }
 
+    /// The edges IoT Hub refuses, with its sources:
+    /// - method timeouts: responseTimeoutInSeconds "minimum is 5 seconds, and maximum is 300
+    ///   seconds", connectTimeoutInSeconds "maximum value ... is 300 seconds"
+    ///   (https://learn.microsoft.com/dotnet/api/microsoft.azure.devices.client.methodrequest.responsetimeout,
+    ///   .../methodrequest.connectiontimeout); the wording is the service's own, quoted by the
+    ///   Node SDK's DigitalTwinClient docs ("The responseTimeoutInSeconds must be within [5; 300]",
+    ///   Azure/azure-iot-sdk-node, service/src/cl/digital_twin_client.ts);
+    /// - a twin update job without etag: "ScheduleUpdateTwin job type is a force update, which
+    ///   only accepts '*' as the Etag ... Sample does not work without this"
+    ///   (https://github.com/Azure/azure-iot-sdk-java/pull/969);
+    /// - query length: "Query expressions can have a maximum length of 8192 characters"
+    ///   (https://learn.microsoft.com/azure/iot-hub/query-jobs#jobs-query-limitations);
+    /// - maxExecutionTimeInSeconds: no upper bound is documented; the SDKs refuse only a
+    ///   negative one (Azure/azure-iot-sdk-java jobclient_requirements.md, SRS_JOBCLIENT_21_008).
     #[test]
     fn refuses_bad_requests_with_clear_messages() {
         let cases = [
@@ -343,7 +369,28 @@ mod tests {
             (
                 json!({"jobId": "a", "type": "scheduleDeviceMethod", "queryCondition": "*",
                     "cloudToDeviceMethod": {"methodName": "m", "responseTimeoutInSeconds": 1}}),
-                "responseTimeoutInSeconds is 1; expected an integer from 5 to 300",
+                "responseTimeoutInSeconds must be within [5; 300]: cloudToDeviceMethod.responseTimeoutInSeconds is 1",
+            ),
+            (
+                json!({"jobId": "a", "type": "scheduleDeviceMethod", "queryCondition": "*",
+                    "cloudToDeviceMethod": {"methodName": "m", "connectTimeoutInSeconds": 301}}),
+                "connectTimeoutInSeconds must be within [0; 300]",
+            ),
+            (
+                json!({"jobId": "a", "type": "scheduleDeviceMethod", "queryCondition": "*",
+                    "maxExecutionTimeInSeconds": -1, "cloudToDeviceMethod": {"methodName": "m"}}),
+                "maxExecutionTimeInSeconds must be within [0; 4294967295]",
+            ),
+            (
+                json!({"jobId": "a", "type": "scheduleUpdateTwin", "queryCondition": "*",
+                    "updateTwin": {"tags": {"x": "1"}}}),
+                "updateTwin has no etag",
+            ),
+            (
+                json!({"jobId": "a", "type": "scheduleUpdateTwin",
+                    "queryCondition": format!("deviceId IN [{}'x']", "'d', ".repeat(2048)),
+                    "updateTwin": {"etag": "*", "tags": {"x": "1"}}}),
+                "queryCondition: the query is 10257 characters long; IoT Hub accepts at most 8192",
             ),
             (
                 json!({"jobId": "a", "type": "scheduleUpdateTwin", "queryCondition": "*",
@@ -352,12 +399,12 @@ mod tests {
             ),
             (
                 json!({"jobId": "a", "type": "scheduleUpdateTwin", "queryCondition": "*",
-                    "updateTwin": {"tags": {"x": "a/b"}}}),
+                    "updateTwin": {"etag": "*", "tags": {"x": "a/b"}}}),
                 "value of updateTwin.tags.x \"a/b\" contains '/'",
             ),
             (
                 json!({"jobId": "a", "type": "scheduleUpdateTwin", "queryCondition": "*",
-                    "startTime": "soon", "updateTwin": {"tags": {"x": "1"}}}),
+                    "startTime": "soon", "updateTwin": {"etag": "*", "tags": {"x": "1"}}}),
                 "startTime 'soon' is not an ISO-8601 time",
             ),
             (

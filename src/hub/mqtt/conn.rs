@@ -118,7 +118,7 @@ pub(crate) async fn answer_twin(
 ) -> Packet {
     match request {
         TwinRequest::Get { rid } => {
-            let twin = match endpoint.meter(Metered::TwinRead) {
+            let twin = match endpoint.meter(Metered::TwinRead).await {
                 Ok(()) => endpoint.hub.device_twin(device).await,
                 Err(e) => Err(e),
             };
@@ -133,7 +133,7 @@ pub(crate) async fn answer_twin(
             }
         }
         TwinRequest::Report { rid, patch, ack_of } => {
-            let version = match endpoint.meter(Metered::TwinUpdate) {
+            let version = match endpoint.meter(Metered::TwinUpdate).await {
                 Ok(()) => endpoint.hub.report_properties(device, patch, ack_of).await,
                 Err(e) => Err(e),
             };
