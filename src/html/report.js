@@ -366,7 +366,7 @@ function comparePage(runs) {
   const ref = runs[0].summary;
   section("Run");
   const rowsOf = [
-    ["devices", (s) => s.devices, num, 0], ["seed", (s) => s.seed, String, 0],
+    ["devices", (s) => s.devices, num, 0], ["seed", (s) => s.seed, String, undefined],
     ["clock", (s) => s.clock, String, undefined],
     ["simulated time", (s) => s.simulated_s, dur, 0], ["wall time", (s) => s.wall_s, dur, -1],
     ["operations", (s) => s.throughput.ops_total, num, 0],
