@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the SDK and browser tests need on a fresh Debian
 # machine (Node's azure-iothub, Python's azure-iot-hub, azure-iot-device and six, Chromium), then
-# runs every Rust test with the official-SDK and browser tests made mandatory. Idempotent: installs are skipped when already in place.
+# runs every Rust test with the official-SDK and browser tests made mandatory. Idempotent: installs
+# are skipped when already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

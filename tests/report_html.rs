@@ -315,3 +315,41 @@ fn sweep_refuses_an_unknown_key_before_running_anything() {
     );
     assert!(!out_dir.exists(), "nothing ran");
 }
+
+/// Ctrl-C during a sweep: the combinations under way stop, the finished ones are written.
+#[test]
+fn an_interrupted_sweep_keeps_its_finished_rows() {
+    use std::io::{BufRead, BufReader};
+    let out_dir = std::env::temp_dir().join(format!("fleetsim-sweep-int-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+        .args(["sweep", "scenarios/rollout-100k.toml", "--parallel", "1"])
+        .args(["--set", "hub.units=1,2,3,4,5,6,7,8", "--out"])
+        .arg(&out_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let first_done = line.contains("(1 finished, 7 left)");
+        seen.push(line);
+        if first_done {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|l| l.contains("(1 finished")), "{seen:#?}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success(), "{rest:#?}");
+    let csv = std::fs::read_to_string(out_dir.join("sweep.csv")).unwrap();
+    let rows = csv.lines().count() - 1;
+    assert!((1..8).contains(&rows), "finished rows only: {csv}");
+    assert!(out_dir.join("report.html").is_file());
+    assert!(rest
+        .iter()
+        .any(|l| l.starts_with(&format!("sweep: {rows} of 8 combinations"))));
+    let _ = std::fs::remove_dir_all(&out_dir);
+}

@@ -219,3 +219,33 @@ impl SweepRow {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::histogram::new_histogram;
+
+    #[test]
+    fn a_spectrum_reads_percentiles_and_stops_where_the_samples_do() {
+        let mut h = new_histogram();
+        for v in 1..=1000u64 {
+            h.record(v * 1000).unwrap();
+        }
+        let s = spectrum(&h);
+        assert_eq!(s.len(), 61);
+        let at = |k: usize| s[k].unwrap();
+        assert!((at(0) - 1.0).abs() < 0.01, "p0: {}", at(0));
+        assert!(
+            (at(3) - 500.0).abs() < 3.0,
+            "p50 (1/(1-p) = 10^0.3 ≈ 2): {}",
+            at(3)
+        );
+        assert!((at(10) - 900.0).abs() < 1.0, "p90: {}", at(10));
+        assert!((at(20) - 990.0).abs() < 1.0, "p99: {}", at(20));
+        assert!(
+            s[30].is_some() && s[31].is_none(),
+            "1,000 samples tell up to p99.9"
+        );
+        assert!(spectrum(&new_histogram()).iter().all(Option::is_none));
+    }
+}

@@ -81,6 +81,10 @@ function secTick(s) {
   const h = Math.floor(s / 3600), m = Math.round((s % 3600) / 60);
   return m === 0 ? h + " h" : h + " h " + String(m).padStart(2, "0");
 }
+// Tick steps for milliseconds: 1-2-5 below a second, then whole seconds and minutes.
+const MS_INCRS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100,
+  200, 500, 1000, 2000, 5000, 10000, 15000, 30000, 60000, 120000, 300000, 600000, 900000, 1800000,
+  3600000];
 // Tick steps for seconds: whole minutes and hours once the run is long.
 const SEC_INCRS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800,
   21600, 43200, 86400];
@@ -128,7 +132,7 @@ function plot(parent, o) {
     })));
   const axes = [
     Object.assign({ label: o.xLabel, values: (u, splits) => splits.map((v) => (v === null ? "" : o.xFmt(v))) }, o.xAxis || {}),
-    { label: o.yLabel, size: 70, values: (u, splits) => splits.map((v) => (v === null ? "" : o.yTick(v))) },
+    { label: o.yLabel, size: 70, incrs: o.yIncrs, values: (u, splits) => splits.map((v) => (v === null ? "" : o.yTick(v))) },
   ];
   if (o.y2Label) {
     axes.push({ label: o.y2Label, scale: "y2", side: 1, size: 70, grid: { show: false },
@@ -166,6 +170,7 @@ function spectrumChart(parent, title, lines) {
     yLabel: "latency",
     yFmt: ms,
     yTick: msTick,
+    yIncrs: MS_INCRS,
     series: kept.map((l) => ({ label: l.label, width: l.width, dash: l.dash, color: l.color })),
     data: [xs].concat(kept.map((l) => l.values.slice(0, last + 1))),
     note: shown.length > kept.length ? `the first ${kept.length} of ${shown.length} series` : null,
@@ -366,7 +371,7 @@ function comparePage(runs) {
   const ref = runs[0].summary;
   section("Run");
   const rowsOf = [
-    ["devices", (s) => s.devices, num, 0], ["seed", (s) => s.seed, String, 0],
+    ["devices", (s) => s.devices, num, 0], ["seed", (s) => s.seed, String, undefined],
     ["clock", (s) => s.clock, String, undefined],
     ["simulated time", (s) => s.simulated_s, dur, 0], ["wall time", (s) => s.wall_s, dur, -1],
     ["operations", (s) => s.throughput.ops_total, num, 0],
@@ -496,15 +501,17 @@ function sweepPage(sw) {
   const groupOf = (r) => r.values.filter((_, i) => i !== xi).map((v, j) => `${sw.keys.filter((_, i) => i !== xi)[j]}=${v}`).join(" ") || "all";
   const groups = [...new Set(sw.rows.map(groupOf))];
   const xs = xValues.map((v, i) => (xCat ? i : Number(v)));
-  const figures = rolloutIds.map((id) => [`${id} makespan`, (r) => (r.rollouts[id] ? r.rollouts[id].makespan_s : null), dur, "makespan"])
-    .concat(jobIds.slice(0, 4).map((id) => [`${id} makespan`, (r) => (r.jobs[id] ? r.jobs[id].makespan_s : null), dur, "makespan"]))
-    .concat([["completion p99", (r) => r.completion_p99_ms, ms, "latency (ms)"],
-      ["delivery p99", (r) => r.delivery_p99_ms, ms, "latency (ms)"],
-      ["mean ops/s", (r) => r.ops_per_s_mean, (v) => num(v, 1) + "/s", "operations per second"]]);
+  const makespan = [dur, "makespan", secTick, SEC_INCRS];
+  const latency = [ms, "latency", msTick, MS_INCRS];
+  const figures = rolloutIds.map((id) => [`${id} makespan`, (r) => (r.rollouts[id] ? r.rollouts[id].makespan_s : null), ...makespan])
+    .concat(jobIds.slice(0, 4).map((id) => [`${id} makespan`, (r) => (r.jobs[id] ? r.jobs[id].makespan_s : null), ...makespan]))
+    .concat([["completion p99", (r) => r.completion_p99_ms, ...latency],
+      ["delivery p99", (r) => r.delivery_p99_ms, ...latency],
+      ["mean ops/s", (r) => r.ops_per_s_mean, (v) => num(v, 1) + "/s", "operations per second", (v) => num(v), undefined]]);
   section("Figures against " + sw.keys[xi]);
   const charts = el("div", { class: "charts" });
   app.append(charts);
-  for (const [title, f, fmt, yLabel] of figures) {
+  for (const [title, f, fmt, yLabel, yTick, yIncrs] of figures) {
     const data = [xs].concat(groups.map((g) => xs.map((x) => {
       const r = sw.rows.find((row) => groupOf(row) === g && xOf(row) === x);
       return r ? f(r) : null;
@@ -514,9 +521,10 @@ function sweepPage(sw) {
       xLabel: sw.keys[xi],
       xFmt: (v) => (xCat ? (xValues[Math.round(v)] ?? "") : num(v)),
       xAxis: { splits: () => xs },
-      yLabel: yLabel === "makespan" ? "makespan (s)" : yLabel,
+      yLabel,
       yFmt: fmt,
-      yTick: (v) => num(v),
+      yTick,
+      yIncrs,
       yScale: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] },
       series: groups.map((g) => ({ label: g, width: 2, points: true })),
       data,
