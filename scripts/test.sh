@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the SDK tests need on a fresh Debian machine (Node's
-# azure-iothub, Python's azure-iot-hub, azure-iot-device and six), then runs every Rust test with
-# the official-SDK tests made mandatory. Idempotent: installs are skipped when already in place.
+# azure-iothub, Python's azure-iot-hub, azure-iot-device and six, Debian's prometheus), then runs
+# every Rust test with the official-SDK and Prometheus tests made mandatory. Idempotent: installs are skipped when already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,9 @@ apt_install() {
 
 # tests/tui.rs drives the dashboard in a tmux pseudo-terminal.
 command -v tmux >/dev/null || apt_install tmux
+
+# tests/prometheus.rs checks /metrics with promtool and scrapes a hub with a real Prometheus.
+command -v promtool >/dev/null && command -v prometheus >/dev/null || apt_install prometheus
 
 # Node service SDK, pinned by tests/sdk/node/package-lock.json.
 command -v npm >/dev/null || apt_install nodejs npm
