@@ -436,13 +436,17 @@ mod tests {
             .contains("expected unlimited, F1, S1, S2 or S3"));
     }
 
-    #[test]
-    fn service_calls_get_their_tiers_allowance_then_429001_under_reject() {
-        let s1 = RateLimiter::new(Limits {
+    fn s1_limiter(throttle: Model) -> RateLimiter {
+        RateLimiter::new(Limits {
             tier: Tier::S1,
             units: 1,
-            throttle: Model::Reject,
-        });
+            throttle,
+        })
+    }
+
+    #[test]
+    fn service_calls_get_their_tiers_allowance_then_429001_under_reject() {
+        let s1 = s1_limiter(Model::Reject);
         for _ in 0..20 {
             s1.take(Metered::Query, 1.0, 0).unwrap();
         }
@@ -490,11 +494,7 @@ mod tests {
     /// waiting in the backlog queue").
     #[test]
     fn shaping_queues_past_the_burst_and_refuses_only_a_full_or_stale_backlog() {
-        let s1 = RateLimiter::new(Limits {
-            tier: Tier::S1,
-            units: 1,
-            throttle: Model::Shape,
-        });
+        let s1 = s1_limiter(Model::Shape);
         for _ in 0..100 {
             assert_eq!(s1.take(Metered::TwinRead, 1.0, 0), Ok(Admission::Now));
         }
