@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The test command (README): installs what the SDK and browser tests need on a fresh Debian
-# machine (Node's azure-iothub, Python's azure-iot-hub, azure-iot-device and six, Chromium), then
-# runs every Rust test with the official-SDK and browser tests made mandatory. Idempotent: installs
-# are skipped when already in place.
+# The test command (README): installs what the SDK, browser and Prometheus tests need on a fresh
+# Debian machine (Node's azure-iothub, Python's azure-iot-hub, azure-iot-device and six, Chromium,
+# Prometheus), then runs every Rust test with those tests made mandatory. Idempotent: installs are
+# skipped when already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,8 @@ command -v tmux >/dev/null || apt_install tmux
 
 # tests/report_html.rs loads the HTML reports in headless Chromium.
 command -v chromium >/dev/null || apt_install chromium
+# tests/prometheus.rs checks /metrics with promtool and scrapes a hub with a real Prometheus.
+command -v promtool >/dev/null && command -v prometheus >/dev/null || apt_install prometheus
 
 # Node service SDK, pinned by tests/sdk/node/package-lock.json.
 command -v npm >/dev/null || apt_install nodejs npm

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::clock::{Clock, Micros};
@@ -227,6 +228,17 @@ pub struct RateLimiter {
     /// Indexed by `Metered as usize`. A std mutex held for a few arithmetic steps, never
     /// across `.await`.
     buckets: [Mutex<Bucket>; 5],
+    /// Calls queued by shaping, then refused with 429001, 429002 and 429003 (for `/metrics`).
+    counts: [AtomicU64; 4],
+}
+
+/// What a [`RateLimiter`] did with the calls past an allowance, since it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ThrottleCounts {
+    /// Calls queued by traffic shaping (served late).
+    pub(crate) queued: u64,
+    /// Refusals by code: 429001, 429002, 429003.
+    pub(crate) refused: [(ErrorCode, u64); 3],
 }
 
 impl RateLimiter {
@@ -240,6 +252,20 @@ impl RateLimiter {
                     window_s: 1.0,
                 })))
             }),
+            counts: Default::default(),
+        }
+    }
+
+    /// What it did with calls past an allowance so far.
+    pub(crate) fn counts(&self) -> ThrottleCounts {
+        let n = |i: usize| self.counts[i].load(Ordering::Relaxed);
+        ThrottleCounts {
+            queued: n(0),
+            refused: [
+                (ErrorCode::ThrottlingException, n(1)),
+                (ErrorCode::ThrottleBacklogLimitExceeded, n(2)),
+                (ErrorCode::ThrottlingBacklogTimeout, n(3)),
+            ],
         }
     }
 
@@ -274,6 +300,16 @@ impl RateLimiter {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take(a, model, cost, now);
+        let counted = match decision {
+            Decision::Now => None,
+            Decision::At(_) => Some(0),
+            Decision::Refused { .. } if model == Model::Reject => Some(1),
+            Decision::Refused { .. } => Some(2),
+            Decision::TimesOut(_) => Some(3),
+        };
+        if let Some(i) = counted {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
         match decision {
             Decision::Now => Ok(Admission::Now),
             Decision::At(at) => Ok(Admission::At(at)),
@@ -400,13 +436,17 @@ mod tests {
             .contains("expected unlimited, F1, S1, S2 or S3"));
     }
 
-    #[test]
-    fn service_calls_get_their_tiers_allowance_then_429001_under_reject() {
-        let s1 = RateLimiter::new(Limits {
+    fn s1_limiter(throttle: Model) -> RateLimiter {
+        RateLimiter::new(Limits {
             tier: Tier::S1,
             units: 1,
-            throttle: Model::Reject,
-        });
+            throttle,
+        })
+    }
+
+    #[test]
+    fn service_calls_get_their_tiers_allowance_then_429001_under_reject() {
+        let s1 = s1_limiter(Model::Reject);
         for _ in 0..20 {
             s1.take(Metered::Query, 1.0, 0).unwrap();
         }
@@ -454,11 +494,7 @@ mod tests {
     /// waiting in the backlog queue").
     #[test]
     fn shaping_queues_past_the_burst_and_refuses_only_a_full_or_stale_backlog() {
-        let s1 = RateLimiter::new(Limits {
-            tier: Tier::S1,
-            units: 1,
-            throttle: Model::Shape,
-        });
+        let s1 = s1_limiter(Model::Shape);
         for _ in 0..100 {
             assert_eq!(s1.take(Metered::TwinRead, 1.0, 0), Ok(Admission::Now));
         }

@@ -12,7 +12,9 @@ use axum::response::IntoResponse;
 
 use crate::clock::Micros;
 use crate::hub::jobs::JobStatus;
+use crate::hub::throttle::ThrottleCounts;
 use crate::hub::HubView;
+use crate::metrics::Measure;
 
 use super::Api;
 
@@ -82,8 +84,8 @@ const STATUSES: [JobStatus; 6] = [
     JobStatus::Cancelled,
 ];
 
-/// The exposition text for `view` and the API latency.
-fn exposition(view: &HubView, latency: &Latency) -> String {
+/// The exposition text for `view`, the API latency and the throttle's `counts`.
+fn exposition(view: &HubView, latency: &Latency, counts: &ThrottleCounts) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# HELP fleetsim_devices Devices in the registry.");
     let _ = writeln!(s, "# TYPE fleetsim_devices gauge");
@@ -136,6 +138,78 @@ fn exposition(view: &HubView, latency: &Latency) -> String {
         );
     }
 
+    let t = &view.metrics.totals;
+    for (name, help, n) in [
+        (
+            "dispatched",
+            "Job device operations sent to devices.",
+            t.ops_dispatched,
+        ),
+        (
+            "done",
+            "Job device operations finished (answered, failed or timed out).",
+            t.ops_done,
+        ),
+        ("failed", "Job device operations that failed.", t.failures),
+    ] {
+        let _ = writeln!(
+            s,
+            "# HELP fleetsim_job_device_operations_{name}_total {help}"
+        );
+        let _ = writeln!(
+            s,
+            "# TYPE fleetsim_job_device_operations_{name}_total counter"
+        );
+        let _ = writeln!(s, "fleetsim_job_device_operations_{name}_total {n}");
+    }
+
+    let _ = writeln!(
+        s,
+        "# HELP fleetsim_latency_seconds Job device operation latency from the intended time, all jobs, by measure (engine_lag, delivery, round_trip, completion)."
+    );
+    let _ = writeln!(s, "# TYPE fleetsim_latency_seconds summary");
+    for m in Measure::ALL {
+        let st = &view.metrics.measure(m).stats;
+        let name = m.name();
+        for (q, us) in [("0.5", st.p50_us), ("0.9", st.p90_us), ("0.99", st.p99_us)] {
+            let _ = writeln!(
+                s,
+                "fleetsim_latency_seconds{{measure=\"{name}\",quantile=\"{q}\"}} {}",
+                us as f64 / 1e6
+            );
+        }
+        let _ = writeln!(
+            s,
+            "fleetsim_latency_seconds_sum{{measure=\"{name}\"}} {}",
+            st.mean_us * st.count as f64 / 1e6
+        );
+        let _ = writeln!(
+            s,
+            "fleetsim_latency_seconds_count{{measure=\"{name}\"}} {}",
+            st.count
+        );
+    }
+
+    let _ = writeln!(
+        s,
+        "# HELP fleetsim_throttle_queued_total Service calls past an allowance that traffic shaping queued."
+    );
+    let _ = writeln!(s, "# TYPE fleetsim_throttle_queued_total counter");
+    let _ = writeln!(s, "fleetsim_throttle_queued_total {}", counts.queued);
+    let _ = writeln!(
+        s,
+        "# HELP fleetsim_throttle_refused_total Service calls refused past an allowance, by IoT Hub error code."
+    );
+    let _ = writeln!(s, "# TYPE fleetsim_throttle_refused_total counter");
+    for (code, n) in counts.refused {
+        let _ = writeln!(
+            s,
+            "fleetsim_throttle_refused_total{{code=\"{}\",name=\"{}\"}} {n}",
+            code.number(),
+            code.name()
+        );
+    }
+
     let _ = writeln!(
         s,
         "# HELP fleetsim_api_request_duration_seconds Service API call latency."
@@ -181,13 +255,14 @@ pub(crate) async fn render(State(api): State<Arc<Api>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        exposition(&view, &api.latency),
+        exposition(&view, &api.latency, &api.limiter.counts()),
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::error::ErrorCode;
     use crate::hub::JobView;
 
     #[test]
@@ -220,11 +295,22 @@ mod tests {
             }],
             ..Default::default()
         };
-        let text = exposition(&view, &latency);
+        let counts = ThrottleCounts {
+            queued: 5,
+            refused: [
+                (ErrorCode::ThrottlingException, 0),
+                (ErrorCode::ThrottleBacklogLimitExceeded, 2),
+                (ErrorCode::ThrottlingBacklogTimeout, 0),
+            ],
+        };
+        let text = exposition(&view, &latency, &counts);
         for line in [
             "fleetsim_devices_connected 9",
             "fleetsim_jobs{status=\"running\",type=\"scheduleUpdateTwin\"} 1",
             "fleetsim_job_device_operations{outcome=\"pending\"} 3",
+            "fleetsim_throttle_queued_total 5",
+            "fleetsim_throttle_refused_total{code=\"429002\",name=\"ThrottleBacklogLimitExceeded\"} 2",
+            "fleetsim_latency_seconds_count{measure=\"delivery\"} 0",
             "fleetsim_api_request_duration_seconds_bucket{route=\"GET /jobs/v2/{id}\",code=\"2xx\",le=\"0.0005\"} 1",
             "fleetsim_api_request_duration_seconds_bucket{route=\"GET /jobs/v2/{id}\",code=\"2xx\",le=\"+Inf\"} 2",
         ] {

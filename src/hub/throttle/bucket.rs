@@ -103,19 +103,23 @@ mod tests {
         );
     }
 
+    /// A full bucket of `a` after a burst at 0 of its whole allowance, served now, and of
+    /// `queued` more, queued `every` microseconds apart.
+    fn burst_then_queue(a: Allowance, queued: u64, every: Micros) -> Bucket {
+        let mut b = Bucket::full(a);
+        for _ in 0..a.per_window as usize {
+            assert_eq!(b.take(a, Model::Shape, 1.0, 0), Decision::Now);
+        }
+        for k in 1..=queued {
+            assert_eq!(b.take(a, Model::Shape, 1.0, 0), Decision::At(k * every));
+        }
+        b
+    }
+
     #[test]
     fn shape_queues_at_the_rate_until_the_backlog_is_full() {
-        let mut b = Bucket::full(PER_SECOND);
-        for _ in 0..100 {
-            assert_eq!(b.take(PER_SECOND, Model::Shape, 1.0, 0), Decision::Now);
-        }
         // 100 per second: the queued calls are served 10 ms apart.
-        for k in 1..=100 {
-            assert_eq!(
-                b.take(PER_SECOND, Model::Shape, 1.0, 0),
-                Decision::At(k * 10_000)
-            );
-        }
+        let mut b = burst_then_queue(PER_SECOND, 100, 10_000);
         assert_eq!(
             b.take(PER_SECOND, Model::Shape, 1.0, 0),
             Decision::Refused { backlog: 100.0 }
@@ -129,17 +133,8 @@ mod tests {
 
     #[test]
     fn shape_times_out_a_call_that_would_wait_past_the_backlog_timeout() {
-        let mut b = Bucket::full(PER_MINUTE);
-        for _ in 0..20 {
-            assert_eq!(b.take(PER_MINUTE, Model::Shape, 1.0, 0), Decision::Now);
-        }
         // 20 per minute: one every 3 s; ten fit in 30 s of waiting.
-        for k in 1..=10 {
-            assert_eq!(
-                b.take(PER_MINUTE, Model::Shape, 1.0, 0),
-                Decision::At(k * 3_000_000)
-            );
-        }
+        let mut b = burst_then_queue(PER_MINUTE, 10, 3_000_000);
         assert_eq!(
             b.take(PER_MINUTE, Model::Shape, 1.0, 0),
             Decision::TimesOut(BACKLOG_TIMEOUT_US)
