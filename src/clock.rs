@@ -149,7 +149,7 @@ impl Clock {
 
     /// Sleeps until the reading `us`. In virtual time, every task of a run but the engine sleeps
     /// through this, so that the engine knows it may run ahead (see [`Clock::run_ahead_to`]).
-    pub(crate) async fn sleep_until(&self, us: Micros) {
+    pub async fn sleep_until(&self, us: Micros) {
         let _sleeper = self.simulated.as_deref().map(|s| s.enter(us));
         tokio::time::sleep_until(self.instant_at(us)).await;
     }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::metrics::results::{write_atomic, ResultsError};
+use crate::verdict::junit::escape;
 use crate::verdict::Verdict;
 
 pub(crate) use data::{RunData, SweepData, SweepRow};
@@ -136,21 +137,6 @@ fn render(page: &Page) -> Result<String, HtmlError> {
     }
     out.push_str(rest);
     Ok(out)
-}
-
-/// `text` safe inside HTML text and attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -261,6 +261,9 @@ impl Engine {
                         || shutdown.is_cancelled();
                     if others || wake <= now {
                         Next::Yield
+                    } else if wake == idle_until {
+                        // Nothing of its own is due: whatever comes next is another task's.
+                        Next::Sleep
                     } else if self.clock.run_ahead_to(wake) {
                         Next::RunAhead
                     } else {

@@ -110,8 +110,8 @@ pub(crate) fn report(v: &Verdict) -> String {
     s
 }
 
-/// Escapes text for an XML attribute or element.
-fn escape(text: &str) -> String {
+/// Escapes text for an XML (or HTML) attribute or element.
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
