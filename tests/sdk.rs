@@ -1,8 +1,9 @@
 //! The official service SDKs against `fleetsim hub`: starts the binary on a temporary state
 //! directory with the `sdk-hub` fleet, HTTPS on 127.0.0.1:443 (the Node SDK ignores ports),
-//! runs `tests/sdk/node` (azure-iothub, NODE_EXTRA_CA_CERTS) and `tests/sdk/python`
-//! (azure-iot-hub, REQUESTS_CA_BUNDLE; and azure-iot-device over MQTT/TLS on 127.0.0.1:8883,
-//! the device SDK's fixed port), then stops the hub with SIGTERM and expects a clean exit.
+//! runs `tests/sdk/node` (azure-iothub, NODE_EXTRA_CA_CERTS; and azure-iot-device with
+//! azure-iot-device-mqtt over MQTT/TLS on 127.0.0.1:8883, the device SDKs' fixed port) and
+//! `tests/sdk/python` (azure-iot-hub, REQUESTS_CA_BUNDLE; and azure-iot-device over MQTT/TLS),
+//! then stops the hub with SIGTERM and expects a clean exit.
 //!
 //! `scripts/test.sh` installs the SDKs and sets FLEETSIM_SDK_TESTS=1, which makes this test
 //! mandatory; a bare `cargo test` without the SDKs installed skips it with a note.
@@ -80,7 +81,9 @@ fn run(cmd: &mut Command, what: &str) {
 
 #[test]
 fn official_sdks_drive_the_hub() {
-    let node_ready = Path::new("tests/sdk/node/node_modules/azure-iothub").exists();
+    let node_ready = ["azure-iothub", "azure-iot-device", "azure-iot-device-mqtt"]
+        .iter()
+        .all(|p| Path::new("tests/sdk/node/node_modules").join(p).exists());
     let python_ready = Command::new("python3")
         .args(["-c", "import azure.iot.hub, azure.iot.device, six"])
         .output()
@@ -105,6 +108,15 @@ fn official_sdks_drive_the_hub() {
             .env("FLEETSIM_CONNECTION_STRING", &hub.connection_string)
             .env("NODE_EXTRA_CA_CERTS", &hub.ca),
         "the Node SDK test",
+    );
+    run(
+        Command::new("node")
+            .arg("device_test.js")
+            .current_dir("tests/sdk/node")
+            .env("FLEETSIM_CONNECTION_STRING", &hub.connection_string)
+            .env("FLEETSIM_CA", &hub.ca)
+            .env("NODE_EXTRA_CA_CERTS", &hub.ca),
+        "the Node device SDK test (MQTT over TLS)",
     );
     run(
         Command::new("python3")
