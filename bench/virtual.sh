@@ -3,7 +3,7 @@
 # tenth, then a twin update on all, ~30.6 simulated hours) and the same scenario scaled to other
 # fleet sizes. Prints, per size: simulated time, wall time, speed-up (from summary.json) and
 # peak RSS (GNU time). Usage: bench/virtual.sh [factor...] (default: 0.1 1; 10 = 10M devices
-# needs ~15 GB and ~10 minutes).
+# plays ~100x the 1M run's churn events, ~1.5 billion: not measured, likely half an hour or more).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
