@@ -7,12 +7,14 @@
 pub(crate) mod behaviour;
 pub mod credentials;
 pub(crate) mod device;
+pub(crate) mod faults;
 pub mod inproc;
 pub mod keyfile;
 pub mod mqtt;
 
 use behaviour::CohortModel;
 use device::VirtualDevice;
+use faults::FaultPlan;
 
 use crate::shard::Shard;
 
@@ -26,6 +28,8 @@ pub(crate) struct Fleet {
     pub(crate) models: Vec<CohortModel>,
     /// The devices, in registry order.
     pub(crate) devices: Vec<VirtualDevice>,
+    /// The scenario's device-side faults.
+    pub(crate) faults: FaultPlan,
 }
 
 impl Fleet {
@@ -51,7 +55,14 @@ impl Fleet {
             seed,
             models: cohorts.into_iter().map(|(model, _)| model).collect(),
             devices,
+            faults: FaultPlan::default(),
         }
+    }
+
+    /// The same fleet playing `faults`.
+    pub(crate) fn with_faults(mut self, faults: FaultPlan) -> Fleet {
+        self.faults = faults;
+        self
     }
 
     /// Devices that never connect.

@@ -60,13 +60,21 @@ pub enum ToDevice {
         /// The patch (without `$version`).
         patch: Arc<Value>,
     },
+    /// The hub closes the device's connection (a hub restart): the device reconnects after
+    /// its backoff, as an SDK device does when its connection drops.
+    Disconnect {
+        /// The device.
+        device: DeviceIdx,
+    },
 }
 
 impl ToDevice {
     /// The device a message is for.
     pub(crate) fn device(&self) -> DeviceIdx {
         match self {
-            ToDevice::Method { device, .. } | ToDevice::Desired { device, .. } => *device,
+            ToDevice::Method { device, .. }
+            | ToDevice::Desired { device, .. }
+            | ToDevice::Disconnect { device } => *device,
         }
     }
 }

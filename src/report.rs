@@ -115,6 +115,51 @@ pub struct WaveReport {
     pub rate_per_minute_at_end: Option<f64>,
 }
 
+/// One `[[fault]]` of a scenario as a window of the run's time (`summary.json`, the report, the
+/// `faults` column of `timeseries.csv`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultWindow {
+    /// `disconnect`, `partition`, `latency`, `errors` or `hub_restart`.
+    pub kind: String,
+    /// Whom it hits: `cohort b43-floor3, 50%`, `all devices`, `the hub`.
+    pub target: String,
+    /// What it does beyond its kind (`+500 ms each way`, `30% of methods fail`), or empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// When it starts, seconds from the run's start.
+    pub start_s: f64,
+    /// When it ends, seconds from the run's start (its start for an instant: a disconnect,
+    /// a hub restart).
+    pub end_s: f64,
+}
+
+impl FaultWindow {
+    /// Whether the window touches `[from_s, to_s)` (an instant counts in the second it falls in).
+    pub(crate) fn overlaps(&self, from_s: f64, to_s: f64) -> bool {
+        self.start_s < to_s && (self.end_s > from_s || self.start_s >= from_s)
+    }
+
+    /// One line for logs and the dashboard: `disconnect cohort b43-floor3, 50% at +30s`.
+    pub(crate) fn label(&self) -> String {
+        let detail = if self.detail.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.detail)
+        };
+        if self.end_s > self.start_s {
+            format!(
+                "{} {}{detail} from +{}s to +{}s",
+                self.kind, self.target, self.start_s, self.end_s
+            )
+        } else {
+            format!(
+                "{} {}{detail} at +{}s",
+                self.kind, self.target, self.start_s
+            )
+        }
+    }
+}
+
 /// Everything about a run that does not come from the histograms.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
@@ -142,6 +187,9 @@ pub struct RunReport {
     /// Real or virtual time (older results, without it, ran in real time).
     #[serde(default)]
     pub(crate) clock: ClockMode,
+    /// The scenario's faults, in file order (absent without any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultWindow>,
     /// Simulated and real seconds the run took.
     #[serde(flatten, default)]
     pub(crate) timing: Timing,

@@ -264,6 +264,9 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
         rollout::check(r, &mut ids).map_err(|(span, m)| at(Some(span), m))?;
         rollouts.insert(r.id.get_ref().as_str());
     }
+    for f in &scenario.faults {
+        check_fault(f.get_ref(), &scenario).map_err(|m| at(Some(f.span()), m))?;
+    }
     let table = &scenario.threshold_table;
     let mut list = Vec::with_capacity(table.conditions.len());
     for (key, condition) in &table.conditions {
@@ -305,6 +308,69 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
         list,
     };
     Ok(scenario)
+}
+
+/// Checks that a `[[fault]]` has the keys its kind needs and no others, and names a cohort
+/// the scenario has.
+fn check_fault(f: &format::FaultSpec, scenario: &Scenario) -> Result<(), String> {
+    use format::FaultKindSpec as K;
+    let kind = f.kind.name();
+    let refuse = |key: &str, why: &str| Err(format!("fault '{kind}': `{key}` {why}"));
+    let lasts = matches!(f.kind, K::Partition | K::Latency | K::Errors);
+    match (lasts, f.lasts) {
+        (true, None) => {
+            return refuse(
+                "for",
+                "is missing; write how long it lasts, e.g. for = \"2m\"",
+            )
+        }
+        (true, Some(d)) if d.0.is_zero() => {
+            return refuse("for", "is 0; expected a duration such as \"2m\"")
+        }
+        (false, Some(_)) => {
+            return refuse(
+                "for",
+                "does not apply: a disconnect or a hub restart is an instant",
+            )
+        }
+        _ => {}
+    }
+    match (f.kind, f.add) {
+        (K::Latency, None) => {
+            return refuse(
+                "add",
+                "is missing; write what it adds each way, e.g. add = \"500ms\"",
+            )
+        }
+        (K::Latency, _) | (_, None) => {}
+        (_, Some(_)) => return refuse("add", "applies to kind = \"latency\" only"),
+    }
+    match (f.kind, f.error_rate) {
+        (K::Errors, None) => {
+            return refuse(
+                "error_rate",
+                "is missing; write the share of methods that fail, e.g. error_rate = 0.3",
+            )
+        }
+        (K::Errors, _) | (_, None) => {}
+        (_, Some(_)) => return refuse("error_rate", "applies to kind = \"errors\" only"),
+    }
+    if f.kind == K::HubRestart && (f.cohort.is_some() || f.share.is_some()) {
+        return refuse(
+            "cohort/share",
+            "does not apply: a hub restart drops every connection",
+        );
+    }
+    if let Some(name) = &f.cohort {
+        if !scenario.cohorts.iter().any(|c| &c.name == name) {
+            let known: Vec<&str> = scenario.cohorts.iter().map(|c| c.name.as_str()).collect();
+            return Err(format!(
+                "fault '{kind}': cohort '{name}' is not in the scenario; its cohorts are: {}",
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_dist(d: &format::Dist) -> Result<(), String> {

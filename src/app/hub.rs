@@ -104,6 +104,7 @@ fn empty_scenario() -> Scenario {
         cohorts: Vec::new(),
         jobs: Vec::new(),
         rollouts: Vec::new(),
+        faults: Vec::new(),
         threshold_table: Default::default(),
         thresholds: Default::default(),
     }

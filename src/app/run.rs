@@ -371,6 +371,7 @@ pub async fn run(
             devices: output.devices,
             jobs: output.jobs,
             rollouts: rollouts.reports(),
+            faults: scenario::build::fault_windows(scenario),
             shard: (!opts.shard.is_all()).then_some(opts.shard),
             clock: mode,
             timing: Timing::new(end, stopwatch.elapsed()),

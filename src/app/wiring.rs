@@ -31,7 +31,7 @@ use crate::shard::Shard;
 /// Host names the hub answers to (SAS resources and the TLS certificate).
 pub(crate) const HOST_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
 /// MQTT keep-alive of fleet devices, seconds (the Python SDK's).
-pub(crate) const KEEP_ALIVE_S: u16 = 60;
+pub(crate) use crate::fleet::faults::KEEP_ALIVE_S;
 /// Outgoing connections per loopback source address the fleet aims for.
 pub(crate) const PER_SOURCE: u64 = 5_000;
 
@@ -258,7 +258,8 @@ pub async fn start(
     };
     let (link, devices) = start_devices(scenario, seed, shard, mqtt, security, ends).await?;
     let engine = Engine::new(clock, limits, registry, link)
-        .with_intervals_of(metrics::interval_for(scenario.duration.micros()));
+        .with_intervals_of(metrics::interval_for(scenario.duration.micros()))
+        .with_restarts(build::hub_restarts(scenario));
     let engine = EngineTask::Running(tokio::spawn(engine.run(
         cmd_rx,
         from_dev_rx,

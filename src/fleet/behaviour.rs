@@ -267,6 +267,10 @@ pub(crate) enum Salt {
     LinkDown = 5,
     /// The answer to that message on the way back (same counter).
     LinkUp = 6,
+    /// Whether a fault hits the device (plus the fault's number).
+    Fault = 7,
+    /// The jitter of a reconnection's backoff (plus the device's count of drops).
+    Reconnect = 8,
 }
 
 /// The generator for one event of one device.

@@ -64,17 +64,36 @@ impl VirtualDevice {
         self.churns
     }
 
-    /// A method request arrives.
+    /// A method request arrives; a fault may make the device fail `fail` of them (with the
+    /// method's error status) on top of its model.
     pub(crate) fn on_method(
         &mut self,
         model: &CohortModel,
         method: &str,
         seed: u64,
         idx: u32,
+        fail: Option<f64>,
     ) -> MethodOutcome {
         let mut rng = rng_for(seed, idx, Salt::Method, self.requests);
         self.requests = self.requests.wrapping_add(1);
-        model.method(method).draw(&mut rng)
+        let model = model.method(method);
+        match (model.draw(&mut rng), fail) {
+            (MethodOutcome::Answer { after, .. }, Some(rate)) if rng.gen::<f64>() < rate => {
+                MethodOutcome::Answer {
+                    after,
+                    status: model.error_status,
+                }
+            }
+            (outcome, _) => outcome,
+        }
+    }
+
+    /// The connection drops (a fault, the hub closing it): the device's messages in flight on
+    /// it are lost. Answers the device's count of drops so far (it salts the backoff's draw).
+    pub(crate) fn drop_connection(&mut self) -> u32 {
+        self.connected = false;
+        self.churns = self.churns.wrapping_add(1);
+        self.churns
     }
 
     /// A desired patch arrives.
@@ -167,12 +186,12 @@ mod tests {
         };
         let m = cohort(default, Latency::fixed(0), 0.0, 0.0);
         let mut d = VirtualDevice::new(0, &m, 1, 0);
-        let first = d.on_method(&m, "x", 1, 0);
-        let second = d.on_method(&m, "x", 1, 0);
+        let first = d.on_method(&m, "x", 1, 0, None);
+        let second = d.on_method(&m, "x", 1, 0, None);
         assert_ne!(first, second, "the request counter salts each draw");
         let mut again = VirtualDevice::new(0, &m, 1, 0);
         assert_eq!(
-            again.on_method(&m, "x", 1, 0),
+            again.on_method(&m, "x", 1, 0, None),
             first,
             "and a replay gives the same draw"
         );

@@ -7,6 +7,11 @@
 //! latency (the `delivered_us` the device reports is that moment), the device's answer reaches
 //! the hub after the device's own latency plus the uplink latency, and a message lost either way
 //! is simply never acted on or never answered.
+//!
+//! The scenario's faults ([`FaultPlan`](crate::fleet::faults::FaultPlan)) act here too: a
+//! disconnect drops the devices it hits at its instant (they reconnect after their backoff), a
+//! partition loses every message to and from them and costs them their session after the
+//! session timeout, a latency fault adds to each message's trip, an errors fault fails methods.
 
 use std::sync::Arc;
 
@@ -15,8 +20,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Micros};
-use crate::fleet::behaviour::MethodOutcome;
+use crate::fleet::behaviour::{MethodOutcome, Trip};
 use crate::fleet::device::DesiredOutcome;
+use crate::fleet::faults::{self, FaultKind, SESSION_TIMEOUT_US};
 use crate::fleet::Fleet;
 use crate::ids::DeviceIdx;
 use crate::link::{DeviceLink, FromDevice, OpId, ToDevice};
@@ -60,6 +66,9 @@ impl DeviceLink for InProcLink {
     }
 }
 
+/// What a timer does when it fires. Those about a device carry the connection they belong to
+/// (see [`VirtualDevice::connection`](crate::fleet::device::VirtualDevice::connection)): one
+/// that has since dropped takes them with it.
 #[derive(Debug)]
 enum Event {
     Answer {
@@ -67,14 +76,21 @@ enum Event {
         device: DeviceIdx,
         status: i32,
         delivered: Micros,
+        connection: u32,
     },
     Ack {
         op: Option<OpId>,
         device: DeviceIdx,
         patch: Arc<Value>,
+        connection: u32,
     },
-    Disconnect(DeviceIdx),
-    Reconnect(DeviceIdx),
+    /// The churn model drops the connection.
+    Disconnect(DeviceIdx, u32),
+    /// The device, disconnected on that connection, connects again.
+    Reconnect(DeviceIdx, u32),
+    /// Fault `k` acts: a disconnect drops its devices; a partition, past the session timeout,
+    /// costs its devices their sessions.
+    Fault(u32),
     /// A message reaches its device after its downlink latency (boxed: links are the rare
     /// case, and the heap's entries stay small without them).
     Arrive(Box<Arrival>),
@@ -126,13 +142,25 @@ impl InProcFleet {
         }
     }
 
-    /// Connects every device that is not offline for good. Call it before the hub takes any
-    /// command, so that a job starting at once finds its devices connected.
+    /// Connects every device that is not offline for good and sets the faults' timers. Call it
+    /// before the hub takes any command, so that a job starting at once finds its devices
+    /// connected.
     pub(crate) fn connect_online(&mut self) {
         let now = self.clock.now_us();
         for idx in (0..self.fleet.devices.len() as u32).map(DeviceIdx::new) {
             if !self.fleet.devices[idx.usize()].offline {
                 self.connect(idx, now);
+            }
+        }
+        for (k, f) in self.fleet.faults.faults().iter().enumerate() {
+            let at = match f.kind {
+                FaultKind::Disconnect => Some(f.start_us),
+                FaultKind::Partition => Some(f.start_us.saturating_add(SESSION_TIMEOUT_US))
+                    .filter(|&timeout| timeout < f.end_us),
+                FaultKind::Latency(_) | FaultKind::Errors(_) => None,
+            };
+            if let Some(at) = at {
+                self.timers.push(at, Event::Fault(k as u32));
             }
         }
         self.flush();
@@ -193,10 +221,48 @@ impl InProcFleet {
         let dev = &mut fleet.devices[idx.usize()];
         dev.connected = true;
         let next = dev.next_disconnect(&fleet.models[dev.cohort as usize], seed, idx.get());
+        let connection = dev.connection();
         self.emit(FromDevice::Connected { device: idx });
         if let Some(after) = next {
-            self.push(now + after, Event::Disconnect(idx));
+            self.push(now + after, Event::Disconnect(idx, connection));
         }
+    }
+
+    /// The connection of `idx` drops at `now` (a fault, or the hub closed it): the hub hears of
+    /// it if `tell_hub`, and the device reconnects after its backoff.
+    fn drop_connection(&mut self, idx: DeviceIdx, now: Micros, tell_hub: bool) {
+        let dev = &mut self.fleet.devices[idx.usize()];
+        if !dev.connected {
+            return;
+        }
+        let drops = dev.drop_connection();
+        let connection = dev.connection();
+        if tell_hub {
+            self.emit(FromDevice::Disconnected { device: idx });
+        }
+        let wait = faults::reconnect_wait(self.fleet.seed, idx.get(), drops, 0);
+        self.push(now + wait, Event::Reconnect(idx, connection));
+    }
+
+    /// Fault `k` acts at `now` on the connected devices it hits (a disconnect, or a partition
+    /// past the session timeout): they drop, and reconnect when they can.
+    fn on_fault(&mut self, k: usize, now: Micros) {
+        let seed = self.fleet.seed;
+        for idx in 0..self.fleet.devices.len() as u32 {
+            let dev = &self.fleet.devices[idx as usize];
+            if dev.connected && self.fleet.faults.hits(k, seed, idx, dev.cohort) {
+                self.drop_connection(DeviceIdx::new(idx), now, true);
+            }
+        }
+    }
+
+    /// Whether a partition cuts device `idx` off at `now`.
+    fn cut_off(&self, idx: DeviceIdx, now: Micros) -> bool {
+        let dev = &self.fleet.devices[idx.usize()];
+        self.fleet
+            .faults
+            .partitioned_until(now, self.fleet.seed, idx.get(), dev.cohort)
+            .is_some()
     }
 
     fn on_batch(&mut self, batch: impl IntoIterator<Item = ToDevice>) {
@@ -207,31 +273,43 @@ impl InProcFleet {
             // earlier devices are played.
             let now = stamps.next();
             let device = msg.device();
-            let Some(dev) = self.fleet.devices.get_mut(device.usize()) else {
+            if let ToDevice::Disconnect { .. } = msg {
+                // The hub already knows: it closed the connection.
+                self.drop_connection(device, now, false);
+                continue;
+            }
+            let Some(dev) = self.fleet.devices.get(device.usize()) else {
                 continue;
             };
-            if !dev.connected {
-                continue; // lost in a disconnect: the hub times it out
+            if !dev.connected || self.cut_off(device, now) {
+                continue; // lost in a disconnect or a partition: the hub times it out
             }
-            let up = match &self.fleet.models[dev.cohort as usize].link {
-                None => Some(0),
-                Some(link) => {
-                    let trip = dev.on_link(link, seed, device.get());
-                    match trip.down {
-                        None => continue, // lost on the way down
-                        Some(0) => trip.up,
-                        Some(down) => {
-                            let arrival = Arrival {
-                                msg,
-                                up: trip.up,
-                                connection: dev.connection(),
-                            };
-                            self.push(now + down, Event::Arrive(Box::new(arrival)));
-                            continue;
-                        }
-                    }
-                }
+            let cohort = dev.cohort;
+            let added = self
+                .fleet
+                .faults
+                .added_latency(now, seed, device.get(), cohort);
+            let dev = &mut self.fleet.devices[device.usize()];
+            let trip = match &self.fleet.models[cohort as usize].link {
+                None => Trip {
+                    down: Some(0),
+                    up: Some(0),
+                },
+                Some(link) => dev.on_link(link, seed, device.get()),
             };
+            let (Some(down), up) = (trip.down, trip.up) else {
+                continue; // lost on the way down
+            };
+            let (down, up) = (down + added, up.map(|up| up + added));
+            if down > 0 {
+                let arrival = Arrival {
+                    msg,
+                    up,
+                    connection: dev.connection(),
+                };
+                self.push(now + down, Event::Arrive(Box::new(arrival)));
+                continue;
+            }
             self.deliver(msg, up, now);
         }
     }
@@ -245,8 +323,13 @@ impl InProcFleet {
                 op, device, method, ..
             } => {
                 let dev = &mut self.fleet.devices[device.usize()];
+                let fail = self
+                    .fleet
+                    .faults
+                    .error_rate(now, seed, device.get(), dev.cohort);
                 let model = &self.fleet.models[dev.cohort as usize];
-                match (dev.on_method(model, &method, seed, device.get()), up) {
+                let connection = dev.connection();
+                match (dev.on_method(model, &method, seed, device.get(), fail), up) {
                     (MethodOutcome::Silent, _) | (_, None) => {}
                     (MethodOutcome::Answer { after: 0, status }, Some(0)) => {
                         self.emit(answer(op, device, status, now))
@@ -258,6 +341,7 @@ impl InProcFleet {
                             device,
                             status,
                             delivered: now,
+                            connection,
                         },
                     ),
                 }
@@ -268,6 +352,7 @@ impl InProcFleet {
                 let dev = &mut self.fleet.devices[device.usize()];
                 let model = &self.fleet.models[dev.cohort as usize];
                 let outcome = dev.on_desired(model, seed, device.get());
+                let connection = dev.connection();
                 if let Some(op) = op {
                     self.emit(FromDevice::DesiredDelivered {
                         op,
@@ -275,9 +360,17 @@ impl InProcFleet {
                     });
                 }
                 if let (DesiredOutcome::Ack(after), Some(up)) = (outcome, up) {
-                    self.push(now + after + up, Event::Ack { op, device, patch });
+                    let ack = Event::Ack {
+                        op,
+                        device,
+                        patch,
+                        connection,
+                    };
+                    self.push(now + after + up, ack);
                 }
             }
+            // Handled as the batch arrives.
+            ToDevice::Disconnect { .. } => {}
         }
     }
 
@@ -293,13 +386,19 @@ impl InProcFleet {
                     device,
                     status,
                     delivered,
+                    connection,
                 } => {
-                    if self.fleet.devices[device.usize()].connected {
+                    if self.on_connection(device, connection, now) {
                         self.emit(answer(op, device, status, delivered));
                     }
                 }
-                Event::Ack { op, device, patch } => {
-                    if self.fleet.devices[device.usize()].connected {
+                Event::Ack {
+                    op,
+                    device,
+                    patch,
+                    connection,
+                } => {
+                    if self.on_connection(device, connection, now) {
                         self.emit(FromDevice::Reported {
                             device,
                             patch,
@@ -307,28 +406,59 @@ impl InProcFleet {
                         });
                     }
                 }
-                Event::Disconnect(device) => {
+                Event::Disconnect(device, connection) => {
                     let fleet = &mut self.fleet;
                     let dev = &mut fleet.devices[device.usize()];
+                    if !dev.connected || dev.connection() != connection {
+                        continue; // that connection has already dropped
+                    }
                     dev.connected = false;
                     let down = dev.downtime(&fleet.models[dev.cohort as usize], seed, device.get());
+                    let connection = dev.connection();
                     self.emit(FromDevice::Disconnected { device });
-                    self.push(at + down, Event::Reconnect(device));
+                    self.push(at + down, Event::Reconnect(device, connection));
                 }
-                Event::Reconnect(device) => self.connect(device, at),
+                Event::Reconnect(device, connection) => {
+                    let dev = &self.fleet.devices[device.usize()];
+                    if dev.connected || dev.connection() != connection {
+                        continue;
+                    }
+                    let cohort = dev.cohort;
+                    let partition =
+                        self.fleet
+                            .faults
+                            .partitioned_until(at, seed, device.get(), cohort);
+                    match partition {
+                        // Cut off: it gets through when the partition ends.
+                        Some(end) => {
+                            let wait = faults::reconnect_wait(seed, device.get(), connection, 0);
+                            self.push(end + wait, Event::Reconnect(device, connection));
+                        }
+                        None => self.connect(device, at),
+                    }
+                }
+                Event::Fault(k) => self.on_fault(k as usize, at),
                 Event::Arrive(arrival) => {
                     let Arrival {
                         msg,
                         up,
                         connection,
                     } = *arrival;
-                    let dev = &self.fleet.devices[msg.device().usize()];
-                    if dev.connected && dev.connection() == connection {
+                    if self.on_connection(msg.device(), connection, now) {
                         self.deliver(msg, up, now);
                     }
                 }
             }
         }
+    }
+}
+
+impl InProcFleet {
+    /// Whether `device` is still on `connection` and reachable at `now`: what was on its way
+    /// over it arrives.
+    fn on_connection(&self, device: DeviceIdx, connection: u32, now: Micros) -> bool {
+        let dev = &self.fleet.devices[device.usize()];
+        dev.connected && dev.connection() == connection && !self.cut_off(device, now)
     }
 }
 

@@ -32,6 +32,7 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::fleet::behaviour::CohortModel;
 use crate::fleet::credentials::Credentials;
+use crate::fleet::faults::FaultPlan;
 use crate::fleet::Fleet;
 
 /// TLS towards the hub.
@@ -164,8 +165,10 @@ pub struct FleetStatus {
     pub failed: AtomicU64,
     /// Connections the churn model closed.
     pub(crate) churned: AtomicU64,
-    /// Connections lost to errors.
+    /// Connections lost to errors (or closed by the hub).
     pub(crate) lost: AtomicU64,
+    /// Connections a `disconnect` fault dropped.
+    pub(crate) dropped: AtomicU64,
     /// Method answers and reported patches sent.
     pub(crate) answers: AtomicU64,
 }
@@ -175,7 +178,7 @@ impl FleetStatus {
     pub fn line(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "mqtt fleet: {}/{} connected ({} started) | connects {} | failed attempts {} | churned {} | lost {} | answers {}",
+            "mqtt fleet: {}/{} connected ({} started) | connects {} | failed attempts {} | churned {} | lost {} | dropped by faults {} | answers {}",
             g(&self.connected),
             g(&self.online),
             g(&self.started),
@@ -183,6 +186,7 @@ impl FleetStatus {
             g(&self.failed),
             g(&self.churned),
             g(&self.lost),
+            g(&self.dropped),
             g(&self.answers),
         )
     }
@@ -192,6 +196,7 @@ impl FleetStatus {
 pub(crate) struct Shared {
     config: MqttFleetConfig,
     models: Vec<CohortModel>,
+    faults: FaultPlan,
     seed: u64,
     clock: Clock,
     status: Arc<FleetStatus>,
@@ -236,6 +241,7 @@ pub(crate) fn start(
     let shared = Arc::new(Shared {
         config,
         models: fleet.models,
+        faults: fleet.faults,
         seed: fleet.seed,
         clock,
         status: status.clone(),

@@ -12,11 +12,13 @@
 //! - `direct`: the direct method calls in progress.
 //! - `views`: the views and reports the engine publishes.
 //! - `slots`: the job table.
+//! - `restart`: a hub restart (a scenario's `hub_restart` fault).
 
 mod commands;
 mod device;
 mod direct;
 mod dispatch;
+mod restart;
 mod slots;
 mod views;
 
@@ -135,6 +137,8 @@ pub struct Engine {
     /// In virtual time, the real time since the last view (views follow the watcher's clock,
     /// not the simulated one, and every change of a job's status); None in real time.
     virtual_views: Option<Stopwatch>,
+    /// When the hub restarts (a scenario's `hub_restart` faults), earliest first.
+    restarts: std::collections::VecDeque<Micros>,
 }
 
 impl Engine {
@@ -162,6 +166,7 @@ impl Engine {
             awaiting_ack: IdxMap::default(),
             direct: DirectCalls::default(),
             inbox: Vec::new(),
+            restarts: Default::default(),
             // Virtual time may pass far faster than real time: the engine then publishes a view
             // every VIEW_EVERY_US of real time and whenever a job is added or ends (the moments
             // the run loop acts on), instead of every VIEW_EVERY_US of simulated time.
@@ -173,6 +178,12 @@ impl Engine {
     /// [`crate::metrics::interval_for`]).
     pub(crate) fn with_intervals_of(mut self, interval_s: u64) -> Self {
         self.recorder = Recorder::with_interval(interval_s);
+        self
+    }
+
+    /// Restarts the hub at each of `at` (µs of the run's time, earliest first).
+    pub(crate) fn with_restarts(mut self, at: Vec<Micros>) -> Self {
+        self.restarts = at.into();
         self
     }
 

@@ -289,6 +289,7 @@ fn merged_summary(
             devices: summaries.iter().map(|s| s.run.devices).sum(),
             jobs,
             rollouts: merged_rollouts(&summaries),
+            faults: first.run.faults.clone(),
             shard: None,
             clock: first.run.clock,
             // The shards ran side by side: the whole took as long as the longest.

@@ -202,6 +202,16 @@ impl Recorder {
         self.in_flight += 1;
     }
 
+    /// One dispatched operation of `job` goes back to waiting (a hub restart: it is sent
+    /// again later): no longer in flight, nor counted as dispatched.
+    pub fn op_recalled(&mut self, job: JobSlot) {
+        let j = &mut self.jobs[job.0 as usize];
+        j.dispatched = j.dispatched.saturating_sub(1);
+        j.in_flight = j.in_flight.saturating_sub(1);
+        self.dispatched = self.dispatched.saturating_sub(1);
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
     /// One operation of `job` reached a terminal state at `now_us`: in flight − 1 (saturating at
     /// zero), counted as done (and failed, when `failed`) in the second holding `now_us`.
     #[inline]

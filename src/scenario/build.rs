@@ -8,15 +8,19 @@ use serde_json::Value;
 
 use crate::clock::{Clock, Micros};
 use crate::fleet::behaviour::{Churn, CohortModel, Latency, LinkModel, MethodModel};
+use crate::fleet::faults::{DeviceFault, FaultKind, FaultPlan};
 use crate::fleet::Fleet;
 use crate::hub::jobs::{AbortRule, Failure, JobKind, JobRequest, MethodCall, Ramp, TwinUpdate};
 use crate::hub::registry::Registry;
 use crate::hub::twin::{Object, Twin};
+use crate::report::FaultWindow;
 use crate::rollout::{RetryRule, RolloutPlan, Wave};
 use crate::scenario::format::{
-    Cohort, Dist, Dur, JobSpec, MethodBehaviour, MethodSpec, Percent, Scenario, TwinSpec,
+    Cohort, Dist, Dur, FaultKindSpec, JobSpec, MethodBehaviour, MethodSpec, Percent, Scenario,
+    TwinSpec,
 };
 use crate::shard::Shard;
+use crate::units::fmt_us;
 
 /// A TOML table as a JSON object.
 pub(crate) fn json_object(table: &toml::Table) -> Object {
@@ -70,7 +74,86 @@ pub(crate) fn fleet(scenario: &Scenario, seed: u64, shard: Shard) -> Fleet {
         .iter()
         .map(|c| (cohort_model(c), c.count))
         .collect();
-    Fleet::new(cohorts, seed, shard)
+    Fleet::new(cohorts, seed, shard).with_faults(fault_plan(scenario))
+}
+
+/// The scenario's device-side faults (every kind but `hub_restart`).
+fn fault_plan(scenario: &Scenario) -> FaultPlan {
+    let faults = scenario
+        .faults
+        .iter()
+        .map(|f| f.get_ref())
+        .filter_map(|f| {
+            let kind = match f.kind {
+                FaultKindSpec::Disconnect => FaultKind::Disconnect,
+                FaultKindSpec::Partition => FaultKind::Partition,
+                FaultKindSpec::Latency => FaultKind::Latency(f.add.unwrap_or_default().micros()),
+                FaultKindSpec::Errors => FaultKind::Errors(f.error_rate.unwrap_or_default().0),
+                FaultKindSpec::HubRestart => return None,
+            };
+            let start_us = Dur(f.at.0).micros();
+            Some(DeviceFault {
+                kind,
+                start_us,
+                end_us: start_us.saturating_add(f.lasts.unwrap_or_default().micros()),
+                cohort: f.cohort.as_ref().and_then(|name| {
+                    let k = scenario.cohorts.iter().position(|c| &c.name == name)?;
+                    Some(k as u16)
+                }),
+                share: f.share.map_or(1.0, |s| s.0),
+            })
+        })
+        .collect();
+    FaultPlan::new(faults)
+}
+
+/// When the scenario's hub restarts, µs of the run's time, earliest first.
+pub(crate) fn hub_restarts(scenario: &Scenario) -> Vec<Micros> {
+    let mut at: Vec<Micros> = scenario
+        .faults
+        .iter()
+        .map(|f| f.get_ref())
+        .filter(|f| f.kind == FaultKindSpec::HubRestart)
+        .map(|f| Dur(f.at.0).micros())
+        .collect();
+    at.sort_unstable();
+    at
+}
+
+/// The scenario's faults as windows of the run's time, for the results.
+pub(crate) fn fault_windows(scenario: &Scenario) -> Vec<FaultWindow> {
+    scenario
+        .faults
+        .iter()
+        .map(|f| f.get_ref())
+        .map(|f| {
+            let start_s = Dur(f.at.0).micros() as f64 / 1e6;
+            let target = match (f.kind, &f.cohort, f.share) {
+                (FaultKindSpec::HubRestart, _, _) => "the hub".to_owned(),
+                (_, None, None) => "all devices".to_owned(),
+                (_, None, Some(share)) => format!("{}% of all devices", share.0 * 100.0),
+                (_, Some(c), None) => format!("cohort {c}"),
+                (_, Some(c), Some(share)) => format!("{}% of cohort {c}", share.0 * 100.0),
+            };
+            let detail = match f.kind {
+                FaultKindSpec::Latency => {
+                    format!("+{} each way", fmt_us(f.add.unwrap_or_default().micros()))
+                }
+                FaultKindSpec::Errors => format!(
+                    "{}% of methods fail",
+                    f.error_rate.unwrap_or_default().0 * 100.0
+                ),
+                _ => String::new(),
+            };
+            FaultWindow {
+                kind: f.kind.name().to_owned(),
+                target,
+                detail,
+                start_s,
+                end_s: start_s + f.lasts.unwrap_or_default().0.as_secs_f64(),
+            }
+        })
+        .collect()
 }
 
 /// A cohort's behaviour model.

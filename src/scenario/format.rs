@@ -41,6 +41,9 @@ pub struct Scenario {
     /// The staged rollouts.
     #[serde(default, rename = "rollout")]
     pub(crate) rollouts: Vec<RolloutSpec>,
+    /// The faults on the run's timeline.
+    #[serde(default, rename = "fault")]
+    pub(crate) faults: Vec<Spanned<FaultSpec>>,
     /// `[thresholds]` as written; checked into [`Scenario::thresholds`] by
     /// [`parse`](crate::scenario::parse).
     #[serde(default, rename = "thresholds")]
@@ -495,6 +498,61 @@ pub(crate) struct RetrySpec {
 }
 
 /// A share written as a percentage, `"5%"` (0% to 100%), read as 0.05.
+/// `[[fault]]`: something going wrong at a point of the run's time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FaultSpec {
+    /// When it starts: an offset from the run's start, such as `+30s`.
+    pub(crate) at: Offset,
+    /// What goes wrong.
+    pub(crate) kind: FaultKindSpec,
+    /// The cohort it hits (every cohort without it); not for `hub_restart`.
+    #[serde(default)]
+    pub(crate) cohort: Option<String>,
+    /// The share of the cohort's devices it hits (all of them without it); not for
+    /// `hub_restart`.
+    #[serde(default)]
+    pub(crate) share: Option<Share>,
+    /// How long it lasts: `partition`, `latency` and `errors` need it.
+    #[serde(default, rename = "for")]
+    pub(crate) lasts: Option<Dur>,
+    /// `latency`: what it adds to each message, each way.
+    #[serde(default)]
+    pub(crate) add: Option<Dur>,
+    /// `errors`: the share of method requests that fail.
+    #[serde(default)]
+    pub(crate) error_rate: Option<Share>,
+}
+
+/// `[[fault]] kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum FaultKindSpec {
+    /// Devices drop their connections at once and reconnect with backoff.
+    Disconnect,
+    /// Devices are cut off from the hub.
+    Partition,
+    /// The link slows.
+    Latency,
+    /// Devices fail methods.
+    Errors,
+    /// The hub drops every connection and its engine restarts.
+    HubRestart,
+}
+
+impl FaultKindSpec {
+    /// The name in the scenario file.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            FaultKindSpec::Disconnect => "disconnect",
+            FaultKindSpec::Partition => "partition",
+            FaultKindSpec::Latency => "latency",
+            FaultKindSpec::Errors => "errors",
+            FaultKindSpec::HubRestart => "hub_restart",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
 pub(crate) struct Percent(pub f64);
 

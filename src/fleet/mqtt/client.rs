@@ -1,16 +1,15 @@
 //! One virtual device's connection as a real MQTT client: dials (from its source address),
 //! runs TLS, CONNECT and SUBSCRIBE in the IoT Hub dialect with rumqttc's packet codec, then
 //! hands the established connection to the [`pump`](super::pump), which serves the
-//! [`session`](super::session) until it ends. Churn closes the connection for real; lost
-//! connections come back with jittered exponential backoff.
+//! [`session`](super::session) until it ends. Churn and `disconnect` faults close the connection
+//! for real; lost or dropped connections come back with jittered exponential backoff
+//! ([`faults::reconnect_wait`]), and a device cut off by a partition dials only when it ends.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, Subscribe};
 use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -18,16 +17,13 @@ use tokio::net::TcpSocket;
 
 use crate::fleet::credentials::CredentialsError;
 use crate::fleet::device::VirtualDevice;
+use crate::fleet::faults;
 use crate::fleet::mqtt::session::Ended;
 use crate::fleet::mqtt::Shared;
 use crate::mqtt::stream::Stream;
 use crate::mqtt::topics;
 use crate::mqtt::wire::{Wire, WireError};
 
-/// The first retry delay after a failed connection; doubles up to [`BACKOFF_MAX`].
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-/// The longest retry delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long dialling, TLS and CONNACK may take together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest packet a device accepts: a 128 KB method payload with its topic.
@@ -63,19 +59,34 @@ pub(crate) struct Device {
 }
 
 /// Plays `device` until the run stops: connect, hand the connection to the pump, and
-/// reconnect after churn (its downtime) or a lost connection or failed attempt (backoff).
+/// reconnect after churn (its downtime), or after backoff when the connection was lost or
+/// dropped or an attempt failed. While a partition cuts the device off, it waits for its end.
 pub(crate) async fn run(mut device: Device, shared: Arc<Shared>) {
-    let mut backoff = BACKOFF_MIN;
-    let mut jitter = SmallRng::seed_from_u64(shared.seed ^ device.idx as u64);
+    // Failed attempts in a row, and the device's drops so far (each salts its backoff's draw).
+    let (mut attempt, mut drops) = (0u32, 0u32);
     loop {
+        let now = shared.clock.now_us();
+        let (idx, cohort) = (device.idx, device.state.cohort);
+        if let Some(end) = shared
+            .faults
+            .partitioned_until(now, shared.seed, idx, cohort)
+        {
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => return,
+                // Jittered: the devices it cut off do not all dial at its last instant.
+                _ = tokio::time::sleep(Duration::from_micros(
+                    end - now + faults::reconnect_wait(shared.seed, idx, drops, 0),
+                )) => continue,
+            }
+        }
         // Boxed: the dial's state lives only while dialling, not in every parked device task.
-        let attempt = tokio::select! {
+        let attempt_result = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             r = tokio::time::timeout(CONNECT_TIMEOUT, Box::pin(dial(&device, &shared))) => r,
         };
-        let pause = match attempt {
+        let pause = match attempt_result {
             Ok(Ok(stream)) => {
-                backoff = BACKOFF_MIN;
+                attempt = 0;
                 // The pump stops with the run and sends every device back first: no need to
                 // watch for shutdown here (an error means the pump is gone).
                 let Ok(over) = shared.pump.adopt(stream, device).await else {
@@ -86,22 +97,23 @@ pub(crate) async fn run(mut device: Device, shared: Arc<Shared>) {
                     Ended::Shutdown => return,
                     Ended::Churn => {
                         let model = &shared.models[device.state.cohort as usize];
-                        let down = device.state.downtime(model, shared.seed, device.idx);
-                        Duration::from_micros(down)
+                        device.state.downtime(model, shared.seed, device.idx)
                     }
-                    Ended::Lost => backoff,
+                    Ended::Lost | Ended::Fault => {
+                        drops = device.state.drop_connection();
+                        faults::reconnect_wait(shared.seed, device.idx, drops, 0)
+                    }
                 }
             }
             Ok(Err(_)) | Err(_) => {
                 shared.status.failed.fetch_add(1, Ordering::Relaxed);
-                let wait = backoff.mul_f64(jitter.gen_range(0.5..1.5));
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                wait
+                attempt += 1;
+                faults::reconnect_wait(shared.seed, device.idx, drops, attempt)
             }
         };
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
+            _ = tokio::time::sleep(Duration::from_micros(pause)) => {}
         }
     }
 }

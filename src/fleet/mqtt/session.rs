@@ -10,6 +10,12 @@
 //! it is sent, and a message lost either way is dropped (the hub times the method out, or never
 //! sees the acknowledgement). The socket itself is the hub's side of that network.
 //!
+//! The scenario's faults ([`FaultPlan`](crate::fleet::faults::FaultPlan)) act here as in
+//! process: a disconnect ends the session at its instant ([`Ended::Fault`]); a partition makes
+//! the device deaf and mute (what arrives is dropped, answers and pings are not sent, so the hub
+//! closes the session after 1.5 keep-alives); a latency fault adds to both ways of the trip; an
+//! errors fault fails methods.
+//!
 //! [`VirtualDevice`]: crate::fleet::device::VirtualDevice
 
 use std::sync::atomic::Ordering;
@@ -20,8 +26,9 @@ use rumqttc::mqttbytes::QoS;
 use serde_json::Value;
 
 use crate::clock::Micros;
-use crate::fleet::behaviour::MethodOutcome;
+use crate::fleet::behaviour::{MethodOutcome, Trip};
 use crate::fleet::device::DesiredOutcome;
+use crate::fleet::faults::FaultKind;
 use crate::fleet::mqtt::client::Device;
 use crate::fleet::mqtt::Shared;
 use crate::mqtt::stream::Stream;
@@ -36,6 +43,8 @@ pub(crate) enum Ended {
     Churn,
     /// The connection failed (closed by the hub, a socket or protocol error).
     Lost,
+    /// A `disconnect` fault dropped it.
+    Fault,
 }
 
 /// What waits for its simulated latency to pass: an answer, or a publish from the hub still on
@@ -93,8 +102,9 @@ pub(crate) struct Session {
     /// The request id of the last reported patch.
     report_rid: u32,
     ping_at: Micros,
-    /// When the churn model drops the connection (`Micros::MAX`: never).
-    churn_at: Micros,
+    /// When the churn model or a `disconnect` fault drops the connection (`Micros::MAX`:
+    /// never), and which.
+    drop_at: (Micros, Ended),
 }
 
 impl Session {
@@ -108,12 +118,25 @@ impl Session {
             .state
             .next_disconnect(model, shared.seed, device.idx)
             .map_or(Micros::MAX, |us| now.saturating_add(us));
+        let (idx, cohort) = (device.idx, device.state.cohort);
+        let fault_at = (shared.faults.faults().iter().enumerate())
+            .filter(|(k, f)| {
+                f.kind == FaultKind::Disconnect
+                    && f.start_us > now
+                    && shared.faults.hits(*k, shared.seed, idx, cohort)
+            })
+            .map(|(_, f)| f.start_us)
+            .min();
+        let drop_at = match fault_at {
+            Some(at) if at <= churn_at => (at, Ended::Fault),
+            _ => (churn_at, Ended::Churn),
+        };
         Session {
             device,
             later: Vec::new(),
             report_rid: 0,
             ping_at: now.saturating_add(keep_alive(shared)),
-            churn_at,
+            drop_at,
         }
     }
 
@@ -131,10 +154,16 @@ impl Session {
         let Packet::Publish(p) = packet else {
             return false;
         };
-        let model = &shared.models[self.device.state.cohort as usize];
-        let up = match &model.link {
-            None => Some(0),
-            Some(link) => {
+        if self.cut_off(now, shared) {
+            return false; // a partition: nothing gets through
+        }
+        let (seed, idx) = (shared.seed, self.device.idx);
+        let cohort = self.device.state.cohort;
+        let added = shared.faults.added_latency(now, seed, idx, cohort);
+        let model = &shared.models[cohort as usize];
+        let up = match (&model.link, added) {
+            (None, 0) => Some(0),
+            (link, added) => {
                 // Only what the device acts on crosses the link (answers to its own twin
                 // requests are nothing to it).
                 if !matches!(
@@ -143,17 +172,20 @@ impl Session {
                 ) {
                     return false;
                 }
-                let trip = self
-                    .device
-                    .state
-                    .on_link(link, shared.seed, self.device.idx);
-                match trip.down {
+                let trip = match link {
+                    Some(link) => self.device.state.on_link(link, seed, idx),
+                    None => Trip {
+                        down: Some(0),
+                        up: Some(0),
+                    },
+                };
+                match trip.down.map(|down| down.saturating_add(added)) {
                     None => return false, // lost on the way down
                     Some(0) => trip.up,
                     Some(down) => {
                         let arrival = Answer::Arrival {
                             publish: p,
-                            up: trip.up,
+                            up: trip.up.map(|up| up.saturating_add(added)),
                         };
                         self.hold(now.saturating_add(down), arrival);
                         return false;
@@ -176,10 +208,15 @@ impl Session {
         answer: &mut AnswerPacket,
     ) -> bool {
         let (seed, idx) = (shared.seed, self.device.idx);
-        let model = &shared.models[self.device.state.cohort as usize];
+        let cohort = self.device.state.cohort;
+        let model = &shared.models[cohort as usize];
         match topics::parse_hub_publish(&p.topic) {
             Some(HubPublish::Method { name, rid }) => {
-                match (self.device.state.on_method(model, name, seed, idx), up) {
+                let fail = shared.faults.error_rate(now, seed, idx, cohort);
+                match (
+                    self.device.state.on_method(model, name, seed, idx, fail),
+                    up,
+                ) {
                     (MethodOutcome::Silent, _) | (_, None) => false,
                     (MethodOutcome::Answer { after: 0, status }, Some(0)) => {
                         answer.send(out, status, rid);
@@ -217,8 +254,9 @@ impl Session {
     }
 
     /// Does what is due at `now`: the answers whose latency has passed go out, publishes whose
-    /// downlink latency has passed reach the device, a ping when the keep-alive has passed;
-    /// `Some(Churn)` when the churn model drops the connection now.
+    /// downlink latency has passed reach the device, a ping when the keep-alive has passed
+    /// (none of it while a partition cuts the device off: it is lost); `Some(Churn)` or
+    /// `Some(Fault)` when the churn model or a fault drops the connection now.
     pub(crate) fn on_time(
         &mut self,
         now: Micros,
@@ -226,12 +264,14 @@ impl Session {
         out: &mut Stream,
         answer: &mut AnswerPacket,
     ) -> Option<Ended> {
-        if self.churn_at <= now {
-            return Some(Ended::Churn);
+        if self.drop_at.0 <= now {
+            return Some(self.drop_at.1);
         }
+        let cut_off = self.cut_off(now, shared);
         // One at a time: what reaches the device may be answered at once or held in its turn.
         while self.later.first().is_some_and(|(at, _)| *at <= now) {
             match self.later.remove(0).1 {
+                _ if cut_off => {}
                 Answer::Arrival { publish, up } => {
                     self.see(publish, up, now, shared, out, answer);
                 }
@@ -239,7 +279,9 @@ impl Session {
             }
         }
         if self.ping_at <= now {
-            out.queue(&Packet::PingReq);
+            if !cut_off {
+                out.queue(&Packet::PingReq);
+            }
             self.ping_at = now.saturating_add(keep_alive(shared));
         }
         None
@@ -248,7 +290,16 @@ impl Session {
     /// The next time the session needs [`Session::on_time`].
     pub(crate) fn next_deadline(&self) -> Micros {
         let answer = self.later.first().map_or(Micros::MAX, |(at, _)| *at);
-        self.ping_at.min(self.churn_at).min(answer)
+        self.ping_at.min(self.drop_at.0).min(answer)
+    }
+
+    /// Whether a partition cuts the device off at `now`.
+    fn cut_off(&self, now: Micros, shared: &Shared) -> bool {
+        let (idx, cohort) = (self.device.idx, self.device.state.cohort);
+        shared
+            .faults
+            .partitioned_until(now, shared.seed, idx, cohort)
+            .is_some()
     }
 
     /// Ends the session: DISCONNECT is queued unless the connection failed, the fleet's
@@ -268,6 +319,9 @@ impl Session {
             }
             Ended::Lost => {
                 status.lost.fetch_add(1, Ordering::Relaxed);
+            }
+            Ended::Fault => {
+                status.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
         self.device

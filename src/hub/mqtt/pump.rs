@@ -244,6 +244,10 @@ impl Pump {
             let Some(slot) = self.by_device.get(&msg.device()).copied() else {
                 continue;
             };
+            if let ToDevice::Disconnect { .. } = msg {
+                self.close(slot);
+                continue;
+            }
             let Some(c) = self.reactor.get_mut(slot) else {
                 continue;
             };

@@ -281,6 +281,8 @@ impl Session {
                     out.push(Action::Engine(FromDevice::MethodHeld { op, device }));
                 }
             }
+            // The pump closes the connection itself.
+            ToDevice::Disconnect { .. } => {}
             ToDevice::Desired { .. } if !self.subs.desired => {
                 if self.held_desired.len() < HELD_MAX {
                     self.held_desired.push(msg);

@@ -1,0 +1,217 @@
+//! Faults on the fleet's side of a scenario's timeline (`[[fault]]`): which devices a fault hits
+//! and what it does to them while it lasts. Both transports ask the same [`FaultPlan`], so a
+//! fault means the same in process and over MQTT:
+//!
+//! - `disconnect`: at its instant, the devices it hits drop their connection and reconnect
+//!   after the fleet's backoff (jittered, as SDK devices do): a reconnect storm;
+//! - `partition`: while it lasts, nothing passes between the hub and the devices it hits
+//!   (requests and answers are lost, pings stop); a partition longer than the session timeout
+//!   (1.5 keep-alives) costs the device its session, and it reconnects when the partition ends;
+//! - `latency`: while it lasts, every message each way takes `add` longer;
+//! - `errors`: while it lasts, the devices fail that share of method requests with their
+//!   method's error status.
+//!
+//! Which devices of the cohort a fault with a share hits is a draw from the seed, per fault:
+//! the same devices in every run. The hub's own fault (`hub_restart`) is the engine's.
+
+use rand::Rng;
+
+use crate::clock::Micros;
+use crate::fleet::behaviour::{rng_for, Salt};
+
+/// The MQTT fleet's keep-alive, seconds (the Python SDK's).
+pub(crate) const KEEP_ALIVE_S: u16 = 60;
+
+/// How long a silent device keeps its session at the hub: 1.5 keep-alives (MQTT 3.1.1
+/// §3.1.2.10), after which the hub closes it.
+pub(crate) const SESSION_TIMEOUT_US: Micros = KEEP_ALIVE_S as Micros * 1_500_000;
+
+/// The first wait before a device reconnects after losing its connection; every failed attempt
+/// doubles it, and each wait is jittered by ×0.5–1.5.
+pub(crate) const RECONNECT_BACKOFF_US: Micros = 250_000;
+
+/// What a device-side fault does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum FaultKind {
+    /// The connections drop at the fault's start.
+    Disconnect,
+    /// Nothing passes until the fault ends.
+    Partition,
+    /// Every message takes this much longer each way, µs.
+    Latency(Micros),
+    /// This share of method requests fail.
+    Errors(f64),
+}
+
+/// One device-side fault: its kind, its window, and whom it hits.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DeviceFault {
+    /// What it does.
+    pub(crate) kind: FaultKind,
+    /// When it starts, µs of the run's time.
+    pub(crate) start_us: Micros,
+    /// When it ends (its start for a disconnect).
+    pub(crate) end_us: Micros,
+    /// The cohort it hits (None: every cohort).
+    pub(crate) cohort: Option<u16>,
+    /// The share of those devices it hits.
+    pub(crate) share: f64,
+}
+
+/// The device-side faults of a run, in file order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct FaultPlan {
+    faults: Vec<DeviceFault>,
+}
+
+impl FaultPlan {
+    /// The plan of `faults`.
+    pub(crate) fn new(faults: Vec<DeviceFault>) -> FaultPlan {
+        FaultPlan { faults }
+    }
+
+    /// The faults, in file order (a fault's position is its number in [`FaultPlan::hits`]).
+    pub(crate) fn faults(&self) -> &[DeviceFault] {
+        &self.faults
+    }
+
+    /// Whether fault `k` hits device `idx` of `cohort` (drawn from `seed`).
+    pub(crate) fn hits(&self, k: usize, seed: u64, idx: u32, cohort: u16) -> bool {
+        let f = &self.faults[k];
+        f.cohort.is_none_or(|c| c == cohort)
+            && (f.share >= 1.0 || rng_for(seed, idx, Salt::Fault, k as u32).gen::<f64>() < f.share)
+    }
+
+    /// The faults active at `now` that hit device `idx` of `cohort`.
+    fn active(
+        &self,
+        now: Micros,
+        seed: u64,
+        idx: u32,
+        cohort: u16,
+    ) -> impl Iterator<Item = &DeviceFault> {
+        self.faults.iter().enumerate().filter_map(move |(k, f)| {
+            (f.start_us <= now && now < f.end_us && self.hits(k, seed, idx, cohort)).then_some(f)
+        })
+    }
+
+    /// Until when a partition cuts device `idx` off at `now` (None: it is not cut off).
+    pub(crate) fn partitioned_until(
+        &self,
+        now: Micros,
+        seed: u64,
+        idx: u32,
+        cohort: u16,
+    ) -> Option<Micros> {
+        if self.faults.is_empty() {
+            return None;
+        }
+        self.active(now, seed, idx, cohort)
+            .filter(|f| f.kind == FaultKind::Partition)
+            .map(|f| f.end_us)
+            .max()
+    }
+
+    /// The latency that active faults add to device `idx`'s messages at `now`, each way.
+    pub(crate) fn added_latency(&self, now: Micros, seed: u64, idx: u32, cohort: u16) -> Micros {
+        if self.faults.is_empty() {
+            return 0;
+        }
+        self.active(now, seed, idx, cohort)
+            .map(|f| match f.kind {
+                FaultKind::Latency(add) => add,
+                _ => 0,
+            })
+            .fold(0, Micros::saturating_add)
+    }
+
+    /// The share of method requests that active faults make device `idx` fail at `now` (None:
+    /// no such fault).
+    pub(crate) fn error_rate(&self, now: Micros, seed: u64, idx: u32, cohort: u16) -> Option<f64> {
+        if self.faults.is_empty() {
+            return None;
+        }
+        self.active(now, seed, idx, cohort)
+            .filter_map(|f| match f.kind {
+                FaultKind::Errors(rate) => Some(rate),
+                _ => None,
+            })
+            .reduce(f64::max)
+    }
+}
+
+/// A device's wait before its `attempt`th reconnection attempt (0: the first after a drop):
+/// [`RECONNECT_BACKOFF_US`] doubled per failed attempt (up to 30 s), jittered ×0.5–1.5 by a
+/// draw from `seed`, the device and `n` (the device's count of drops, so each drop draws anew).
+pub(crate) fn reconnect_wait(seed: u64, idx: u32, n: u32, attempt: u32) -> Micros {
+    let base = (RECONNECT_BACKOFF_US << attempt.min(7)).min(30_000_000);
+    let jitter: f64 = rng_for(seed, idx, Salt::Reconnect, n).gen_range(0.5..1.5);
+    (base as f64 * jitter) as Micros
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(kind: FaultKind, cohort: Option<u16>, share: f64) -> DeviceFault {
+        DeviceFault {
+            kind,
+            start_us: 10_000_000,
+            end_us: 20_000_000,
+            cohort,
+            share,
+        }
+    }
+
+    #[test]
+    fn a_share_hits_that_share_of_its_cohort_only_and_the_seed_decides_which() {
+        let plan = FaultPlan::new(vec![fault(FaultKind::Partition, Some(1), 0.25)]);
+        let hit =
+            |seed| -> Vec<u32> { (0..40_000).filter(|&d| plan.hits(0, seed, d, 1)).collect() };
+        let a = hit(3);
+        // Binomial: 10000 ± 4.5 sd.
+        assert!((9_600..10_400).contains(&a.len()), "hit {}", a.len());
+        assert_eq!(a, hit(3), "same seed, same devices");
+        assert_ne!(a, hit(4), "another seed, other devices");
+        assert!(
+            !(0..1000).any(|d| plan.hits(0, 3, d, 0)),
+            "cohort 0 is spared"
+        );
+    }
+
+    #[test]
+    fn a_fault_acts_only_inside_its_window() {
+        let plan = FaultPlan::new(vec![
+            fault(FaultKind::Partition, None, 1.0),
+            fault(FaultKind::Latency(500_000), None, 1.0),
+            fault(FaultKind::Latency(250_000), None, 1.0),
+            fault(FaultKind::Errors(0.3), None, 1.0),
+        ]);
+        for now in [9_999_999, 20_000_000] {
+            assert_eq!(plan.partitioned_until(now, 1, 0, 0), None);
+            assert_eq!(plan.added_latency(now, 1, 0, 0), 0);
+            assert_eq!(plan.error_rate(now, 1, 0, 0), None);
+        }
+        assert_eq!(
+            plan.partitioned_until(10_000_000, 1, 0, 0),
+            Some(20_000_000)
+        );
+        assert_eq!(
+            plan.added_latency(15_000_000, 1, 0, 0),
+            750_000,
+            "latencies add up"
+        );
+        assert_eq!(plan.error_rate(19_999_999, 1, 0, 0), Some(0.3));
+        assert_eq!(FaultPlan::default().added_latency(15_000_000, 1, 0, 0), 0);
+    }
+
+    #[test]
+    fn reconnect_waits_double_up_to_a_cap_and_jitter_by_seed() {
+        let w = |attempt| reconnect_wait(1, 2, 0, attempt);
+        assert!((125_000..375_000).contains(&w(0)), "{}", w(0));
+        assert!((250_000..750_000).contains(&w(1)), "{}", w(1));
+        assert!(w(30) <= 45_000_000, "capped: {}", w(30));
+        assert_eq!(w(0), reconnect_wait(1, 2, 0, 0));
+        assert_ne!(w(0), reconnect_wait(1, 2, 1, 0), "each drop draws anew");
+    }
+}
