@@ -5,6 +5,7 @@
 
 pub(crate) mod commands;
 pub mod devices;
+pub(crate) mod faults;
 pub(crate) mod feeder;
 pub(crate) mod hub;
 pub(crate) mod report;

@@ -111,6 +111,9 @@ pub async fn run_fleet(
         None
     };
     let fleet = build::fleet(scenario, seed, Shard::ALL);
+    // The scenario's device faults count from when this fleet has connected (as a run's jobs
+    // and faults count from when its MQTT fleet has); the hub's own are the hub's to play.
+    let faults = fleet.faults.clone();
     let ids: Vec<String> = build::device_ids(scenario).collect();
     let playing = || {
         fleet
@@ -170,6 +173,7 @@ pub async fn run_fleet(
                 let connected = status.connected.load(std::sync::atomic::Ordering::Relaxed);
                 if !ramped && mine > 0 && connected >= mine {
                     ramped = true;
+                    faults.begin(now);
                     let secs = now as f64 / 1e6;
                     let rss = rss_bytes().saturating_sub(rss_before);
                     eprintln!(

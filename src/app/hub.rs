@@ -24,6 +24,7 @@ use crate::tls;
 use crate::tui::{self, Dashboard};
 use crate::verdict::Exit;
 
+use super::faults::FaultTimeline;
 use super::feeder::JobFeeder;
 use super::rollouts::Rollouts;
 use super::wiring::{self, MqttOptions, Security};
@@ -256,11 +257,13 @@ pub(crate) async fn run(
         let plans = scenario::build::rollout_plans(&scenario, scenario.seed);
         let tier_per_minute = limits.device_ops_per_s().map(|per_s| per_s * 60.0);
         let mut rollouts = Rollouts::new(plans, 0, tier_per_minute);
+        running.begin_faults(0);
+        let mut faults = FaultTimeline::new(&scenario, 0);
         let hub = running.hub.clone();
         let stop = shutdown.clone();
         let mut view = running.view.clone();
         servers.spawn(async move {
-            while feeder.pending() || rollouts.pending() {
+            while feeder.pending() || rollouts.pending() || faults.next_at().is_some() {
                 let current = view.borrow_and_update().clone();
                 let now = clock.now_us();
                 for (job, why) in feeder.create_due(&hub, &clock, now, &current).await {
@@ -269,7 +272,10 @@ pub(crate) async fn run(
                 for line in rollouts.advance(&hub, &clock, now, &current).await {
                     eprintln!("fleetsim: {line}");
                 }
-                let next = [feeder.next_at(), rollouts.next_at()]
+                for line in faults.advance(&hub, now).await {
+                    eprintln!("fleetsim: {line}");
+                }
+                let next = [feeder.next_at(), rollouts.next_at(), faults.next_at()]
                     .into_iter()
                     .flatten()
                     .min();

@@ -19,6 +19,7 @@ use crate::tui::{self, Dashboard};
 use crate::units::fmt_us;
 use crate::verdict::Exit;
 
+use super::faults::FaultTimeline;
 use super::feeder::JobFeeder;
 use super::rollouts::Rollouts;
 use super::wiring::{self, MqttOptions, Security};
@@ -281,6 +282,8 @@ pub async fn run(
     let offset = running
         .await_devices(&clock, scenario.hub.ramp, &shutdown)
         .await;
+    running.begin_faults(offset);
+    let mut faults = FaultTimeline::new(scenario, offset);
     let mut feeder = JobFeeder::new(scenario).starting_at(offset);
     let tier_per_minute = wiring::limits(scenario)
         .device_ops_per_s()
@@ -305,6 +308,9 @@ pub async fn run(
             });
         }
         for line in rollouts.advance(&hub, &clock, now, &view).await {
+            tell(tui::Event::Note(line));
+        }
+        for line in faults.advance(&hub, now).await {
             tell(tui::Event::Note(line));
         }
         if let Some(d) = &dashboard {
@@ -346,10 +352,15 @@ pub async fn run(
         if now >= deadline {
             break Stop::Duration;
         }
-        let wake = [next_line, feeder.next_at(), rollouts.next_at()]
-            .into_iter()
-            .flatten()
-            .fold(deadline, Micros::min);
+        let wake = [
+            next_line,
+            feeder.next_at(),
+            rollouts.next_at(),
+            faults.next_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(deadline, Micros::min);
         tokio::select! {
             _ = shutdown.cancelled() => break Stop::Interrupted,
             // The engine drops its view only when it ends, and it was not asked to yet: it died

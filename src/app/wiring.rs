@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Micros};
 use crate::fleet::credentials::Credentials;
+use crate::fleet::faults::FaultPlan;
 use crate::fleet::inproc::{InProcFleet, InProcLink, LocalFleet};
 use crate::fleet::mqtt::{self as mqtt_fleet, preflight, FleetStatus, MqttFleetConfig};
 use crate::fleet::Fleet;
@@ -179,6 +180,12 @@ impl Running {
         self.engine.died().await
     }
 
+    /// Begins the fleet's fault timeline at `at` (µs of the clock), the instant the run's jobs
+    /// count from, unless it has begun (the in-process fleet begins it as it connects).
+    pub(crate) fn begin_faults(&self, at: Micros) {
+        self.devices.faults.begin(at);
+    }
+
     /// Waits (printing progress) until the devices expected over MQTT are connected, the wait
     /// bound passes, or `shutdown`; answers the clock reading then (0 when nothing to wait for).
     pub(crate) async fn await_devices(
@@ -258,8 +265,7 @@ pub async fn start(
     };
     let (link, devices) = start_devices(scenario, seed, shard, mqtt, security, ends).await?;
     let engine = Engine::new(clock, limits, registry, link)
-        .with_intervals_of(metrics::interval_for(scenario.duration.micros()))
-        .with_restarts(build::hub_restarts(scenario));
+        .with_intervals_of(metrics::interval_for(scenario.duration.micros()));
     let engine = EngineTask::Running(tokio::spawn(engine.run(
         cmd_rx,
         from_dev_rx,
@@ -306,6 +312,8 @@ pub(crate) struct DeviceSide {
     pub(crate) expect_connected: u64,
     /// The MQTT fleet's counters, when it runs here.
     pub(crate) fleet_status: Option<Arc<FleetStatus>>,
+    /// The fleet's faults: their timeline begins when the run's jobs' does.
+    pub(crate) faults: FaultPlan,
     fleet_task: Option<JoinHandle<()>>,
     endpoint: Option<mqtt::Running>,
 }
@@ -347,6 +355,7 @@ async fn start_devices(
         limiter,
     } = hub_side;
     let fleet = build::fleet(scenario, seed, shard);
+    let faults = fleet.faults.clone();
     let mqtt_fleet = scenario.hub.transport == Transport::Mqtt;
     let mut listen = opts.listen.clone();
     if mqtt_fleet && !opts.external_fleet && listen.plain.is_none() && listen.tls.is_none() {
@@ -361,6 +370,7 @@ async fn start_devices(
         let mut side = DeviceSide {
             expect_connected: 0,
             fleet_status: None,
+            faults,
             fleet_task: None,
             endpoint: None,
         };
@@ -448,6 +458,7 @@ async fn start_devices(
     let side = DeviceSide {
         expect_connected: expected,
         fleet_status,
+        faults,
         fleet_task,
         endpoint: Some(running),
     };

@@ -13,8 +13,16 @@
 //!
 //! Which devices of the cohort a fault with a share hits is a draw from the seed, per fault:
 //! the same devices in every run. The hub's own fault (`hub_restart`) is the engine's.
+//!
+//! A fault's times count from the timeline's origin, the instant the run's jobs count from too
+//! ([`FaultPlan::begin`]): with an MQTT fleet, once its devices have connected. Until then no
+//! fault acts.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use rand::Rng;
+use tokio::sync::Notify;
 
 use crate::clock::Micros;
 use crate::fleet::behaviour::{rng_for, Salt};
@@ -48,7 +56,7 @@ pub(crate) enum FaultKind {
 pub(crate) struct DeviceFault {
     /// What it does.
     pub(crate) kind: FaultKind,
-    /// When it starts, µs of the run's time.
+    /// When it starts, µs from the timeline's origin.
     pub(crate) start_us: Micros,
     /// When it ends (its start for a disconnect).
     pub(crate) end_us: Micros,
@@ -58,16 +66,68 @@ pub(crate) struct DeviceFault {
     pub(crate) share: f64,
 }
 
-/// The device-side faults of a run, in file order.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The device-side faults of a run, in file order. Its copies share their origin.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct FaultPlan {
     faults: Vec<DeviceFault>,
+    origin: Arc<Origin>,
+}
+
+/// When a plan's timeline starts.
+#[derive(Debug)]
+struct Origin {
+    /// µs of the clock; `Micros::MAX` until it starts.
+    at: AtomicU64,
+    begun: Notify,
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Origin {
+            at: AtomicU64::new(Micros::MAX),
+            begun: Notify::new(),
+        }
+    }
 }
 
 impl FaultPlan {
-    /// The plan of `faults`.
+    /// The plan of `faults`, its timeline not begun.
     pub(crate) fn new(faults: Vec<DeviceFault>) -> FaultPlan {
-        FaultPlan { faults }
+        FaultPlan {
+            faults,
+            origin: Arc::default(),
+        }
+    }
+
+    /// Starts the timeline at `at` (µs of the clock), unless it has started already: the first
+    /// call decides.
+    pub(crate) fn begin(&self, at: Micros) {
+        let set =
+            self.origin
+                .at
+                .compare_exchange(Micros::MAX, at, Ordering::Release, Ordering::Relaxed);
+        if set.is_ok() {
+            self.origin.begun.notify_one();
+        }
+    }
+
+    /// The timeline's origin, once begun.
+    pub(crate) fn origin(&self) -> Option<Micros> {
+        let at = self.origin.at.load(Ordering::Acquire);
+        (at != Micros::MAX).then_some(at)
+    }
+
+    /// Waits for the timeline to begin; answers its origin.
+    pub(crate) async fn begun(&self) -> Micros {
+        loop {
+            let notified = self.origin.begun.notified();
+            if let Some(at) = self.origin() {
+                // Whoever else waits hears of it too.
+                self.origin.begun.notify_one();
+                return at;
+            }
+            notified.await;
+        }
     }
 
     /// The faults, in file order (a fault's position is its number in [`FaultPlan::hits`]).
@@ -82,20 +142,26 @@ impl FaultPlan {
             && (f.share >= 1.0 || rng_for(seed, idx, Salt::Fault, k as u32).gen::<f64>() < f.share)
     }
 
-    /// The faults active at `now` that hit device `idx` of `cohort`.
+    /// The faults active at `now` (µs of the clock) that hit device `idx` of `cohort`, with the
+    /// timeline's origin.
     fn active(
         &self,
         now: Micros,
         seed: u64,
         idx: u32,
         cohort: u16,
-    ) -> impl Iterator<Item = &DeviceFault> {
+    ) -> impl Iterator<Item = (&DeviceFault, Micros)> {
+        let origin = self.origin().filter(|&o| o <= now);
         self.faults.iter().enumerate().filter_map(move |(k, f)| {
-            (f.start_us <= now && now < f.end_us && self.hits(k, seed, idx, cohort)).then_some(f)
+            let origin = origin?;
+            let t = now - origin;
+            (f.start_us <= t && t < f.end_us && self.hits(k, seed, idx, cohort))
+                .then_some((f, origin))
         })
     }
 
-    /// Until when a partition cuts device `idx` off at `now` (None: it is not cut off).
+    /// Until when (µs of the clock) a partition cuts device `idx` off at `now` (None: it is
+    /// not cut off).
     pub(crate) fn partitioned_until(
         &self,
         now: Micros,
@@ -107,8 +173,8 @@ impl FaultPlan {
             return None;
         }
         self.active(now, seed, idx, cohort)
-            .filter(|f| f.kind == FaultKind::Partition)
-            .map(|f| f.end_us)
+            .filter(|(f, _)| f.kind == FaultKind::Partition)
+            .map(|(f, origin)| origin.saturating_add(f.end_us))
             .max()
     }
 
@@ -118,7 +184,7 @@ impl FaultPlan {
             return 0;
         }
         self.active(now, seed, idx, cohort)
-            .map(|f| match f.kind {
+            .map(|(f, _)| match f.kind {
                 FaultKind::Latency(add) => add,
                 _ => 0,
             })
@@ -132,7 +198,7 @@ impl FaultPlan {
             return None;
         }
         self.active(now, seed, idx, cohort)
-            .filter_map(|f| match f.kind {
+            .filter_map(|(f, _)| match f.kind {
                 FaultKind::Errors(rate) => Some(rate),
                 _ => None,
             })
@@ -180,29 +246,47 @@ mod tests {
     }
 
     #[test]
-    fn a_fault_acts_only_inside_its_window() {
+    fn a_fault_acts_only_inside_its_window_counted_from_the_origin() {
         let plan = FaultPlan::new(vec![
             fault(FaultKind::Partition, None, 1.0),
             fault(FaultKind::Latency(500_000), None, 1.0),
             fault(FaultKind::Latency(250_000), None, 1.0),
             fault(FaultKind::Errors(0.3), None, 1.0),
         ]);
-        for now in [9_999_999, 20_000_000] {
+        assert_eq!(
+            plan.partitioned_until(15_000_000, 1, 0, 0),
+            None,
+            "nothing acts before the timeline begins"
+        );
+        plan.clone().begin(5_000_000);
+        plan.begin(7_000_000); // the first call decides, for every copy
+        assert_eq!(plan.origin(), Some(5_000_000));
+        for now in [14_999_999, 25_000_000] {
             assert_eq!(plan.partitioned_until(now, 1, 0, 0), None);
             assert_eq!(plan.added_latency(now, 1, 0, 0), 0);
             assert_eq!(plan.error_rate(now, 1, 0, 0), None);
         }
         assert_eq!(
-            plan.partitioned_until(10_000_000, 1, 0, 0),
-            Some(20_000_000)
+            plan.partitioned_until(15_000_000, 1, 0, 0),
+            Some(25_000_000)
         );
         assert_eq!(
-            plan.added_latency(15_000_000, 1, 0, 0),
+            plan.added_latency(20_000_000, 1, 0, 0),
             750_000,
             "latencies add up"
         );
-        assert_eq!(plan.error_rate(19_999_999, 1, 0, 0), Some(0.3));
+        assert_eq!(plan.error_rate(24_999_999, 1, 0, 0), Some(0.3));
         assert_eq!(FaultPlan::default().added_latency(15_000_000, 1, 0, 0), 0);
+    }
+
+    #[tokio::test]
+    async fn waiters_hear_when_the_timeline_begins() {
+        let plan = FaultPlan::new(Vec::new());
+        let (a, b) = (plan.clone(), plan.clone());
+        let waiters = tokio::spawn(async move { (a.begun().await, b.begun().await) });
+        tokio::task::yield_now().await;
+        plan.begin(42);
+        assert_eq!(waiters.await.unwrap(), (42, 42));
     }
 
     #[test]

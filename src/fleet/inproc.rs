@@ -142,11 +142,13 @@ impl InProcFleet {
         }
     }
 
-    /// Connects every device that is not offline for good and sets the faults' timers. Call it
-    /// before the hub takes any command, so that a job starting at once finds its devices
-    /// connected.
+    /// Connects every device that is not offline for good, begins the faults' timeline now
+    /// (the in-process fleet is connected at once) and sets their timers. Call it before the
+    /// hub takes any command, so that a job starting at once finds its devices connected.
     pub(crate) fn connect_online(&mut self) {
         let now = self.clock.now_us();
+        self.fleet.faults.begin(now);
+        let origin = self.fleet.faults.origin().unwrap_or(now);
         for idx in (0..self.fleet.devices.len() as u32).map(DeviceIdx::new) {
             if !self.fleet.devices[idx.usize()].offline {
                 self.connect(idx, now);
@@ -160,7 +162,8 @@ impl InProcFleet {
                 FaultKind::Latency(_) | FaultKind::Errors(_) => None,
             };
             if let Some(at) = at {
-                self.timers.push(at, Event::Fault(k as u32));
+                self.timers
+                    .push(origin.saturating_add(at), Event::Fault(k as u32));
             }
         }
         self.flush();

@@ -29,10 +29,10 @@ use rustls::pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Micros};
 use crate::fleet::behaviour::CohortModel;
 use crate::fleet::credentials::Credentials;
-use crate::fleet::faults::FaultPlan;
+use crate::fleet::faults::{FaultKind, FaultPlan};
 use crate::fleet::Fleet;
 
 /// TLS towards the hub.
@@ -249,6 +249,7 @@ pub(crate) fn start(
         pump,
     });
     let pumped = pump::spawn(inbox, shared.clone()).map_err(FleetError::Pump)?;
+    tokio::spawn(drop_at_faults(shared.clone()));
     // The pump ends with the future, however that ends (even unpolled).
     let owner = PumpOwner(shared.clone());
     Ok(async move {
@@ -277,6 +278,30 @@ pub(crate) fn start(
         drop(owner);
         let _ = pumped.await;
     })
+}
+
+/// Has the pump drop the connections each `disconnect` fault hits, at its instant of the
+/// timeline (once it has begun), until the run stops.
+async fn drop_at_faults(shared: Arc<Shared>) {
+    let mut disconnects: Vec<(usize, Micros)> = (shared.faults.faults().iter().enumerate())
+        .filter(|(_, f)| f.kind == FaultKind::Disconnect)
+        .map(|(k, f)| (k, f.start_us))
+        .collect();
+    disconnects.sort_by_key(|&(_, at)| at);
+    if disconnects.is_empty() {
+        return;
+    }
+    let origin = tokio::select! {
+        _ = shared.shutdown.cancelled() => return,
+        origin = shared.faults.begun() => origin,
+    };
+    for (k, at) in disconnects {
+        let at = shared.clock.instant_at(origin.saturating_add(at));
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(at) => shared.pump.fault(k),
+        }
+    }
 }
 
 /// Tells the pump to exit when dropped.

@@ -137,8 +137,6 @@ pub struct Engine {
     /// In virtual time, the real time since the last view (views follow the watcher's clock,
     /// not the simulated one, and every change of a job's status); None in real time.
     virtual_views: Option<Stopwatch>,
-    /// When the hub restarts (a scenario's `hub_restart` faults), earliest first.
-    restarts: std::collections::VecDeque<Micros>,
 }
 
 impl Engine {
@@ -166,7 +164,6 @@ impl Engine {
             awaiting_ack: IdxMap::default(),
             direct: DirectCalls::default(),
             inbox: Vec::new(),
-            restarts: Default::default(),
             // Virtual time may pass far faster than real time: the engine then publishes a view
             // every VIEW_EVERY_US of real time and whenever a job is added or ends (the moments
             // the run loop acts on), instead of every VIEW_EVERY_US of simulated time.
@@ -178,12 +175,6 @@ impl Engine {
     /// [`crate::metrics::interval_for`]).
     pub(crate) fn with_intervals_of(mut self, interval_s: u64) -> Self {
         self.recorder = Recorder::with_interval(interval_s);
-        self
-    }
-
-    /// Restarts the hub at each of `at` (µs of the run's time, earliest first).
-    pub(crate) fn with_restarts(mut self, at: Vec<Micros>) -> Self {
-        self.restarts = at.into();
         self
     }
 

@@ -68,6 +68,9 @@ pub enum Command {
     RemoveDevice(String, Reply<Value>),
     /// A device transport's requests (the MQTT endpoint).
     Device(DeviceCommand),
+    /// Restart the hub (a scenario's `hub_restart` fault): every device connection drops and
+    /// operations in flight are sent again; answers when done.
+    Restart(Reply<()>),
 }
 
 /// What a device transport asks the engine on a device's behalf.
@@ -121,6 +124,11 @@ impl Hub {
     /// Gets a job.
     pub async fn get_job(&self, id: &str) -> Result<Value, HubError> {
         self.ask(|r| Command::GetJob(id.to_owned(), r)).await
+    }
+
+    /// Restarts the hub (see [`Command::Restart`]).
+    pub(crate) async fn restart(&self) -> Result<(), HubError> {
+        self.ask(Command::Restart).await
     }
 
     /// Cancels a job.

@@ -107,11 +107,16 @@ pub(crate) fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary, MergeError>
                 ops_per_s: 0.0,
                 in_flight: 0,
                 failures: 0,
+                connected: 0,
+                faults: 0,
             });
             acc.ops_done += r.ops_done;
             acc.ops_per_s += r.ops_per_s;
             acc.in_flight += r.in_flight;
             acc.failures += r.failures;
+            acc.connected += r.connected;
+            // Every shard ran the same faults.
+            acc.faults = acc.faults.max(r.faults);
         }
     }
     let rows: Vec<SecondRow> = rows.into_values().collect();

@@ -36,6 +36,13 @@ pub struct SecondRow {
     pub in_flight: u64,
     /// Operations that ended in failure during this second.
     pub failures: u64,
+    /// Devices connected at the end of this second (0 in results written before it was kept).
+    #[serde(default)]
+    pub connected: u64,
+    /// The scenario's faults active during this second (filled in when the results are
+    /// written).
+    #[serde(default)]
+    pub faults: u32,
 }
 
 /// Histograms and counters of one job.
@@ -92,6 +99,8 @@ pub struct Recorder {
     done: u64,
     failed: u64,
     in_flight: u64,
+    /// Devices connected now (the engine keeps it current).
+    connected: u64,
     /// Closed seconds.
     rows: Vec<SecondRow>,
     /// Most operations done in one closed interval.
@@ -114,6 +123,11 @@ impl Default for Recorder {
 }
 
 impl Recorder {
+    /// How many seconds an interval (a row of the time series) lasts.
+    pub(crate) fn interval_s(&self) -> u64 {
+        self.interval_s
+    }
+
     /// An empty recorder whose intervals last `interval_s` seconds instead of one (at least 1):
     /// the time series and the interval log of a long run stay a sensible size.
     pub(crate) fn with_interval(interval_s: u64) -> Self {
@@ -142,6 +156,7 @@ impl Recorder {
             done: 0,
             failed: 0,
             in_flight: 0,
+            connected: 0,
             rows: Vec::new(),
             peak_ops_per_s: 0,
             hlog: Vec::new(),
@@ -200,6 +215,12 @@ impl Recorder {
         j.in_flight += 1;
         self.dispatched += 1;
         self.in_flight += 1;
+    }
+
+    /// Devices connected now: the time series keeps it at the end of each second.
+    #[inline]
+    pub fn set_connected(&mut self, devices: u64) {
+        self.connected = devices;
     }
 
     /// One dispatched operation of `job` goes back to waiting (a hub restart: it is sent
@@ -278,6 +299,8 @@ impl Recorder {
             ops_per_s: self.sec_done as f64 / self.interval_s as f64,
             in_flight: self.in_flight,
             failures: self.sec_failed,
+            connected: self.connected,
+            faults: 0,
         });
         self.sec_done = 0;
         self.sec_failed = 0;
@@ -394,6 +417,8 @@ impl Recorder {
                 },
                 in_flight: self.in_flight,
                 failures: failed,
+                connected: self.connected,
+                faults: 0,
             });
         }
         rows
@@ -585,7 +610,9 @@ mod tests {
                 ops_done: 2,
                 ops_per_s: 2.0,
                 in_flight: 2,
-                failures: 1
+                failures: 1,
+                connected: 0,
+                faults: 0,
             }
         );
         for (s, row) in rows.iter().enumerate().skip(1) {
@@ -596,7 +623,9 @@ mod tests {
                     ops_done: 2,
                     ops_per_s: 0.0,
                     in_flight: 2,
-                    failures: 0
+                    failures: 0,
+                    connected: 0,
+                    faults: 0,
                 }
             );
         }

@@ -9,8 +9,9 @@
 //!   `job/<jobId>/<measure>` (per job, the id escaped: see [`tag`](super::tag)). Empty histograms
 //!   are not written. Adding up every interval of a tag gives back the run's histogram exactly
 //!   ([`read_interval_log`]).
-//! - `timeseries.csv`: `second,ops_done,ops_per_s,in_flight,failures`, one row per second
-//!   ([`Recorder::timeseries`]).
+//! - `timeseries.csv`: `second,ops_done,ops_per_s,in_flight,failures,connected,faults`, one row
+//!   per second ([`Recorder::timeseries`]): `connected` counts the devices connected at its end,
+//!   `faults` the scenario's faults active during it.
 //! - `job_progress.json`: per job id, its cumulative `[second, succeeded, failed]` at the end of
 //!   each second in which it ended operations ([`Recorder::job_progress`]); absent in merged and
 //!   older results.
@@ -191,7 +192,17 @@ pub(crate) fn write(
         write_hgrm(dir, m, &recorder.histogram(None, m))?;
     }
 
-    write_timeseries(dir, &recorder.timeseries(now_us))?;
+    let mut rows = recorder.timeseries(now_us);
+    let step = recorder.interval_s() as f64;
+    for r in &mut rows {
+        let from = r.second as f64;
+        r.faults = report
+            .faults
+            .iter()
+            .filter(|w| w.overlaps(from, from + step))
+            .count() as u32;
+    }
+    write_timeseries(dir, &rows)?;
     write_job_progress(dir, &recorder.job_progress(now_us))?;
 
     let path = dir.join("histograms.hlog");
@@ -214,7 +225,12 @@ pub(crate) fn write_summary(dir: &Path, summary: &Summary) -> Result<(), Results
 }
 
 /// The header line of `timeseries.csv`.
-pub(crate) const TIMESERIES_HEADER: &str = "second,ops_done,ops_per_s,in_flight,failures";
+pub(crate) const TIMESERIES_HEADER: &str =
+    "second,ops_done,ops_per_s,in_flight,failures,connected,faults";
+
+/// The header line of `timeseries.csv` in results written before it had `connected` and
+/// `faults`: still read.
+const TIMESERIES_HEADER_V1: &str = "second,ops_done,ops_per_s,in_flight,failures";
 
 /// Reads a `timeseries.csv`.
 pub(crate) fn read_timeseries(path: &Path) -> Result<Vec<SecondRow>, ResultsError> {
@@ -224,7 +240,7 @@ pub(crate) fn read_timeseries(path: &Path) -> Result<Vec<SecondRow>, ResultsErro
     })?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        if line == TIMESERIES_HEADER || line.is_empty() {
+        if line == TIMESERIES_HEADER || line == TIMESERIES_HEADER_V1 || line.is_empty() {
             continue;
         }
         let bad = || ResultsError::BadTimeseries {
@@ -233,8 +249,18 @@ pub(crate) fn read_timeseries(path: &Path) -> Result<Vec<SecondRow>, ResultsErro
             text: line.to_owned(),
         };
         let f: Vec<&str> = line.split(',').collect();
-        let [second, ops_done, ops_per_s, in_flight, failures] = f[..] else {
+        let (&[second, ops_done, ops_per_s, in_flight, failures], rest) =
+            f.split_at(5.min(f.len()))
+        else {
             return Err(bad());
+        };
+        let (connected, faults) = match rest {
+            [] => (0, 0),
+            [connected, faults] => (
+                connected.parse().map_err(|_| bad())?,
+                faults.parse().map_err(|_| bad())?,
+            ),
+            _ => return Err(bad()),
         };
         out.push(SecondRow {
             second: second.parse().map_err(|_| bad())?,
@@ -242,6 +268,8 @@ pub(crate) fn read_timeseries(path: &Path) -> Result<Vec<SecondRow>, ResultsErro
             ops_per_s: ops_per_s.parse().map_err(|_| bad())?,
             in_flight: in_flight.parse().map_err(|_| bad())?,
             failures: failures.parse().map_err(|_| bad())?,
+            connected,
+            faults,
         });
     }
     Ok(out)
@@ -253,8 +281,8 @@ pub(crate) fn write_timeseries(dir: &Path, rows: &[SecondRow]) -> Result<(), Res
     for r in rows {
         let _ = writeln!(
             csv,
-            "{},{},{:.3},{},{}",
-            r.second, r.ops_done, r.ops_per_s, r.in_flight, r.failures
+            "{},{},{:.3},{},{},{},{}",
+            r.second, r.ops_done, r.ops_per_s, r.in_flight, r.failures, r.connected, r.faults
         );
     }
     write_atomic(&dir.join("timeseries.csv"), csv.as_bytes())

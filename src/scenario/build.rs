@@ -107,19 +107,6 @@ fn fault_plan(scenario: &Scenario) -> FaultPlan {
     FaultPlan::new(faults)
 }
 
-/// When the scenario's hub restarts, µs of the run's time, earliest first.
-pub(crate) fn hub_restarts(scenario: &Scenario) -> Vec<Micros> {
-    let mut at: Vec<Micros> = scenario
-        .faults
-        .iter()
-        .map(|f| f.get_ref())
-        .filter(|f| f.kind == FaultKindSpec::HubRestart)
-        .map(|f| Dur(f.at.0).micros())
-        .collect();
-    at.sort_unstable();
-    at
-}
-
 /// The scenario's faults as windows of the run's time, for the results.
 pub(crate) fn fault_windows(scenario: &Scenario) -> Vec<FaultWindow> {
     scenario

@@ -38,6 +38,8 @@ struct Adopted {
 
 enum Command {
     Adopt(Box<Adopted>),
+    /// Drop the connections that `disconnect` fault `k` hits.
+    Fault(usize),
     /// Close every connection (with DISCONNECT), and every one adopted from now on.
     Stop,
     /// End the thread.
@@ -69,6 +71,12 @@ impl PumpHandle {
     /// run is stopping. Each device comes back with [`Ended::Shutdown`].
     pub(crate) fn stop(&self) {
         self.send(Command::Stop);
+    }
+
+    /// Drops the connections that `disconnect` fault `k` of the plan hits, now: each device
+    /// comes back with [`Ended::Fault`].
+    pub(crate) fn fault(&self, k: usize) {
+        self.send(Command::Fault(k));
     }
 
     /// Ends the pump thread (closing what it still serves).
@@ -153,6 +161,15 @@ impl Handler for Pump {
         loop {
             match self.commands.try_recv() {
                 Ok(Command::Adopt(new)) => self.adopt(*new),
+                Ok(Command::Fault(k)) => {
+                    for slot in 0..self.reactor.slots() {
+                        let hit = (self.reactor.get_mut(slot))
+                            .is_some_and(|c| c.session.hit_by(k, &self.shared));
+                        if hit {
+                            self.end(slot, Ended::Fault);
+                        }
+                    }
+                }
                 Ok(Command::Stop) => {
                     self.stopping = true;
                     self.close_all();

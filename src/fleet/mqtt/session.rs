@@ -11,7 +11,8 @@
 //! sees the acknowledgement). The socket itself is the hub's side of that network.
 //!
 //! The scenario's faults ([`FaultPlan`](crate::fleet::faults::FaultPlan)) act here as in
-//! process: a disconnect ends the session at its instant ([`Ended::Fault`]); a partition makes
+//! process: a disconnect ends the session at its instant ([`Ended::Fault`], from the pump); a
+//! partition makes
 //! the device deaf and mute (what arrives is dropped, answers and pings are not sent, so the hub
 //! closes the session after 1.5 keep-alives); a latency fault adds to both ways of the trip; an
 //! errors fault fails methods.
@@ -28,7 +29,6 @@ use serde_json::Value;
 use crate::clock::Micros;
 use crate::fleet::behaviour::{MethodOutcome, Trip};
 use crate::fleet::device::DesiredOutcome;
-use crate::fleet::faults::FaultKind;
 use crate::fleet::mqtt::client::Device;
 use crate::fleet::mqtt::Shared;
 use crate::mqtt::stream::Stream;
@@ -102,9 +102,8 @@ pub(crate) struct Session {
     /// The request id of the last reported patch.
     report_rid: u32,
     ping_at: Micros,
-    /// When the churn model or a `disconnect` fault drops the connection (`Micros::MAX`:
-    /// never), and which.
-    drop_at: (Micros, Ended),
+    /// When the churn model drops the connection (`Micros::MAX`: never).
+    churn_at: Micros,
 }
 
 impl Session {
@@ -118,26 +117,19 @@ impl Session {
             .state
             .next_disconnect(model, shared.seed, device.idx)
             .map_or(Micros::MAX, |us| now.saturating_add(us));
-        let (idx, cohort) = (device.idx, device.state.cohort);
-        let fault_at = (shared.faults.faults().iter().enumerate())
-            .filter(|(k, f)| {
-                f.kind == FaultKind::Disconnect
-                    && f.start_us > now
-                    && shared.faults.hits(*k, shared.seed, idx, cohort)
-            })
-            .map(|(_, f)| f.start_us)
-            .min();
-        let drop_at = match fault_at {
-            Some(at) if at <= churn_at => (at, Ended::Fault),
-            _ => (churn_at, Ended::Churn),
-        };
         Session {
             device,
             later: Vec::new(),
             report_rid: 0,
             ping_at: now.saturating_add(keep_alive(shared)),
-            drop_at,
+            churn_at,
         }
+    }
+
+    /// Whether fault `k` of the plan hits this device.
+    pub(crate) fn hit_by(&self, k: usize, shared: &Shared) -> bool {
+        let (idx, cohort) = (self.device.idx, self.device.state.cohort);
+        shared.faults.hits(k, shared.seed, idx, cohort)
     }
 
     /// Acts on a packet from the hub: a method request or a desired patch is answered as the
@@ -255,8 +247,8 @@ impl Session {
 
     /// Does what is due at `now`: the answers whose latency has passed go out, publishes whose
     /// downlink latency has passed reach the device, a ping when the keep-alive has passed
-    /// (none of it while a partition cuts the device off: it is lost); `Some(Churn)` or
-    /// `Some(Fault)` when the churn model or a fault drops the connection now.
+    /// (none of it while a partition cuts the device off: it is lost); `Some(Churn)` when the
+    /// churn model drops the connection now.
     pub(crate) fn on_time(
         &mut self,
         now: Micros,
@@ -264,8 +256,8 @@ impl Session {
         out: &mut Stream,
         answer: &mut AnswerPacket,
     ) -> Option<Ended> {
-        if self.drop_at.0 <= now {
-            return Some(self.drop_at.1);
+        if self.churn_at <= now {
+            return Some(Ended::Churn);
         }
         let cut_off = self.cut_off(now, shared);
         // One at a time: what reaches the device may be answered at once or held in its turn.
@@ -290,7 +282,7 @@ impl Session {
     /// The next time the session needs [`Session::on_time`].
     pub(crate) fn next_deadline(&self) -> Micros {
         let answer = self.later.first().map_or(Micros::MAX, |(at, _)| *at);
-        self.ping_at.min(self.drop_at.0).min(answer)
+        self.ping_at.min(self.churn_at).min(answer)
     }
 
     /// Whether a partition cuts the device off at `now`.

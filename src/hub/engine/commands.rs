@@ -81,9 +81,14 @@ impl Engine {
             }
             Command::RemoveDevice(id, reply) => {
                 let removed = self.registry.remove(&id);
+                self.recorder.set_connected(self.registry.connected());
                 let _ = reply.send(removed);
             }
             Command::Device(cmd) => self.on_device_command(cmd, now),
+            Command::Restart(reply) => {
+                self.restart(now);
+                let _ = reply.send(Ok(()));
+            }
         }
     }
 

@@ -44,10 +44,12 @@ impl Engine {
         match msg {
             FromDevice::Connected { device } => {
                 self.registry.set_connected(device, true, now);
+                self.recorder.set_connected(self.registry.connected());
                 self.on_connected(device, now);
             }
             FromDevice::Disconnected { device } => {
                 self.registry.set_connected(device, false, now);
+                self.recorder.set_connected(self.registry.connected());
             }
             FromDevice::MethodResponse {
                 op,

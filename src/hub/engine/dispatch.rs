@@ -24,10 +24,6 @@ const DISPATCH_CHUNK: usize = 4096;
 impl Engine {
     /// Does all work due at `now`; returns true when dispatch work remains runnable at once.
     pub(super) fn step(&mut self, now: Micros) -> bool {
-        while self.restarts.front().is_some_and(|&at| at <= now) {
-            self.restarts.pop_front();
-            self.restart(now);
-        }
         for i in 0..self.slots.active().len() {
             self.advance_job(self.slots.active()[i], now);
         }
@@ -66,9 +62,6 @@ impl Engine {
         }
         if let Some(d) = self.direct.next_deadline() {
             next = next.min(d);
-        }
-        if let Some(&at) = self.restarts.front() {
-            next = next.min(at);
         }
         next
     }

@@ -17,13 +17,14 @@ use crate::link::ToDevice;
 use super::{job_op, metrics_slot, Engine};
 
 impl Engine {
-    /// Restarts the hub at `now`.
+    /// Restarts the hub at `now` (see [`Command::Restart`](crate::hub::handle::Command)).
     pub(super) fn restart(&mut self, now: Micros) {
         for device in (0..self.registry.len() as u32).map(DeviceIdx::new) {
             if self.registry.set_connected(device, false, now) {
                 self.link.send(ToDevice::Disconnect { device });
             }
         }
+        self.recorder.set_connected(0);
         for i in 0..self.slots.active().len() {
             let s = self.slots.active()[i];
             if self.slots[s].job.status != JobStatus::Running {

@@ -91,6 +91,8 @@ impl Recorder {
             },
             in_flight: self.in_flight,
             failures: self.sec_failed,
+            connected: self.connected,
+            faults: 0,
         };
         MetricsSnapshot {
             overall,
