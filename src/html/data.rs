@@ -63,6 +63,7 @@ struct Timeseries {
     ops_per_s: Vec<f64>,
     in_flight: Vec<u64>,
     failures: Vec<u64>,
+    connected: Vec<u64>,
 }
 
 impl RunData {
@@ -88,6 +89,7 @@ impl RunData {
             timeseries.ops_per_s.push(r.ops_per_s);
             timeseries.in_flight.push(r.in_flight);
             timeseries.failures.push(r.failures);
+            timeseries.connected.push(r.connected);
         }
         let exit = verdict.exit();
         Ok(RunData {

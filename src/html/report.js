@@ -148,6 +148,7 @@ function plot(parent, o) {
     axes,
     series,
     cursor: { drag: { x: true, y: false } },
+    hooks: o.faults && o.faults.length ? { drawClear: [(u) => shadeFaults(u, o.faults)] } : {},
   }, o.data, box);
   box.setAttribute("role", "img");
   box.setAttribute("aria-label", `${o.title}: ${o.yLabel}${o.y2Label ? " and " + o.y2Label : ""} against ${o.xLabel}`);
@@ -175,6 +176,59 @@ function spectrumChart(parent, title, lines) {
     data: [xs].concat(kept.map((l) => l.values.slice(0, last + 1))),
     note: shown.length > kept.length ? `the first ${kept.length} of ${shown.length} series` : null,
   });
+}
+
+// The scenario's fault windows behind a time chart: a shaded band for each window, a line for
+// each instant (a disconnect storm, a hub restart), labelled with the fault's kind.
+const FAULT_FILL = "rgba(214, 39, 40, 0.10)";
+const FAULT_LINE = "rgba(214, 39, 40, 0.75)";
+function shadeFaults(u, faults) {
+  const ctx = u.ctx;
+  const { top, height } = u.bbox;
+  ctx.save();
+  ctx.font = `${Math.round(11 * devicePixelRatio)}px sans-serif`;
+  for (const f of faults) {
+    const x0 = u.valToPos(f.start_s, "x", true);
+    const x1 = u.valToPos(f.end_s, "x", true);
+    if (f.end_s > f.start_s) {
+      ctx.fillStyle = FAULT_FILL;
+      ctx.fillRect(x0, top, Math.max(1, x1 - x0), height);
+    } else {
+      ctx.strokeStyle = FAULT_LINE;
+      ctx.lineWidth = devicePixelRatio;
+      ctx.beginPath();
+      ctx.moveTo(x0, top);
+      ctx.lineTo(x0, top + height);
+      ctx.stroke();
+    }
+    ctx.fillStyle = FAULT_LINE;
+    ctx.fillText(f.kind, x0 + 3 * devicePixelRatio, top + 12 * devicePixelRatio);
+  }
+  ctx.restore();
+}
+
+function faultTable(s) {
+  const faults = s.faults || [];
+  if (faults.length === 0) return;
+  section("Faults", el("p", { class: "note" },
+    "The scenario's faults, shaded on the charts over time."),
+  table(["kind", "target", "what", "from", "to"], faults.map((f) => [
+    f.kind, f.target, f.detail || "", "+" + dur(f.start_s), f.end_s > f.start_s ? "+" + dur(f.end_s) : "(an instant)",
+  ])));
+}
+
+function connectedChart(parent, run) {
+  const t = run.timeseries;
+  if (t.second.length === 0 || !t.connected.some((n) => n > 0)) return;
+  plot(parent, Object.assign(secondsAxis(), {
+    title: "Devices connected",
+    yLabel: "devices",
+    yFmt: (v) => num(v),
+    yTick: (v) => num(v),
+    series: [{ label: "connected", width: 2, color: COLORS[3] }],
+    data: [t.second, t.connected],
+    faults: run.summary.faults,
+  }));
 }
 
 function secondsAxis() {
@@ -277,6 +331,7 @@ function throughputChart(parent, run, title) {
       { label: "in flight", color: COLORS[2], scale: "y2", fmt: (v) => num(v) },
     ],
     data: [t.second, t.ops_per_s, t.failures, t.in_flight],
+    faults: run.summary.faults,
   }));
 }
 
@@ -302,6 +357,7 @@ function progressChart(parent, run) {
     yTick: (v) => num(v),
     series,
     data,
+    faults: run.summary.faults,
     note: ids.length > kept.length ? `the first ${kept.length} of ${ids.length} jobs` : null,
   }));
 }
@@ -316,6 +372,7 @@ function runPage(run) {
   app.append(dl);
   section("Jobs", s.jobs.length ? table(JOB_HEADERS, jobRows(s)) : el("p", { class: "note" }, "No job ran."));
   rollouts(s);
+  faultTable(s);
   section("Latency percentile spectra");
   app.append(el("p", { class: "note" },
     "Latency against percentile on a 1/(1−p) scale (HdrHistogram's plot): the tail is spread out; " +
@@ -334,6 +391,7 @@ function runPage(run) {
   const over = el("div", { class: "charts" });
   app.append(over);
   throughputChart(over, run, "Throughput, failures and operations in flight");
+  connectedChart(over, run);
   progressChart(over, run);
   section("Failures by cause");
   const causes = failureCauses([run]);

@@ -19,6 +19,8 @@ use super::{job_op, metrics_slot, Engine};
 impl Engine {
     /// Restarts the hub at `now` (see [`Command::Restart`](crate::hub::handle::Command)).
     pub(super) fn restart(&mut self, now: Micros) {
+        // The second before ends with the devices it had.
+        self.recorder.tick(now);
         for device in (0..self.registry.len() as u32).map(DeviceIdx::new) {
             if self.registry.set_connected(device, false, now) {
                 self.link.send(ToDevice::Disconnect { device });
