@@ -526,6 +526,7 @@ mod tests {
 
     use super::*;
     use crate::fleet::behaviour::{CohortModel, Latency, LinkModel, MethodModel};
+    use crate::fleet::faults::{DeviceFault, FaultPlan};
     use crate::shard::Shard;
 
     /// Methods answered 200 after `method_us`, twin patches acknowledged after `ack_us`,
@@ -558,12 +559,17 @@ mod tests {
     }
 
     fn bench(model: CohortModel, n: u64) -> Bench {
+        bench_with_faults(model, n, Vec::new())
+    }
+
+    /// A bench whose fleet plays `faults` (their timeline begins as it connects, at 0).
+    fn bench_with_faults(model: CohortModel, n: u64, faults: Vec<DeviceFault>) -> Bench {
         let clock = Clock::start();
         let (to_hub, from_fleet) = mpsc::unbounded_channel();
         let (to_fleet, from_hub) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let mut fleet = InProcFleet::new(
-            Fleet::new(vec![(model, n)], 1, Shard::ALL),
+            Fleet::new(vec![(model, n)], 1, Shard::ALL).with_faults(FaultPlan::new(faults)),
             clock.clone(),
             to_hub,
         );
@@ -746,6 +752,193 @@ mod tests {
         assert!(
             !answered,
             "the device reconnected, but the request was on its old connection"
+        );
+    }
+
+    /// A fault of `kind` on every device from `start_s` to `end_s`.
+    fn fault(kind: FaultKind, start_s: u64, end_s: u64, share: f64) -> DeviceFault {
+        DeviceFault {
+            kind,
+            start_us: start_s * 1_000_000,
+            end_us: end_s * 1_000_000,
+            cohort: None,
+            share,
+        }
+    }
+
+    /// Every message to the hub until `until_us`, with when it came.
+    async fn all_until(b: &mut Bench, until_us: Micros) -> Vec<(Micros, FromDevice)> {
+        let mut out = Vec::new();
+        while b.clock.now_us() < until_us {
+            let left = Duration::from_micros(until_us - b.clock.now_us());
+            match tokio::time::timeout(left, b.from_fleet.recv()).await {
+                Ok(Some(batch)) => {
+                    let now = b.clock.now_us();
+                    out.extend(batch.into_iter().map(|m| (now, m)));
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_disconnect_storm_drops_its_share_at_its_instant_and_they_come_back() {
+        let faults = vec![fault(FaultKind::Disconnect, 10, 10, 0.5)];
+        let mut b = bench_with_faults(cohort(0, 0, None), 1000, faults);
+        let seen = all_until(&mut b, 20_000_000).await;
+        let dropped: Vec<Micros> = seen
+            .iter()
+            .filter(|(_, m)| matches!(m, FromDevice::Disconnected { .. }))
+            .map(|&(at, _)| at)
+            .collect();
+        let back: Vec<Micros> = seen
+            .iter()
+            .filter(|(at, m)| *at > 0 && matches!(m, FromDevice::Connected { .. }))
+            .map(|&(at, _)| at)
+            .collect();
+        // Binomial: 500 ± 5 sd.
+        assert!(
+            (420..580).contains(&dropped.len()),
+            "dropped {}",
+            dropped.len()
+        );
+        assert!(dropped.iter().all(|&at| at == 10_000_000), "all at once");
+        assert_eq!(back.len(), dropped.len(), "every one reconnects");
+        // The first backoff: 250 ms × 0.5–1.5 (tokio's timer rounds up to the millisecond).
+        assert!(
+            back.iter()
+                .all(|&at| (10_125_000..=10_376_000).contains(&at)),
+            "{:?}",
+            &back[..5]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partition_loses_messages_then_the_session_then_reconnects_after_it() {
+        // Cut off from 10 s to 200 s: longer than the 90 s session timeout.
+        let faults = vec![fault(FaultKind::Partition, 10, 200, 1.0)];
+        let mut b = bench_with_faults(cohort(0, 0, None), 1, faults);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        b.method(0, 1);
+        let seen = all_until(&mut b, 300_000_000).await;
+        let kinds: Vec<(Micros, &str)> = seen
+            .iter()
+            // The first connection, heard now.
+            .skip(1)
+            .map(|(at, m)| {
+                let kind = match m {
+                    FromDevice::Connected { .. } => "connected",
+                    FromDevice::Disconnected { .. } => "disconnected",
+                    _ => "other",
+                };
+                (*at, kind)
+            })
+            .collect();
+        assert_eq!(
+            kinds.len(),
+            2,
+            "no answer, a timeout, a reconnection: {kinds:?}"
+        );
+        assert_eq!(kinds[0], (100_000_000, "disconnected"), "10 s + 90 s");
+        assert_eq!(kinds[1].1, "connected");
+        assert!(
+            (200_125_000..=200_376_000).contains(&kinds[1].0),
+            "{kinds:?}"
+        );
+        // Healed: answered again.
+        let sent = b.method(0, 2);
+        let (at, got) = b.next().await;
+        assert_eq!(at, sent);
+        assert!(matches!(
+            got,
+            FromDevice::MethodResponse { status: 200, .. }
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_partition_loses_messages_but_keeps_the_session() {
+        let faults = vec![fault(FaultKind::Partition, 10, 30, 1.0)];
+        let mut b = bench_with_faults(cohort(0, 0, None), 1, faults);
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        b.method(0, 1);
+        assert!(b.silent_for(60).await, "lost, and no disconnection");
+        let sent = b.method(0, 2);
+        assert_eq!(b.next().await.0, sent, "answered after it healed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_latency_fault_adds_to_both_ways_only_while_it_lasts() {
+        let faults = vec![fault(FaultKind::Latency(300_000), 10, 20, 1.0)];
+        let mut b = bench_with_faults(cohort(50_000, 0, None), 1, faults);
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let sent = b.method(0, 1);
+        let (at, got) = b.next().await;
+        assert_eq!(
+            at - sent,
+            650_000,
+            "300 ms down, 50 ms on the device, 300 ms up"
+        );
+        assert!(matches!(
+            got,
+            FromDevice::MethodResponse { delivered_us: Some(d), .. } if d == sent + 300_000
+        ));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let sent = b.method(0, 2);
+        assert_eq!(
+            b.next().await.0 - sent,
+            50_000,
+            "over: the device's own latency"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_errors_fault_fails_its_share_of_methods_while_it_lasts() {
+        let faults = vec![fault(FaultKind::Errors(0.3), 10, 20, 1.0)];
+        let mut b = bench_with_faults(cohort(0, 0, None), 2000, faults);
+        async fn failed(b: &mut Bench) -> usize {
+            for d in 0..2000 {
+                b.method(d, d);
+            }
+            let mut failed = 0;
+            for _ in 0..2000 {
+                if let FromDevice::MethodResponse { status: 500, .. } = b.next().await.1 {
+                    failed += 1;
+                }
+            }
+            failed
+        }
+        assert_eq!(failed(&mut b).await, 0, "before it");
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let during = failed(&mut b).await;
+        // Binomial: 600 ± 4.9 sd.
+        assert!((500..700).contains(&during), "failed {during}");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(failed(&mut b).await, 0, "after it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_hub_closing_a_connection_brings_the_device_back_after_its_backoff() {
+        let mut b = bench(cohort(0, 0, None), 1);
+        b.to_fleet
+            .send(vec![ToDevice::Disconnect {
+                device: DeviceIdx::new(0),
+            }])
+            .unwrap();
+        let start = b.clock.now_us();
+        let seen = all_until(&mut b, start + 1_000_000).await;
+        let back: Vec<Micros> = seen
+            .iter()
+            .filter(|(at, m)| *at > start && matches!(m, FromDevice::Connected { .. }))
+            .map(|&(at, _)| at - start)
+            .collect();
+        assert_eq!(back.len(), 1, "{seen:?}");
+        assert!((125_000..=376_000).contains(&back[0]), "{back:?}");
+        assert!(
+            !seen
+                .iter()
+                .any(|(_, m)| matches!(m, FromDevice::Disconnected { .. })),
+            "the hub knows already"
         );
     }
 }

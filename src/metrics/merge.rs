@@ -452,6 +452,7 @@ mod tests {
             devices: recorder.totals(None).done,
             jobs,
             rollouts: Vec::new(),
+            faults: Vec::new(),
             shard,
             clock: Default::default(),
             timing: Default::default(),

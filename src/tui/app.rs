@@ -370,6 +370,8 @@ pub(crate) mod tests {
             ops_per_s,
             in_flight: 0,
             failures: 0,
+            connected: 0,
+            faults: 0,
         };
         let mut v = view(2_500_000, vec![]);
         v.metrics.recent = vec![row(0, 1.0), row(1, 2.0)];

@@ -456,6 +456,8 @@ pub(crate) mod tests {
                 ops_per_s: (second * 10) as f64,
                 in_flight: 0,
                 failures: 0,
+                connected: 0,
+                faults: 0,
             })
             .collect();
         app.absorb(v);

@@ -4,7 +4,7 @@ use super::*;
 use crate::metrics::histogram::new_histogram;
 use crate::metrics::tag::{parse_tag, tag_for};
 use crate::metrics::MAX_US;
-use crate::report::{DeviceJobStatistics, JobReport};
+use crate::report::{DeviceJobStatistics, FaultWindow, JobReport};
 
 /// A fresh, unique directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -53,6 +53,23 @@ fn report() -> RunReport {
         devices: 2000,
         jobs: vec![job("job-1", 1200), job("job 2,odd%id", 800)],
         rollouts: Vec::new(),
+        // A window over seconds 1 and 2, and an instant in second 4.
+        faults: vec![
+            FaultWindow {
+                kind: "partition".into(),
+                target: "all devices".into(),
+                detail: String::new(),
+                start_s: 1.5,
+                end_s: 2.5,
+            },
+            FaultWindow {
+                kind: "hub_restart".into(),
+                target: "the hub".into(),
+                detail: String::new(),
+                start_s: 4.0,
+                end_s: 4.0,
+            },
+        ],
         shard: None,
         clock: Default::default(),
         timing: Default::default(),
@@ -232,9 +249,23 @@ fn results_dir_has_every_file_and_consistent_counts() {
 
     let csv = fs::read_to_string(dir.0.join("timeseries.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "second,ops_done,ops_per_s,in_flight,failures");
+    assert_eq!(
+        lines[0],
+        "second,ops_done,ops_per_s,in_flight,failures,connected,faults"
+    );
     assert_eq!(lines.len(), 1 + 6, "5.5 s: six rows");
-    assert_eq!(lines[1], "0,667,667.000,0,7");
+    assert_eq!(lines[1], "0,667,667.000,0,7,0,0");
+    let faults: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.rsplit(',').next().unwrap())
+        .collect();
+    assert_eq!(
+        faults,
+        ["0", "1", "1", "0", "1", "0"],
+        "the windows by second"
+    );
+    let rows = read_timeseries(&dir.0.join("timeseries.csv")).unwrap();
+    assert_eq!(rows[2].faults, 1, "read back");
     assert_eq!(
         lines[3].split(',').nth(2),
         Some("0.000"),
