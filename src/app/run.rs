@@ -374,6 +374,7 @@ pub async fn run(
             shard: (!opts.shard.is_all()).then_some(opts.shard),
             clock: mode,
             timing: Timing::new(end, stopwatch.elapsed()),
+            delivery_clock: output.delivery_clock.take(),
         };
         let dir = opts
             .out

@@ -56,6 +56,7 @@ fn report() -> RunReport {
         shard: None,
         clock: Default::default(),
         timing: Default::default(),
+        delivery_clock: None,
     }
 }
 
