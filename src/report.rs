@@ -156,10 +156,10 @@ pub struct RunReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryClockReport {
     /// The last measured offset of the other clock from the hub's, µs (wall-clock mappings:
-    /// about 0 on one machine).
-    pub offset_us: i64,
-    /// The last offset's uncertainty, µs.
-    pub uncertainty_us: u64,
+    /// about 0 on one machine); None: never measured.
+    pub offset_us: Option<i64>,
+    /// The last offset's uncertainty, µs; None: never measured.
+    pub uncertainty_us: Option<u64>,
     /// The largest uncertainty a batch of receipts came with, µs.
     pub max_uncertainty_us: u64,
     /// Receipts recorded as deliveries.

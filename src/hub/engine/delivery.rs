@@ -38,9 +38,9 @@ impl Receipts {
     fn judge(&mut self, clock: ClockAgreement, n: usize) -> bool {
         let verdict = agreement::judge(clock, &mut self.latencies);
         let report = self.clock.get_or_insert_with(Default::default);
-        report.offset_us = clock.offset_us;
-        report.uncertainty_us = clock.uncertainty_us;
         if clock.uncertainty_us != agreement::UNMEASURED {
+            report.offset_us = Some(clock.offset_us);
+            report.uncertainty_us = Some(clock.uncertainty_us);
             report.max_uncertainty_us = report.max_uncertainty_us.max(clock.uncertainty_us);
         }
         match verdict {
