@@ -11,7 +11,7 @@
 # Both sides also print CPU microseconds per round trip (user + system of every process taking
 # part, from all-connected to the last answer): a figure that depends far less than the rates on
 # what else the machine is running.
-# Loopback only; every process is bounded by a timeout and stops by itself.
+# BASELINE=0 skips (b). Loopback only; every process is bounded by a timeout and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICES=15000
@@ -28,7 +28,7 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)"
 
-if ! command -v mosquitto >/dev/null; then
+if [ "${BASELINE:-1}" != 0 ] && ! command -v mosquitto >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
 fi
 cargo build --release --bin fleetsim --bench mqtt_baseline 2>&1 | tail -1

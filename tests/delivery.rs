@@ -36,7 +36,7 @@ id = "m"
 type = "scheduleDeviceMethod"
 start = "+1s"
 query = "*"
-method = { name = "ping", payload = {}, response_timeout = "10s" }
+method = { name = "ping", payload = {}, response_timeout = "10s", connect_timeout = "30s" }
 [[rollout]]
 id = "t"
 type = "scheduleUpdateTwin"
@@ -128,9 +128,44 @@ fn address_after(
     }
 }
 
+/// Forwards each line `from` writes to the receiver.
+fn lines_of(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    lines
+}
+
+/// Starts `fleetsim devices` on the scenario in `dir` against the hub's MQTT endpoint `mqtt`,
+/// sending receipts to `side`.
+fn fleet(dir: &Path, mqtt: &str, side: &str) -> std::process::Child {
+    fleetsim()
+        .args(["devices", "--scenario"])
+        .arg(dir.join("delivery.toml"))
+        .args(["--hub", mqtt, "--receipts", side, "--for", "60s"])
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Stops `child` with SIGTERM and answers what it wrote to stderr; it must exit cleanly.
+fn stop(child: std::process::Child) -> String {
+    // SAFETY: kill(2) on our own child's pid, with a valid signal.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
 #[test]
 fn a_fleetsim_devices_fleet_reports_deliveries_over_the_side_channel_with_its_clock_offset() {
-    use std::io::BufRead;
     use std::process::Stdio;
 
     let dir = workdir("external");
@@ -151,37 +186,16 @@ fn a_fleetsim_devices_fleet_reports_deliveries_over_the_side_channel_with_its_cl
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    let stderr = hub.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let lines = lines_of(hub.stderr.take().unwrap());
     let mut seen = Vec::new();
     let mqtt = address_after(&lines, &mut seen, "MQTT device endpoint on mqtt://");
     let side = address_after(&lines, &mut seen, "receipts side channel on tcp://");
-    let fleet = fleetsim()
-        .args(["devices", "--scenario"])
-        .arg(dir.join("delivery.toml"))
-        .args(["--hub", &mqtt, "--receipts", &side, "--for", "60s"])
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let fleet = fleet(&dir, &mqtt, &side);
     // The run ends by itself once both jobs have (its duration bounds it).
     let out = hub.wait_with_output().unwrap();
     seen.extend(lines.try_iter());
-    // SAFETY: kill(2) on our own child's pid, with a valid signal.
-    unsafe { libc::kill(fleet.id() as i32, libc::SIGTERM) };
-    let fleet_out = fleet.wait_with_output().unwrap();
-    let fleet_err = String::from_utf8_lossy(&fleet_out.stderr);
+    let fleet_err = stop(fleet);
     assert!(out.status.success(), "{}", seen.join("\n"));
-    assert!(fleet_out.status.success(), "{fleet_err}");
     assert!(
         fleet_err.contains("receipts go to the hub's side channel"),
         "{fleet_err}"
@@ -200,5 +214,99 @@ fn a_fleetsim_devices_fleet_reports_deliveries_over_the_side_channel_with_its_cl
     assert!(offset.unsigned_abs() <= uncertainty + 1_000, "{clock}");
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("delivery clock: fleet offset"), "{table}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `GET /metrics` of the hub at `http` (HOST:PORT), by hand.
+fn metrics(http: &str) -> String {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(http).unwrap();
+    sock.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    sock.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// The value of the exposition line starting with `name ` (or `name{...} `).
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn fleetsim_hub_records_an_external_fleets_deliveries_with_its_measured_clock_offset() {
+    let dir = workdir("hub");
+    let mut hub = fleetsim()
+        .args(["hub", "--scenario"])
+        .arg(dir.join("delivery.toml"))
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--https",
+            "off",
+            "--mqtt",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--external-fleet",
+            "--receipts",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
+        .arg(dir.join("state"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, err) = (
+        lines_of(hub.stdout.take().unwrap()),
+        lines_of(hub.stderr.take().unwrap()),
+    );
+    let mut seen = Vec::new();
+    let http = address_after(&out, &mut seen, "HTTP  on http://");
+    let mqtt = address_after(&err, &mut seen, "MQTT device endpoint on mqtt://");
+    let side = address_after(&err, &mut seen, "receipts side channel on tcp://");
+    let fleet = fleet(&dir, &mqtt, &side);
+    // The scenario's jobs: 20 method requests and 20 desired patches, each with its receipt.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let text = loop {
+        let text = metrics(&http);
+        if sample(
+            &text,
+            "fleetsim_delivery_receipts_total{outcome=\"recorded\"}",
+        ) == Some(40.0)
+        {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not 40 receipts in 60 s:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(
+        sample(
+            &text,
+            "fleetsim_latency_seconds_count{measure=\"delivery\"}"
+        ),
+        Some(40.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "fleetsim_delivery_receipts_total{outcome=\"refused\"}"
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    let offset = sample(&text, "fleetsim_delivery_clock_offset_seconds").unwrap();
+    let uncertainty = sample(&text, "fleetsim_delivery_clock_uncertainty_seconds").unwrap();
+    assert!(uncertainty < 0.005, "{text}");
+    assert!(offset.abs() <= uncertainty + 0.001, "{text}");
+    stop(fleet);
+    stop(hub);
     let _ = std::fs::remove_dir_all(&dir);
 }
