@@ -11,7 +11,7 @@
 # Both sides also print CPU microseconds per round trip (user + system of every process taking
 # part, from all-connected to the last answer): a figure that depends far less than the rates on
 # what else the machine is running.
-# BASELINE=0 skips (b). Loopback only; every process is bounded by a timeout and stops by itself.
+# SKIP_BASELINE=1 skips (b). Loopback only; every process is bounded by a timeout and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICES=15000
@@ -28,7 +28,7 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)"
 
-if [ "${BASELINE:-1}" != 0 ] && ! command -v mosquitto >/dev/null; then
+if [ "${SKIP_BASELINE:-0}" != 1 ] && ! command -v mosquitto >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
 fi
 cargo build --release --bin fleetsim --bench mqtt_baseline 2>&1 | tail -1
@@ -93,7 +93,7 @@ run_a() {
   RATE=$(awk '$1 ~ /^rt-/ && $8 > 0 { ops += $5 + $6; t += ($5 + $6) / $8 } END { if (t > 0) printf "%.0f", ops / t }' "$out/hub.out")
   CPU=$(awk -v t="$TICKS_A" -v hz="$TICKS" -v n=$((DEVICES * ROUNDS)) 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
   # The final table's latency rows: name, count, p50, p90, p99, ...
-  DELIVERY=$(awk '$1 == "delivery" && $2 > 0 { printf "%s samples, p50 %s, p99 %s", $2, $3, $5 }' "$out/hub.out")
+  DELIVERY=$(awk '$1 == "delivery" && $2 ~ /^[0-9]+$/ && $2 > 0 { printf "%s samples, p50 %s, p99 %s", $2, $3, $5 }' "$out/hub.out")
   DELIVERY=${DELIVERY:-"none (0 samples)"}
   CLOCK=$(grep -E "^delivery clock" "$out/hub.out" | tr '\n' ' ' || true)
   echo "(a) $label: $RATE method round trips/s (all jobs' device ops / summed makespans), $CPU µs CPU per round trip (hub + fleet), delivery $DELIVERY"
@@ -105,8 +105,8 @@ run_a receipts --receipts
 A1_RATE=$RATE A1_CPU=$CPU A1_WINDOW=$WINDOW A1_DELIVERY=$DELIVERY A1_CLOCK=$CLOCK
 HUB_RATE=$A0_RATE HUB_CPU=$A0_CPU HUB_WINDOW=$A0_WINDOW
 
-if [ "${BASELINE:-1}" = 0 ]; then
-  echo "== summary (BASELINE=0: mosquitto baseline skipped)"
+if [ "${SKIP_BASELINE:-0}" = 1 ]; then
+  echo "== summary (SKIP_BASELINE=1: mosquitto baseline skipped)"
   echo "(a) fleetsim hub, no receipts:   $A0_RATE round trips/s, $A0_CPU µs CPU per round trip (measured over ${A0_WINDOW} s), delivery $A0_DELIVERY"
   echo "(a) fleetsim hub, with receipts: $A1_RATE round trips/s, $A1_CPU µs CPU per round trip (measured over ${A1_WINDOW} s), delivery $A1_DELIVERY"
   echo "    $A1_CLOCK"

@@ -107,22 +107,46 @@ impl Frame {
         let len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     }
+}
 
-    /// Takes the first whole frame off `buf`: None if more bytes are needed.
-    pub(crate) fn decode(buf: &mut Vec<u8>) -> Result<Option<Frame>, FrameError> {
-        let Some(len) = buf.get(..4) else {
+/// How much room a read of a side-channel socket is given.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The bytes read from a side-channel socket, frames taken off the front without moving the
+/// rest (what is left moves once per read, in [`FrameBuf::room`]).
+#[derive(Debug, Default)]
+pub(crate) struct FrameBuf {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl FrameBuf {
+    /// The buffer to read into, with room for a read.
+    pub(crate) fn room(&mut self) -> &mut Vec<u8> {
+        if self.start > 0 {
+            self.bytes.drain(..self.start);
+            self.start = 0;
+        }
+        self.bytes.reserve(READ_CHUNK);
+        &mut self.bytes
+    }
+
+    /// Takes the next whole frame: None if more bytes are needed.
+    pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        let rest = &self.bytes[self.start..];
+        let Some(len) = rest.get(..4) else {
             return Ok(None);
         };
         let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
         if len > MAX_FRAME {
             return Err(FrameError::TooLarge(len));
         }
-        if buf.len() < 4 + len {
+        let Some(body) = rest.get(4..4 + len) else {
             return Ok(None);
-        }
-        let frame = parse(&buf[4..4 + len]);
-        buf.drain(..4 + len);
-        frame.map(Some)
+        };
+        let frame = parse(body)?;
+        self.start += 4 + len;
+        Ok(Some(frame))
     }
 }
 
@@ -239,15 +263,15 @@ mod tests {
             f.encode(&mut bytes);
         }
         // Fed a byte at a time, every frame comes out once it is whole.
-        let (mut buf, mut got) = (Vec::new(), Vec::new());
+        let (mut buf, mut got) = (FrameBuf::default(), Vec::new());
         for b in bytes {
-            buf.push(b);
-            while let Some(f) = Frame::decode(&mut buf).unwrap() {
+            buf.room().push(b);
+            while let Some(f) = buf.next_frame().unwrap() {
                 got.push(f);
             }
         }
         assert_eq!(got, frames);
-        assert!(buf.is_empty());
+        assert!(buf.room().is_empty());
     }
 
     #[test]
@@ -257,10 +281,10 @@ mod tests {
             what: Received::Desired(2),
             at_us: 30,
         }];
-        let mut buf = Vec::new();
-        receipts_frame(&mut buf, &receipts, |us| us as i64 + 1_000);
+        let mut buf = FrameBuf::default();
+        receipts_frame(buf.room(), &receipts, |us| us as i64 + 1_000);
         assert_eq!(
-            Frame::decode(&mut buf).unwrap(),
+            buf.next_frame().unwrap(),
             Some(Frame::Receipts(vec![(
                 DeviceIdx::new(1),
                 Received::Desired(2),
@@ -271,19 +295,24 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        let mut buf = vec![3, 0, 0, 0, RECEIPTS, 1, 2];
+        let decode = |bytes: &[u8]| {
+            let mut buf = FrameBuf::default();
+            buf.room().extend_from_slice(bytes);
+            buf.next_frame()
+        };
         assert_eq!(
-            Frame::decode(&mut buf),
+            decode(&[3, 0, 0, 0, RECEIPTS, 1, 2]),
             Err(FrameError::Malformed(RECEIPTS))
         );
-        let mut buf = vec![2, 0, 0, 0, HELLO, 9];
-        assert_eq!(Frame::decode(&mut buf), Err(FrameError::Malformed(HELLO)));
-        let mut buf = vec![255, 255, 255, 255];
+        assert_eq!(
+            decode(&[2, 0, 0, 0, HELLO, 9]),
+            Err(FrameError::Malformed(HELLO))
+        );
         assert!(matches!(
-            Frame::decode(&mut buf),
+            decode(&[255, 255, 255, 255]),
             Err(FrameError::TooLarge(_))
         ));
-        let mut buf = vec![1, 0, 0, 0, 99];
-        assert_eq!(Frame::decode(&mut buf), Err(FrameError::Malformed(99)));
+        assert_eq!(decode(&[1, 0, 0, 0, 99]), Err(FrameError::Malformed(99)));
+        assert_eq!(decode(&[1, 0, 0]), Ok(None));
     }
 }

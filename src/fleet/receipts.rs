@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::clock::Clock;
 use crate::fleet::mqtt::ReceiptSink;
 use crate::link::Receipt;
-use crate::receipts::{receipts_frame, Frame, FrameError};
+use crate::receipts::{receipts_frame, Frame, FrameBuf, FrameError};
 
 /// Why the side channel failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +44,7 @@ pub(crate) enum SideChannelError {
         why: String,
     },
     /// The hub closed the connection, or answered the sign-in with something else.
-    #[error("the hub at {addr} closed the receipts side channel (is it a fleetsim hub with --receipts there?)")]
+    #[error("the hub at {addr} closed the receipts side channel (it stopped, or it is not a fleetsim hub with --receipts there)")]
     Closed {
         /// The hub's side channel.
         addr: SocketAddr,
@@ -60,7 +60,7 @@ pub(crate) struct SideChannel {
     receipts: mpsc::UnboundedReceiver<Vec<Receipt>>,
     addr: SocketAddr,
     clock: Clock,
-    buf: Vec<u8>,
+    buf: FrameBuf,
 }
 
 /// Connects to the hub's side channel at `addr` and signs in as `device` with `token` (its
@@ -77,7 +77,7 @@ pub(crate) async fn connect(
     let mut out = Vec::new();
     Frame::Hello { device, token }.encode(&mut out);
     sock.write_all(&out).await.map_err(io)?;
-    let mut buf = Vec::new();
+    let mut buf = FrameBuf::default();
     match next_frame(&mut sock, &mut buf, addr).await? {
         Some(Frame::Welcome) => {}
         Some(Frame::Refused(why)) => return Err(SideChannelError::Refused { addr, why }),
@@ -100,17 +100,18 @@ pub(crate) async fn connect(
 /// Reads the next frame into `buf` (None: the hub closed the connection).
 async fn next_frame(
     sock: &mut TcpStream,
-    buf: &mut Vec<u8>,
+    buf: &mut FrameBuf,
     addr: SocketAddr,
 ) -> Result<Option<Frame>, SideChannelError> {
     loop {
-        if let Some(frame) =
-            Frame::decode(buf).map_err(|source| SideChannelError::Frame { addr, source })?
+        if let Some(frame) = buf
+            .next_frame()
+            .map_err(|source| SideChannelError::Frame { addr, source })?
         {
             return Ok(Some(frame));
         }
         let read = sock
-            .read_buf(buf)
+            .read_buf(buf.room())
             .await
             .map_err(|source| SideChannelError::Io { addr, source })?;
         if read == 0 {
@@ -149,11 +150,12 @@ impl SideChannel {
                     }
                     sock.write_all(&out).await.map_err(io)?;
                 }
-                read = sock.read_buf(&mut buf) => {
+                read = sock.read_buf(buf.room()) => {
                     if read.map_err(io)? == 0 {
                         return Err(SideChannelError::Closed { addr });
                     }
-                    while let Some(frame) = Frame::decode(&mut buf)
+                    while let Some(frame) = buf
+                        .next_frame()
                         .map_err(|source| SideChannelError::Frame { addr, source })?
                     {
                         if let Frame::Ping(seq) = frame {

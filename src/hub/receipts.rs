@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::hub::auth::Authority;
 use crate::link::{FromDevice, Receipt};
 use crate::receipts::agreement::{Estimator, Exchange};
-use crate::receipts::{Frame, FrameError};
+use crate::receipts::{Frame, FrameBuf, FrameError};
 
 /// How often the hub asks a fleet for its clock.
 pub(crate) const PING_EVERY: Duration = Duration::from_millis(250);
@@ -81,12 +81,12 @@ pub(crate) async fn start(
 }
 
 /// Reads the next frame into `buf` (None: the fleet closed the connection).
-async fn next_frame(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<Frame>, SideError> {
+async fn next_frame(sock: &mut TcpStream, buf: &mut FrameBuf) -> Result<Option<Frame>, SideError> {
     loop {
-        if let Some(frame) = Frame::decode(buf)? {
+        if let Some(frame) = buf.next_frame()? {
             return Ok(Some(frame));
         }
-        if sock.read_buf(buf).await? == 0 {
+        if sock.read_buf(buf.room()).await? == 0 {
             return Ok(None);
         }
     }
@@ -98,7 +98,7 @@ async fn serve(
     endpoint: &ReceiptsEndpoint,
     stop: &CancellationToken,
 ) -> Result<(), SideError> {
-    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    let (mut buf, mut out) = (FrameBuf::default(), Vec::new());
     let hello = tokio::time::timeout(HELLO_WAIT, next_frame(&mut sock, &mut buf)).await;
     let Ok(Ok(Some(Frame::Hello { device, token }))) = hello else {
         return Err(SideError::NoHello);
@@ -127,11 +127,11 @@ async fn serve(
                 sent = Some(clock.unix_us_at(clock.now_us()));
                 sock.write_all(&out).await?;
             }
-            read = sock.read_buf(&mut buf) => {
+            read = sock.read_buf(buf.room()) => {
                 if read? == 0 {
                     return Ok(());
                 }
-                while let Some(frame) = Frame::decode(&mut buf)? {
+                while let Some(frame) = buf.next_frame()? {
                     let now = clock.unix_us_at(clock.now_us());
                     match frame {
                         Frame::Pong { seq: answered, unix_us } if answered == seq => {
