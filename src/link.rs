@@ -170,11 +170,12 @@ pub struct Receipt {
 
 /// How another process's clock agrees with the engine's, as measured over the receipts side
 /// channel: its stamps are the engine's time plus `offset_us`, give or take `uncertainty_us`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClockAgreement {
     /// The other clock minus the engine's, µs (wall-clock mappings: about 0 on one machine).
     pub offset_us: i64,
-    /// How far the true offset may be from `offset_us`, µs (half the exchange's round trip).
+    /// How far the true offset may be from `offset_us`, µs (half the exchange's round trip and
+    /// a drift allowance since; `u64::MAX`: not measured yet).
     pub uncertainty_us: u64,
 }
 
