@@ -203,6 +203,17 @@ fn a_fleetsim_devices_fleet_reports_deliveries_over_the_side_channel_with_its_cl
 
     let summary = summary(&dir.join("out"));
     check_deliveries(&summary);
+    let schema: Value = serde_json::from_slice(
+        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/summary.schema.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&summary)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
     let clock = &summary["delivery_clock"];
     assert_eq!(clock["recorded"], 40, "{clock}");
     assert_eq!(clock["refused"], 0, "{clock}");
