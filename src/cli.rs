@@ -288,6 +288,11 @@ pub(crate) struct MqttArgs {
     /// (`fleetsim devices`); `run` starts the jobs once they are connected.
     #[arg(long)]
     pub external_fleet: bool,
+    /// Listen here (e.g. 127.0.0.1:18832) for an external fleet's delivery receipts
+    /// (`fleetsim devices --receipts`): how delivery over MQTT is measured for a fleet in
+    /// another process. Needs --mqtt or --mqtts.
+    #[arg(long, value_name = "ADDR")]
+    pub receipts: Option<SocketAddr>,
 }
 
 /// How `fleetsim compare` prints.
@@ -384,6 +389,11 @@ pub(crate) struct DevicesArgs {
     /// Stop after this long (e.g. 90s, 10m); default: on Ctrl-C or SIGTERM.
     #[arg(long = "for", value_name = "DURATION", value_parser = crate::units::parse_duration)]
     pub stop_after: Option<std::time::Duration>,
+    /// Send the devices' delivery receipts to a fleetsim hub's side channel here, HOST:PORT
+    /// (its --receipts): the hub then measures delivery (scheduled → received) and this
+    /// fleet's clock offset. What goes to the hub over MQTT is unchanged.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub receipts: Option<String>,
 }
 
 impl From<DevicesArgs> for FleetOptions {
@@ -400,6 +410,7 @@ impl From<DevicesArgs> for FleetOptions {
             seed: a.seed,
             ramp: a.ramp,
             stop_after: a.stop_after,
+            receipts: a.receipts,
         }
     }
 }
@@ -412,6 +423,7 @@ impl From<MqttArgs> for MqttOptions {
                 tls: a.mqtts,
             },
             external_fleet: a.external_fleet,
+            receipts: a.receipts,
         }
     }
 }

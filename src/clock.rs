@@ -207,6 +207,20 @@ impl Clock {
         Micros::try_from(delta.max(0)).unwrap_or(Micros::MAX)
     }
 
+    /// The reading `us` in microseconds since the Unix epoch, by this clock's wall-clock
+    /// mapping: how readings travel between processes (the receipts side channel).
+    pub(crate) fn unix_us_at(&self, us: Micros) -> i64 {
+        let start = (self.wall_start.unix_timestamp_nanos() / 1000) as i64;
+        start.saturating_add(i64::try_from(us).unwrap_or(i64::MAX))
+    }
+
+    /// The reading at `unix_us` microseconds since the Unix epoch (the inverse of
+    /// [`Clock::unix_us_at`]); None before the clock started.
+    pub(crate) fn at_unix_us(&self, unix_us: i64) -> Option<Micros> {
+        let start = (self.wall_start.unix_timestamp_nanos() / 1000) as i64;
+        Micros::try_from(unix_us.checked_sub(start)?).ok()
+    }
+
     /// `wall_at(us)` as ISO-8601 UTC with milliseconds and `Z`, as IoT Hub prints times.
     pub(crate) fn iso_at(&self, us: Micros) -> String {
         iso8601(self.wall_at(us))

@@ -2,7 +2,8 @@
 //! ([`behaviour`]), and the transports that connect them to the hub: in process ([`inproc`]) and
 //! one MQTT connection per device ([`mqtt`]; one pump thread serves the established ones),
 //! whose devices sign in with [`credentials`] (keys from a hub's state directory, a
-//! [`keyfile`], or a policy).
+//! [`keyfile`], or a policy). A fleet in its own process reports what its devices received to
+//! a fleetsim hub over [`receipts`], the side channel of delivery receipts.
 
 pub(crate) mod behaviour;
 pub mod credentials;
@@ -11,6 +12,7 @@ pub(crate) mod faults;
 pub mod inproc;
 pub mod keyfile;
 pub mod mqtt;
+pub(crate) mod receipts;
 
 use behaviour::CohortModel;
 use device::VirtualDevice;

@@ -9,6 +9,7 @@ pub(crate) mod error;
 pub(crate) mod handle;
 pub mod jobs;
 pub mod mqtt;
+pub(crate) mod receipts;
 pub mod registry;
 pub mod state;
 pub mod throttle;

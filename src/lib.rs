@@ -41,6 +41,7 @@ pub mod link;
 pub mod metrics;
 pub(crate) mod mqtt;
 pub mod query;
+pub(crate) mod receipts;
 pub(crate) mod report;
 pub(crate) mod rollout;
 pub mod sas;

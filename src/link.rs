@@ -136,6 +136,15 @@ pub enum FromDevice {
         /// When it arrived.
         delivered_us: Micros,
     },
+    /// What devices received, stamped by the fleet that plays them (a transport that cannot
+    /// stamp its deliveries itself: MQTT). `clock` is None when the stamps are this process's
+    /// clock; otherwise they were converted from another process's clock with that agreement.
+    Received {
+        /// The receipts, in the engine's clock.
+        receipts: Vec<Receipt>,
+        /// How far the stamps can be trusted, if they came from another clock.
+        clock: Option<ClockAgreement>,
+    },
     /// The device reported properties (`ack_of`: the twin update this acknowledges).
     Reported {
         /// The device.
@@ -147,12 +156,50 @@ pub enum FromDevice {
     },
 }
 
+/// What a device received from the hub, as the fleet that plays it can tell from the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// A method request (its `$rid` names the operation).
+    Method(OpId),
+    /// A desired-properties notification of this `$version`.
+    Desired(u64),
+}
+
+/// When a device received a message from the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// The device (registry index).
+    pub device: DeviceIdx,
+    /// What it received.
+    pub what: Received,
+    /// When.
+    pub at_us: Micros,
+}
+
+/// How another process's clock agrees with the engine's, as measured over the receipts side
+/// channel: its stamps are the engine's time plus `offset_us`, give or take `uncertainty_us`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockAgreement {
+    /// The other clock minus the engine's, µs (wall-clock mappings: about 0 on one machine).
+    pub offset_us: i64,
+    /// How far the true offset may be from `offset_us`, µs (half the exchange's round trip and
+    /// a drift allowance since; `u64::MAX`: not measured yet).
+    pub uncertainty_us: u64,
+}
+
 /// The hub's side of a device transport: where the engine sends messages to devices.
 pub trait DeviceLink: Send {
     /// Queues a message; it may be held until [`DeviceLink::flush`].
     fn send(&mut self, msg: ToDevice);
     /// Sends everything queued.
     fn flush(&mut self);
+    /// Whether the transport stamps deliveries itself (`delivered_us`, [`FromDevice::DesiredDelivered`]).
+    /// One that does not (MQTT: the hub cannot tell when a device received a publish) hears of
+    /// them later through [`FromDevice::Received`], which names a desired notification by its
+    /// `$version`: the engine then remembers which operation each version it sent carries.
+    fn stamps_deliveries(&self) -> bool {
+        true
+    }
     /// For a device side that runs in the engine's own task (the in-process fleet in virtual
     /// time): lets its devices act at `now` (every timer due by then fires), moves what they sent
     /// into `out`, and answers when its next timer is due. Other transports answer None and leave

@@ -193,6 +193,30 @@ pub struct RunReport {
     /// Simulated and real seconds the run took.
     #[serde(flatten, default)]
     pub(crate) timing: Timing,
+    /// How the deliveries another process stamped were judged (an external MQTT fleet's
+    /// receipts); absent when every delivery was stamped with the run's own clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) delivery_clock: Option<DeliveryClockReport>,
+}
+
+/// What became of the delivery receipts stamped with another process's clock, and how well the
+/// clocks agreed (`summary.json`'s `delivery_clock`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryClockReport {
+    /// The last measured offset of the other clock from the hub's, µs (wall-clock mappings:
+    /// about 0 on one machine); None: never measured.
+    pub offset_us: Option<i64>,
+    /// The last offset's uncertainty, µs; None: never measured.
+    pub uncertainty_us: Option<u64>,
+    /// The largest uncertainty a batch of receipts came with, µs.
+    pub max_uncertainty_us: u64,
+    /// Receipts recorded as deliveries.
+    pub recorded: u64,
+    /// Receipts not recorded because the clocks' agreement was not good enough for them.
+    pub refused: u64,
+    /// Why receipts were refused (the last reason), if any were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
 }
 
 /// How long a run took: in its own (possibly simulated) time and in real time.

@@ -20,7 +20,8 @@ use fleetsim::hub::throttle::{Limits, Tier};
 use fleetsim::hub::twin::Twin;
 use fleetsim::hub::{Engine, ErrorCode, Hub, HubView};
 use fleetsim::ids::DeviceIdx;
-use fleetsim::link::{FromDevice, ToDevice};
+use fleetsim::link::{ClockAgreement, DeviceLink, FromDevice, OpId, Receipt, Received, ToDevice};
+use fleetsim::metrics::Measure;
 
 /// The first two devices of a test's registry.
 const D0: DeviceIdx = DeviceIdx::new(0);
@@ -42,6 +43,17 @@ fn harness(n: u32, online: u32, limits: Limits) -> Harness {
 
 /// A harness on `clock` (a virtual clock idles a simulated second at a time, not 100 ms).
 fn harness_on(clock: Clock, n: u32, online: u32, limits: Limits) -> Harness {
+    harness_link(clock, n, online, limits, |tx| Box::new(InProcLink::new(tx)))
+}
+
+/// A harness whose engine sends through the link `link` makes of the test's device channel.
+fn harness_link(
+    clock: Clock,
+    n: u32,
+    online: u32,
+    limits: Limits,
+    link: impl FnOnce(mpsc::UnboundedSender<Vec<ToDevice>>) -> Box<dyn DeviceLink>,
+) -> Harness {
     let mut registry = Registry::new(clock.clone());
     for i in 0..n {
         let mut tags = Map::new();
@@ -61,12 +73,7 @@ fn harness_on(clock: Clock, n: u32, online: u32, limits: Limits) -> Harness {
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (view_tx, view) = watch::channel(Arc::<HubView>::default());
     let stop = CancellationToken::new();
-    let engine = Engine::new(
-        clock.clone(),
-        limits,
-        registry,
-        Box::new(InProcLink::new(to_tx)),
-    );
+    let engine = Engine::new(clock.clone(), limits, registry, link(to_tx));
     tokio::spawn(engine.run(cmd_rx, from_rx, view_tx, stop.clone()));
     from_dev
         .send(
@@ -979,4 +986,107 @@ async fn ended_jobs_are_kept_30_days_then_gone() {
         .contains("forgotten 30 days after it ended"));
     h.hub.create_job(twin_job("new")).await.unwrap();
     wait_status(&h, "new", "completed").await;
+}
+
+/// The in-process link posing as a transport that cannot stamp deliveries (MQTT): the engine
+/// then learns of them from receipts.
+struct Unstamped(InProcLink);
+
+impl DeviceLink for Unstamped {
+    fn send(&mut self, msg: ToDevice) {
+        self.0.send(msg);
+    }
+
+    fn flush(&mut self) {
+        self.0.flush();
+    }
+
+    fn stamps_deliveries(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn receipts_record_the_deliveries_they_name_once_and_only_when_their_clock_is_trusted() {
+    let mut h = harness_link(Clock::start(), 2, 2, Limits::UNLIMITED, |tx| {
+        Box::new(Unstamped(InProcLink::new(tx)))
+    });
+    let desired: Map<String, Value> = [("fw".to_owned(), json!("2"))].into_iter().collect();
+    let req = JobRequest {
+        job_id: "fw".into(),
+        kind: JobKind::Twin(TwinUpdate {
+            tags: None,
+            desired: Some(Arc::new(desired)),
+        }),
+        query_condition: "*".into(),
+        start_time: None,
+        max_execution_s: 60,
+        control: Default::default(),
+    };
+    h.hub.create_job(req).await.unwrap();
+    wait_status(&h, "fw", "completed").await;
+    let mut versions = Vec::new();
+    while versions.len() < 2 {
+        for m in h.to_dev.recv().await.unwrap() {
+            if let ToDevice::Desired {
+                device, version, ..
+            } = m
+            {
+                versions.push((device, version));
+            }
+        }
+    }
+    versions.sort_by_key(|&(d, _)| d.get());
+    let [(D0, v), (D1, v1)] = versions[..] else {
+        panic!("a patch each: {versions:?}")
+    };
+    assert_eq!(v, v1);
+    let at_us = h.clock.now_us();
+    let receipt = |device, what| Receipt {
+        device,
+        what,
+        at_us,
+    };
+    let deliveries = async |h: &Harness| {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        h.view
+            .borrow()
+            .metrics
+            .measure(Measure::Delivery)
+            .stats
+            .count
+    };
+    // Another version, and a method operation no job has: nothing to record.
+    h.from_dev
+        .send(vec![FromDevice::Received {
+            receipts: vec![
+                receipt(D0, Received::Desired(v + 1)),
+                receipt(D1, Received::Method(OpId(u64::MAX))),
+            ],
+            clock: None,
+        }])
+        .unwrap();
+    assert_eq!(deliveries(&h).await, 0);
+    // d1's receipt from a clock known only to a second: refused.
+    let loose = ClockAgreement {
+        offset_us: 0,
+        uncertainty_us: 1_000_000,
+    };
+    h.from_dev
+        .send(vec![FromDevice::Received {
+            receipts: vec![receipt(D1, Received::Desired(v))],
+            clock: Some(loose),
+        }])
+        .unwrap();
+    assert_eq!(deliveries(&h).await, 0);
+    // d0's counts, once.
+    for _ in 0..2 {
+        h.from_dev
+            .send(vec![FromDevice::Received {
+                receipts: vec![receipt(D0, Received::Desired(v))],
+                clock: None,
+            }])
+            .unwrap();
+    }
+    assert_eq!(deliveries(&h).await, 1);
 }

@@ -81,6 +81,7 @@ async fn start_with(limits: Limits) -> TestHub {
             tls: Some("127.0.0.1:0".parse().unwrap()),
         },
         external_fleet: true,
+        receipts: None,
     };
     let running = wiring::start(
         &scenario,
@@ -782,6 +783,7 @@ impl TestHub {
             seed: None,
             ramp: Some(10_000),
             stop_after: None,
+            receipts: None,
         }
     }
 

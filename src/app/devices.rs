@@ -11,6 +11,7 @@ use crate::clock::Clock;
 use crate::fleet::credentials::{Credentials, PolicyKey};
 use crate::fleet::keyfile::KeyFile;
 use crate::fleet::mqtt::{self as mqtt_fleet, preflight, FleetStatus, MqttFleetConfig};
+use crate::fleet::receipts::{self, SideChannel};
 use crate::hub::state::StateDir;
 use crate::scenario::{self, build, Scenario};
 use crate::shard::Shard;
@@ -46,6 +47,9 @@ pub struct FleetOptions {
     pub ramp: Option<u32>,
     /// Stop after this long; None: on Ctrl-C or SIGTERM.
     pub stop_after: Option<std::time::Duration>,
+    /// A fleetsim hub's receipts side channel (HOST:PORT): where the devices' delivery
+    /// receipts go; None: nowhere.
+    pub receipts: Option<String>,
 }
 
 /// `fleetsim devices`: runs the fleet of the scenario at `path` until Ctrl-C, SIGTERM or
@@ -137,6 +141,14 @@ pub async fn run_fleet(
         sources: source_addrs.len().max(1) as u64,
     })?;
     eprintln!("fleetsim: {report}");
+    let side_channel = match &opts.receipts {
+        None => None,
+        Some(addr) => {
+            let side = connect_receipts(addr, &host_name, &credentials, playing(), &clock).await?;
+            eprintln!("fleetsim: delivery receipts go to the hub's side channel at {addr}");
+            Some(side)
+        }
+    };
     let config = MqttFleetConfig {
         target,
         host_name,
@@ -146,7 +158,16 @@ pub async fn run_fleet(
         keep_alive_s: KEEP_ALIVE_S,
         shard: opts.shard,
         credentials,
+        receipts: side_channel.as_ref().map(|s| s.sink.clone()),
     };
+    // The side channel ends when the fleet (every clone of its sink) has.
+    let side_channel = side_channel.map(|s| {
+        tokio::spawn(async move {
+            if let Err(e) = s.run().await {
+                eprintln!("fleetsim: {e}; deliveries are no longer reported");
+            }
+        })
+    });
     let status = Arc::new(FleetStatus::default());
     let stop = shutdown.child_token();
     let rss_before = rss_bytes();
@@ -191,8 +212,33 @@ pub async fn run_fleet(
     }
     stop.cancel();
     task.await.context("the fleet task failed")?;
+    if let Some(side) = side_channel {
+        side.await.context("the receipts side channel failed")?;
+    }
     eprintln!("fleetsim: {}", status.line());
     Ok(status)
+}
+
+/// Connects to the hub's receipts side channel at `addr` (HOST:PORT), signed in as the first
+/// device of `playing` (with the token its MQTT CONNECT would carry).
+async fn connect_receipts<'a>(
+    addr: &str,
+    host_name: &str,
+    credentials: &Credentials,
+    mut playing: impl Iterator<Item = &'a str>,
+    clock: &Clock,
+) -> anyhow::Result<SideChannel> {
+    let target = tokio::net::lookup_host(addr)
+        .await
+        .with_context(|| format!("cannot resolve --receipts {addr} (expected HOST:PORT)"))?
+        .next()
+        .with_context(|| format!("--receipts {addr} resolves to no address"))?;
+    let device = playing
+        .next()
+        .context("--receipts: this fleet plays no device to sign in with")?;
+    let expiry = clock.wall_at(clock.now_us()).unix_timestamp().max(0) as u64 + 86_400;
+    let token = credentials.password(host_name, device, expiry)?;
+    Ok(receipts::connect(target, device.to_owned(), token, clock.clone()).await?)
 }
 
 /// This process's resident set size (0 where /proc is missing).

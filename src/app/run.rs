@@ -386,6 +386,7 @@ pub async fn run(
             shard: (!opts.shard.is_all()).then_some(opts.shard),
             clock: mode,
             timing: Timing::new(end, stopwatch.elapsed()),
+            delivery_clock: output.delivery_clock.take(),
         };
         let dir = opts
             .out
@@ -505,6 +506,22 @@ pub(crate) fn final_table(outcome: &RunOutcome) -> String {
         "throughput: {} ops, {:.0} ops/s mean, {:.0} ops/s peak",
         t.ops_done, t.ops_per_s_mean, t.ops_per_s_peak
     );
+    if let Some(c) = &r.delivery_clock {
+        let offset = match (c.offset_us, c.uncertainty_us) {
+            (Some(o), Some(u)) => {
+                format!("{o:+} µs ± {u} µs (worst ± {} µs)", c.max_uncertainty_us)
+            }
+            _ => "never measured".to_owned(),
+        };
+        let _ = writeln!(
+            s,
+            "delivery clock: fleet offset {offset}; receipts {} recorded, {} refused",
+            c.recorded, c.refused
+        );
+        if let Some(why) = &c.refusal {
+            let _ = writeln!(s, "delivery clock: refused because {why}");
+        }
+    }
     for (id, why) in &outcome.refused {
         let _ = writeln!(s, "{id:<24} refused: {why}");
     }

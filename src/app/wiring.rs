@@ -20,6 +20,7 @@ use crate::fleet::mqtt::{self as mqtt_fleet, preflight, FleetStatus, MqttFleetCo
 use crate::fleet::Fleet;
 use crate::hub::auth::Authority;
 use crate::hub::mqtt::{self, Endpoint, Listen, MqttLink, Sessions};
+use crate::hub::receipts::{self, ReceiptsEndpoint};
 use crate::hub::state::StateDir;
 use crate::hub::throttle::{Limits, RateLimiter};
 use crate::hub::{Engine, EngineOutput, Hub, HubView};
@@ -44,6 +45,9 @@ pub struct MqttOptions {
     pub listen: Listen,
     /// The scenario's devices run elsewhere (`fleetsim devices`): start no fleet here.
     pub external_fleet: bool,
+    /// Where to listen for an external fleet's delivery receipts (`fleetsim devices
+    /// --receipts`); None: deliveries over MQTT are measured only for a fleet in this process.
+    pub receipts: Option<SocketAddr>,
 }
 
 /// Whether a run of `scenario` with `opts` serves MQTT.
@@ -316,6 +320,8 @@ pub(crate) struct DeviceSide {
     pub(crate) faults: FaultPlan,
     fleet_task: Option<JoinHandle<()>>,
     endpoint: Option<mqtt::Running>,
+    /// The receipts side channel's listener.
+    receipts: Option<JoinHandle<()>>,
 }
 
 impl DeviceSide {
@@ -333,6 +339,9 @@ impl DeviceSide {
         }
         if let Some(e) = self.endpoint {
             e.join().await;
+        }
+        if let Some(r) = self.receipts {
+            r.await.context("the receipts side channel failed")?;
         }
         Ok(())
     }
@@ -362,9 +371,9 @@ async fn start_devices(
         listen.plain = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     }
     if listen.plain.is_none() && listen.tls.is_none() {
-        if opts.external_fleet {
+        if opts.external_fleet || opts.receipts.is_some() {
             anyhow::bail!(
-                "--external-fleet needs --mqtt or --mqtts: the devices must reach the hub somehow"
+                "--external-fleet and --receipts need --mqtt or --mqtts: the devices must reach the hub somehow"
             );
         }
         let mut side = DeviceSide {
@@ -373,6 +382,7 @@ async fn start_devices(
             faults,
             fleet_task: None,
             endpoint: None,
+            receipts: None,
         };
         if clock.is_virtual() {
             // In virtual time the devices play in the engine's own task: a churn event is then
@@ -412,6 +422,21 @@ async fn start_devices(
             eprintln!("fleetsim: MQTT device endpoint on {scheme}://{addr}");
         }
     }
+    let receipts = match opts.receipts {
+        None => None,
+        Some(addr) => {
+            let side = Arc::new(ReceiptsEndpoint {
+                auth: authority.clone(),
+                clock: clock.clone(),
+                to_engine: from_dev.clone(),
+            });
+            let (bound, task) = receipts::start(addr, side, stop.clone())
+                .await
+                .with_context(|| format!("cannot listen for delivery receipts on {addr}"))?;
+            eprintln!("fleetsim: delivery receipts side channel on tcp://{bound}");
+            Some(task)
+        }
+    };
 
     let (fallback, fleet_task, fleet_status): (Option<Box<dyn DeviceLink>>, _, _) = if local_fleet {
         let status = Arc::new(FleetStatus::default());
@@ -435,6 +460,13 @@ async fn start_devices(
             keep_alive_s: KEEP_ALIVE_S,
             shard: Shard::ALL,
             credentials: Credentials::Hub(authority.keyring()),
+            // The fleet reads this process's clock: its receipts go straight to the engine.
+            receipts: Some(Arc::new(move |receipts| {
+                let _ = from_dev.send(vec![FromDevice::Received {
+                    receipts,
+                    clock: None,
+                }]);
+            })),
         };
         let ids = build::device_ids(scenario).collect();
         let task = tokio::spawn(mqtt_fleet::start(
@@ -461,6 +493,7 @@ async fn start_devices(
         faults,
         fleet_task,
         endpoint: Some(running),
+        receipts,
     };
     Ok((Box::new(MqttLink::new(sessions, fallback)), side))
 }

@@ -11,7 +11,8 @@
 //!
 //! - [`client`]: one device's task (dial, TLS, CONNECT, SUBSCRIBE, hand-over, backoff).
 //! - [`pump`]: the thread serving every established connection (one poller, one timer heap).
-//! - [`session`]: one connected device as data (answers, pings, churn), as the pump serves it.
+//! - [`session`]: one connected device as data (answers, pings, churn, receipts), as the pump
+//!   serves it.
 //! - [`preflight`]: descriptors and ports a run needs, checked before the first connection.
 
 pub(crate) mod client;
@@ -34,6 +35,7 @@ use crate::fleet::behaviour::CohortModel;
 use crate::fleet::credentials::Credentials;
 use crate::fleet::faults::{FaultKind, FaultPlan};
 use crate::fleet::Fleet;
+use crate::link::Receipt;
 
 /// TLS towards the hub.
 #[derive(Clone)]
@@ -148,7 +150,13 @@ pub(crate) struct MqttFleetConfig {
     pub shard: crate::shard::Shard,
     /// What each device signs its CONNECT password (a SAS token) with.
     pub(crate) credentials: Credentials,
+    /// Where the pump hands the receipts of what devices received, a batch per turn (None:
+    /// devices stamp nothing).
+    pub(crate) receipts: Option<ReceiptSink>,
 }
+
+/// Takes a batch of receipts off the fleet's pump thread: it must not block.
+pub(crate) type ReceiptSink = Arc<dyn Fn(Vec<Receipt>) + Send + Sync>;
 
 /// Live counters of the fleet, readable while it runs.
 #[derive(Debug, Default)]

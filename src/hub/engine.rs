@@ -10,11 +10,14 @@
 //! - `device`: what devices and their transports send.
 //! - `commands`: the API's commands (jobs, queries, twins, direct calls, devices).
 //! - `direct`: the direct method calls in progress.
+//! - `delivery`: deliveries a fleet stamped (an MQTT fleet's receipts), and the judgement of
+//!   another process's clock.
 //! - `views`: the views and reports the engine publishes.
 //! - `slots`: the job table.
 //! - `restart`: a hub restart (a scenario's `hub_restart` fault).
 
 mod commands;
+mod delivery;
 mod device;
 mod direct;
 mod dispatch;
@@ -36,8 +39,9 @@ use crate::hub::throttle::{Limits, Pacer};
 use crate::ids::{DeviceIdx, IdxMap, IdxSet, RecordIdx, SlotIdx};
 use crate::link::{DeviceLink, FromDevice, OpId};
 use crate::metrics::{JobSlot, Measure, Recorder};
-use crate::report::JobReport;
+use crate::report::{DeliveryClockReport, JobReport};
 
+use delivery::Receipts;
 use direct::{CallId, DirectCalls, DIRECT_SLOT};
 use slots::Slots;
 
@@ -106,6 +110,8 @@ pub struct EngineOutput {
     pub jobs: Vec<JobReport>,
     /// Devices in the registry at the end.
     pub(crate) devices: u64,
+    /// How the deliveries stamped with another process's clock were judged, if any came.
+    pub(crate) delivery_clock: Option<DeliveryClockReport>,
 }
 
 /// The job engine's state.
@@ -132,6 +138,8 @@ pub struct Engine {
     /// desired values back.
     awaiting_ack: IdxMap<DeviceIdx, OpId>,
     direct: DirectCalls,
+    /// Delivery receipts: the notifications they name, and their clocks.
+    receipts: Receipts,
     /// What a device side in the engine's own task sent, not handled yet (kept for its capacity).
     inbox: Vec<FromDevice>,
     /// In virtual time, the real time since the last view (views follow the watcher's clock,
@@ -163,6 +171,7 @@ impl Engine {
             desired_pending: IdxMap::default(),
             awaiting_ack: IdxMap::default(),
             direct: DirectCalls::default(),
+            receipts: Receipts::default(),
             inbox: Vec::new(),
             // Virtual time may pass far faster than real time: the engine then publishes a view
             // every VIEW_EVERY_US of real time and whenever a job is added or ends (the moments
@@ -310,6 +319,7 @@ impl Engine {
         EngineOutput {
             jobs: self.job_reports(now),
             devices: self.registry.len() as u64,
+            delivery_clock: self.receipts.report(),
             recorder: self.recorder,
         }
     }

@@ -13,7 +13,7 @@ use crate::hub::twin::{Object, Twin};
 use crate::ids::DeviceIdx;
 use crate::link::OpId;
 use crate::metrics::MetricsSnapshot;
-use crate::report::DeviceJobStatistics;
+use crate::report::{DeliveryClockReport, DeviceJobStatistics};
 
 /// A reply channel.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, HubError>>;
@@ -283,6 +283,8 @@ pub struct HubView {
     pub jobs: Vec<JobView>,
     /// Histograms and throughput.
     pub metrics: MetricsSnapshot,
+    /// How an external fleet's delivery receipts were judged so far, if any came.
+    pub(crate) delivery_clock: Option<DeliveryClockReport>,
 }
 
 impl Default for HubView {
@@ -293,6 +295,7 @@ impl Default for HubView {
             connected: 0,
             jobs: Vec::new(),
             metrics: crate::metrics::Recorder::new().snapshot(0),
+            delivery_clock: None,
         }
     }
 }

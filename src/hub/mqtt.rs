@@ -99,6 +99,10 @@ impl DeviceLink for MqttLink {
         self.buf.push(msg);
     }
 
+    fn stamps_deliveries(&self) -> bool {
+        false
+    }
+
     fn flush(&mut self) {
         if self.buf.is_empty() {
             return;

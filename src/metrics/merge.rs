@@ -311,6 +311,8 @@ fn merged_summary(
                         .fold(0.0, f64::max),
                 ),
             ),
+            // Each shard judged its own fleet's clock: see the shards' own summaries.
+            delivery_clock: None,
         },
         elapsed_s,
         histograms: stats(None),
@@ -456,6 +458,7 @@ mod tests {
             shard,
             clock: Default::default(),
             timing: Default::default(),
+            delivery_clock: None,
         }
     }
 

@@ -188,7 +188,10 @@ pub(crate) enum HubPublish<'a> {
         rid: &'a str,
     },
     /// A desired-properties notification.
-    Desired,
+    Desired {
+        /// Its `$version` property (None: missing or not a number).
+        version: Option<u64>,
+    },
     /// An answer to a twin request.
     TwinResponse {
         /// The status.
@@ -207,8 +210,9 @@ pub(crate) fn parse_hub_publish(topic: &str) -> Option<HubPublish<'_>> {
             rid: property(props, "$rid")?,
         });
     }
-    if topic.starts_with(DESIRED_PATCH) {
-        return Some(HubPublish::Desired);
+    if let Some(props) = topic.strip_prefix(DESIRED_PATCH) {
+        let version = property(props, "$version").and_then(|v| v.parse().ok());
+        return Some(HubPublish::Desired { version });
     }
     let rest = topic.strip_prefix(TWIN_RES)?;
     let (status, props) = rest.split_once('/')?;
@@ -326,7 +330,7 @@ mod tests {
         );
         assert_eq!(
             parse_hub_publish(&desired_patch(4)),
-            Some(HubPublish::Desired)
+            Some(HubPublish::Desired { version: Some(4) })
         );
         assert_eq!(property("?$rid=1&$version=2", "$version"), Some("2"));
     }

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::clock::Micros;
 use crate::fleet::mqtt::client::Device;
-use crate::fleet::mqtt::session::{AnswerPacket, Ended, Session};
+use crate::fleet::mqtt::session::{Ended, Outbox, Session};
 use crate::fleet::mqtt::Shared;
 use crate::mqtt::reactor::{self, Handler, Link, Mailbox, Reactor, Served};
 use crate::mqtt::stream::Stream;
@@ -105,9 +105,9 @@ pub(crate) fn spawn(inbox: Inbox, shared: Arc<Shared>) -> io::Result<oneshot::Re
     let mut pump = Pump {
         reactor: Reactor::new(inbox.poll),
         commands: inbox.commands,
-        shared,
         stopping: false,
-        answer: AnswerPacket::default(),
+        outbox: Outbox::new(shared.config.receipts.is_some()),
+        shared,
     };
     reactor::spawn("mqtt-fleet-pump", move || pump.run())
 }
@@ -131,7 +131,7 @@ struct Pump {
     shared: Arc<Shared>,
     /// Told to stop: newcomers are closed at once.
     stopping: bool,
-    answer: AnswerPacket,
+    outbox: Outbox,
 }
 
 impl Pump {
@@ -187,7 +187,7 @@ impl Handler for Pump {
         };
         let ended = c
             .session
-            .on_time(now, &self.shared, &mut c.link.stream, &mut self.answer);
+            .on_time(now, &self.shared, &mut c.link.stream, &mut self.outbox);
         match ended {
             Some(ended) => self.end(slot, ended),
             None => {
@@ -199,6 +199,16 @@ impl Handler for Pump {
 
     fn on_failed(&mut self, slot: usize) {
         self.end(slot, Ended::Lost);
+    }
+
+    /// Hands the turn's receipts over in one batch.
+    fn end_of_turn(&mut self) {
+        if let (false, Some(sink)) = (
+            self.outbox.receipts.is_empty(),
+            &self.shared.config.receipts,
+        ) {
+            sink(std::mem::take(&mut self.outbox.receipts));
+        }
     }
 }
 
@@ -241,7 +251,7 @@ impl Pump {
                 Ok(Some(packet)) => {
                     wrote |=
                         c.session
-                            .on_packet(packet, now, &self.shared, stream, &mut self.answer);
+                            .on_packet(packet, now, &self.shared, stream, &mut self.outbox);
                 }
                 Ok(None) => break,
                 Err(_) => {
@@ -354,6 +364,7 @@ mod tests {
                 name: "device".into(),
                 key: "a2V5".into(),
             }),
+            receipts: None,
         };
         let status = Arc::new(FleetStatus::default());
         let stop = CancellationToken::new();

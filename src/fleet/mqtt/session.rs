@@ -4,6 +4,9 @@
 //! when it pings, and when its churn model drops it. No I/O of its own: it queues packets on
 //! its connection's [`Stream`] and tells the pump when it next needs the time.
 //!
+//! Where the fleet reports receipts (see [`crate::receipts`]), a device stamps each method
+//! request and desired notification as it sees it, into the pump's [`Outbox`].
+//!
 //! A cohort with a link model ([`LinkModel`](crate::fleet::behaviour::LinkModel)) puts the
 //! device behind a simulated network: a publish from the hub waits its downlink latency before
 //! the device sees it, the device's answer waits its own latency plus the uplink latency before
@@ -31,6 +34,8 @@ use crate::fleet::behaviour::{MethodOutcome, Trip};
 use crate::fleet::device::DesiredOutcome;
 use crate::fleet::mqtt::client::Device;
 use crate::fleet::mqtt::Shared;
+use crate::ids::DeviceIdx;
+use crate::link::{Receipt, Received};
 use crate::mqtt::stream::Stream;
 use crate::mqtt::topics::{self, HubPublish};
 
@@ -73,23 +78,44 @@ enum Answer {
     },
 }
 
-/// The method answer packet, reused for every answer sent at once: answering a method then
-/// allocates nothing.
-pub(crate) struct AnswerPacket(Packet);
-
-impl Default for AnswerPacket {
-    fn default() -> Self {
-        AnswerPacket(publish(String::new(), Bytes::from_static(b"null")))
-    }
+/// What the pump's sessions make besides the bytes they queue: method answers go out through
+/// one reused packet (answering a method then allocates nothing), and receipts of what devices
+/// received gather until the end of the pump's turn.
+pub(crate) struct Outbox {
+    answer: Packet,
+    /// Whether to stamp receipts at all (the fleet reports them somewhere).
+    stamping: bool,
+    /// The receipts of this turn.
+    pub(crate) receipts: Vec<Receipt>,
 }
 
-impl AnswerPacket {
+impl Outbox {
+    /// An outbox; `stamping`: whether devices stamp what they receive.
+    pub(crate) fn new(stamping: bool) -> Self {
+        Outbox {
+            answer: publish(String::new(), Bytes::from_static(b"null")),
+            stamping,
+            receipts: Vec::new(),
+        }
+    }
+
     /// Queues the answer `status` to request `rid` on `out`.
     fn send(&mut self, out: &mut Stream, status: i32, rid: &str) {
-        if let Packet::Publish(p) = &mut self.0 {
+        if let Packet::Publish(p) = &mut self.answer {
             topics::write_method_response(&mut p.topic, status, rid);
         }
-        out.queue(&self.0);
+        out.queue(&self.answer);
+    }
+
+    /// Device `idx` received `what` at `now`.
+    fn received(&mut self, idx: u32, what: Option<Received>, now: Micros) {
+        if let (true, Some(what)) = (self.stamping, what) {
+            self.receipts.push(Receipt {
+                device: DeviceIdx::new(idx),
+                what,
+                at_us: now,
+            });
+        }
     }
 }
 
@@ -141,7 +167,7 @@ impl Session {
         now: Micros,
         shared: &Shared,
         out: &mut Stream,
-        answer: &mut AnswerPacket,
+        outbox: &mut Outbox,
     ) -> bool {
         let Packet::Publish(p) = packet else {
             return false;
@@ -160,7 +186,7 @@ impl Session {
                 // requests are nothing to it).
                 if !matches!(
                     topics::parse_hub_publish(&p.topic),
-                    Some(HubPublish::Method { .. } | HubPublish::Desired)
+                    Some(HubPublish::Method { .. } | HubPublish::Desired { .. })
                 ) {
                     return false;
                 }
@@ -185,7 +211,7 @@ impl Session {
                 }
             }
         };
-        self.see(p, up, now, shared, out, answer)
+        self.see(p, up, now, shared, out, outbox)
     }
 
     /// The device sees publish `p` at `now`; its answer takes `up` more to reach the hub (None:
@@ -197,13 +223,15 @@ impl Session {
         now: Micros,
         shared: &Shared,
         out: &mut Stream,
-        answer: &mut AnswerPacket,
+        outbox: &mut Outbox,
     ) -> bool {
         let (seed, idx) = (shared.seed, self.device.idx);
         let cohort = self.device.state.cohort;
         let model = &shared.models[cohort as usize];
         match topics::parse_hub_publish(&p.topic) {
             Some(HubPublish::Method { name, rid }) => {
+                let op = topics::op_of_rid(rid).map(Received::Method);
+                outbox.received(idx, op, now);
                 let fail = shared.faults.error_rate(now, seed, idx, cohort);
                 match (
                     self.device.state.on_method(model, name, seed, idx, fail),
@@ -211,7 +239,7 @@ impl Session {
                 ) {
                     (MethodOutcome::Silent, _) | (_, None) => false,
                     (MethodOutcome::Answer { after: 0, status }, Some(0)) => {
-                        answer.send(out, status, rid);
+                        outbox.send(out, status, rid);
                         shared.status.answers.fetch_add(1, Ordering::Relaxed);
                         true
                     }
@@ -223,25 +251,42 @@ impl Session {
                     }
                 }
             }
-            Some(HubPublish::Desired) => match (self.device.state.on_desired(model, seed, idx), up)
-            {
-                (DesiredOutcome::Ack(after), Some(up)) => {
-                    self.report_rid = self.report_rid.wrapping_add(1);
-                    let report = Answer::Report {
-                        rid: self.report_rid,
-                        body: reported_body(&p.payload),
-                    };
-                    if after == 0 && up == 0 {
-                        send(report, shared, out, answer);
-                        true
-                    } else {
-                        self.hold(now.saturating_add(after).saturating_add(up), report);
-                        false
-                    }
-                }
-                (DesiredOutcome::Drop, _) | (_, None) => false,
-            },
+            Some(HubPublish::Desired { version }) => {
+                outbox.received(idx, version.map(Received::Desired), now);
+                self.on_desired(&p, up, now, shared, out, outbox)
+            }
             Some(HubPublish::TwinResponse { .. }) | None => false,
+        }
+    }
+
+    /// The device sees desired patch `p` at `now` and acknowledges it as its model says.
+    fn on_desired(
+        &mut self,
+        p: &Publish,
+        up: Option<Micros>,
+        now: Micros,
+        shared: &Shared,
+        out: &mut Stream,
+        outbox: &mut Outbox,
+    ) -> bool {
+        let (seed, idx) = (shared.seed, self.device.idx);
+        let model = &shared.models[self.device.state.cohort as usize];
+        match (self.device.state.on_desired(model, seed, idx), up) {
+            (DesiredOutcome::Ack(after), Some(up)) => {
+                self.report_rid = self.report_rid.wrapping_add(1);
+                let report = Answer::Report {
+                    rid: self.report_rid,
+                    body: reported_body(&p.payload),
+                };
+                if after == 0 && up == 0 {
+                    send(report, shared, out, outbox);
+                    true
+                } else {
+                    self.hold(now.saturating_add(after).saturating_add(up), report);
+                    false
+                }
+            }
+            (DesiredOutcome::Drop, _) | (_, None) => false,
         }
     }
 
@@ -254,7 +299,7 @@ impl Session {
         now: Micros,
         shared: &Shared,
         out: &mut Stream,
-        answer: &mut AnswerPacket,
+        outbox: &mut Outbox,
     ) -> Option<Ended> {
         if self.churn_at <= now {
             return Some(Ended::Churn);
@@ -265,9 +310,9 @@ impl Session {
             match self.later.remove(0).1 {
                 _ if cut_off => {}
                 Answer::Arrival { publish, up } => {
-                    self.see(publish, up, now, shared, out, answer);
+                    self.see(publish, up, now, shared, out, outbox);
                 }
-                a => send(a, shared, out, answer),
+                a => send(a, shared, out, outbox),
             }
         }
         if self.ping_at <= now {
@@ -332,11 +377,11 @@ fn keep_alive(shared: &Shared) -> Micros {
 }
 
 /// Queues answer `a` on `out` and counts it.
-fn send(a: Answer, shared: &Shared, out: &mut Stream, answer: &mut AnswerPacket) {
+fn send(a: Answer, shared: &Shared, out: &mut Stream, outbox: &mut Outbox) {
     match a {
         // Not an answer: the caller hands arrivals to the device instead.
         Answer::Arrival { .. } => return,
-        Answer::Method { status, rid } => answer.send(out, status, &rid),
+        Answer::Method { status, rid } => outbox.send(out, status, &rid),
         Answer::Report { rid, body } => {
             out.queue(&publish(topics::reported_patch(&rid.to_string()), body));
         }

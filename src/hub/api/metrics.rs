@@ -15,6 +15,7 @@ use crate::hub::jobs::JobStatus;
 use crate::hub::throttle::ThrottleCounts;
 use crate::hub::HubView;
 use crate::metrics::Measure;
+use crate::report::DeliveryClockReport;
 
 use super::Api;
 
@@ -83,6 +84,39 @@ const STATUSES: [JobStatus; 6] = [
     JobStatus::Failed,
     JobStatus::Cancelled,
 ];
+
+/// An external fleet's clock as the hub measured it, and its receipts recorded or refused.
+fn delivery_clock(s: &mut String, c: &DeliveryClockReport) {
+    if let (Some(offset), Some(uncertainty)) = (c.offset_us, c.uncertainty_us) {
+        for (name, help, us) in [
+            (
+                "offset",
+                "The external fleet's clock minus the hub's, last measured over the receipts side channel.",
+                offset as f64,
+            ),
+            (
+                "uncertainty",
+                "How far the true offset may be from the measured one.",
+                uncertainty as f64,
+            ),
+        ] {
+            let _ = writeln!(s, "# HELP fleetsim_delivery_clock_{name}_seconds {help}");
+            let _ = writeln!(s, "# TYPE fleetsim_delivery_clock_{name}_seconds gauge");
+            let _ = writeln!(s, "fleetsim_delivery_clock_{name}_seconds {}", us / 1e6);
+        }
+    }
+    let _ = writeln!(
+        s,
+        "# HELP fleetsim_delivery_receipts_total An external fleet's delivery receipts: recorded, or refused because the clocks did not agree well enough."
+    );
+    let _ = writeln!(s, "# TYPE fleetsim_delivery_receipts_total counter");
+    for (outcome, n) in [("recorded", c.recorded), ("refused", c.refused)] {
+        let _ = writeln!(
+            s,
+            "fleetsim_delivery_receipts_total{{outcome=\"{outcome}\"}} {n}"
+        );
+    }
+}
 
 /// The exposition text for `view`, the API latency and the throttle's `counts`.
 fn exposition(view: &HubView, latency: &Latency, counts: &ThrottleCounts) -> String {
@@ -190,6 +224,10 @@ fn exposition(view: &HubView, latency: &Latency, counts: &ThrottleCounts) -> Str
         );
     }
 
+    if let Some(c) = &view.delivery_clock {
+        delivery_clock(&mut s, c);
+    }
+
     let _ = writeln!(
         s,
         "# HELP fleetsim_throttle_queued_total Service calls past an allowance that traffic shaping queued."
@@ -293,6 +331,14 @@ mod tests {
                 tally: Default::default(),
                 tripped: None,
             }],
+            delivery_clock: Some(DeliveryClockReport {
+                offset_us: Some(-250),
+                uncertainty_us: Some(75),
+                max_uncertainty_us: 90,
+                recorded: 7,
+                refused: 3,
+                refusal: None,
+            }),
             ..Default::default()
         };
         let counts = ThrottleCounts {
@@ -311,6 +357,9 @@ mod tests {
             "fleetsim_throttle_queued_total 5",
             "fleetsim_throttle_refused_total{code=\"429002\",name=\"ThrottleBacklogLimitExceeded\"} 2",
             "fleetsim_latency_seconds_count{measure=\"delivery\"} 0",
+            "fleetsim_delivery_clock_offset_seconds -0.00025",
+            "fleetsim_delivery_clock_uncertainty_seconds 0.000075",
+            "fleetsim_delivery_receipts_total{outcome=\"refused\"} 3",
             "fleetsim_api_request_duration_seconds_bucket{route=\"GET /jobs/v2/{id}\",code=\"2xx\",le=\"0.0005\"} 1",
             "fleetsim_api_request_duration_seconds_bucket{route=\"GET /jobs/v2/{id}\",code=\"2xx\",le=\"+Inf\"} 2",
         ] {

@@ -94,6 +94,7 @@ impl Engine {
                         .record(metrics_slot(s), Measure::Delivery, lat);
                 }
             }
+            FromDevice::Received { receipts, clock } => self.on_receipts(&receipts, clock),
             FromDevice::Reported {
                 device,
                 patch,

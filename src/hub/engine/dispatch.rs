@@ -405,6 +405,9 @@ impl Engine {
     ) {
         let connected = self.registry.is_connected(device);
         if connected {
+            if let Some(op) = op {
+                self.sent_desired(device, version, op);
+            }
             self.link.send(ToDevice::Desired {
                 op,
                 device,

@@ -49,6 +49,7 @@ impl Engine {
     pub(super) fn view(&mut self, now: Micros) -> HubView {
         let metrics = self.recorder.snapshot(now);
         HubView {
+            delivery_clock: self.receipts.report(),
             now_us: now,
             devices: self.registry.len() as u64,
             connected: self.registry.connected(),

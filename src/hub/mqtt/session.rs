@@ -298,12 +298,10 @@ impl Session {
                 body.insert("$version".into(), Value::from(version));
                 let body = serde_json::to_vec(&body).unwrap_or_default();
                 out.push(publish(topics::desired_patch(version), body.into()));
-                if let Some(op) = op {
-                    self.last_desired_op = Some(op);
-                    out.push(Action::Engine(FromDevice::DesiredDelivered {
-                        op,
-                        delivered_us: now,
-                    }));
+                // Its delivery is the device's to stamp (a fleetsim fleet's receipts): the hub
+                // knows only when it sent it.
+                if op.is_some() {
+                    self.last_desired_op = op;
                 }
             }
         }

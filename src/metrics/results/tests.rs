@@ -73,6 +73,7 @@ fn report() -> RunReport {
         shard: None,
         clock: Default::default(),
         timing: Default::default(),
+        delivery_clock: None,
     }
 }
 
