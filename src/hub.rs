@@ -1,6 +1,6 @@
 //! The emulated IoT Hub: registry and twins, the job engine (an actor owning all of it), the
-//! tier model, IoT Hub's error vocabulary, SAS auth and the state directory, and the service
-//! REST API and the MQTT device endpoint.
+//! tier model, IoT Hub's error vocabulary, SAS auth, the state directory and the store that
+//! keeps the hub's state across restarts, and the service REST API and the MQTT device endpoint.
 
 pub mod api;
 pub mod auth;
@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod mqtt;
 pub mod registry;
 pub mod state;
+pub mod store;
 pub mod throttle;
 pub mod twin;
 
