@@ -455,7 +455,10 @@ mod tests {
         let later = origin + time::Duration::seconds(5);
         assert_eq!(clock.us_at_wall(later), 5_000_000);
         let ahead = Clock::resume(wall_now() + time::Duration::hours(1));
-        assert!(ahead.now_us() < 60_000_000, "an origin ahead starts at zero");
+        assert!(
+            ahead.now_us() < 60_000_000,
+            "an origin ahead starts at zero"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -93,7 +93,10 @@ impl Engine {
                     .into_iter()
                     .map(|id| DeviceRecord {
                         // A device deleted since: its operation fails as rejected.
-                        device: self.registry.lookup(&id).unwrap_or(DeviceIdx::new(u32::MAX)),
+                        device: self
+                            .registry
+                            .lookup(&id)
+                            .unwrap_or(DeviceIdx::new(u32::MAX)),
                         device_id: id.into(),
                         status: DeviceStatus::Pending,
                         error: DeviceError::None,

@@ -81,7 +81,9 @@ fn section_of(v: &Value) -> Result<Section, String> {
 }
 
 fn object(v: &Value) -> Result<Object, String> {
-    v.as_object().cloned().ok_or_else(|| format!("{v} is not an object"))
+    v.as_object()
+        .cloned()
+        .ok_or_else(|| format!("{v} is not an object"))
 }
 
 /// A twin and the device's status as a row.
@@ -226,7 +228,11 @@ pub(super) fn load(conn: &rusqlite::Connection, path: &Path) -> Result<Saved, St
         }
         match jobs.get_mut(at).filter(|j| j.header.slot == slot) {
             Some(job) => job.results.push(result),
-            None => return Err(bad(format!("a result of job slot {slot}, which is not saved"))),
+            None => {
+                return Err(bad(format!(
+                    "a result of job slot {slot}, which is not saved"
+                )))
+            }
         }
     }
     Ok(Saved {
@@ -252,7 +258,12 @@ mod tests {
         let (back, enabled) = decode_twin(&encode_twin(&twin, false)).unwrap();
         assert!(!enabled);
         assert_eq!(
-            (back.version, back.etag(), back.desired.version, back.desired.updated_us),
+            (
+                back.version,
+                back.etag(),
+                back.desired.version,
+                back.desired.updated_us
+            ),
             (twin.version, twin.etag(), 2, 7)
         );
         assert_eq!(back.desired.props, twin.desired.props);

@@ -156,7 +156,8 @@ mod tests {
     use super::*;
 
     fn dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("fleetsim-schema-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("fleetsim-schema-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -168,7 +169,10 @@ mod tests {
         let garbage = d.join("garbage.db");
         std::fs::write(&garbage, vec![b'x'; 8192]).unwrap();
         let e = open(&garbage).unwrap_err().to_string();
-        assert!(e.contains("garbage.db") && e.contains("move it away"), "{e}");
+        assert!(
+            e.contains("garbage.db") && e.contains("move it away"),
+            "{e}"
+        );
 
         let foreign = d.join("foreign.db");
         Connection::open(&foreign)
@@ -176,7 +180,10 @@ mod tests {
             .execute_batch("CREATE TABLE x (a)")
             .unwrap();
         let e = open(&foreign).unwrap_err().to_string();
-        assert!(e.contains("foreign.db") && e.contains("not a fleetsim"), "{e}");
+        assert!(
+            e.contains("foreign.db") && e.contains("not a fleetsim"),
+            "{e}"
+        );
 
         let newer = d.join("newer.db");
         drop(open(&newer).unwrap());
@@ -185,7 +192,10 @@ mod tests {
             .pragma_update(None, "user_version", VERSION + 1)
             .unwrap();
         let e = open(&newer).unwrap_err().to_string();
-        assert!(e.contains("newer.db") && e.contains("newer fleetsim"), "{e}");
+        assert!(
+            e.contains("newer.db") && e.contains("newer fleetsim"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 }
