@@ -103,6 +103,12 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
     }
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(at)?;
+    // One hub per store: the first write transaction takes the file's lock, and this
+    // connection keeps it until the process ends (the system frees it after `kill -9` too).
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+        .map_err(at)?;
+    conn.execute_batch("BEGIN EXCLUSIVE; COMMIT;")
+        .map_err(at)?;
     Ok(conn)
 }
 
