@@ -14,7 +14,6 @@ use crate::hub::handle::Reply;
 use crate::hub::jobs::{DeviceError, DeviceRecord, DeviceStatus, Job, JobStatus};
 use crate::hub::store::{Change, JobHeader, Journal, Saved, SavedJob, SavedResult};
 use crate::ids::{DeviceIdx, RecordIdx, SlotIdx};
-use crate::metrics::Recorder;
 use crate::report::DeviceJobStatistics;
 
 use super::Engine;
@@ -41,7 +40,7 @@ impl Engine {
     /// initial ones), saving every change from now on through `journal`.
     pub(crate) fn with_store(mut self, journal: Journal, saved: Saved) -> Self {
         let now = self.clock.now_us();
-        self.recorder = std::mem::replace(&mut self.recorder, Recorder::new()).starting_at(now);
+        self.recorder = std::mem::take(&mut self.recorder).starting_at(now);
         let mut saved_ids = HashSet::with_capacity(saved.devices.len());
         for device in saved.devices {
             match (self.registry.lookup(&device.id), device.twin) {

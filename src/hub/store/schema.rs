@@ -107,8 +107,7 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
     // connection keeps it until the process ends (the system frees it after `kill -9` too).
     conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
         .map_err(at)?;
-    conn.execute_batch("BEGIN EXCLUSIVE; COMMIT;")
-        .map_err(at)?;
+    conn.execute_batch("BEGIN EXCLUSIVE; COMMIT;").map_err(at)?;
     Ok(conn)
 }
 
