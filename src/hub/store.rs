@@ -22,6 +22,16 @@
 //!   callers got no answer), measurements (histograms start again at the restart), a rollout's
 //!   internal job controls (rate, abort criteria, acknowledged success).
 //!
+//! If a commit fails (a full disk), the writes it held are answered 500 `ServerError`: their
+//! callers know they may be lost, though the running hub already shows them.
+//!
+//! Why SQLite (rusqlite with the bundled library) rather than redb: measured on the 2-core
+//! development machine (2026-12-03, 300-byte rows keyed by device id, every commit synced),
+//! SQLite in WAL mode wrote 1.03 million rows/s in transactions of 256 rows and 1.00 million in
+//! transactions of 4,096, redb 161,000 and 220,000; single-row commits were alike (3,300 and
+//! 4,000 per second). SQLite costs more to build from scratch: 61 s of one core for the C
+//! library and the bindings, against 17 s for redb.
+//!
 //! - `schema`: opening the database, its version and the refusal of a foreign or newer one.
 //! - `codec`: twins and device results as rows.
 //! - `writer`: the writer thread.
@@ -183,13 +193,14 @@ impl Store {
             saved.origin = Some(origin);
         }
         let (tx, rx) = mpsc::channel();
+        let file = path.clone();
         let thread = std::thread::Builder::new()
             .name("fleetsim-store".into())
             .spawn(move || writer::run(conn, path, rx))
             .map_err(|e| StoreError::Foreign {
-                path: PathBuf::from(STORE_FILE),
+                path: file,
                 what: format!("cannot start the store's writer thread: {e}"),
-                hint: "the system is out of threads",
+                hint: "the system is out of threads: stop some processes and start the hub again",
             })?;
         Ok((
             Journal {
