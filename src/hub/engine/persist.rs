@@ -41,6 +41,9 @@ impl Engine {
     pub(crate) fn with_store(mut self, journal: Journal, saved: Saved) -> Self {
         let now = self.clock.now_us();
         self.recorder = std::mem::take(&mut self.recorder).starting_at(now);
+        if let Some(pacer) = &mut self.pacer {
+            pacer.open_from(now);
+        }
         let mut saved_ids = HashSet::with_capacity(saved.devices.len());
         for device in saved.devices {
             match (self.registry.lookup(&device.id), device.twin) {
