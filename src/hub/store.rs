@@ -62,12 +62,12 @@ pub(crate) const STORE_FILE: &str = "hub.db";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// SQLite refused the file or an operation on it.
-    #[error("{}: {source}; {hint}", path.display())]
+    #[error("{}: {cause}; {hint}", path.display())]
     Database {
         /// The database file.
         path: PathBuf,
-        /// The cause.
-        source: rusqlite::Error,
+        /// What SQLite said (in the message: not repeated as a source).
+        cause: rusqlite::Error,
         /// What the user can do.
         hint: &'static str,
     },

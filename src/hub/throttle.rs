@@ -406,7 +406,11 @@ mod tests {
         let mut pacer = Pacer::new(10.0);
         pacer.open_from(5_000_000);
         assert_eq!(pacer.take(5_000_000, 0), Some(5_000_000));
-        assert_eq!(pacer.take(5_000_000, 0), None, "one slot per 100 ms, none from before");
+        assert_eq!(
+            pacer.take(5_000_000, 0),
+            None,
+            "one slot per 100 ms, none from before"
+        );
         assert_eq!(pacer.next_open(0), 5_100_000);
     }
 

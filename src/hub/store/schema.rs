@@ -43,7 +43,7 @@ pub(super) fn failed(path: &Path, source: rusqlite::Error) -> StoreError {
     };
     StoreError::Database {
         path: path.to_owned(),
-        source,
+        cause: source,
         hint,
     }
 }
