@@ -11,7 +11,7 @@ pub mod jobs;
 pub mod mqtt;
 pub mod registry;
 pub mod state;
-pub mod store;
+pub(crate) mod store;
 pub mod throttle;
 pub mod twin;
 
