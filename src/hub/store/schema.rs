@@ -88,9 +88,12 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
             hint: "run the newer fleetsim, or move the file away to start with an empty hub",
         });
     }
-    // WAL: a commit is one append and one fsync, and readers never block the writer. FULL
-    // syncs the log at every commit: a committed transaction survives a crash of the machine
-    // too, not only of the process.
+    // WAL: a commit is one append to the log, and readers never block the writer. NORMAL
+    // syncs the log only at checkpoints: a committed transaction is in the system's file cache
+    // when the commit returns, so it survives the process's death (`kill -9`, a panic) at any
+    // instant; a crash of the machine itself may lose the last commits. FULL (a sync at every
+    // commit) would survive that too, at a cost measured with bench/persist.sh: 3.2 times fewer
+    // twin PATCHes per second on the development machine (its disk syncs in ~4 ms).
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(at)?;
@@ -101,7 +104,13 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
             hint: "put the state directory on a local file system",
         });
     }
-    conn.pragma_update(None, "synchronous", "FULL")
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(at)?;
+    // Checkpoints (copying the log into the file, with a sync) stall the commit that runs
+    // them: fewer, larger ones (every 64 MB of log), and 64 MB of page cache for the tables.
+    conn.pragma_update(None, "wal_autocheckpoint", 16_384)
+        .map_err(at)?;
+    conn.pragma_update(None, "cache_size", -65_536)
         .map_err(at)?;
     // One hub per store: the first write transaction takes the file's lock, and this
     // connection keeps it until the process ends (the system frees it after `kill -9` too).
@@ -112,8 +121,10 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
 }
 
 fn create(conn: &Connection) -> rusqlite::Result<()> {
+    // A twin patch rewrites one device row of a few hundred bytes, at a random place in the
+    // table: each page it dirties goes to the log whole, so small pages mean less to write.
     conn.execute_batch(&format!(
-        "BEGIN; {TABLES} PRAGMA application_id = {APPLICATION_ID}; \
+        "PRAGMA page_size = 1024; BEGIN; {TABLES} PRAGMA application_id = {APPLICATION_ID}; \
          PRAGMA user_version = {VERSION}; COMMIT;"
     ))
 }
