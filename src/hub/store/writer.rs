@@ -1,5 +1,5 @@
 //! The store's writer thread: takes every batch the engine handed over since its last commit,
-//! writes them in one transaction, commits (group commit: one sync for all of them), then
+//! writes them in one transaction, commits (group commit: one log write for all of them), then
 //! releases the answers they held back, telling each whether its write is saved.
 
 use std::path::{Path, PathBuf};
