@@ -198,7 +198,7 @@ pub(crate) enum Command {
     },
     /// Serve the IoT Hub service REST API (HTTP and HTTPS), optionally hosting a scenario's fleet.
     #[command(
-        after_help = "Examples:\n  fleetsim hub\n  fleetsim hub --scenario scenarios/quickstart.toml --https 127.0.0.1:443\n  fleetsim hub --http 127.0.0.1:8080 --https off --state-dir /tmp/hub\n\nPrints where it listens, the CA to trust and the iothubowner connection string. Ctrl-C or SIGTERM stops it.\nExit codes: 0 stopped cleanly; 1 an error (bad scenario, port in use, state directory);\n5 the job engine died (a fleetsim bug; the error says why): the hub stops rather than answer as if alive."
+        after_help = "Examples:\n  fleetsim hub\n  fleetsim hub --scenario scenarios/quickstart.toml --https 127.0.0.1:443\n  fleetsim hub --http 127.0.0.1:8080 --https off --state-dir /tmp/hub\n\nPrints where it listens, the CA to trust and the iothubowner connection string. Ctrl-C or SIGTERM stops it.\nThe registry, twins and jobs are kept in <state-dir>/hub.db: an answered write survives a crash,\nand a restarted hub continues its jobs (see README, \"A hub that keeps its state\"); --in-memory keeps none.\nExit codes: 0 stopped cleanly; 1 an error (bad scenario, port in use, state directory);\n5 the job engine died (a fleetsim bug; the error says why): the hub stops rather than answer as if alive."
     )]
     Hub {
         /// A scenario whose fleet the hub hosts in-process (its jobs and rollouts run too,
@@ -214,9 +214,14 @@ pub(crate) enum Command {
         /// Another host name for the certificate and connection strings (repeatable).
         #[arg(long = "hostname")]
         hostnames: Vec<String>,
-        /// Where keys and TLS material are kept.
+        /// Where keys, TLS material and the hub's store (`hub.db`: registry, twins, jobs) are
+        /// kept. A restarted hub continues from its store.
         #[arg(long, default_value = ".fleetsim")]
         state_dir: PathBuf,
+        /// Keep the registry, twins and jobs in memory only (lost when the hub stops); keys and
+        /// TLS material stay in --state-dir.
+        #[arg(long)]
+        in_memory: bool,
         /// Your own server certificate (PEM chain) instead of the generated one; needs --key.
         #[arg(long, requires = "key")]
         cert: Option<PathBuf>,
@@ -527,6 +532,7 @@ impl Cli {
                 cert,
                 key,
                 no_jobs,
+                in_memory,
                 tui,
                 fps,
                 mqtt,
@@ -538,6 +544,7 @@ impl Cli {
                 state_dir,
                 cert: cert.zip(key),
                 no_jobs,
+                in_memory,
                 mqtt: mqtt.into(),
                 dashboard_fps: tui.then_some(fps),
             }),

@@ -62,6 +62,9 @@ pub(crate) const WALL_MAX: OffsetDateTime =
 #[derive(Debug, Clone)]
 pub struct Clock {
     start: Instant,
+    /// The reading at `start`: 0, or the time a resumed clock had already run
+    /// ([`Clock::resume`]).
+    offset: Micros,
     wall_start: OffsetDateTime,
     /// What the run's tasks share of its simulated time; None in real time (see
     /// [`Clock::start_virtual`]).
@@ -114,9 +117,29 @@ impl Clock {
     pub fn start() -> Self {
         Clock {
             start: Instant::now(),
+            offset: 0,
             wall_start: wall_now(),
             simulated: None,
         }
+    }
+
+    /// Starts a real-time clock now whose zero maps to `origin`, an earlier start's (a hub that
+    /// keeps its state: every reading it stored keeps its meaning after a restart). An origin
+    /// in the future (the system clock went back) starts a clock at zero now instead.
+    pub fn resume(origin: OffsetDateTime) -> Self {
+        let now = wall_now();
+        let ran = Micros::try_from((now - origin).whole_microseconds()).unwrap_or(0);
+        Clock {
+            start: Instant::now(),
+            offset: ran,
+            wall_start: if ran == 0 { now } else { origin },
+            simulated: None,
+        }
+    }
+
+    /// The wall-clock time the reading 0 maps to.
+    pub(crate) fn origin(&self) -> OffsetDateTime {
+        self.wall_start
     }
 
     /// Starts a clock now whose zero maps to [`VIRTUAL_EPOCH`] (a virtual-time run: every reading
@@ -124,6 +147,7 @@ impl Clock {
     pub fn start_virtual() -> Self {
         Clock {
             start: Instant::now(),
+            offset: 0,
             wall_start: VIRTUAL_EPOCH,
             simulated: Some(Arc::new(Simulated {
                 ahead: AtomicU64::new(0),
@@ -140,7 +164,7 @@ impl Clock {
 
     /// Microseconds since the clock started.
     pub fn now_us(&self) -> Micros {
-        let tokio = self.start.elapsed().as_micros() as Micros;
+        let tokio = (self.start.elapsed().as_micros() as Micros).saturating_add(self.offset);
         match &self.simulated {
             Some(s) => tokio.max(s.ahead.load(Ordering::Relaxed)),
             None => tokio,
@@ -177,17 +201,19 @@ impl Clock {
             Some(_) => Stamps::Fixed(self.now_us()),
             None => Stamps::Reading {
                 start: self.start,
+                offset: self.offset,
                 left: 0,
                 last: 0,
             },
         }
     }
 
-    /// The tokio instant at `us` microseconds after the start (for `sleep_until`); a reading
+    /// The tokio instant at the reading `us` (for `sleep_until`; a reading before this process
+    /// started, on a resumed clock, is its start); a reading
     /// past what the platform's instants hold (`Micros::MAX`: "never") is a century away.
     pub(crate) fn instant_at(&self, us: Micros) -> Instant {
         self.start
-            .checked_add(Duration::from_micros(us))
+            .checked_add(Duration::from_micros(us.saturating_sub(self.offset)))
             .unwrap_or_else(|| self.start + FAR_FUTURE)
     }
 
@@ -315,6 +341,8 @@ pub(crate) enum Stamps {
     /// Real time.
     Reading {
         start: Instant,
+        /// The clock's offset ([`Clock::resume`]).
+        offset: Micros,
         /// Events the last reading may still stamp.
         left: u32,
         last: Micros,
@@ -327,9 +355,14 @@ impl Stamps {
     pub(crate) fn next(&mut self) -> Micros {
         match self {
             Stamps::Fixed(now) => *now,
-            Stamps::Reading { start, left, last } => {
+            Stamps::Reading {
+                start,
+                offset,
+                left,
+                last,
+            } => {
                 if *left == 0 {
-                    *last = start.elapsed().as_micros() as Micros;
+                    *last = (start.elapsed().as_micros() as Micros).saturating_add(*offset);
                     *left = EVENTS_PER_READING;
                 }
                 *left -= 1;
@@ -424,6 +457,21 @@ mod tests {
             stamps.next(),
             10,
             "virtual time stands still within a run of events"
+        );
+    }
+
+    #[test]
+    fn a_resumed_clock_reads_from_its_origin() {
+        let origin = wall_now() - time::Duration::seconds(90);
+        let clock = Clock::resume(origin);
+        assert_eq!(clock.origin(), origin);
+        assert!(clock.now_us() >= 90_000_000, "{}", clock.now_us());
+        let later = origin + time::Duration::seconds(5);
+        assert_eq!(clock.us_at_wall(later), 5_000_000);
+        let ahead = Clock::resume(wall_now() + time::Duration::hours(1));
+        assert!(
+            ahead.now_us() < 60_000_000,
+            "an origin ahead starts at zero"
         );
     }
 

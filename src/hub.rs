@@ -1,6 +1,6 @@
 //! The emulated IoT Hub: registry and twins, the job engine (an actor owning all of it), the
-//! tier model, IoT Hub's error vocabulary, SAS auth and the state directory, and the service
-//! REST API and the MQTT device endpoint.
+//! tier model, IoT Hub's error vocabulary, SAS auth, the state directory and the store that
+//! keeps the hub's state across restarts, and the service REST API and the MQTT device endpoint.
 
 pub mod api;
 pub mod auth;
@@ -12,6 +12,7 @@ pub mod mqtt;
 pub(crate) mod receipts;
 pub mod registry;
 pub mod state;
+pub(crate) mod store;
 pub mod throttle;
 pub mod twin;
 

@@ -1,5 +1,5 @@
 //! `fleetsim hub`: the emulated hub as a long-running server. Opens the state directory (keys,
-//! TLS material), starts the engine (with a scenario's in-process fleet and jobs, if given),
+//! TLS material, and the store that keeps registry, twins and jobs unless `--in-memory`), starts the engine (with a scenario's in-process fleet and jobs, if given),
 //! serves the REST API over HTTP and/or HTTPS, and stops cleanly when told to.
 
 use std::io::{IsTerminal, Write};
@@ -16,6 +16,7 @@ use crate::clock::{Clock, ClockMode};
 use crate::hub::api::{self, Api};
 use crate::hub::auth::Authority;
 use crate::hub::state::StateDir;
+use crate::hub::store::Store;
 use crate::sas::generate_token;
 use crate::scenario::format::{Dur, HubSpec};
 use crate::scenario::{self, Scenario};
@@ -49,6 +50,8 @@ pub struct HubOptions {
     pub(crate) cert: Option<(PathBuf, PathBuf)>,
     /// Host the scenario's fleet but do not create its jobs.
     pub(crate) no_jobs: bool,
+    /// Keep registry, twins and jobs in memory only, not in the state directory's store.
+    pub(crate) in_memory: bool,
     /// Show the live dashboard at this many frames per second (when stdout is a terminal).
     pub(crate) dashboard_fps: Option<u32>,
     /// The MQTT device endpoint (and whether the scenario's fleet runs elsewhere).
@@ -158,7 +161,6 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
     ready: impl FnOnce(&Listening),
 ) -> anyhow::Result<()> {
-    let clock = Clock::start();
     let scenario = match &opts.scenario {
         Some(path) => scenario::load(path)?,
         None => empty_scenario(),
@@ -172,6 +174,23 @@ pub(crate) async fn run(
     }
     let state = StateDir::open(&opts.state_dir)
         .with_context(|| format!("cannot use state directory {}", opts.state_dir.display()))?;
+    let store = match opts.in_memory {
+        true => None,
+        false => Some(Store::open(&opts.state_dir).context("cannot open the hub's store")?),
+    };
+    // A hub with a store counts time from its first start: every time it saved keeps its
+    // meaning (a scheduled job's start, a job's maximum execution time).
+    let clock = match store.as_ref().and_then(Store::origin) {
+        Some(origin) => Clock::resume(origin),
+        None => Clock::start(),
+    };
+    if let Some(store) = &store {
+        let (devices, jobs) = store.held();
+        eprintln!(
+            "fleetsim hub: state in {} ({devices} devices, {jobs} jobs kept)",
+            store.path().display()
+        );
+    }
     let names = names(&opts.hostnames);
     let auth = Arc::new(state.authority(names.clone())?);
     let http = match opts.http {
@@ -185,7 +204,7 @@ pub(crate) async fn run(
     let material = state.tls(
         opts.cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
         &names,
-        clock.wall_at(0),
+        clock.wall_at(clock.now_us()),
     )?;
     let acceptor = tls::acceptor(&material)?;
 
@@ -195,7 +214,7 @@ pub(crate) async fn run(
         tls: Some(acceptor.clone()),
         ca: material.ca_path.clone(),
     });
-    let mut running = wiring::start(
+    let mut running = wiring::start_keeping(
         &scenario,
         scenario.seed,
         Shard::ALL,
@@ -203,6 +222,7 @@ pub(crate) async fn run(
         limits,
         &opts.mqtt,
         security,
+        store,
     )
     .await?;
     let api = Api::new(
@@ -435,6 +455,7 @@ mod tests {
             state_dir: dir.clone(),
             cert: None,
             no_jobs: false,
+            in_memory: true,
             dashboard_fps: None,
             mqtt: Default::default(),
         };

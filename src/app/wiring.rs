@@ -22,6 +22,7 @@ use crate::hub::auth::Authority;
 use crate::hub::mqtt::{self, Endpoint, Listen, MqttLink, Sessions};
 use crate::hub::receipts::{self, ReceiptsEndpoint};
 use crate::hub::state::StateDir;
+use crate::hub::store::Store;
 use crate::hub::throttle::{Limits, RateLimiter};
 use crate::hub::{Engine, EngineOutput, Hub, HubView};
 use crate::link::{DeviceLink, FromDevice, ToDevice};
@@ -252,6 +253,22 @@ pub async fn start(
     mqtt: &MqttOptions,
     security: Option<Security>,
 ) -> anyhow::Result<Running> {
+    start_keeping(scenario, seed, shard, clock, limits, mqtt, security, None).await
+}
+
+/// [`start`], with the hub's state kept in `store` (if given): the store's devices win over the
+/// scenario's, and its jobs continue.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn start_keeping(
+    scenario: &Scenario,
+    seed: u64,
+    shard: Shard,
+    clock: Clock,
+    limits: Limits,
+    mqtt: &MqttOptions,
+    security: Option<Security>,
+    store: Option<Store>,
+) -> anyhow::Result<Running> {
     let registry = build::registry(scenario, clock.clone(), shard);
     let (from_dev_tx, from_dev_rx) = mpsc::unbounded_channel();
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
@@ -268,8 +285,16 @@ pub async fn start(
         limiter: limiter.clone(),
     };
     let (link, devices) = start_devices(scenario, seed, shard, mqtt, security, ends).await?;
-    let engine = Engine::new(clock, limits, registry, link)
+    let origin = clock.origin();
+    let mut engine = Engine::new(clock, limits, registry, link)
         .with_intervals_of(metrics::interval_for(scenario.duration.micros()));
+    if let Some(store) = store {
+        let path = store.path().to_owned();
+        let (journal, saved) = store
+            .start(origin)
+            .with_context(|| format!("cannot start the hub's store {}", path.display()))?;
+        engine = engine.with_store(journal, saved);
+    }
     let engine = EngineTask::Running(tokio::spawn(engine.run(
         cmd_rx,
         from_dev_rx,

@@ -12,6 +12,7 @@
 //! - `direct`: the direct method calls in progress.
 //! - `delivery`: deliveries a fleet stamped (an MQTT fleet's receipts), and the judgement of
 //!   another process's clock.
+//! - `persist`: a hub with a store: restoring its state, and each turn's changes to save.
 //! - `views`: the views and reports the engine publishes.
 //! - `slots`: the job table.
 //! - `restart`: a hub restart (a scenario's `hub_restart` fault).
@@ -21,6 +22,7 @@ mod delivery;
 mod device;
 mod direct;
 mod dispatch;
+mod persist;
 mod restart;
 mod slots;
 mod views;
@@ -35,6 +37,7 @@ use crate::clock::{Clock, Micros, Stamps, Stopwatch};
 use crate::hub::handle::{Command, HubView};
 use crate::hub::jobs::{DeviceError, DeviceRecord, DeviceStatus, Tripped};
 use crate::hub::registry::Registry;
+use crate::hub::store::Journal;
 use crate::hub::throttle::{Limits, Pacer};
 use crate::ids::{DeviceIdx, IdxMap, IdxSet, RecordIdx, SlotIdx};
 use crate::link::{DeviceLink, FromDevice, OpId};
@@ -145,6 +148,10 @@ pub struct Engine {
     /// In virtual time, the real time since the last view (views follow the watcher's clock,
     /// not the simulated one, and every change of a job's status); None in real time.
     virtual_views: Option<Stopwatch>,
+    /// With a store: where each turn's changes go ([`crate::hub::store`]); None in memory.
+    journal: Option<Journal>,
+    /// With a store: the jobs created, started or ended this turn.
+    jobs_changed: Vec<SlotIdx>,
 }
 
 impl Engine {
@@ -177,6 +184,8 @@ impl Engine {
             // every VIEW_EVERY_US of real time and whenever a job is added or ends (the moments
             // the run loop acts on), instead of every VIEW_EVERY_US of simulated time.
             virtual_views,
+            journal: None,
+            jobs_changed: Vec::new(),
         }
     }
 
@@ -222,6 +231,7 @@ impl Engine {
             self.hear_local_devices(now);
             let busy = self.step(now);
             self.link.flush();
+            self.save_turn();
             let (heard, devices_next) = self.hear_local_devices(now);
             let view_due = match self.virtual_views {
                 None => now >= next_view,
@@ -315,6 +325,12 @@ impl Engine {
         }
         let now = self.clock.now_us();
         self.recorder.tick(now);
+        self.save_turn();
+        if let Some(journal) = self.journal.take() {
+            // Waits for the last commit (blocking this task at its end): a hub stopped cleanly
+            // has saved everything.
+            journal.close();
+        }
         view.send_replace(Arc::new(self.view(now)));
         EngineOutput {
             jobs: self.job_reports(now),
@@ -369,30 +385,12 @@ impl Engine {
         error: DeviceError,
     ) {
         let job = &mut self.slots[s].job;
-        let rec = &mut job.records[r.usize()];
-        let was_running = rec.status == DeviceStatus::Running;
-        rec.status = status;
-        rec.error = error;
-        rec.end_us = now;
-        let scheduled = rec.scheduled_us;
-        let method_status = rec.method_status;
-        if was_running {
-            job.stats.running_count -= 1;
-        } else {
-            job.stats.pending_count -= 1;
+        let (was_running, failed) = job.end_op(r.usize(), status, error, now);
+        let scheduled = job.records[r.usize()].scheduled_us;
+        if let Some(journal) = &mut self.journal {
+            journal.push(persist::result(s, r, &job.records[r.usize()]));
         }
-        let failed = status != DeviceStatus::Completed;
-        if failed {
-            job.stats.failed_count += 1;
-            job.errors.count(error, method_status);
-        } else {
-            job.stats.succeeded_count += 1;
-        }
-        job.last_done_us = job.last_done_us.max(now);
-        job.tally.count(status, error);
-        if let Some(ramp) = job.ramp.as_mut().filter(|_| !failed) {
-            ramp.succeeded();
-        }
+        let job = &self.slots[s].job;
         let tripped = job
             .request
             .control

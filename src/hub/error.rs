@@ -38,6 +38,8 @@ pub enum ErrorCode {
     ThrottlingBacklogTimeout,
     /// 429004: over the tier's concurrent-job limit.
     ThrottlingMaxActiveJobCountExceeded,
+    /// 500001: the hub failed on its side (its store could not save a change).
+    ServerError,
     /// 504101: the device did not answer within the response timeout.
     GatewayTimeout,
 }
@@ -61,6 +63,7 @@ impl ErrorCode {
             ErrorCode::ThrottleBacklogLimitExceeded => 429002,
             ErrorCode::ThrottlingBacklogTimeout => 429003,
             ErrorCode::ThrottlingMaxActiveJobCountExceeded => 429004,
+            ErrorCode::ServerError => 500001,
             ErrorCode::GatewayTimeout => 504101,
         }
     }
@@ -88,6 +91,7 @@ impl ErrorCode {
             ErrorCode::ThrottleBacklogLimitExceeded => "ThrottleBacklogLimitExceeded",
             ErrorCode::ThrottlingBacklogTimeout => "ThrottlingBacklogTimeout",
             ErrorCode::ThrottlingMaxActiveJobCountExceeded => "ThrottlingMaxActiveJobCountExceeded",
+            ErrorCode::ServerError => "ServerError",
             ErrorCode::GatewayTimeout => "GatewayTimeout",
         }
     }

@@ -292,6 +292,42 @@ impl Job {
         }
     }
 
+    /// Ends the operation of record `r` at `now` with `status` and `error`, and keeps the
+    /// statistics, the failure counts, the tally and the rate exact; answers whether it was
+    /// running (dispatched) and whether it failed.
+    pub(crate) fn end_op(
+        &mut self,
+        r: usize,
+        status: DeviceStatus,
+        error: DeviceError,
+        now: Micros,
+    ) -> (bool, bool) {
+        let rec = &mut self.records[r];
+        let was_running = rec.status == DeviceStatus::Running;
+        rec.status = status;
+        rec.error = error;
+        rec.end_us = now;
+        let method_status = rec.method_status;
+        if was_running {
+            self.stats.running_count -= 1;
+        } else {
+            self.stats.pending_count -= 1;
+        }
+        let failed = status != DeviceStatus::Completed;
+        if failed {
+            self.stats.failed_count += 1;
+            self.errors.count(error, method_status);
+        } else {
+            self.stats.succeeded_count += 1;
+        }
+        self.last_done_us = self.last_done_us.max(now);
+        self.tally.count(status, error);
+        if let Some(ramp) = self.ramp.as_mut().filter(|_| !failed) {
+            ramp.succeeded();
+        }
+        (was_running, failed)
+    }
+
     /// When its `maxExecutionTimeInSeconds` runs out (saturating: "never" past the clock's end).
     pub(crate) fn expires_us(&self) -> Micros {
         self.start_us

@@ -171,6 +171,18 @@ pub struct Registry {
     indexes: HashMap<Vec<String>, PathIndex>,
     connected: u64,
     clock: Clock,
+    /// With a store: what changed since [`Registry::take_changes`]; None without (nothing is
+    /// noted).
+    changes: Option<Changes>,
+}
+
+/// The devices changed and the ids deleted since the store last took them.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    /// Devices added or changed (in the order noted, maybe more than once).
+    pub(crate) devices: Vec<DeviceIdx>,
+    /// Ids of devices deleted.
+    pub(crate) removed: Vec<Arc<str>>,
 }
 
 impl Registry {
@@ -183,6 +195,35 @@ impl Registry {
             indexes: HashMap::new(),
             connected: 0,
             clock,
+            changes: None,
+        }
+    }
+
+    /// Notes every change from now on, for the store; answers the changes noted so far (to add
+    /// devices the store does not hold yet).
+    pub(crate) fn note_changes(&mut self) -> &mut Changes {
+        self.changes.get_or_insert_with(Changes::default)
+    }
+
+    /// The changes noted since the last call (none unless [`Registry::note_changes`] was
+    /// called).
+    pub(crate) fn take_changes(&mut self) -> Option<Changes> {
+        self.changes.as_mut().map(std::mem::take)
+    }
+
+    fn changed(&mut self, idx: DeviceIdx) {
+        if let Some(c) = &mut self.changes {
+            c.devices.push(idx);
+        }
+    }
+
+    /// Gives device `idx` a saved twin and status (a store's, on restart).
+    pub(crate) fn restore(&mut self, idx: DeviceIdx, twin: Twin, enabled: bool) {
+        let old = self.snapshot_keys(idx);
+        if let Some(Some(e)) = self.devices.get_mut(idx.usize()) {
+            e.twin = twin;
+            e.enabled = enabled;
+            self.reindex(idx, Some(old));
         }
     }
 
@@ -207,6 +248,7 @@ impl Registry {
             ..Presence::default()
         });
         self.reindex(idx, None);
+        self.changed(idx);
         Ok(idx)
     }
 
@@ -215,6 +257,9 @@ impl Registry {
         let idx = self.lookup(id)?;
         let old = self.snapshot_keys(idx);
         let last = self.doc(idx).ok_or_else(|| not_found(id))?.to_json();
+        if let (Some(Some(e)), Some(c)) = (self.devices.get(idx.usize()), &mut self.changes) {
+            c.removed.push(e.id.clone());
+        }
         self.devices[idx.usize()] = None;
         self.by_id.remove(id);
         if std::mem::take(&mut self.presence[idx.usize()]).connected {
@@ -316,6 +361,7 @@ impl Registry {
         let out = change(&mut twin)?;
         e.twin = twin;
         self.reindex(idx, Some(old));
+        self.changed(idx);
         Ok(out)
     }
 

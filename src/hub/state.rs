@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -59,6 +60,8 @@ struct KeysFile {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     path: PathBuf,
+    /// One save of `devices.json` at a time (see [`StateDir::save_device_keys`]).
+    saving: Arc<Mutex<()>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -74,6 +77,7 @@ impl StateDir {
         std::fs::create_dir_all(path).map_err(io(path))?;
         Ok(StateDir {
             path: path.to_owned(),
+            saving: Arc::default(),
         })
     }
 
@@ -137,12 +141,15 @@ impl StateDir {
         Ok(Authority::new(hostnames, keys.policies, secret, custom))
     }
 
-    /// Saves the devices that have their own keys.
+    /// Saves the devices that have their own keys, as `change` leaves them. One save at a time,
+    /// each with the keys as its own change left them: two REST calls at once neither write
+    /// the same temporary file nor put an older set back over a newer one.
     pub(crate) fn save_device_keys(
         &self,
-        keys: &HashMap<String, DeviceKeys>,
+        change: impl FnOnce() -> HashMap<String, DeviceKeys>,
     ) -> Result<(), StateError> {
-        self.write_json(DEVICES_FILE, keys)
+        let _one = self.saving.lock().unwrap_or_else(|e| e.into_inner());
+        self.write_json(DEVICES_FILE, &change())
     }
 
     /// TLS material: the user's own (`cert` and `key`), or the CA kept here and a server
@@ -173,14 +180,17 @@ mod tests {
             .service_connection_string("localhost", "iothubowner")
             .unwrap();
         assert!(owner.starts_with("HostName=localhost;SharedAccessKeyName=iothubowner;"));
-        let custom = a.set_device_keys(
-            "d1",
-            Some(DeviceKeys {
-                primary_key: "AAAA".into(),
-                secondary_key: "BBBB".into(),
-            }),
-        );
-        state.save_device_keys(&custom).unwrap();
+        state
+            .save_device_keys(|| {
+                a.set_device_keys(
+                    "d1",
+                    Some(DeviceKeys {
+                        primary_key: "AAAA".into(),
+                        secondary_key: "BBBB".into(),
+                    }),
+                )
+            })
+            .unwrap();
         let b = StateDir::open(&dir)
             .unwrap()
             .authority(vec!["localhost".into()])

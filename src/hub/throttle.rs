@@ -374,6 +374,12 @@ impl Pacer {
         }
     }
 
+    /// Opens no slot before `now_us`: a restarted hub ([`crate::hub::store`]) does not catch up
+    /// on the slots of its downtime in a burst.
+    pub(crate) fn open_from(&mut self, now_us: Micros) {
+        self.next_slot_us = self.next_slot_us.max(now_us as f64);
+    }
+
     /// Takes the next slot if it is open at `now`; returns the slot's time. `ready_us` is the
     /// earliest time the operation itself could run (its job's start).
     pub(crate) fn take(&mut self, now: Micros, ready_us: Micros) -> Option<Micros> {
@@ -394,6 +400,19 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pacer_opened_later_does_not_catch_up() {
+        let mut pacer = Pacer::new(10.0);
+        pacer.open_from(5_000_000);
+        assert_eq!(pacer.take(5_000_000, 0), Some(5_000_000));
+        assert_eq!(
+            pacer.take(5_000_000, 0),
+            None,
+            "one slot per 100 ms, none from before"
+        );
+        assert_eq!(pacer.next_open(0), 5_100_000);
+    }
 
     #[test]
     fn tiers_follow_the_quota_table() {

@@ -139,6 +139,14 @@ impl Recorder {
         }
     }
 
+    /// This recorder with its first interval the one holding `now_us`, and none before it: a
+    /// hub that resumed its clock ([`crate::clock::Clock::resume`]) measures from its restart.
+    pub(crate) fn starting_at(mut self, now_us: u64) -> Self {
+        self.open_sec = now_us / US_PER_S / self.interval_s * self.interval_s;
+        self.open_end_us = (self.open_sec + self.interval_s) * US_PER_S;
+        self
+    }
+
     /// An empty recorder, at time 0 with no jobs.
     pub fn new() -> Self {
         Recorder {

@@ -118,8 +118,11 @@ fn keys_of(device: &Map<String, Value>) -> Result<Option<DeviceKeys>, HubError> 
 impl Api {
     /// Records a device's own keys (or forgets them) and persists the change.
     fn set_keys(&self, id: &str, keys: Option<DeviceKeys>) -> Result<(), ApiError> {
-        let all = self.auth.set_device_keys(id, keys);
-        self.state.save_device_keys(&all).map_err(|e| {
+        let auth = &self.auth;
+        let saved = self
+            .state
+            .save_device_keys(|| auth.set_device_keys(id, keys));
+        saved.map_err(|e| {
             ApiError::from(HubError::new(
                 ErrorCode::IotHubQuotaExceeded,
                 format!("cannot save device keys: {e}"),

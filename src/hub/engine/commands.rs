@@ -22,7 +22,8 @@ impl Engine {
         self.slots.retain_active(now);
         match cmd {
             Command::CreateJob(req, reply) => {
-                let _ = reply.send(self.create_job(*req, now));
+                let created = self.create_job(*req, now);
+                self.answer(reply, created);
             }
             Command::GetJob(id, reply) => {
                 let _ = reply.send(
@@ -32,7 +33,8 @@ impl Engine {
                 );
             }
             Command::CancelJob(id, reply) => {
-                let _ = reply.send(self.cancel_job(&id, now));
+                let cancelled = self.cancel_job(&id, now);
+                self.answer(reply, cancelled);
             }
             Command::ListJobs(job_type, status, reply) => {
                 let list = self
@@ -72,17 +74,18 @@ impl Engine {
                 if_match,
                 reply,
             } => {
-                let _ = reply.send(self.write_twin(&id, mode, &body, if_match.as_deref(), now));
+                let written = self.write_twin(&id, mode, &body, if_match.as_deref(), now);
+                self.answer(reply, written);
             }
             Command::InvokeMethod(id, call, reply) => self.invoke_method(&id, call, reply, now),
             Command::AddDevice(id, twin, reply) => {
                 let added = self.registry.add(&id, *twin).map(|d| self.twin_json(d));
-                let _ = reply.send(added);
+                self.answer(reply, added);
             }
             Command::RemoveDevice(id, reply) => {
                 let removed = self.registry.remove(&id);
                 self.recorder.set_connected(self.registry.connected());
-                let _ = reply.send(removed);
+                self.answer(reply, removed);
             }
             Command::Device(cmd) => self.on_device_command(cmd, now),
             Command::Restart(reply) => {
@@ -143,7 +146,8 @@ impl Engine {
         );
         let job = Job::new(req, &self.clock, now);
         let answer = job.to_json(&self.clock);
-        self.slots.push(job);
+        let s = self.slots.push(job);
+        self.job_changed(s);
         Ok(answer)
     }
 
@@ -167,6 +171,7 @@ impl Engine {
         slot.stop_dispatch();
         slot.job.status = JobStatus::Cancelled;
         slot.job.end_us = Some(now);
+        self.job_changed(s);
     }
 
     /// The devices of job `id` that failed with one of `failures`, with their errors.

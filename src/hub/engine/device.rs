@@ -181,7 +181,8 @@ impl Engine {
                 ack_of,
                 reply,
             } => {
-                let _ = reply.send(self.report(device, &patch, ack_of, now));
+                let version = self.report(device, &patch, ack_of, now);
+                self.answer(reply, version);
             }
         }
     }

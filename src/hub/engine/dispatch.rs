@@ -90,6 +90,7 @@ impl Engine {
                 job.status = JobStatus::Failed;
                 job.end_us = Some(now);
                 job.failure_reason = Some(format!("invalid queryCondition: {e}"));
+                self.job_changed(s);
                 return;
             }
         };
@@ -123,6 +124,8 @@ impl Engine {
             ..Default::default()
         };
         job.status = JobStatus::Running;
+        self.job_changed(s);
+        self.save_targets(s);
         self.finish_job_if_done(s, now);
     }
 
@@ -191,6 +194,7 @@ impl Engine {
         } else {
             job.status = JobStatus::Completed;
         }
+        self.job_changed(s);
     }
 
     /// The response timeout of job `s`'s method call, or its twin acknowledgement timeout (0

@@ -50,14 +50,17 @@ impl Slot {
         self.run.next < self.job.records.len()
     }
 
-    /// The next record to dispatch, now counted as dispatched.
+    /// The next record to dispatch, now counted as dispatched. Records that already ended are
+    /// passed over (a restored job's, with a saved result).
     pub(super) fn take_next(&mut self) -> Option<RecordIdx> {
-        if !self.undispatched() {
-            return None;
+        while self.undispatched() {
+            let r = RecordIdx::new(self.run.next as u32);
+            self.run.next += 1;
+            if !self.record(r).status.is_terminal() {
+                return Some(r);
+            }
         }
-        let r = RecordIdx::new(self.run.next as u32);
-        self.run.next += 1;
-        Some(r)
+        None
     }
 
     /// Leaves nothing to dispatch or await: the job is over.

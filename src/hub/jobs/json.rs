@@ -3,9 +3,58 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::clock::Clock;
+use crate::clock::{iso8601, Clock};
 use crate::hub::error::ErrorCode;
-use crate::hub::jobs::{DeviceError, DeviceRecord, DeviceStatus, Job, JobKind};
+use crate::hub::jobs::{DeviceError, DeviceRecord, DeviceStatus, Job, JobKind, JobRequest};
+
+impl JobKind {
+    /// The request's field for this kind, and its value: `cloudToDeviceMethod` or `updateTwin`.
+    pub(crate) fn to_json(&self) -> (&'static str, Value) {
+        match self {
+            JobKind::Method(m) => (
+                "cloudToDeviceMethod",
+                json!({
+                    "methodName": &*m.name,
+                    "payload": &*m.payload,
+                    "responseTimeoutInSeconds": m.response_timeout_s,
+                    "connectTimeoutInSeconds": m.connect_timeout_s,
+                }),
+            ),
+            JobKind::Twin(t) => {
+                let mut twin = Map::new();
+                twin.insert("etag".into(), json!("*"));
+                if let Some(tags) = &t.tags {
+                    twin.insert("tags".into(), Value::Object((**tags).clone()));
+                }
+                if let Some(desired) = &t.desired {
+                    twin.insert("properties".into(), json!({ "desired": &**desired }));
+                }
+                ("updateTwin", Value::Object(twin))
+            }
+        }
+    }
+}
+
+impl JobRequest {
+    /// The request as a JobRequest body that [`JobRequest::from_json`] reads back (its internal
+    /// [`JobControl`](crate::hub::jobs::JobControl) is not part of it).
+    pub(crate) fn to_json(&self) -> Value {
+        let mut out = Map::new();
+        out.insert("jobId".into(), json!(self.job_id));
+        out.insert("type".into(), json!(self.kind.type_name()));
+        out.insert("queryCondition".into(), json!(self.query_condition));
+        if let Some(start) = self.start_time {
+            out.insert("startTime".into(), json!(iso8601(start)));
+        }
+        out.insert(
+            "maxExecutionTimeInSeconds".into(),
+            json!(self.max_execution_s),
+        );
+        let (key, what) = self.kind.to_json();
+        out.insert(key.into(), what);
+        Value::Object(out)
+    }
+}
 
 impl Job {
     /// The JobResponse document.
@@ -22,30 +71,8 @@ impl Job {
             out.insert("endTime".into(), json!(clock.iso_at(end)));
         }
         out.insert("maxExecutionTimeInSeconds".into(), json!(r.max_execution_s));
-        match &r.kind {
-            JobKind::Method(m) => {
-                out.insert(
-                    "cloudToDeviceMethod".into(),
-                    json!({
-                        "methodName": &*m.name,
-                        "payload": &*m.payload,
-                        "responseTimeoutInSeconds": m.response_timeout_s,
-                        "connectTimeoutInSeconds": m.connect_timeout_s,
-                    }),
-                );
-            }
-            JobKind::Twin(t) => {
-                let mut twin = Map::new();
-                twin.insert("etag".into(), json!("*"));
-                if let Some(tags) = &t.tags {
-                    twin.insert("tags".into(), Value::Object((**tags).clone()));
-                }
-                if let Some(desired) = &t.desired {
-                    twin.insert("properties".into(), json!({ "desired": &**desired }));
-                }
-                out.insert("updateTwin".into(), Value::Object(twin));
-            }
-        }
+        let (key, what) = r.kind.to_json();
+        out.insert(key.into(), what);
         if let Some(reason) = &self.failure_reason {
             out.insert("failureReason".into(), json!(reason));
         }

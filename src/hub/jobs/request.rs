@@ -326,6 +326,23 @@ mod tests {
     }
 
     #[test]
+    fn a_request_reads_back_what_it_writes() {
+        for body in [
+            json!({"jobId": "m", "type": "scheduleDeviceMethod", "queryCondition": "*",
+                "startTime": "2030-01-02T03:04:05.678Z", "maxExecutionTimeInSeconds": 60,
+                "cloudToDeviceMethod": {"methodName": "ping", "payload": [1],
+                    "responseTimeoutInSeconds": 9, "connectTimeoutInSeconds": 3}}),
+            json!({"jobId": "t", "type": "scheduleUpdateTwin", "queryCondition": "tags.a = 1",
+                "updateTwin": {"etag": "*", "tags": {"b": 2},
+                    "properties": {"desired": {"c": {"d": 3}}}}}),
+        ] {
+            let request = JobRequest::from_json(&body, None).unwrap();
+            let again = JobRequest::from_json(&request.to_json(), None).unwrap();
+            assert_eq!(again, request);
+        }
+    }
+
+    #[test]
     fn parses_a_twin_job() {
         let body = json!({
             "jobId": "t1", "type": "scheduleUpdateTwin", "queryCondition": "tags.b = '1'",
