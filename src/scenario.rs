@@ -450,6 +450,60 @@ times = 3
     }
 
     #[test]
+    fn faults_need_the_keys_of_their_kind_and_a_known_cohort() {
+        let with = |fault: &str| format!("{GOOD}[[fault]]\n{fault}\n");
+        let ok = parse(
+            &with("at = \"+2s\"\nkind = \"partition\"\ncohort = \"a\"\nshare = 0.5\nfor = \"1m\""),
+            "f.toml",
+        )
+        .unwrap();
+        assert_eq!(ok.faults.len(), 1);
+        for (fault, says) in [
+            (
+                "at = \"+1s\"\nkind = \"meteor\"",
+                "unknown variant `meteor`",
+            ),
+            ("at = \"+1s\"\nkind = \"partition\"", "`for` is missing"),
+            (
+                "at = \"+1s\"\nkind = \"disconnect\"\nfor = \"1m\"",
+                "`for` does not apply",
+            ),
+            (
+                "at = \"+1s\"\nkind = \"latency\"\nfor = \"1m\"",
+                "`add` is missing",
+            ),
+            (
+                "at = \"+1s\"\nkind = \"errors\"\nfor = \"1m\"\nadd = \"1s\"",
+                "applies to kind = \"latency\" only",
+            ),
+            (
+                "at = \"+1s\"\nkind = \"errors\"\nfor = \"1m\"",
+                "`error_rate` is missing",
+            ),
+            (
+                "at = \"+1s\"\nkind = \"hub_restart\"\ncohort = \"a\"",
+                "does not apply: a hub restart",
+            ),
+            (
+                "at = \"+1s\"\nkind = \"disconnect\"\ncohort = \"b\"",
+                "cohort 'b' is not in the scenario; its cohorts are: a",
+            ),
+            (
+                "at = \"+1s\"\nkind = \"disconnect\"\nshare = 2.0",
+                "share 2 is outside 0..1",
+            ),
+        ] {
+            let e = error_of(&with(fault));
+            assert!(e.message.contains(says), "{fault}: {}", e.message);
+            assert!(
+                e.line >= 19,
+                "{fault}: points at the fault, line {}",
+                e.line
+            );
+        }
+    }
+
+    #[test]
     fn errors_name_file_line_and_value() {
         let e = error_of(&GOOD.replace("duration = \"10s\"", "duration = \"10 parsecs\""));
         assert_eq!((e.file.as_str(), e.line), ("bad.toml", 4));

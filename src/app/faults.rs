@@ -49,7 +49,7 @@ impl FaultTimeline {
             })
             .collect();
         // Latest first; at one instant, file order (starts before ends of the same fault).
-        moments.sort_by(|a, b| (b.at, b.fault, !b.starts).cmp(&(a.at, a.fault, !a.starts)));
+        moments.sort_by_key(|m| std::cmp::Reverse((m.at, m.fault, !m.starts)));
         FaultTimeline { windows, moments }
     }
 
