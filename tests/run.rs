@@ -82,7 +82,7 @@ fn small_scenario_runs_and_writes_valid_results() {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let csv = std::fs::read_to_string(out.join("timeseries.csv")).unwrap();
-    assert!(csv.starts_with("second,ops_done,ops_per_s,in_flight,failures\n"));
+    assert!(csv.starts_with("second,ops_done,ops_per_s,in_flight,failures,connected,faults\n"));
     let _ = std::fs::remove_dir_all(&out);
 }
 
