@@ -234,6 +234,23 @@ pub(crate) struct DeviceRecord {
     pub payload: Option<Box<Value>>,
 }
 
+impl DeviceRecord {
+    /// The record of `device` (`device_id`) in a job starting at `start_us`, not reached yet.
+    pub(crate) fn pending(device: DeviceIdx, device_id: Arc<str>, start_us: Micros) -> Self {
+        DeviceRecord {
+            device_id,
+            device,
+            status: DeviceStatus::Pending,
+            error: DeviceError::None,
+            method_status: 0,
+            scheduled_us: start_us,
+            start_us: 0,
+            end_us: 0,
+            payload: None,
+        }
+    }
+}
+
 /// A job and everything the engine knows about it.
 #[derive(Debug)]
 pub(crate) struct Job {

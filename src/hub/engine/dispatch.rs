@@ -106,17 +106,7 @@ impl Engine {
         job.records = targets
             .iter()
             .filter_map(|&d| self.registry.get(d).map(|e| (d, e.id.clone())))
-            .map(|(device, device_id)| DeviceRecord {
-                device_id,
-                device,
-                status: DeviceStatus::Pending,
-                error: DeviceError::None,
-                method_status: 0,
-                scheduled_us: job.start_us,
-                start_us: 0,
-                end_us: 0,
-                payload: None,
-            })
+            .map(|(device, device_id)| DeviceRecord::pending(device, device_id, job.start_us))
             .collect();
         job.stats = DeviceJobStatistics {
             device_count: job.records.len() as u64,

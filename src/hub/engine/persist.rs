@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use crate::hub::error::HubError;
 use crate::hub::handle::Reply;
-use crate::hub::jobs::{DeviceError, DeviceRecord, DeviceStatus, Job, JobStatus};
+use crate::hub::jobs::{DeviceRecord, Job, JobStatus};
 use crate::hub::store::{Change, JobHeader, Journal, Saved, SavedJob, SavedResult};
 use crate::ids::{DeviceIdx, RecordIdx, SlotIdx};
 use crate::report::DeviceJobStatistics;
@@ -93,20 +93,11 @@ impl Engine {
             Some(targets) => {
                 job.records = targets
                     .into_iter()
-                    .map(|id| DeviceRecord {
+                    .map(|id| {
                         // A device deleted since: its operation fails as rejected.
-                        device: self
-                            .registry
-                            .lookup(&id)
-                            .unwrap_or(DeviceIdx::new(u32::MAX)),
-                        device_id: id.into(),
-                        status: DeviceStatus::Pending,
-                        error: DeviceError::None,
-                        method_status: 0,
-                        scheduled_us: job.start_us,
-                        start_us: 0,
-                        end_us: 0,
-                        payload: None,
+                        let device =
+                            (self.registry.lookup(&id)).unwrap_or(DeviceIdx::new(u32::MAX));
+                        DeviceRecord::pending(device, id.into(), job.start_us)
                     })
                     .collect();
                 job.stats = DeviceJobStatistics {
