@@ -52,6 +52,14 @@ fn counts_add_up(summary: &Value) {
     }
 }
 
+/// The `connected` column of a result directory's `timeseries.csv`.
+fn connected(out: &Path) -> Vec<u64> {
+    let csv = std::fs::read_to_string(out.join("timeseries.csv")).unwrap();
+    (csv.lines().skip(1))
+        .map(|l| l.split(',').nth(5).unwrap().parse().unwrap())
+        .collect()
+}
+
 fn failed(summary: &Value, job: &str) -> u64 {
     let j = summary["jobs"]
         .as_array()
@@ -177,10 +185,7 @@ fn a_hub_restart_over_mqtt_drops_every_connection_and_resumes_the_job() {
     // Answers in flight at the restart were lost with their connections; the hub sent those
     // operations again when the devices reconnected, and every device answered.
     assert_eq!(failed(&summary, "slow"), 0, "{summary}\n{log}");
-    let csv = std::fs::read_to_string(dir.join("out/timeseries.csv")).unwrap();
-    let connected: Vec<u64> = (csv.lines().skip(1))
-        .map(|l| l.split(',').nth(5).unwrap().parse().unwrap())
-        .collect();
+    let connected = connected(&dir.join("out"));
     assert!(
         connected.iter().any(|&n| n < 300),
         "the restart shows: {connected:?}"
@@ -289,10 +294,7 @@ fn a_reconnect_storm_of_15000_mqtt_devices_loses_no_record() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{fleet_err}"));
     assert_eq!(dropped, 15_000, "{fleet_err}");
-    let csv = std::fs::read_to_string(dir.join("out/timeseries.csv")).unwrap();
-    let connected: Vec<u64> = (csv.lines().skip(1))
-        .map(|l| l.split(',').nth(5).unwrap().parse().unwrap())
-        .collect();
+    let connected = connected(&dir.join("out"));
     let peak = connected
         .iter()
         .position(|&n| n == 15_000)
