@@ -36,6 +36,7 @@ fn run(file: &str) -> (run::RunOutcome, f64) {
         progress: Progress::Quiet,
         mqtt: Default::default(),
         state_dir: out.join("state"),
+        keep_state: false,
         shard: Shard::ALL,
         scenario_text: None,
         clock: None,

@@ -9,6 +9,7 @@ pub(crate) mod faults;
 pub(crate) mod feeder;
 pub(crate) mod hub;
 pub(crate) mod report;
+pub(crate) mod resume;
 pub(crate) mod rollouts;
 pub mod run;
 pub mod sweep;
@@ -20,6 +21,9 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::verdict::Exit;
+
+/// Where keys, TLS material and a hub's store go unless `--state-dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = ".fleetsim";
 
 /// One command, with its options.
 #[derive(Debug)]

@@ -66,9 +66,11 @@ pub(crate) enum Command {
         /// The MQTT device endpoint.
         #[command(flatten)]
         mqtt: MqttArgs,
-        /// Keys and TLS material (used when MQTT is served).
-        #[arg(long, default_value = ".fleetsim")]
-        state_dir: PathBuf,
+        /// Keep the hub's registry, twins and jobs in DIR/hub.db, with its keys and TLS
+        /// material: a run stopped (a crash, Ctrl-C) goes on when started again with the same
+        /// DIR. Without it the hub lives in memory and keys go to .fleetsim.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
         /// Play only the i-th of n slices of the fleet: devices whose index (in cohort order)
         /// modulo n is i. Merge the shards' results with `fleetsim merge`.
         #[arg(long, value_name = "i/n")]
@@ -464,7 +466,9 @@ impl Cli {
                     out,
                     progress: Progress::Lines,
                     mqtt: mqtt.into(),
-                    state_dir,
+                    keep_state: state_dir.is_some(),
+                    state_dir: state_dir
+                        .unwrap_or_else(|| PathBuf::from(crate::app::DEFAULT_STATE_DIR)),
                     shard: Shard::ALL,
                     scenario_text: None,
                     clock: clock.map(ClockMode::from),

@@ -3,23 +3,16 @@
 //! device MQTT fleet (another process, real socket closes and reconnections) loses no record.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use serde_json::Value;
 
-fn fleetsim() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fleetsim"))
-}
+mod common;
+
+use common::{counts_add_up, fleetsim, json};
 
 fn workdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fleetsim-faults-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    common::workdir("faults", name)
 }
 
 /// `fleetsim run` of `scenario` into `out`; panics with its output if it fails.
@@ -34,22 +27,6 @@ fn run(scenario: &Path, out: &Path, extra: &[&str]) -> String {
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "{stderr}");
     stderr
-}
-
-/// Every job's counts add up: each device ended once, none left running or pending.
-fn counts_add_up(summary: &Value) {
-    for j in summary["jobs"].as_array().unwrap() {
-        let s = &j["deviceJobStatistics"];
-        let n = |k: &str| s[k].as_u64().unwrap();
-        assert_eq!(
-            n("succeededCount") + n("failedCount"),
-            n("deviceCount"),
-            "{}: {s}",
-            j["jobId"]
-        );
-        assert_eq!(n("runningCount") + n("pendingCount"), 0, "{s}");
-        assert_eq!(j["status"], "completed", "{j}");
-    }
 }
 
 /// The `connected` column of a result directory's `timeseries.csv`.
@@ -191,7 +168,11 @@ fn a_hub_restart_over_mqtt_drops_every_connection_and_resumes_the_job() {
         "the restart shows: {connected:?}"
     );
     assert_eq!(connected.last(), Some(&300), "{connected:?}");
-    assert!(log.contains("fault: the hub restarts"), "{log}");
+    // `--state-dir` keeps the hub's state: it restarted from its store, not from memory.
+    assert!(
+        log.contains("fault: the hub restarts from its store: 300 devices, 1 jobs"),
+        "{log}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -27,6 +27,7 @@ fn run_virtual(name: &str, text: &str) -> Value {
         progress: Progress::Quiet,
         mqtt: Default::default(),
         state_dir: dir.join("state"),
+        keep_state: false,
         shard: Shard::ALL,
         scenario_text: None,
         clock: Some(ClockMode::Virtual),

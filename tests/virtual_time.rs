@@ -22,6 +22,7 @@ fn options(out: &Path, clock: Option<ClockMode>) -> RunOptions {
         progress: Progress::Quiet,
         mqtt: Default::default(),
         state_dir: out.join("state"),
+        keep_state: false,
         shard: Shard::ALL,
         scenario_text: None,
         clock,

@@ -4,6 +4,7 @@
 //! both count from the instant the run's jobs count from.
 
 use crate::clock::Micros;
+use crate::hub::handle::Restarted;
 use crate::hub::Hub;
 use crate::report::FaultWindow;
 use crate::scenario::{build, Scenario};
@@ -69,7 +70,19 @@ impl FaultTimeline {
             let w = &self.windows[m.fault];
             if m.starts && w.kind == "hub_restart" {
                 let line = match hub.restart().await {
-                    Ok(()) => format!("fault: the hub restarts (+{}s)", w.start_s),
+                    Ok(Restarted::FromMemory) => {
+                        format!("fault: the hub restarts (+{}s)", w.start_s)
+                    }
+                    Ok(Restarted::FromStore { devices, jobs }) => format!(
+                        "fault: the hub restarts from its store: {devices} devices, {jobs} jobs \
+                         (+{}s)",
+                        w.start_s
+                    ),
+                    Ok(Restarted::StoreUnreadable(why)) => format!(
+                        "fault: the hub restarts from memory: its store could not be read back \
+                         ({why}) (+{}s)",
+                        w.start_s
+                    ),
                     Err(e) => format!("fault: the hub could not restart: {e}"),
                 };
                 lines.push(line);

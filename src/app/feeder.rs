@@ -2,6 +2,8 @@
 //! --scenario` unless `--no-jobs`): at their times from the run's start, or, for a job with
 //! `after`, once the job it follows has ended.
 
+use std::collections::HashSet;
+
 use crate::clock::{Clock, Micros};
 use crate::hub::{Hub, HubView};
 use crate::scenario::build::{self, PlannedJob};
@@ -22,6 +24,8 @@ pub(crate) struct JobFeeder {
     created: usize,
     /// Jobs the hub refused (or that followed a refused job), with the reason.
     pub(crate) refused: Vec<(String, String)>,
+    /// Jobs the hub already holds (a resumed run's): counted as created, not created again.
+    kept: HashSet<String>,
 }
 
 impl JobFeeder {
@@ -38,7 +42,15 @@ impl JobFeeder {
             offset: 0,
             created: 0,
             refused: Vec::new(),
+            kept: HashSet::new(),
         }
+    }
+
+    /// Counts the jobs with these ids as created without creating them: a resumed run's hub
+    /// kept them.
+    pub(crate) fn keeping(mut self, ids: impl IntoIterator<Item = String>) -> Self {
+        self.kept = ids.into_iter().collect();
+        self
     }
 
     /// Counts the plan's times from `offset` (when the devices were ready).
@@ -96,6 +108,10 @@ impl JobFeeder {
 
     /// Creates `planned` to start at `start`.
     async fn create(&mut self, hub: &Hub, clock: &Clock, planned: &PlannedJob, start: Micros) {
+        if self.kept.contains(&planned.request.job_id) {
+            self.created += 1;
+            return;
+        }
         let mut request = planned.request.clone();
         request.start_time = Some(clock.wall_at(start));
         match hub.create_job(request).await {

@@ -21,6 +21,7 @@ use crate::verdict::Exit;
 
 use super::faults::FaultTimeline;
 use super::feeder::JobFeeder;
+use super::resume;
 use super::rollouts::Rollouts;
 use super::wiring::{self, MqttOptions, Security};
 
@@ -116,6 +117,8 @@ fn virtual_time_refused(scenario: &Scenario, opts: &RunOptions) -> Option<&'stat
         Some("--external-fleet was given")
     } else if opts.mqtt.listen.plain.is_some() || opts.mqtt.listen.tls.is_some() {
         Some("--mqtt or --mqtts was given")
+    } else if opts.keep_state {
+        Some("--state-dir keeps the hub's state for a restart in real time (a virtual run replays from its seed instead)")
     } else {
         None
     }
@@ -164,8 +167,12 @@ pub struct RunOptions {
     pub progress: Progress,
     /// The MQTT endpoint and fleet.
     pub mqtt: MqttOptions,
-    /// Keys and TLS material (used when MQTT is served).
+    /// Keys and TLS material (used when MQTT is served), and the hub's store with
+    /// `keep_state`.
     pub state_dir: PathBuf,
+    /// Keep the hub's registry, twins and jobs in `state_dir`'s store, and go on from what it
+    /// holds (see [`super::resume`]); in memory only when false.
+    pub keep_state: bool,
     /// The slice of the fleet to play ([`Shard::ALL`]: all of it).
     pub shard: Shard,
     /// The scenario file's text, copied into the result directory as `scenario.toml` so that
@@ -212,8 +219,8 @@ pub async fn run(
     if mode == ClockMode::Virtual {
         if let Some(why) = virtual_time_refused(scenario, opts) {
             anyhow::bail!(
-                "scenario '{}' cannot run in virtual time: {why}, and real sockets live in real \
-                 time; use --clock real (or clock = \"real\"), or the in-process transport",
+                "scenario '{}' cannot run in virtual time: {why}, and those live in real time; \
+                 use --clock real (or clock = \"real\"), or the in-process transport without them",
                 scenario.name
             );
         }
@@ -222,16 +229,24 @@ pub async fn run(
     }
     let started_wall = wall_now();
     let stopwatch = Stopwatch::start();
-    let clock = match mode {
-        ClockMode::Real => Clock::start(),
-        ClockMode::Virtual => Clock::start_virtual(),
+    let seed = opts.seed.unwrap_or(scenario.seed);
+    let (store, resume) = match opts.keep_state {
+        true => {
+            let (store, resume) = resume::open(&opts.state_dir, scenario, seed)?;
+            (Some(store), Some(resume))
+        }
+        false => (None, None),
+    };
+    let clock = match (mode, &resume) {
+        (ClockMode::Real, Some(resume)) => resume.clock.clone(),
+        (ClockMode::Real, None) => Clock::start(),
+        (ClockMode::Virtual, _) => Clock::start_virtual(),
     };
     let governor = CancellationToken::new();
     if let Some(speed) = opts.speed {
         tokio::spawn(govern(clock.clone(), stopwatch, speed, governor.clone()));
     }
     let _governor = governor.drop_guard();
-    let seed = opts.seed.unwrap_or(scenario.seed);
     let security = match wiring::serves_mqtt(scenario, &opts.mqtt) {
         true => Some(Security::from_state_dir(
             &opts.state_dir,
@@ -240,7 +255,7 @@ pub async fn run(
         )?),
         false => None,
     };
-    let mut running = wiring::start(
+    let mut running = wiring::start_keeping(
         scenario,
         seed,
         opts.shard,
@@ -248,6 +263,7 @@ pub async fn run(
         wiring::limits(scenario),
         &opts.mqtt,
         security,
+        store,
     )
     .await?;
     let hub = running.hub.clone();
@@ -279,12 +295,31 @@ pub async fn run(
         Some(d) => d.send(event),
         None => eprintln!("fleetsim: {event}"),
     };
-    let offset = running
+    let ready = running
         .await_devices(&clock, scenario.hub.ramp, &shutdown)
         .await;
+    let offset = match &resume {
+        Some(r) => {
+            let offset = r.offset(scenario, seed, ready)?;
+            if r.resumed {
+                tell(tui::Event::Note(format!(
+                    "resuming from {}: {} jobs kept, the run's times count from its first start \
+                     (now +{})",
+                    opts.state_dir.display(),
+                    r.jobs.len(),
+                    fmt_us(clock.now_us().saturating_sub(offset))
+                )));
+            }
+            offset
+        }
+        None => ready,
+    };
     running.begin_faults(offset);
     let mut faults = FaultTimeline::new(scenario, offset);
-    let mut feeder = JobFeeder::new(scenario).starting_at(offset);
+    let kept_jobs = resume.map(|r| r.jobs).unwrap_or_default();
+    let mut feeder = JobFeeder::new(scenario)
+        .starting_at(offset)
+        .keeping(kept_jobs);
     let tier_per_minute = wiring::limits(scenario)
         .device_ops_per_s()
         .map(|per_s| per_s * 60.0);
@@ -543,6 +578,7 @@ mod tests {
             progress: Progress::Quiet,
             mqtt: MqttOptions::default(),
             state_dir: dir.to_path_buf(),
+            keep_state: false,
             shard: Shard::ALL,
             scenario_text: None,
             clock: None,

@@ -69,8 +69,25 @@ pub enum Command {
     /// A device transport's requests (the MQTT endpoint).
     Device(DeviceCommand),
     /// Restart the hub (a scenario's `hub_restart` fault): every device connection drops and
-    /// operations in flight are sent again; answers when done.
-    Restart(Reply<()>),
+    /// operations in flight are sent again; answers when done, with what it restarted from.
+    Restart(Reply<Restarted>),
+}
+
+/// What a restarted hub went on from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restarted {
+    /// The state it held in memory (a hub without a store).
+    FromMemory,
+    /// Its store, read back after committing everything: the devices (deleted ones too) and
+    /// jobs it holds.
+    FromStore {
+        /// Devices read back.
+        devices: usize,
+        /// Jobs read back.
+        jobs: usize,
+    },
+    /// Its store could not be read back (why): it went on from the state it held in memory.
+    StoreUnreadable(String),
 }
 
 /// What a device transport asks the engine on a device's behalf.
@@ -127,7 +144,7 @@ impl Hub {
     }
 
     /// Restarts the hub (see [`Command::Restart`]).
-    pub(crate) async fn restart(&self) -> Result<(), HubError> {
+    pub(crate) async fn restart(&self) -> Result<Restarted, HubError> {
         self.ask(Command::Restart).await
     }
 

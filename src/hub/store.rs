@@ -176,6 +176,14 @@ impl Store {
         (self.saved.devices.len(), self.saved.jobs.len())
     }
 
+    /// The ids of the jobs the store holds.
+    pub(crate) fn job_ids(&self) -> impl Iterator<Item = &str> {
+        self.saved
+            .jobs
+            .iter()
+            .map(|j| j.header.request.job_id.as_str())
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -193,13 +201,15 @@ impl Store {
             schema::save_origin(&conn, &path, origin)?;
             saved.origin = Some(origin);
         }
-        let (tx, rx) = mpsc::channel();
-        let file = path.clone();
+        let (tx, rx) = mpsc::channel::<ToWriter>();
         let thread = std::thread::Builder::new()
             .name("fleetsim-store".into())
-            .spawn(move || writer::run(conn, path, rx))
+            .spawn({
+                let path = path.clone();
+                move || writer::run(conn, path, rx)
+            })
             .map_err(|e| StoreError::Foreign {
-                path: file,
+                path: path.clone(),
                 what: format!("cannot start the store's writer thread: {e}"),
                 hint: "the system is out of threads: stop some processes and start the hub again",
             })?;
@@ -208,6 +218,7 @@ impl Store {
                 batch: Batch::default(),
                 to_writer: tx,
                 writer: Some(thread),
+                path,
             },
             saved,
         ))
@@ -248,11 +259,21 @@ pub(crate) struct Batch {
     replies: Vec<Deferred>,
 }
 
+/// What the engine asks of the writer thread, in order.
+enum ToWriter {
+    /// Save a turn's changes.
+    Save(Batch),
+    /// Commit what came before, then read the whole store back.
+    Load(mpsc::Sender<Result<Saved, StoreError>>),
+}
+
 /// The engine's end of the store: collects a turn's changes and hands them to the writer.
 pub(crate) struct Journal {
     batch: Batch,
-    to_writer: mpsc::Sender<Batch>,
+    to_writer: mpsc::Sender<ToWriter>,
     writer: Option<JoinHandle<()>>,
+    /// The database file.
+    path: PathBuf,
 }
 
 impl Journal {
@@ -272,13 +293,32 @@ impl Journal {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
-        if let Err(mpsc::SendError(batch)) = self.to_writer.send(batch) {
+        if let Err(mpsc::SendError(ToWriter::Save(batch))) =
+            self.to_writer.send(ToWriter::Save(batch))
+        {
             // The writer is gone (it only stops when told to): nothing is saved any more, and
             // the writes waiting must not be answered as if they were.
             for reply in batch.replies {
                 reply(Err(writer::lost()));
             }
         }
+    }
+
+    /// Hands over this turn's changes, waits until the writer has committed everything handed
+    /// over, and reads the store back: the state a hub restarting now would start from. It
+    /// blocks the calling thread for a commit and a read of the whole store.
+    pub(crate) fn reload(&mut self) -> Result<Saved, StoreError> {
+        self.flush();
+        let (tx, rx) = mpsc::channel();
+        let gone = || StoreError::Foreign {
+            path: self.path.clone(),
+            what: "the store's writer thread has stopped".into(),
+            hint: "start the hub again",
+        };
+        self.to_writer
+            .send(ToWriter::Load(tx))
+            .map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())?
     }
 
     /// Hands over what is left and waits until the writer has committed it.

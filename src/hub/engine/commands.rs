@@ -89,8 +89,8 @@ impl Engine {
             }
             Command::Device(cmd) => self.on_device_command(cmd, now),
             Command::Restart(reply) => {
-                self.restart(now);
-                let _ = reply.send(Ok(()));
+                let restarted = self.restart(now);
+                let _ = reply.send(Ok(restarted));
             }
         }
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::clock::{secs_us, Micros};
-use crate::hub::jobs::{DeviceError, DeviceRecord, DeviceStatus, Job, JobKind, JobStatus};
+use crate::hub::jobs::{DeviceError, DeviceRecord, DeviceStatus, JobKind, JobStatus};
 use crate::hub::twin::Object;
 use crate::ids::{DeviceIdx, RecordIdx, SlotIdx};
 use crate::link::{OpId, ToDevice};
@@ -16,6 +16,7 @@ use crate::metrics::Measure;
 use crate::query::parse_condition;
 use crate::report::DeviceJobStatistics;
 
+use super::slots::Slot;
 use super::{job_op, metrics_slot, Engine};
 
 /// Device operations dispatched per engine step before it looks at its mailboxes again.
@@ -50,7 +51,7 @@ impl Engine {
                         next = next.min(job.expires_us());
                     }
                     if slot.undispatched() {
-                        let ready = ready_us(job);
+                        let ready = ready_us(slot);
                         next = next.min(match &self.pacer {
                             Some(p) => p.next_open(ready),
                             None => ready,
@@ -222,7 +223,7 @@ impl Engine {
                     while budget > 0 {
                         let now = self.stamp(&mut stamps);
                         let slot = &mut self.slots[s];
-                        let ready = ready_us(&slot.job);
+                        let ready = ready_us(slot);
                         if ready > now {
                             break;
                         }
@@ -241,12 +242,12 @@ impl Engine {
                     let now = self.stamp(&mut stamps);
                     let s = running[self.cursor % running.len()];
                     let slot = &mut self.slots[s];
-                    let ready = ready_us(&slot.job);
+                    let ready = ready_us(slot);
                     if !slot.undispatched() || ready > now {
                         self.cursor += 1;
                         let idle = |s: &SlotIdx| {
                             let slot = &self.slots[*s];
-                            !slot.undispatched() || ready_us(&slot.job) > now
+                            !slot.undispatched() || ready_us(slot) > now
                         };
                         if running.iter().all(idle) {
                             break;
@@ -414,10 +415,13 @@ impl Engine {
     }
 }
 
-/// When job `job`'s next device may be dispatched: its start, or its rate's next slot.
-fn ready_us(job: &Job) -> Micros {
-    match &job.ramp {
+/// When the next device of the job in `slot` may be dispatched: its start, or its rate's next
+/// slot, and not before a restored job was restored.
+fn ready_us(slot: &Slot) -> Micros {
+    let job = &slot.job;
+    let ready = match &job.ramp {
         Some(ramp) => (ramp.next_us().ceil() as Micros).max(job.start_us),
         None => job.start_us,
-    }
+    };
+    ready.max(slot.run.ready_from)
 }

@@ -11,11 +11,12 @@ use std::collections::HashSet;
 
 use crate::hub::error::HubError;
 use crate::hub::handle::Reply;
-use crate::hub::jobs::{DeviceRecord, Job, JobStatus};
-use crate::hub::store::{Change, JobHeader, Journal, Saved, SavedJob, SavedResult};
+use crate::hub::jobs::{DeviceRecord, DeviceStatus, Job, JobStatus};
+use crate::hub::store::{Change, JobHeader, Journal, Saved, SavedJob, SavedResult, StoreError};
 use crate::ids::{DeviceIdx, RecordIdx, SlotIdx};
 use crate::report::DeviceJobStatistics;
 
+use super::slots::Slots;
 use super::Engine;
 
 /// The change that saves record `rec` of job `s`, which has just ended.
@@ -44,6 +45,52 @@ impl Engine {
         if let Some(pacer) = &mut self.pacer {
             pacer.open_from(now);
         }
+        self.restore(saved);
+        self.journal = Some(journal);
+        self
+    }
+
+    /// A restart from the store (with one; None without): commits what this turn changed,
+    /// reads the whole store back, and makes it the engine's state in place of what it held.
+    /// Jobs and their device records are the saved ones (an operation in flight has no saved
+    /// result: it is pending again and is dispatched again), and operations waiting for a
+    /// device or an acknowledgement are forgotten with them. Measurements go on. Answers the
+    /// devices and jobs read back.
+    pub(super) fn reload(&mut self) -> Option<Result<(usize, usize), StoreError>> {
+        self.journal.as_ref()?;
+        self.save_turn();
+        let saved = match self.journal.as_mut()?.reload() {
+            Ok(saved) => saved,
+            Err(e) => return Some(Err(e)),
+        };
+        let held = (saved.devices.len(), saved.jobs.len());
+        // The operations in flight go back to waiting, in the measurements too.
+        for &s in self.slots.active() {
+            let slot = &self.slots[s];
+            let running = slot
+                .job
+                .records
+                .iter()
+                .filter(|r| r.status == DeviceStatus::Running)
+                .count();
+            for _ in 0..running {
+                self.recorder.op_recalled(super::metrics_slot(s));
+            }
+        }
+        self.slots = Slots::default();
+        self.cursor = 0;
+        self.dispatching.clear();
+        self.parked_by_device.clear();
+        self.held.clear();
+        self.desired_pending.clear();
+        self.awaiting_ack.clear();
+        self.restore(saved);
+        Some(Ok(held))
+    }
+
+    /// Makes `saved` the engine's devices and jobs: the store's devices win over the
+    /// registry's, and devices the store does not hold yet are noted to be saved.
+    fn restore(&mut self, saved: Saved) {
         let mut saved_ids = HashSet::with_capacity(saved.devices.len());
         for device in saved.devices {
             match (self.registry.lookup(&device.id), device.twin) {
@@ -72,8 +119,6 @@ impl Engine {
         for job in saved.jobs {
             self.restore_job(job);
         }
-        self.journal = Some(journal);
-        self
     }
 
     fn restore_job(&mut self, saved: SavedJob) {
@@ -126,6 +171,7 @@ impl Engine {
         if self.slots[s].job.status.is_terminal() {
             self.slots[s].stop_dispatch();
         }
+        self.slots[s].run.ready_from = self.clock.now_us();
     }
 
     /// Notes that job `s` was created, started or ended this turn (with a store).

@@ -1,8 +1,10 @@
 //! A hub restart (a scenario's `hub_restart` fault): the hub's endpoints drop every device
-//! connection and its engine starts again from its state, which here is the state it holds.
-//! Jobs keep their status, records and statistics, and twins their versions and etags.
+//! connection and its engine starts again from its state. A hub with a store commits what it
+//! changed, reads the store back and goes on from that, exactly as a hub started again on its
+//! state directory would (see `persist`). A hub in memory goes on from the state it holds:
+//! jobs keep their status, records and statistics, and twins their versions and etags.
 //!
-//! An operation in flight has no recorded answer, so it is sent again: a method operation waits
+//! In memory, an operation in flight has no recorded answer, so it is sent again: a method operation waits
 //! for its device to reconnect within the job's connect timeout, counted from the restart (with
 //! `connectTimeoutInSeconds` 0 it fails 404103 DeviceNotOnline at once, as for any device not
 //! online when its job reaches it), and a twin update awaiting its acknowledgement notifies the
@@ -10,6 +12,7 @@
 //! Direct method calls in flight time out.
 
 use crate::clock::Micros;
+use crate::hub::handle::Restarted;
 use crate::hub::jobs::{DeviceError, DeviceStatus, JobKind, JobStatus};
 use crate::ids::{DeviceIdx, RecordIdx};
 use crate::link::ToDevice;
@@ -18,7 +21,7 @@ use super::{job_op, metrics_slot, Engine};
 
 impl Engine {
     /// Restarts the hub at `now` (see [`Command::Restart`](crate::hub::handle::Command)).
-    pub(super) fn restart(&mut self, now: Micros) {
+    pub(super) fn restart(&mut self, now: Micros) -> Restarted {
         // The second before ends with the devices it had.
         self.recorder.tick(now);
         for device in (0..self.registry.len() as u32).map(DeviceIdx::new) {
@@ -27,6 +30,14 @@ impl Engine {
             }
         }
         self.recorder.set_connected(0);
+        let unreadable = match self.reload() {
+            Some(Ok((devices, jobs))) => {
+                self.link.flush();
+                return Restarted::FromStore { devices, jobs };
+            }
+            Some(Err(e)) => Some(e.to_string()),
+            None => None,
+        };
         for i in 0..self.slots.active().len() {
             let s = self.slots.active()[i];
             if self.slots[s].job.status != JobStatus::Running {
@@ -68,5 +79,9 @@ impl Engine {
             }
         }
         self.link.flush();
+        match unreadable {
+            Some(why) => Restarted::StoreUnreadable(why),
+            None => Restarted::FromMemory,
+        }
     }
 }

@@ -24,6 +24,9 @@ pub(super) struct JobRun {
     pub(super) inflight: VecDeque<(Micros, RecordIdx)>,
     /// Operations waiting for their device to connect: (deadline, record), ascending.
     pub(super) parked: VecDeque<(Micros, RecordIdx)>,
+    /// No operation is due before this: when a restored job was restored, so that the hub's
+    /// downtime does not count as the lag of the operations it dispatches then.
+    pub(super) ready_from: Micros,
 }
 
 /// One job and its dispatch state.

@@ -9,9 +9,9 @@ use rusqlite::{params, Connection};
 
 use crate::hub::error::{ErrorCode, HubError};
 
-use super::codec::{encode_result, encode_twin};
+use super::codec::{encode_result, encode_twin, load};
 use super::schema::failed;
-use super::{Batch, Change, StoreError};
+use super::{Batch, Change, StoreError, ToWriter};
 
 /// The answer to a write the store could not save.
 pub(super) fn lost() -> HubError {
@@ -22,21 +22,37 @@ pub(super) fn lost() -> HubError {
 }
 
 /// Runs until the engine's end of the channel closes.
-pub(super) fn run(mut conn: Connection, path: PathBuf, batches: mpsc::Receiver<Batch>) {
+pub(super) fn run(mut conn: Connection, path: PathBuf, asks: mpsc::Receiver<ToWriter>) {
     let mut group = Vec::new();
-    while let Ok(first) = batches.recv() {
-        group.push(first);
-        group.extend(batches.try_iter());
-        let saved = write(&mut conn, &path, &group).map_err(|e| {
-            HubError::new(
-                ErrorCode::ServerError,
-                format!("the hub could not save this change to its store: {e}"),
-            )
-        });
-        for batch in group.drain(..) {
-            for reply in batch.replies {
-                reply(saved.clone());
+    while let Ok(first) = asks.recv() {
+        // Every batch waiting goes into one commit; a load reads after the batches before it.
+        for ask in std::iter::once(first).chain(asks.try_iter()) {
+            match ask {
+                ToWriter::Save(batch) => group.push(batch),
+                ToWriter::Load(reply) => {
+                    commit(&mut conn, &path, &mut group);
+                    let _ = reply.send(load(&conn, &path));
+                }
             }
+        }
+        commit(&mut conn, &path, &mut group);
+    }
+}
+
+/// Writes `group` in one transaction and releases its answers, telling each whether it saved.
+fn commit(conn: &mut Connection, path: &Path, group: &mut Vec<Batch>) {
+    if group.is_empty() {
+        return;
+    }
+    let saved = write(conn, path, group).map_err(|e| {
+        HubError::new(
+            ErrorCode::ServerError,
+            format!("the hub could not save this change to its store: {e}"),
+        )
+    });
+    for batch in group.drain(..) {
+        for reply in batch.replies {
+            reply(saved.clone());
         }
     }
 }
