@@ -19,6 +19,9 @@
 //! - A device operation in flight at the crash has no result: after the restart it is pending
 //!   again and is dispatched again (at least once: a device may receive a job's method twice,
 //!   and it is counted once).
+//! - A `hub_restart` fault reads the store back the same way ([`Journal::reload`]): the writer
+//!   commits what was handed to it, then loads, so the engine restarts from what a hub started
+//!   again on the directory would find.
 //! - Not kept: connection state (devices reconnect), direct method calls in flight (their
 //!   callers got no answer), measurements (histograms start again at the restart), a rollout's
 //!   internal job controls (rate, abort criteria, acknowledged success).
