@@ -223,6 +223,7 @@ pub(crate) async fn run(
         &opts.mqtt,
         security,
         store,
+        false,
     )
     .await?;
     let api = Api::new(

@@ -264,6 +264,8 @@ pub async fn run(
         &opts.mqtt,
         security,
         store,
+        // A resumed run's jobs go on once its devices are back (see below).
+        true,
     )
     .await?;
     let hub = running.hub.clone();
@@ -301,6 +303,7 @@ pub async fn run(
     let offset = match &resume {
         Some(r) => {
             let offset = r.offset(scenario, seed, ready)?;
+            hub.release().await?;
             if r.resumed {
                 tell(tui::Event::Note(format!(
                     "resuming from {}: {} jobs kept, the run's times count from its first start \

@@ -253,11 +253,15 @@ pub async fn start(
     mqtt: &MqttOptions,
     security: Option<Security>,
 ) -> anyhow::Result<Running> {
-    start_keeping(scenario, seed, shard, clock, limits, mqtt, security, None).await
+    start_keeping(
+        scenario, seed, shard, clock, limits, mqtt, security, None, false,
+    )
+    .await
 }
 
 /// [`start`], with the hub's state kept in `store` (if given): the store's devices win over the
-/// scenario's, and its jobs continue.
+/// scenario's, and its jobs continue; with `hold_restored`, once [`crate::hub::Hub::release`]
+/// says so (see [`Engine::holding_restored`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn start_keeping(
     scenario: &Scenario,
@@ -268,6 +272,7 @@ pub(crate) async fn start_keeping(
     mqtt: &MqttOptions,
     security: Option<Security>,
     store: Option<Store>,
+    hold_restored: bool,
 ) -> anyhow::Result<Running> {
     let registry = build::registry(scenario, clock.clone(), shard);
     let (from_dev_tx, from_dev_rx) = mpsc::unbounded_channel();
@@ -293,6 +298,9 @@ pub(crate) async fn start_keeping(
         let (journal, saved) = store
             .start(origin)
             .with_context(|| format!("cannot start the hub's store {}", path.display()))?;
+        if hold_restored {
+            engine = engine.holding_restored();
+        }
         engine = engine.with_store(journal, saved);
     }
     let engine = EngineTask::Running(tokio::spawn(engine.run(

@@ -152,6 +152,9 @@ pub struct Engine {
     journal: Option<Journal>,
     /// With a store: the jobs created, started or ended this turn.
     jobs_changed: Vec<SlotIdx>,
+    /// Whether the jobs it restores wait for [`Command::Release`] (see
+    /// [`Engine::holding_restored`]).
+    hold_restored: bool,
 }
 
 impl Engine {
@@ -186,6 +189,7 @@ impl Engine {
             virtual_views,
             journal: None,
             jobs_changed: Vec::new(),
+            hold_restored: false,
         }
     }
 

@@ -71,6 +71,9 @@ pub enum Command {
     /// Restart the hub (a scenario's `hub_restart` fault): every device connection drops and
     /// operations in flight are sent again; answers when done, with what it restarted from.
     Restart(Reply<Restarted>),
+    /// Dispatch the restored jobs' device operations from now on: a resumed run holds them
+    /// until its devices are connected (see [`crate::hub::engine::Engine::holding_restored`]).
+    Release(Reply<()>),
 }
 
 /// What a restarted hub went on from.
@@ -141,6 +144,11 @@ impl Hub {
     /// Gets a job.
     pub async fn get_job(&self, id: &str) -> Result<Value, HubError> {
         self.ask(|r| Command::GetJob(id.to_owned(), r)).await
+    }
+
+    /// Releases the restored jobs (see [`Command::Release`]).
+    pub(crate) async fn release(&self) -> Result<(), HubError> {
+        self.ask(Command::Release).await
     }
 
     /// Restarts the hub (see [`Command::Restart`]).

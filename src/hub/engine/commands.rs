@@ -92,6 +92,10 @@ impl Engine {
                 let restarted = self.restart(now);
                 let _ = reply.send(Ok(restarted));
             }
+            Command::Release(reply) => {
+                self.release_restored(now);
+                let _ = reply.send(Ok(()));
+            }
         }
     }
 

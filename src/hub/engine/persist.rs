@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 
+use crate::clock::Micros;
 use crate::hub::error::HubError;
 use crate::hub::handle::Reply;
 use crate::hub::jobs::{DeviceRecord, DeviceStatus, Job, JobStatus};
@@ -48,6 +49,27 @@ impl Engine {
         self.restore(saved);
         self.journal = Some(journal);
         self
+    }
+
+    /// This engine, holding the device operations of the jobs it restores until
+    /// [`Command::Release`](crate::hub::handle::Command): a resumed run releases them once its
+    /// devices are connected, so that an operation sent again does not find its device not yet
+    /// back (with `connectTimeoutInSeconds` 0 it would fail at once).
+    pub(crate) fn holding_restored(mut self) -> Self {
+        self.hold_restored = true;
+        self
+    }
+
+    /// Dispatches the held restored jobs' operations from `now` on.
+    pub(super) fn release_restored(&mut self, now: Micros) {
+        self.hold_restored = false;
+        for i in 0..self.slots.active().len() {
+            let s = self.slots.active()[i];
+            let run = &mut self.slots[s].run;
+            if run.ready_from == Micros::MAX {
+                run.ready_from = now;
+            }
+        }
     }
 
     /// A restart from the store (with one; None without): commits what this turn changed,
@@ -171,7 +193,10 @@ impl Engine {
         if self.slots[s].job.status.is_terminal() {
             self.slots[s].stop_dispatch();
         }
-        self.slots[s].run.ready_from = self.clock.now_us();
+        self.slots[s].run.ready_from = match self.hold_restored {
+            true => Micros::MAX,
+            false => self.clock.now_us(),
+        };
     }
 
     /// Notes that job `s` was created, started or ended this turn (with a store).
