@@ -109,9 +109,9 @@ pub enum StoreError {
 )]
 pub struct CommitFailed {
     /// The database file.
-    pub(crate) path: PathBuf,
-    /// What SQLite said.
-    pub(crate) cause: String,
+    path: PathBuf,
+    /// What SQLite said (and the system, behind an I/O error).
+    cause: String,
     /// What the user can do.
     hint: &'static str,
 }
