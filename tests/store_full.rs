@@ -52,8 +52,8 @@ fn temp_dir() -> PathBuf {
 fn start_hub(dir: &Path, port: u16, limit: Option<u32>) -> Killed {
     let hub = format!("exec \"$0\" hub --state-dir \"$1\" --http 127.0.0.1:{port} --https off");
     let script = match limit {
-        // dash's and bash's `ulimit -f` count 512-byte blocks; an ignored signal stays ignored
-        // across exec.
+        // `sh`'s `ulimit -f` counts 512-byte blocks (POSIX: dash, and bash run as sh); an
+        // ignored signal stays ignored across exec.
         Some(blocks) => format!("trap '' XFSZ; ulimit -f {blocks}; {hub}"),
         None => hub,
     };
