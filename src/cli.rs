@@ -200,7 +200,8 @@ pub(crate) enum Command {
     },
     /// Serve the IoT Hub service REST API (HTTP and HTTPS), optionally hosting a scenario's fleet.
     #[command(
-        after_help = "Examples:\n  fleetsim hub\n  fleetsim hub --scenario scenarios/quickstart.toml --https 127.0.0.1:443\n  fleetsim hub --http 127.0.0.1:8080 --https off --state-dir /tmp/hub\n\nPrints where it listens, the CA to trust and the iothubowner connection string. Ctrl-C or SIGTERM stops it.\nThe registry, twins and jobs are kept in <state-dir>/hub.db: an answered write survives a crash,\nand a restarted hub continues its jobs (see README, \"A hub that keeps its state\"); --in-memory keeps none.\nExit codes: 0 stopped cleanly; 1 an error (bad scenario, port in use, state directory);\n5 the job engine died (a fleetsim bug; the error says why): the hub stops rather than answer as if alive."
+        after_help = "Examples:\n  fleetsim hub\n  fleetsim hub --scenario scenarios/quickstart.toml --https 127.0.0.1:443\n  fleetsim hub --http 127.0.0.1:8080 --https off --state-dir /tmp/hub\n\nPrints where it listens, the CA to trust and the iothubowner connection string. Ctrl-C or SIGTERM stops it.\nThe registry, twins and jobs are kept in <state-dir>/hub.db: an answered write survives a crash,\nand a restarted hub continues its jobs (see README, \"A hub that keeps its state\"); --in-memory keeps none.\nExit codes: 0 stopped cleanly; 1 an error (bad scenario, port in use, state directory);\n5 the job engine died (a fleetsim bug), or the store could not commit (a full disk): the error says why,
+and the hub stops rather than answer as if alive; started again, it resumes from what was committed."
     )]
     Hub {
         /// A scenario whose fleet the hub hosts in-process (its jobs and rollouts run too,

@@ -26,9 +26,9 @@ pub enum Exit {
     Regression,
     /// The simulator itself was saturated (engine lag beyond its limit): exit code 4.
     Invalid,
-    /// The hub's job engine died (a fleetsim bug: the error says what and why; no results are
-    /// written): exit code 5. Never a verdict on results, it ends `fleetsim run` and `fleetsim
-    /// hub` as an error.
+    /// The hub's job engine died (a fleetsim bug, or the hub's store could not commit: the
+    /// error says what and why; no results are written): exit code 5. Never a verdict on
+    /// results, it ends `fleetsim run` and `fleetsim hub` as an error.
     EngineDied,
 }
 

@@ -1,8 +1,9 @@
 //! A hub that keeps its state, killed with SIGKILL mid-job (issue 16): `fleetsim hub` with a
 //! 10,000-device fleet (in a `fleetsim devices` process, over MQTT) runs a method job and a
 //! twin job, paced by the S3 tier, while a client patches twins. The test kills the hub three
-//! times (a fifth of the way in; after more progress, while batches commit; at once after a
-//! restart, while the restored state's first batches commit), restarts it on the same ports,
+//! times (a fifth of the way in; after more progress, inside a commit: while the store's writer
+//! thread is in a write-class system call, seen in `/proc/PID/task/TID/syscall`; at once after
+//! a restart, while the restored state's first batches commit), restarts it on the same ports,
 //! and checks that every acknowledged twin write is there with its version, both jobs finish,
 //! each job's counts add up to its deviceCount, and no device has two records.
 //!
@@ -114,6 +115,83 @@ impl HubProcess {
         unsafe { libc::kill(child.0.id() as i32, libc::SIGKILL) };
         let _ = child.0.wait();
     }
+
+    /// SIGKILL while the store's writer thread is inside a write-class system call, found by
+    /// polling the thread's `/proc/PID/task/TID/syscall` for up to `limit`; answers the polls
+    /// it took and the call it caught, or None (killed anyway) if it caught none or this
+    /// machine is not x86_64.
+    ///
+    /// The file shows a call only while the thread sleeps in it, "running" while it is on a
+    /// CPU, so what is caught is a pwrite64 of the log's frames that waited (most go to the
+    /// page cache without sleeping) or the fsync of a checkpoint, which SQLite runs inside the
+    /// COMMIT that fills the log past `wal_autocheckpoint` (after its frames are written,
+    /// before the writer releases the answers they hold back). The kill follows the reading by
+    /// one system call of this process.
+    fn kill9_inside_a_commit(self, limit: Duration) -> Option<(u64, &'static str)> {
+        if !cfg!(target_arch = "x86_64") {
+            eprintln!(
+                "kill 2 lands at any instant, not inside a commit: the system call numbers here \
+                 are x86_64's"
+            );
+            self.kill9();
+            return None;
+        }
+        let pid = self.child.0.id();
+        let writer = writer_thread(pid).expect("the hub has a fleetsim-store thread");
+        let path = format!("/proc/{pid}/task/{writer}/syscall");
+        let started = Instant::now();
+        let deadline = started + limit;
+        let mut polls = 0u64;
+        // What the polls saw: "running" (on a CPU), or the number of the call it is blocked in.
+        let mut seen = std::collections::BTreeMap::<String, u64>::new();
+        let caught = loop {
+            polls += 1;
+            let text = std::fs::read_to_string(&path).expect("the writer's syscall is readable");
+            let first = text.split([' ', '\n']).next().unwrap_or_default();
+            *seen.entry(first.to_owned()).or_default() += 1;
+            let number = first.parse::<u32>().ok();
+            let call = WRITE_SYSCALLS
+                .iter()
+                .find(|(n, _)| Some(*n) == number)
+                .map(|(_, name)| *name);
+            if let Some(call) = call {
+                // SAFETY: kill(2) on our own child's pid, with a valid signal.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                break Some((polls, call));
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+        };
+        self.kill9();
+        eprintln!(
+            "the writer thread's system calls in {polls} polls over {:.2} s: {seen:?}",
+            started.elapsed().as_secs_f64()
+        );
+        caught
+    }
+}
+
+/// The write-class system calls of x86_64: a commit appends to the log with pwrite64 (or
+/// write, pwritev); a checkpoint syncs with fdatasync or fsync.
+const WRITE_SYSCALLS: [(u32, &str); 5] = [
+    (1, "write"),
+    (18, "pwrite64"),
+    (296, "pwritev"),
+    (74, "fsync"),
+    (75, "fdatasync"),
+];
+
+/// The id of the store's writer thread (named `fleetsim-store`) in process `pid`.
+fn writer_thread(pid: u32) -> Option<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| comm.trim_end() == "fleetsim-store")
+        })
+        .and_then(|task| task.file_name().to_str()?.parse().ok())
 }
 
 /// A service SAS token for the connection string's policy.
@@ -363,7 +441,7 @@ async fn a_hub_killed_mid_job_keeps_every_acknowledged_write_and_finishes_its_jo
     .await;
     eprintln!("kill 1 at {} operations done", done(&rest).await);
     hub.kill9();
-    // Kill 2: after 1,500 more operations, with batches committing all the while.
+    // Kill 2: after 1,500 more operations, inside a commit.
     hub = HubProcess::start(&dir, http, mqtt);
     let after_first = done(&rest).await;
     eventually(
@@ -376,7 +454,14 @@ async fn a_hub_killed_mid_job_keeps_every_acknowledged_write_and_finishes_its_jo
         "restarted at {after_first}; kill 2 at {}",
         done(&rest).await
     );
-    hub.kill9();
+    let caught =
+        tokio::task::spawn_blocking(move || hub.kill9_inside_a_commit(Duration::from_secs(20)))
+            .await
+            .unwrap();
+    if cfg!(target_arch = "x86_64") {
+        let (polls, call) = caught.expect("the writer thread was never seen inside a write");
+        eprintln!("kill 2 inside {call}, after {polls} polls of the writer thread");
+    }
     // Kill 3: as soon as the restarted hub listens, while its first batches commit.
     hub = HubProcess::start(&dir, http, mqtt);
     hub.kill9();

@@ -475,7 +475,7 @@ mod tests {
         let error = ended.unwrap_err();
         let died = error.downcast_ref::<wiring::EngineDied>();
         assert!(
-            died.is_some_and(|d| d.why.contains("asks a test build to panic")),
+            matches!(died, Some(wiring::EngineDied::Crashed(why)) if why.contains("asks a test build to panic")),
             "{error:#}"
         );
         assert!(

@@ -679,10 +679,10 @@ mod tests {
             .expect("the run went on against a dead engine")
             .unwrap_err();
         assert_eq!(
-            error
-                .downcast_ref::<wiring::EngineDied>()
-                .map(|d| d.why.as_str()),
-            Some("it panicked: job 'fleetsim-test-engine-panic' asks a test build to panic"),
+            error.downcast_ref::<wiring::EngineDied>(),
+            Some(&wiring::EngineDied::Crashed(
+                "it panicked: job 'fleetsim-test-engine-panic' asks a test build to panic".into()
+            )),
             "{error:#}"
         );
         assert_eq!(super::super::error_exit_code(&error), 5);

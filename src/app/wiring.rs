@@ -22,7 +22,7 @@ use crate::hub::auth::Authority;
 use crate::hub::mqtt::{self, Endpoint, Listen, MqttLink, Sessions};
 use crate::hub::receipts::{self, ReceiptsEndpoint};
 use crate::hub::state::StateDir;
-use crate::hub::store::Store;
+use crate::hub::store::{CommitFailed, Store};
 use crate::hub::throttle::{Limits, RateLimiter};
 use crate::hub::{Engine, EngineOutput, Hub, HubView};
 use crate::link::{DeviceLink, FromDevice, ToDevice};
@@ -104,21 +104,28 @@ pub struct Running {
     devices: DeviceSide,
 }
 
-/// The job engine ended although nobody asked it to stop (it panicked): the hub cannot answer
-/// as if alive. `fleetsim hub` and `fleetsim run` stop and exit with
-/// [`crate::verdict::Exit::EngineDied`]; the jobs and measurements it held are lost.
+/// The job engine ended although nobody asked it to stop: the hub cannot answer as if alive.
+/// `fleetsim hub` and `fleetsim run` stop and exit with [`crate::verdict::Exit::EngineDied`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the hub's job engine died: {why}; the hub stopped (its jobs and measurements are lost)")]
-pub struct EngineDied {
-    /// What happened to it, with a panic's message.
-    pub why: String,
+pub enum EngineDied {
+    /// It panicked (or returned, or its task was cancelled): what it held is lost. Holds what
+    /// happened to it, with a panic's message.
+    #[error(
+        "the hub's job engine died: {0}; the hub stopped (its jobs and measurements are lost)"
+    )]
+    Crashed(String),
+    /// Its store could not commit: it stopped rather than answer from a memory its store no
+    /// longer matches; the store keeps what was committed.
+    #[error(transparent)]
+    Store(CommitFailed),
 }
 
 impl EngineDied {
     /// Why a finished engine task ended, when nobody asked it to stop.
-    fn of<T>(ended: Result<T, tokio::task::JoinError>) -> Self {
+    fn of<T>(ended: Result<Result<T, CommitFailed>, tokio::task::JoinError>) -> Self {
         let why = match ended {
-            Ok(_) => "it returned before it was asked to stop".to_owned(),
+            Ok(Ok(_)) => "it returned before it was asked to stop".to_owned(),
+            Ok(Err(failed)) => return EngineDied::Store(failed),
             Err(e) if e.is_panic() => {
                 let payload = e.into_panic();
                 let message = payload
@@ -130,13 +137,13 @@ impl EngineDied {
             }
             Err(_) => "its task was cancelled".to_owned(),
         };
-        EngineDied { why }
+        EngineDied::Crashed(why)
     }
 }
 
 /// The engine's task, or why it died once [`EngineTask::died`] saw it end.
 enum EngineTask {
-    Running(JoinHandle<EngineOutput>),
+    Running(JoinHandle<Result<EngineOutput, CommitFailed>>),
     Died(EngineDied),
 }
 
@@ -152,11 +159,12 @@ impl EngineTask {
         died
     }
 
-    /// The engine's output once it stopped (after the stop token fired), or why it died.
+    /// The engine's output once it stopped (after the stop token fired), or why it died (its
+    /// store may fail as it stops, too).
     async fn output(self) -> Result<EngineOutput, EngineDied> {
         match self {
             EngineTask::Running(handle) => match handle.await {
-                Ok(output) => Ok(output),
+                Ok(Ok(output)) => Ok(output),
                 failed => Err(EngineDied::of(failed)),
             },
             EngineTask::Died(died) => Err(died),

@@ -37,7 +37,7 @@ use crate::clock::{Clock, Micros, Stamps, Stopwatch};
 use crate::hub::handle::{Command, HubView};
 use crate::hub::jobs::{DeviceError, DeviceRecord, DeviceStatus, Tripped};
 use crate::hub::registry::Registry;
-use crate::hub::store::Journal;
+use crate::hub::store::{CommitFailed, Journal};
 use crate::hub::throttle::{Limits, Pacer};
 use crate::ids::{DeviceIdx, IdxMap, IdxSet, RecordIdx, SlotIdx};
 use crate::link::{DeviceLink, FromDevice, OpId};
@@ -207,14 +207,16 @@ impl Engine {
         })
     }
 
-    /// Runs until `shutdown`; returns the measurements and the final job reports.
+    /// Runs until `shutdown`; returns the measurements and the final job reports. With a
+    /// store, a commit that fails ends it at once with the failure: it answers nothing more
+    /// (see [`crate::hub::store`]).
     pub async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut devices: mpsc::UnboundedReceiver<Vec<FromDevice>>,
         view: watch::Sender<Arc<HubView>>,
         shutdown: CancellationToken,
-    ) -> EngineOutput {
+    ) -> Result<EngineOutput, CommitFailed> {
         let mut next_view = 0;
         let mut viewed_jobs = (0, 0);
         let mut turns: u32 = 0;
@@ -312,6 +314,8 @@ impl Engine {
             tokio::select! {
                 biased;
                 _ = &mut cancelled => break,
+                // What it holds is ahead of the store, for good: the ending reports it.
+                _ = persist::store_failed(&mut self.journal) => break,
                 Some(batch) = devices.recv() => {
                     self.on_device_batch(batch);
                     // Take what else is waiting, a bounded amount, before the next step.
@@ -333,15 +337,15 @@ impl Engine {
         if let Some(journal) = self.journal.take() {
             // Waits for the last commit (blocking this task at its end): a hub stopped cleanly
             // has saved everything.
-            journal.close();
+            journal.close()?;
         }
         view.send_replace(Arc::new(self.view(now)));
-        EngineOutput {
+        Ok(EngineOutput {
             jobs: self.job_reports(now),
             devices: self.registry.len() as u64,
             delivery_clock: self.receipts.report(),
             recorder: self.recorder,
-        }
+        })
     }
 
     /// The record `op` names, with its job's slot, if it is a job's.

@@ -26,8 +26,12 @@
 //!   callers got no answer), measurements (histograms start again at the restart), a rollout's
 //!   internal job controls (rate, abort criteria, acknowledged success).
 //!
-//! If a commit fails (a full disk), the writes it held are answered 500 `ServerError`: their
-//! callers know they may be lost, though the running hub already shows them.
+//! If a commit fails (a full disk), the hub stops: its memory is then ahead of its file, and
+//! whatever it answered from then on could not be trusted (the lesson of PostgreSQL's
+//! "fsyncgate": after a failed write, stop and recover from what is saved). The writes the
+//! failed commit held, and every one handed over after it, are answered 500 `ServerError`;
+//! the writer never writes again, and the engine ends with [`CommitFailed`], which names the
+//! file and SQLite's error. Started again, the hub resumes from the last commit.
 //!
 //! Why SQLite (rusqlite with the bundled library) rather than redb: measured on the 2-core
 //! development machine (2026-12-03, 300-byte rows keyed by device id, every commit synced),
@@ -51,6 +55,7 @@ use std::thread::JoinHandle;
 
 use serde_json::Value;
 use time::OffsetDateTime;
+use tokio::sync::watch;
 
 use crate::clock::Micros;
 use crate::hub::error::HubError;
@@ -61,6 +66,9 @@ pub(crate) use codec::JobHeader;
 
 /// The database file in the state directory.
 pub(crate) const STORE_FILE: &str = "hub.db";
+
+/// The name of the writer thread (what `/proc/PID/task/*/comm` shows).
+const WRITER_THREAD: &str = "fleetsim-store";
 
 /// Why the store could not be opened or read.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +101,58 @@ pub enum StoreError {
         /// The row and what is wrong with it.
         what: String,
     },
+}
+
+/// A commit failed: the store holds less than the hub answered from memory, so the hub stops.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the hub's store {} could not commit: {cause}; the hub stopped so that nothing is answered \
+     that is not saved — {hint}, then start it again: it resumes from what was committed",
+    path.display()
+)]
+pub struct CommitFailed {
+    /// The database file.
+    path: PathBuf,
+    /// What SQLite said (and the system, behind an I/O error).
+    cause: String,
+    /// What the user can do.
+    hint: &'static str,
+}
+
+impl CommitFailed {
+    /// The failure `source` of a commit to the store at `path`, with the system's error behind
+    /// it if SQLite saw one (`os`: SQLite reports a failed write as "disk I/O error" unless the
+    /// system said ENOSPC).
+    fn new(path: &Path, source: rusqlite::Error, os: Option<std::io::Error>) -> Self {
+        let hint = match os.as_ref().and_then(std::io::Error::raw_os_error) {
+            Some(libc::ENOSPC) => schema::DISK_FULL,
+            Some(libc::EDQUOT) => "the disk quota is full: free some space or raise the quota",
+            Some(libc::EFBIG) => {
+                "the file is full: it reached the largest size the system lets this process \
+                 write (`ulimit -f`) or the file system allows; raise the limit or move the state \
+                 directory"
+            }
+            _ => schema::hint(&source),
+        };
+        let cause = match os {
+            Some(os) => format!("{source}: {os}"),
+            None => source.to_string(),
+        };
+        CommitFailed {
+            path: path.to_owned(),
+            cause,
+            hint,
+        }
+    }
+
+    /// The writer thread of the store at `path` panicked: nothing is saved any more.
+    fn writer_died(path: &Path) -> Self {
+        CommitFailed {
+            path: path.to_owned(),
+            cause: "its writer thread died (a fleetsim bug)".into(),
+            hint: "report it",
+        }
+    }
 }
 
 /// A device as the store keeps it.
@@ -205,14 +265,13 @@ impl Store {
             saved.origin = Some(origin);
         }
         let (tx, rx) = mpsc::channel::<ToWriter>();
+        let (failure_tx, failure) = watch::channel(None);
+        let file = path.clone();
         let thread = std::thread::Builder::new()
-            .name("fleetsim-store".into())
-            .spawn({
-                let path = path.clone();
-                move || writer::run(conn, path, rx)
-            })
+            .name(WRITER_THREAD.into())
+            .spawn(move || writer::run(conn, path, rx, failure_tx))
             .map_err(|e| StoreError::Foreign {
-                path: path.clone(),
+                path: file.clone(),
                 what: format!("cannot start the store's writer thread: {e}"),
                 hint: "the system is out of threads: stop some processes and start the hub again",
             })?;
@@ -221,7 +280,8 @@ impl Store {
                 batch: Batch::default(),
                 to_writer: tx,
                 writer: Some(thread),
-                path,
+                failure,
+                path: file,
             },
             saved,
         ))
@@ -275,6 +335,8 @@ pub(crate) struct Journal {
     batch: Batch,
     to_writer: mpsc::Sender<ToWriter>,
     writer: Option<JoinHandle<()>>,
+    /// The writer's first failed commit, once there is one.
+    failure: watch::Receiver<Option<CommitFailed>>,
     /// The database file.
     path: PathBuf,
 }
@@ -299,10 +361,10 @@ impl Journal {
         if let Err(mpsc::SendError(ToWriter::Save(batch))) =
             self.to_writer.send(ToWriter::Save(batch))
         {
-            // The writer is gone (it only stops when told to): nothing is saved any more, and
-            // the writes waiting must not be answered as if they were.
+            // The writer is gone (it only stops when told to, or panics): nothing is saved
+            // any more, and the writes waiting must not be answered as if they were.
             for reply in batch.replies {
-                reply(Err(writer::lost()));
+                reply(Err(writer::lost("its writer thread has stopped")));
             }
         }
     }
@@ -324,15 +386,32 @@ impl Journal {
         rx.recv().map_err(|_| gone())?
     }
 
-    /// Hands over what is left and waits until the writer has committed it.
-    pub(crate) fn close(mut self) {
+    /// Resolves once a commit has failed or the writer has died (cancel-safe).
+    pub(crate) async fn failed(&mut self) -> CommitFailed {
+        loop {
+            if let Some(failure) = self.failure.borrow_and_update().clone() {
+                return failure;
+            }
+            if self.failure.changed().await.is_err() {
+                // The writer ends only when the journal closes: it panicked.
+                return CommitFailed::writer_died(&self.path);
+            }
+        }
+    }
+
+    /// Hands over what is left and waits until the writer has committed it; answers the
+    /// failed commit if one failed.
+    pub(crate) fn close(mut self) -> Result<(), CommitFailed> {
         self.flush();
         let Journal {
             to_writer, writer, ..
         } = &mut self;
         drop(std::mem::replace(to_writer, mpsc::channel().0));
-        if let Some(thread) = writer.take() {
-            let _ = thread.join();
+        let died = writer.take().is_some_and(|thread| thread.join().is_err());
+        match self.failure.borrow().clone() {
+            Some(failure) => Err(failure),
+            None if died => Err(CommitFailed::writer_died(&self.path)),
+            None => Ok(()),
         }
     }
 }

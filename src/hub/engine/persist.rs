@@ -2,6 +2,9 @@
 //! changes of each turn it hands to the store, and the answers to writes, held back until the
 //! store has committed them.
 //!
+//! A commit that fails ends the engine's loop ([`store_failed`]): it answers nothing more, and
+//! its run ends with the failure.
+//!
 //! On restart a running job continues: its device records with a saved result keep it, and the
 //! others are pending again and are dispatched (an operation in flight at the crash is sent
 //! again: at least once, counted once). Scheduled jobs keep their start, ended jobs stay as
@@ -13,7 +16,9 @@ use crate::clock::Micros;
 use crate::hub::error::HubError;
 use crate::hub::handle::Reply;
 use crate::hub::jobs::{DeviceRecord, DeviceStatus, Job, JobStatus};
-use crate::hub::store::{Change, JobHeader, Journal, Saved, SavedJob, SavedResult, StoreError};
+use crate::hub::store::{
+    Change, CommitFailed, JobHeader, Journal, Saved, SavedJob, SavedResult, StoreError,
+};
 use crate::ids::{DeviceIdx, RecordIdx, SlotIdx};
 use crate::report::DeviceJobStatistics;
 
@@ -35,6 +40,14 @@ pub(super) fn result(s: SlotIdx, r: RecordIdx, rec: &DeviceRecord) -> Change {
             payload: rec.payload.clone(),
         },
     )
+}
+
+/// Resolves when a commit of the engine's store has failed; pending forever without a store.
+pub(super) async fn store_failed(journal: &mut Option<Journal>) -> CommitFailed {
+    match journal {
+        Some(journal) => journal.failed().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Engine {

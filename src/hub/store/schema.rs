@@ -27,24 +27,31 @@ CREATE TABLE results (
 ) WITHOUT ROWID;
 ";
 
+/// What to do about a full disk.
+pub(super) const DISK_FULL: &str = "the disk is full: free some space";
+
 /// The error for `source` on the store at `path`.
 pub(super) fn failed(path: &Path, source: rusqlite::Error) -> StoreError {
-    let hint = match source.sqlite_error_code() {
+    StoreError::Database {
+        path: path.to_owned(),
+        hint: hint(&source),
+        cause: source,
+    }
+}
+
+/// What the user can do about `source`.
+pub(super) fn hint(source: &rusqlite::Error) -> &'static str {
+    match source.sqlite_error_code() {
         Some(rusqlite::ErrorCode::NotADatabase) => MOVE_AWAY,
         Some(rusqlite::ErrorCode::DatabaseCorrupt) => MOVE_AWAY,
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
             "another fleetsim hub uses this state directory: stop it, or choose another --state-dir"
         }
-        Some(rusqlite::ErrorCode::DiskFull) => "free some disk space",
+        Some(rusqlite::ErrorCode::DiskFull) => DISK_FULL,
         Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen) => {
             "check the directory's permissions"
         }
         _ => "check the file and the disk",
-    };
-    StoreError::Database {
-        path: path.to_owned(),
-        cause: source,
-        hint,
     }
 }
 
