@@ -20,7 +20,7 @@ use crate::hub::store::Store;
 use crate::scenario::Scenario;
 
 /// The file in the state directory that names the run its store belongs to.
-pub(crate) const RUN_FILE: &str = "run.json";
+const RUN_FILE: &str = "run.json";
 
 /// What a run notes in its state directory once its devices are ready.
 #[derive(Debug, Serialize, Deserialize)]

@@ -112,13 +112,13 @@ pub(crate) fn run_until(
 /// Why `scenario` cannot run in virtual time with `opts`, if it cannot.
 fn virtual_time_refused(scenario: &Scenario, opts: &RunOptions) -> Option<&'static str> {
     if scenario.hub.transport == Transport::Mqtt {
-        Some("its [hub] transport is \"mqtt\"")
+        Some("its [hub] transport is \"mqtt\", and real sockets live in real time (the in-process transport does not)")
     } else if opts.mqtt.external_fleet {
-        Some("--external-fleet was given")
+        Some("--external-fleet was given, and real sockets live in real time")
     } else if opts.mqtt.listen.plain.is_some() || opts.mqtt.listen.tls.is_some() {
-        Some("--mqtt or --mqtts was given")
+        Some("--mqtt or --mqtts was given, and real sockets live in real time")
     } else if opts.keep_state {
-        Some("--state-dir keeps the hub's state for a restart in real time (a virtual run replays from its seed instead)")
+        Some("--state-dir was given: a hub that keeps its state restarts in real time, and a virtual run replays from its seed instead")
     } else {
         None
     }
@@ -219,8 +219,8 @@ pub async fn run(
     if mode == ClockMode::Virtual {
         if let Some(why) = virtual_time_refused(scenario, opts) {
             anyhow::bail!(
-                "scenario '{}' cannot run in virtual time: {why}, and those live in real time; \
-                 use --clock real (or clock = \"real\"), or the in-process transport without them",
+                "scenario '{}' cannot run in virtual time: {why}; use --clock real (or clock = \
+                 \"real\")",
                 scenario.name
             );
         }
