@@ -13,14 +13,17 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+mod common;
+
+use common::{free_port, Killed};
 
 const DEVICES: usize = 10_000;
 const API: &str = "api-version=2021-04-12";
@@ -42,31 +45,6 @@ id_prefix = "p-"
 [cohort.methods.default]
 latency = { dist = "fixed", value = "20ms" }
 "#;
-
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fleetsim-persistence-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A running hub: its process, its iothubowner connection string (HTTPS host and port).
 struct HubProcess {
@@ -345,7 +323,7 @@ fn python_reads_jobs(hub: &HubProcess, dir: &Path) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_killed_mid_job_keeps_every_acknowledged_write_and_finishes_its_jobs() {
-    let dir = temp_dir();
+    let dir = common::workdir("persistence", "hub");
     std::fs::write(dir.join("persistence.toml"), SCENARIO).unwrap();
     let (http, mqtt) = (free_port(), free_port());
     let mut hub = HubProcess::start(&dir, http, mqtt);

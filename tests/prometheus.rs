@@ -8,30 +8,15 @@
 //! this test mandatory; a bare `cargo test` without Prometheus installed skips it with a note.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// A child process killed when dropped.
-struct Killed(Child);
+mod common;
 
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{free_port, Killed};
 
 /// Starts the hub; returns it, its HTTP base and its iothubowner connection string.
 fn start_hub(state: &Path) -> (Killed, String, String) {

@@ -9,43 +9,21 @@
 //! SQLITE_FULL (that one only for ENOSPC); the hub adds the system's error to the message.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+mod common;
+
+use common::{free_port, Killed};
 
 const API: &str = "api-version=2021-04-12";
 const DEVICES: usize = 20;
 /// The file size limit, in `ulimit -f` blocks of 512 bytes: 1 MiB, a few hundred twin patches
 /// of the store's log.
 const LIMIT_BLOCKS: u32 = 2048;
-
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fleetsim-store-full-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Starts `fleetsim hub` on `dir` with plain HTTP on `port`, under `ulimit -f limit` if given;
 /// answers once it listens.
@@ -114,7 +92,7 @@ async fn call(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_whose_store_cannot_commit_stops_and_keeps_every_answered_write() {
     let started = Instant::now();
-    let dir = temp_dir();
+    let dir = common::workdir("store-full", "hub");
     let port = free_port();
     let mut hub = start_hub(&dir, port, Some(LIMIT_BLOCKS));
     let mut stderr = hub.0.stderr.take().unwrap();

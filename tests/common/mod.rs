@@ -1,14 +1,34 @@
 //! What several integration tests share: the release binary, scratch directories, result files.
 #![allow(dead_code)] // each test binary uses its own part
 
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 
 use serde_json::Value;
 
 /// The fleetsim binary under test.
 pub fn fleetsim() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+}
+
+/// A child process killed (and reaped) when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback TCP port free right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// An empty scratch directory for test `name` of `suite`, unique to this process.
