@@ -314,8 +314,13 @@ impl Engine {
             tokio::select! {
                 biased;
                 _ = &mut cancelled => break,
-                // What it holds is ahead of the store, for good: the ending reports it.
-                _ = persist::store_failed(&mut self.journal) => break,
+                // Answers the writes now saved. After a failed commit, what the engine holds is
+                // ahead of the store for good: the ending reports it.
+                _ = persist::store_progressed(&mut self.journal) => {
+                    if self.journal.as_mut().and_then(Journal::release).is_some() {
+                        break;
+                    }
+                }
                 Some(batch) = devices.recv() => {
                     self.on_device_batch(batch);
                     // Take what else is waiting, a bounded amount, before the next step.

@@ -48,6 +48,7 @@ mod codec;
 mod schema;
 mod writer;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -265,11 +266,11 @@ impl Store {
             saved.origin = Some(origin);
         }
         let (tx, rx) = mpsc::channel::<ToWriter>();
-        let (failure_tx, failure) = watch::channel(None);
+        let (progress_tx, progress) = watch::channel(Progress::default());
         let file = path.clone();
         let thread = std::thread::Builder::new()
             .name(WRITER_THREAD.into())
-            .spawn(move || writer::run(conn, path, rx, failure_tx))
+            .spawn(move || writer::run(conn, path, rx, progress_tx))
             .map_err(|e| StoreError::Foreign {
                 path: file.clone(),
                 what: format!("cannot start the store's writer thread: {e}"),
@@ -277,10 +278,13 @@ impl Store {
             })?;
         Ok((
             Journal {
-                batch: Batch::default(),
+                changes: Vec::new(),
+                replies: Vec::new(),
+                sent: 0,
+                waiting: VecDeque::new(),
                 to_writer: tx,
                 writer: Some(thread),
-                failure,
+                progress,
                 path: file,
             },
             saved,
@@ -315,11 +319,19 @@ pub(crate) enum Change {
 /// An answer held back until the batch it belongs to has committed; it is told whether it did.
 pub(crate) type Deferred = Box<dyn FnOnce(Result<(), HubError>) + Send>;
 
-/// What one engine turn changed, and the answers that wait for it.
-#[derive(Default)]
-pub(crate) struct Batch {
+/// One engine turn's changes, numbered in the order they were handed over.
+struct Batch {
+    seq: u64,
     changes: Vec<Change>,
-    replies: Vec<Deferred>,
+}
+
+/// How far the writer has got.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    /// The last batch committed.
+    committed: u64,
+    /// The failed commit, once there is one: nothing after `committed` is saved.
+    failed: Option<CommitFailed>,
 }
 
 /// What the engine asks of the writer thread, in order.
@@ -330,13 +342,25 @@ enum ToWriter {
     Load(mpsc::Sender<Result<Saved, StoreError>>),
 }
 
-/// The engine's end of the store: collects a turn's changes and hands them to the writer.
+/// The engine's end of the store: collects a turn's changes and hands them to the writer, and
+/// holds the answers that wait for them until the writer has committed them.
+///
+/// The answers stay with the engine, which releases them ([`Journal::release`]) when the
+/// writer reports a commit: one wake of the engine per commit, rather than one wake of each
+/// request's task from the writer's thread (measured: 15 µs more of the runtime's CPU per
+/// twin PATCH that way).
 pub(crate) struct Journal {
-    batch: Batch,
+    /// This turn's changes.
+    changes: Vec<Change>,
+    /// This turn's held answers.
+    replies: Vec<Deferred>,
+    /// The number of the last batch handed over.
+    sent: u64,
+    /// Held answers by batch, oldest first.
+    waiting: VecDeque<(u64, Vec<Deferred>)>,
     to_writer: mpsc::Sender<ToWriter>,
     writer: Option<JoinHandle<()>>,
-    /// The writer's first failed commit, once there is one.
-    failure: watch::Receiver<Option<CommitFailed>>,
+    progress: watch::Receiver<Progress>,
     /// The database file.
     path: PathBuf,
 }
@@ -344,29 +368,30 @@ pub(crate) struct Journal {
 impl Journal {
     /// Notes a change.
     pub(crate) fn push(&mut self, change: Change) {
-        self.batch.changes.push(change);
+        self.changes.push(change);
     }
 
     /// Holds `reply` back until this turn's changes have committed.
     pub(crate) fn defer(&mut self, reply: Deferred) {
-        self.batch.replies.push(reply);
+        self.replies.push(reply);
     }
 
-    /// Hands this turn's changes and held answers to the writer.
+    /// Hands this turn's changes to the writer, and files its held answers.
     pub(crate) fn flush(&mut self) {
-        if self.batch.changes.is_empty() && self.batch.replies.is_empty() {
+        if self.changes.is_empty() && self.replies.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.batch);
-        if let Err(mpsc::SendError(ToWriter::Save(batch))) =
-            self.to_writer.send(ToWriter::Save(batch))
-        {
-            // The writer is gone (it only stops when told to, or panics): nothing is saved
-            // any more, and the writes waiting must not be answered as if they were.
-            for reply in batch.replies {
-                reply(Err(writer::lost("its writer thread has stopped")));
-            }
+        self.sent += 1;
+        let replies = std::mem::take(&mut self.replies);
+        if !replies.is_empty() {
+            self.waiting.push_back((self.sent, replies));
         }
+        let batch = Batch {
+            seq: self.sent,
+            changes: std::mem::take(&mut self.changes),
+        };
+        // A writer that is gone has dropped its progress: `release` answers what waits.
+        let _ = self.to_writer.send(ToWriter::Save(batch));
     }
 
     /// Hands over this turn's changes, waits until the writer has committed everything handed
@@ -386,32 +411,57 @@ impl Journal {
         rx.recv().map_err(|_| gone())?
     }
 
-    /// Resolves once a commit has failed or the writer has died (cancel-safe).
-    pub(crate) async fn failed(&mut self) -> CommitFailed {
-        loop {
-            if let Some(failure) = self.failure.borrow_and_update().clone() {
-                return failure;
-            }
-            if self.failure.changed().await.is_err() {
-                // The writer ends only when the journal closes: it panicked.
-                return CommitFailed::writer_died(&self.path);
-            }
-        }
+    /// Resolves once the writer has committed more, failed, or died (cancel-safe): then call
+    /// [`Journal::release`].
+    pub(crate) async fn progressed(&mut self) {
+        let _ = self.progress.changed().await;
     }
 
-    /// Hands over what is left and waits until the writer has committed it; answers the
-    /// failed commit if one failed.
+    /// Answers the held writes the writer has committed. Once a commit has failed or the
+    /// writer has died, answers every other held write with the error and returns the failure.
+    pub(crate) fn release(&mut self) -> Option<CommitFailed> {
+        // The writer ends only when the journal closes: before that, gone means it panicked.
+        let died = self.progress.has_changed().is_err();
+        self.answer(died)
+    }
+
+    /// Answers the held writes committed and, after a failure (or a writer that `died`), the
+    /// rest with the error; returns the failure.
+    fn answer(&mut self, died: bool) -> Option<CommitFailed> {
+        let (committed, failed) = {
+            let progress = self.progress.borrow_and_update();
+            (progress.committed, progress.failed.clone())
+        };
+        while self
+            .waiting
+            .front()
+            .is_some_and(|(seq, _)| *seq <= committed)
+        {
+            if let Some((_, replies)) = self.waiting.pop_front() {
+                for reply in replies {
+                    reply(Ok(()));
+                }
+            }
+        }
+        let failure = failed.or_else(|| died.then(|| CommitFailed::writer_died(&self.path)))?;
+        let lost = writer::lost(&failure.cause);
+        for (_, replies) in self.waiting.drain(..) {
+            for reply in replies {
+                reply(Err(lost.clone()));
+            }
+        }
+        Some(failure)
+    }
+
+    /// Hands over what is left, waits until the writer has committed it and answers every
+    /// held write; answers the failed commit if one failed.
     pub(crate) fn close(mut self) -> Result<(), CommitFailed> {
         self.flush();
-        let Journal {
-            to_writer, writer, ..
-        } = &mut self;
-        drop(std::mem::replace(to_writer, mpsc::channel().0));
-        let died = writer.take().is_some_and(|thread| thread.join().is_err());
-        match self.failure.borrow().clone() {
-            Some(failure) => Err(failure),
-            None if died => Err(CommitFailed::writer_died(&self.path)),
-            None => Ok(()),
-        }
+        drop(std::mem::replace(&mut self.to_writer, mpsc::channel().0));
+        let died = self
+            .writer
+            .take()
+            .is_some_and(|thread| thread.join().is_err());
+        self.answer(died).map_or(Ok(()), Err)
     }
 }

@@ -16,9 +16,7 @@ use crate::clock::Micros;
 use crate::hub::error::HubError;
 use crate::hub::handle::Reply;
 use crate::hub::jobs::{DeviceRecord, DeviceStatus, Job, JobStatus};
-use crate::hub::store::{
-    Change, CommitFailed, JobHeader, Journal, Saved, SavedJob, SavedResult, StoreError,
-};
+use crate::hub::store::{Change, JobHeader, Journal, Saved, SavedJob, SavedResult, StoreError};
 use crate::ids::{DeviceIdx, RecordIdx, SlotIdx};
 use crate::report::DeviceJobStatistics;
 
@@ -42,10 +40,11 @@ pub(super) fn result(s: SlotIdx, r: RecordIdx, rec: &DeviceRecord) -> Change {
     )
 }
 
-/// Resolves when a commit of the engine's store has failed; pending forever without a store.
-pub(super) async fn store_failed(journal: &mut Option<Journal>) -> CommitFailed {
+/// Resolves when the engine's store has committed more or failed; pending forever without a
+/// store.
+pub(super) async fn store_progressed(journal: &mut Option<Journal>) {
     match journal {
-        Some(journal) => journal.failed().await,
+        Some(journal) => journal.progressed().await,
         None => std::future::pending().await,
     }
 }

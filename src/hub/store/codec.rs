@@ -1,6 +1,7 @@
 //! The store's rows: twins, job headers and device results as compact JSON text (written by
 //! the writer thread, never the engine), and reading every row back when the store opens.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -166,6 +167,38 @@ fn decode_result(record: u32, text: &str) -> Result<SavedResult, String> {
     })
 }
 
+/// The devices of the table (by registry position) with the changes of the device log applied
+/// in order: a change replaces a device's twin, and its position unless it deletes the device.
+fn replay(
+    mut devices: Vec<(i64, SavedDevice)>,
+    logged: Vec<(i64, SavedDevice)>,
+) -> Vec<SavedDevice> {
+    if !logged.is_empty() {
+        let mut at: HashMap<String, usize> = devices
+            .iter()
+            .enumerate()
+            .map(|(i, (_, d))| (d.id.clone(), i))
+            .collect();
+        for (seq, change) in logged {
+            match at.get(&change.id) {
+                Some(&i) => {
+                    let (old_seq, device) = &mut devices[i];
+                    if change.twin.is_some() {
+                        *old_seq = seq;
+                    }
+                    device.twin = change.twin;
+                }
+                None => {
+                    at.insert(change.id.clone(), devices.len());
+                    devices.push((seq, change));
+                }
+            }
+        }
+        devices.sort_by_key(|&(seq, _)| seq);
+    }
+    devices.into_iter().map(|(_, d)| d).collect()
+}
+
 /// Reads everything the store at `path` holds.
 pub(super) fn load(conn: &rusqlite::Connection, path: &Path) -> Result<Saved, StoreError> {
     let sql = |e| failed(path, e);
@@ -174,20 +207,27 @@ pub(super) fn load(conn: &rusqlite::Connection, path: &Path) -> Result<Saved, St
         what,
     };
     let origin = schema::origin(conn, path)?;
-    let mut devices = Vec::new();
-    let mut stmt = conn
-        .prepare("SELECT id, twin FROM devices ORDER BY seq")
-        .map_err(sql)?;
-    let mut rows = stmt.query([]).map_err(sql)?;
-    while let Some(row) = rows.next().map_err(sql)? {
-        let id: String = row.get(0).map_err(sql)?;
-        let twin: Option<String> = row.get(1).map_err(sql)?;
-        let twin = twin
-            .map(|t| decode_twin(&t))
-            .transpose()
-            .map_err(|e| bad(format!("device '{id}': {e}")))?;
-        devices.push(SavedDevice { id, twin });
-    }
+    // Devices as (registry position, device), from the table or the log.
+    let read = |query: &str| {
+        let mut devices = Vec::new();
+        let mut stmt = conn.prepare(query).map_err(sql)?;
+        let mut rows = stmt.query([]).map_err(sql)?;
+        while let Some(row) = rows.next().map_err(sql)? {
+            let id: String = row.get(0).map_err(sql)?;
+            let seq: i64 = row.get(1).map_err(sql)?;
+            let twin: Option<String> = row.get(2).map_err(sql)?;
+            let twin = twin
+                .map(|t| decode_twin(&t))
+                .transpose()
+                .map_err(|e| bad(format!("device '{id}': {e}")))?;
+            devices.push((seq, SavedDevice { id, twin }));
+        }
+        Ok::<_, StoreError>(devices)
+    };
+    let devices = replay(
+        read("SELECT id, seq, twin FROM devices ORDER BY seq")?,
+        read("SELECT id, seq, twin FROM device_log ORDER BY n")?,
+    );
     let mut jobs = Vec::new();
     let mut stmt = conn
         .prepare(

@@ -10,8 +10,9 @@ use super::StoreError;
 
 /// `PRAGMA application_id` of a fleetsim store: "flst".
 const APPLICATION_ID: i32 = 0x666c_7374;
-/// The layout this fleetsim writes (`PRAGMA user_version`).
-pub(super) const VERSION: i32 = 1;
+/// The layout this fleetsim writes (`PRAGMA user_version`). Layout 1 had no `device_log`;
+/// opening it adds the table.
+pub(super) const VERSION: i32 = 2;
 
 /// What to do about a file fleetsim cannot use.
 const MOVE_AWAY: &str = "move it away (or choose another --state-dir) to start with an empty hub";
@@ -26,6 +27,10 @@ CREATE TABLE results (
     PRIMARY KEY (slot, record)
 ) WITHOUT ROWID;
 ";
+
+/// The log of device changes not yet folded into `devices` (added by layout 2).
+const DEVICE_LOG: &str =
+    "CREATE TABLE device_log (n INTEGER PRIMARY KEY, id TEXT NOT NULL, seq INTEGER NOT NULL, twin TEXT)";
 
 /// What to do about a full disk.
 pub(super) const DISK_FULL: &str = "the disk is full: free some space";
@@ -94,6 +99,11 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
             ),
             hint: "run the newer fleetsim, or move the file away to start with an empty hub",
         });
+    } else if version == 1 {
+        conn.execute_batch(&format!(
+            "BEGIN; {DEVICE_LOG}; PRAGMA user_version = {VERSION}; COMMIT;"
+        ))
+        .map_err(at)?;
     }
     // WAL: a commit is one append to the log, and readers never block the writer. NORMAL
     // syncs the log only at checkpoints: a committed transaction is in the system's file cache
@@ -114,7 +124,7 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(at)?;
     // Checkpoints (copying the log into the file, with a sync) stall the commit that runs
-    // them: fewer, larger ones (every 64 MB of log), and 64 MB of page cache for the tables.
+    // them: fewer, larger ones (every 16,384 pages: 16 MB of log), and 64 MB of page cache.
     conn.pragma_update(None, "wal_autocheckpoint", 16_384)
         .map_err(at)?;
     conn.pragma_update(None, "cache_size", -65_536)
@@ -131,8 +141,8 @@ fn create(conn: &Connection) -> rusqlite::Result<()> {
     // A twin patch rewrites one device row of a few hundred bytes, at a random place in the
     // table: each page it dirties goes to the log whole, so small pages mean less to write.
     conn.execute_batch(&format!(
-        "PRAGMA page_size = 1024; BEGIN; {TABLES} PRAGMA application_id = {APPLICATION_ID}; \
-         PRAGMA user_version = {VERSION}; COMMIT;"
+        "PRAGMA page_size = 1024; BEGIN; {TABLES} {DEVICE_LOG}; \
+         PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {VERSION}; COMMIT;"
     ))
 }
 
@@ -175,10 +185,10 @@ pub(super) fn origin(conn: &Connection, path: &Path) -> Result<Option<OffsetDate
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn dir(name: &str) -> std::path::PathBuf {
+    pub(in crate::hub::store) fn dir(name: &str) -> std::path::PathBuf {
         let dir =
             std::env::temp_dir().join(format!("fleetsim-schema-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -219,6 +229,29 @@ mod tests {
             e.contains("newer.db") && e.contains("newer fleetsim"),
             "{e}"
         );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_layout_1_store_gets_the_device_log() {
+        let d = dir("layout1");
+        let path = d.join("old.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!(
+                "PRAGMA page_size = 1024; BEGIN; {TABLES} PRAGMA application_id = {APPLICATION_ID}; \
+                 PRAGMA user_version = 1; COMMIT;"
+            ))
+            .unwrap();
+        let conn = open(&path).unwrap();
+        let version: i32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        let logged: i64 = conn
+            .query_row("SELECT count(*) FROM device_log", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((version, logged), (VERSION, 0));
+        drop(conn);
         let _ = std::fs::remove_dir_all(&d);
     }
 }
