@@ -16,7 +16,9 @@ use crate::clock::Micros;
 use crate::hub::error::HubError;
 use crate::hub::handle::Reply;
 use crate::hub::jobs::{DeviceRecord, DeviceStatus, Job, JobStatus};
-use crate::hub::store::{Change, JobHeader, Journal, Saved, SavedJob, SavedResult, StoreError};
+use crate::hub::store::{
+    Change, DeviceRow, JobHeader, Journal, Saved, SavedJob, SavedResult, StoreError,
+};
 use crate::ids::{DeviceIdx, RecordIdx, SlotIdx};
 use crate::report::DeviceJobStatistics;
 
@@ -244,12 +246,12 @@ impl Engine {
             changes.devices.dedup();
             for d in changes.devices {
                 if let Some(e) = self.registry.get(d) {
-                    journal.push(Change::Device {
+                    journal.push(Change::Device(DeviceRow {
                         id: e.id.clone(),
                         seq: d.get().into(),
                         twin: e.twin.clone(),
                         enabled: e.enabled,
-                    });
+                    }));
                 }
             }
         }
@@ -266,6 +268,19 @@ impl Engine {
                 end_us: job.end_us,
                 failure_reason: job.failure_reason.clone(),
             })));
+        }
+        if journal.wants_snapshot(self.registry.len()) {
+            let devices = self
+                .registry
+                .iter()
+                .map(|(d, e)| DeviceRow {
+                    id: e.id.clone(),
+                    seq: d.get().into(),
+                    twin: e.twin.clone(),
+                    enabled: e.enabled,
+                })
+                .collect();
+            journal.snapshot(devices);
         }
         journal.flush();
     }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::clock::Micros;
@@ -69,8 +70,34 @@ fn micros(v: &Value) -> Result<Micros, String> {
     v.as_u64().ok_or_else(|| format!("{v} is not a time"))
 }
 
-fn section_json(s: &Section) -> Value {
-    json!({ "props": &*s.props, "version": s.version, "updated": s.updated_us })
+/// A twin section as the store writes it, borrowed: written straight to text.
+#[derive(Serialize)]
+struct SectionRow<'a> {
+    props: &'a Object,
+    version: u64,
+    updated: Micros,
+}
+
+impl<'a> From<&'a Section> for SectionRow<'a> {
+    fn from(s: &'a Section) -> Self {
+        SectionRow {
+            props: &s.props,
+            version: s.version,
+            updated: s.updated_us,
+        }
+    }
+}
+
+/// A device row's twin and status, borrowed.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TwinRow<'a> {
+    enabled: bool,
+    version: u64,
+    tags: &'a Object,
+    tags_updated: Micros,
+    desired: SectionRow<'a>,
+    reported: SectionRow<'a>,
 }
 
 fn section_of(v: &Value) -> Result<Section, String> {
@@ -89,15 +116,16 @@ fn object(v: &Value) -> Result<Object, String> {
 
 /// A twin and the device's status as a row.
 pub(super) fn encode_twin(twin: &Twin, enabled: bool) -> String {
-    json!({
-        "enabled": enabled,
-        "version": twin.version,
-        "tags": &*twin.tags,
-        "tagsUpdated": twin.tags_updated_us,
-        "desired": section_json(&twin.desired),
-        "reported": section_json(&twin.reported),
-    })
-    .to_string()
+    let row = TwinRow {
+        enabled,
+        version: twin.version,
+        tags: &twin.tags,
+        tags_updated: twin.tags_updated_us,
+        desired: (&twin.desired).into(),
+        reported: (&twin.reported).into(),
+    };
+    // A map of JSON values always serializes.
+    serde_json::to_string(&row).unwrap_or_default()
 }
 
 fn decode_twin(text: &str) -> Result<(Twin, bool), String> {

@@ -161,6 +161,15 @@ pub(super) fn save_origin(
     .map_err(|e| failed(path, e))
 }
 
+/// How many rows the device log holds.
+pub(super) fn logged(conn: &Connection, path: &Path) -> Result<u64, StoreError> {
+    conn.query_row("SELECT count(*) FROM device_log", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(i64::unsigned_abs)
+    .map_err(|e| failed(path, e))
+}
+
 /// The saved origin, if any.
 pub(super) fn origin(conn: &Connection, path: &Path) -> Result<Option<OffsetDateTime>, StoreError> {
     let us: Option<i64> = conn

@@ -7,11 +7,10 @@
 //! row in `devices`: an append fills the last page of the log, where an update in place
 //! dirties a page at a random place in the table (each written whole to SQLite's log, then to
 //! the file), and when a row grows, SQLite's rebalancing of the table makes that commit scan
-//! its whole page cache (measured: 14% of a storing hub's samples under PATCH load). The writer
-//! folds the log into `devices` (oldest rows first, [`FOLD_ROWS`] per transaction) whenever no
-//! batch has come for [`IDLE`], and after every commit once the log holds more than
-//! [`LOG_CAP`] rows, so that a sustained load cannot grow it without end. Reading the store
-//! applies what is left of the log to the table.
+//! its whole page cache (measured: 14% of a storing hub's samples under PATCH load). Once the
+//! log outgrows the registry, the engine hands over a snapshot of every live device; the writer
+//! replaces the table's live rows with it, written in id order, and empties the log, in one
+//! transaction. Reading the store applies the log to the table.
 //!
 //! A commit that fails is the store's last: the hub's memory is then ahead of its file, and a
 //! later commit would save a state that skips the lost changes. The writer never writes again
@@ -19,8 +18,7 @@
 //! every later batch with the error, and stops.
 
 use std::path::PathBuf;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::Duration;
+use std::sync::mpsc;
 
 use rusqlite::{params, Connection};
 use tokio::sync::watch;
@@ -28,7 +26,7 @@ use tokio::sync::watch;
 use crate::hub::error::{ErrorCode, HubError};
 
 use super::codec::{encode_result, encode_twin, load};
-use super::{Batch, Change, CommitFailed, Progress, Saved, StoreError, ToWriter};
+use super::{Batch, Change, CommitFailed, DeviceRow, Progress, Saved, StoreError, ToWriter};
 
 /// The answer to a write the store could not save, `why`.
 pub(super) fn lost(why: &str) -> HubError {
@@ -38,14 +36,6 @@ pub(super) fn lost(why: &str) -> HubError {
     )
 }
 
-/// How long the writer waits for a batch before it folds the device log.
-const IDLE: Duration = Duration::from_millis(100);
-/// Log rows folded per transaction: a fold holds the next commit back by about this many
-/// device row writes (some 50 ms on the development machine).
-const FOLD_ROWS: i64 = 2_048;
-/// Beyond this many rows in the log, the writer folds after each commit, load or not.
-const LOG_CAP: u64 = 262_144;
-
 /// Runs until the engine's end of the channel closes; reports each commit, and the first
 /// failed one, through `progress`.
 pub(super) fn run(
@@ -54,21 +44,14 @@ pub(super) fn run(
     asks: mpsc::Receiver<ToWriter>,
     progress: watch::Sender<Progress>,
 ) {
-    // If the log cannot be counted, idle folding finds out how long it is.
-    let logged = conn
-        .query_row("SELECT count(*) FROM device_log", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .map_or(1, |n| n.unsigned_abs());
     let mut writer = Writer {
         conn,
         path,
         progress,
         failed: false,
         group: Vec::new(),
-        logged,
     };
-    while let Some(first) = writer.next(&asks) {
+    while let Ok(first) = asks.recv() {
         // Every batch waiting goes into one commit; a load reads after the batches before it.
         for ask in std::iter::once(first).chain(asks.try_iter()) {
             match ask {
@@ -77,12 +60,18 @@ pub(super) fn run(
                     writer.commit();
                     let _ = reply.send(writer.load());
                 }
+                ToWriter::Snapshot(mut devices) => {
+                    writer.commit();
+                    if !writer.failed {
+                        devices.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+                        if let Err(e) = snapshot(&mut writer.conn, &devices) {
+                            writer.fail(e);
+                        }
+                    }
+                }
             }
         }
         writer.commit();
-        if writer.logged > LOG_CAP {
-            writer.fold();
-        }
     }
 }
 
@@ -95,39 +84,9 @@ struct Writer {
     failed: bool,
     /// The batches of the next commit.
     group: Vec<Batch>,
-    /// How many rows the device log holds.
-    logged: u64,
 }
 
 impl Writer {
-    /// The next ask, or None once the engine's end has closed; while none comes and the
-    /// device log is not empty, folds it.
-    fn next(&mut self, asks: &mpsc::Receiver<ToWriter>) -> Option<ToWriter> {
-        let mut wait = IDLE;
-        loop {
-            if self.logged == 0 || self.failed {
-                return asks.recv().ok();
-            }
-            match asks.recv_timeout(wait) {
-                Ok(ask) => return Some(ask),
-                Err(RecvTimeoutError::Disconnected) => return None,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.fold();
-                    wait = Duration::ZERO;
-                }
-            }
-        }
-    }
-
-    /// Folds the oldest rows of the device log into the device table.
-    fn fold(&mut self) {
-        match fold(&mut self.conn, FOLD_ROWS) {
-            Ok(0) => self.logged = 0,
-            Ok(folded) => self.logged = self.logged.saturating_sub(folded),
-            Err(e) => self.fail(e),
-        }
-    }
-
     /// Notes that the store could not write: it never writes again, and the engine is told.
     fn fail(&mut self, e: rusqlite::Error) {
         let os = os_error(&self.conn, &e);
@@ -144,10 +103,7 @@ impl Writer {
         };
         if !self.failed {
             match write(&mut self.conn, &self.group) {
-                Ok(logged) => {
-                    self.logged += logged;
-                    self.progress.send_modify(|p| p.committed = last);
-                }
+                Ok(()) => self.progress.send_modify(|p| p.committed = last),
                 Err(e) => self.fail(e),
             }
         }
@@ -179,10 +135,9 @@ fn os_error(conn: &Connection, e: &rusqlite::Error) -> Option<std::io::Error> {
     (errno != 0).then(|| std::io::Error::from_raw_os_error(errno))
 }
 
-/// Writes `group` in one transaction; answers how many rows it added to the device log.
-fn write(conn: &mut Connection, group: &[Batch]) -> rusqlite::Result<u64> {
+/// Writes `group` in one transaction.
+fn write(conn: &mut Connection, group: &[Batch]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    let mut logged = 0;
     {
         let mut device =
             tx.prepare_cached("INSERT INTO device_log (id, seq, twin) VALUES (?1, ?2, ?3)")?;
@@ -195,19 +150,12 @@ fn write(conn: &mut Connection, group: &[Batch]) -> rusqlite::Result<u64> {
         )?;
         for change in group.iter().flat_map(|b| &b.changes) {
             match change {
-                Change::Device {
-                    id,
-                    seq,
-                    twin,
-                    enabled,
-                } => {
-                    logged += 1;
-                    device.execute(params![&**id, *seq as i64, encode_twin(twin, *enabled)])
-                }
-                Change::Removed(id) => {
-                    logged += 1;
-                    device.execute(params![&**id, 0, None::<String>])
-                }
+                Change::Device(row) => device.execute(params![
+                    &*row.id,
+                    row.seq as i64,
+                    encode_twin(&row.twin, row.enabled)
+                ]),
+                Change::Removed(id) => device.execute(params![&**id, 0, None::<String>]),
                 Change::Job(header) => job.execute(params![header.slot, header.encode()]),
                 Change::Targets(slot, ids) => {
                     let ids: Vec<&str> = ids.iter().map(|id| &**id).collect();
@@ -220,33 +168,33 @@ fn write(conn: &mut Connection, group: &[Batch]) -> rusqlite::Result<u64> {
             }?;
         }
     }
-    tx.commit()?;
-    Ok(logged)
+    tx.commit()
 }
 
-/// Folds the oldest `rows` rows of the device log into the device table in one transaction,
-/// in log order (a later change wins; a deletion keeps the device's registry position);
-/// answers how many it folded.
-fn fold(conn: &mut Connection, rows: i64) -> rusqlite::Result<u64> {
+/// Replaces the live rows of the device table with `devices` (sorted by id) and empties the
+/// device log, in one transaction. A device deleted (in the table or the log) keeps its row,
+/// without a twin, unless it is live again.
+fn snapshot(conn: &mut Connection, devices: &[DeviceRow]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    let last: Option<i64> = tx
-        .prepare_cached("SELECT max(n) FROM (SELECT n FROM device_log ORDER BY n LIMIT ?1)")?
-        .query_row([rows], |r| r.get(0))?;
-    let Some(last) = last else {
-        return Ok(0);
-    };
-    tx.prepare_cached(
-        "INSERT INTO devices (id, seq, twin) \
-         SELECT id, seq, twin FROM device_log WHERE n <= ?1 ORDER BY n \
-         ON CONFLICT (id) DO UPDATE SET twin = excluded.twin, \
-         seq = CASE WHEN excluded.twin IS NULL THEN devices.seq ELSE excluded.seq END",
-    )?
-    .execute([last])?;
-    let folded = tx
-        .prepare_cached("DELETE FROM device_log WHERE n <= ?1")?
-        .execute([last])?;
-    tx.commit()?;
-    Ok(folded as u64)
+    tx.execute(
+        "INSERT INTO devices (id, seq, twin) SELECT id, seq, NULL FROM device_log \
+         WHERE twin IS NULL ON CONFLICT (id) DO UPDATE SET twin = NULL",
+        [],
+    )?;
+    tx.execute("DELETE FROM devices WHERE twin IS NOT NULL", [])?;
+    {
+        let mut insert =
+            tx.prepare("INSERT OR REPLACE INTO devices (id, seq, twin) VALUES (?1, ?2, ?3)")?;
+        for row in devices {
+            insert.execute(params![
+                &*row.id,
+                row.seq as i64,
+                encode_twin(&row.twin, row.enabled)
+            ])?;
+        }
+    }
+    tx.execute("DELETE FROM device_log", [])?;
+    tx.commit()
 }
 
 #[cfg(test)]
@@ -259,17 +207,21 @@ mod tests {
     use crate::hub::store::schema;
     use crate::hub::twin::Twin;
 
-    fn device(id: &str, seq: u64, v: i64) -> Change {
+    fn row(id: &str, seq: u64, v: i64) -> DeviceRow {
         let tags = match json!({ "v": v }) {
             Value::Object(tags) => tags,
             _ => unreachable!(),
         };
-        Change::Device {
+        DeviceRow {
             id: id.into(),
             seq,
             twin: Twin::new(Arc::new(tags), Arc::new(Map::new()), Arc::new(Map::new())),
             enabled: true,
         }
+    }
+
+    fn batch(seq: u64, changes: Vec<Change>) -> Batch {
+        Batch { seq, changes }
     }
 
     /// The devices read back: id and tag `v`, or None for a deleted one, in registry order.
@@ -282,30 +234,33 @@ mod tests {
             .collect()
     }
 
+    fn logged(conn: &Connection) -> i64 {
+        conn.query_row("SELECT count(*) FROM device_log", [], |r| r.get(0))
+            .unwrap()
+    }
+
     #[test]
-    fn device_changes_read_back_the_same_before_during_and_after_folding() {
-        let d = schema::tests::dir("fold");
+    fn device_changes_read_back_the_same_from_the_log_and_from_a_snapshot() {
+        let d = schema::tests::dir("snapshot");
         let path = d.join("hub.db");
         let mut conn = schema::open(&path).unwrap();
-        let first = Batch {
-            seq: 1,
-            changes: vec![device("a", 1, 1), device("b", 2, 1), device("c", 3, 1)],
-        };
-        assert_eq!(write(&mut conn, &[first]).unwrap(), 3);
-        // Fold the first three, so that the next changes meet rows in the table.
-        assert_eq!(fold(&mut conn, 100).unwrap(), 3);
-        let second = Batch {
-            seq: 2,
-            changes: vec![
-                device("a", 1, 2),
-                Change::Removed("b".into()),
-                device("c", 5, 2),
-                device("d", 4, 1),
-                Change::Removed("never".into()),
-                device("a", 1, 3),
-            ],
-        };
-        assert_eq!(write(&mut conn, &[second]).unwrap(), 6);
+        let first = vec![row("a", 1, 1), row("b", 2, 1), row("c", 3, 1)];
+        write(
+            &mut conn,
+            &[batch(1, first.into_iter().map(Change::Device).collect())],
+        )
+        .unwrap();
+        snapshot(&mut conn, &[row("a", 1, 1), row("b", 2, 1), row("c", 3, 1)]).unwrap();
+        assert_eq!(logged(&conn), 0);
+        let second = vec![
+            Change::Device(row("a", 1, 2)),
+            Change::Removed("b".into()),
+            Change::Device(row("c", 5, 2)),
+            Change::Device(row("d", 4, 1)),
+            Change::Removed("never".into()),
+            Change::Device(row("a", 1, 3)),
+        ];
+        write(&mut conn, &[batch(2, second)]).unwrap();
         // a patched twice (the last wins), b deleted where it was, c moved after d.
         let expected = vec![
             ("never".to_owned(), None),
@@ -315,15 +270,29 @@ mod tests {
             ("c".to_owned(), Some(json!(2))),
         ];
         assert_eq!(devices(&conn, &path), expected);
-        assert_eq!(fold(&mut conn, 2).unwrap(), 2);
+        // The engine's live devices, sorted by id as the writer sorts them.
+        snapshot(&mut conn, &[row("a", 1, 3), row("c", 5, 2), row("d", 4, 1)]).unwrap();
+        assert_eq!(logged(&conn), 0);
         assert_eq!(devices(&conn, &path), expected);
-        assert_eq!(fold(&mut conn, 100).unwrap(), 4);
-        assert_eq!(fold(&mut conn, 100).unwrap(), 0);
-        assert_eq!(devices(&conn, &path), expected);
-        let logged: i64 = conn
-            .query_row("SELECT count(*) FROM device_log", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(logged, 0);
+        // A deleted device created again is live in the next snapshot.
+        write(&mut conn, &[batch(3, vec![Change::Device(row("b", 6, 9))])]).unwrap();
+        let live = [
+            row("a", 1, 3),
+            row("b", 6, 9),
+            row("c", 5, 2),
+            row("d", 4, 1),
+        ];
+        snapshot(&mut conn, &live).unwrap();
+        assert_eq!(
+            devices(&conn, &path),
+            vec![
+                ("never".to_owned(), None),
+                ("a".to_owned(), Some(json!(3))),
+                ("d".to_owned(), Some(json!(1))),
+                ("c".to_owned(), Some(json!(2))),
+                ("b".to_owned(), Some(json!(9))),
+            ]
+        );
         drop(conn);
         let _ = std::fs::remove_dir_all(&d);
     }
