@@ -5,8 +5,9 @@
 //! notes what changed ([`Journal`]: devices, job headers, finished device operations), as plain
 //! data with no formatting; at the end of the turn it hands the batch to a writer thread. The
 //! writer takes every batch waiting, writes them in one transaction and commits (group commit),
-//! and only then releases the answers those batches hold back: the REST reply to a write, the
-//! MQTT acknowledgement of a reported patch. So an answered write is committed (to the log, in
+//! and tells the engine, which only then releases the answers those batches hold back: the REST
+//! reply to a write, the MQTT acknowledgement of a reported patch. So an answered write is
+//! committed (to the log, in
 //! the system's file cache: it survives the process's death at any instant; see `schema` for
 //! a crash of the machine), and the engine goes on working while the writer commits.
 //!
