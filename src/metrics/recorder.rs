@@ -175,7 +175,7 @@ impl Recorder {
     }
 
     /// Registers a job and returns its slot; a job id already registered gets its existing slot.
-    /// Allocates (2 x 4 x 184 KiB of bins): call it when the job is created, not per event.
+    /// A job's bins (2 x 4 x 184 KiB) are allocated with their first sample.
     pub fn add_job(&mut self, job_id: &str) -> JobSlot {
         if let Some(i) = self.jobs.iter().position(|j| j.id == job_id) {
             return JobSlot(i as u32);
