@@ -11,6 +11,8 @@
 //! `op_done` ticks by itself; the engine should also call `tick(now)` whenever it wakes, before
 //! recording what happened at `now`, so that samples land in the right second.
 
+use std::collections::HashMap;
+
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -79,6 +81,8 @@ pub(crate) struct OpTotals {
 /// Records one run's latencies and throughput. See the [module docs](self) for intervals.
 pub struct Recorder {
     jobs: Vec<JobMetrics>,
+    /// Each job's slot, by id.
+    job_slots: HashMap<String, JobSlot>,
     /// All jobs' samples of the closed seconds.
     closed: [Bins; 4],
     /// All jobs' samples of the open second.
@@ -151,6 +155,7 @@ impl Recorder {
     pub fn new() -> Self {
         Recorder {
             jobs: Vec::new(),
+            job_slots: HashMap::new(),
             closed: Default::default(),
             open: Default::default(),
             overall_outliers: [0; 4],
@@ -177,9 +182,11 @@ impl Recorder {
     /// Registers a job and returns its slot; a job id already registered gets its existing slot.
     /// A job's bins (2 x 4 x 184 KiB) are allocated with their first sample.
     pub fn add_job(&mut self, job_id: &str) -> JobSlot {
-        if let Some(i) = self.jobs.iter().position(|j| j.id == job_id) {
-            return JobSlot(i as u32);
+        if let Some(&slot) = self.job_slots.get(job_id) {
+            return slot;
         }
+        let slot = JobSlot(self.jobs.len() as u32);
+        self.job_slots.insert(job_id.to_owned(), slot);
         self.jobs.push(JobMetrics {
             id: job_id.to_owned(),
             tags: tag::job_tags(job_id),
@@ -192,7 +199,7 @@ impl Recorder {
             in_flight: 0,
             progress: Vec::new(),
         });
-        JobSlot((self.jobs.len() - 1) as u32)
+        slot
     }
 
     /// Records one latency sample for `job`, overall and per job. A value above [`MAX_US`] is

@@ -3,7 +3,7 @@
 //! jobs the hub still keeps: an ended job is forgotten [`JOB_HISTORY_US`] after its end, as
 //! IoT Hub's job history is (its measurements stay in the run's report).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::{Index, IndexMut};
 
 use crate::clock::{secs_us, Micros};
@@ -86,6 +86,8 @@ pub(super) struct Slots {
     ended: VecDeque<SlotIdx>,
     /// The jobs kept, by id.
     by_id: HashMap<String, SlotIdx>,
+    /// The ids of the jobs forgotten.
+    forgotten_ids: HashSet<String>,
 }
 
 impl Slots {
@@ -114,9 +116,7 @@ impl Slots {
 
     /// Whether a job with id `id` was forgotten (past its history).
     pub(super) fn forgot(&self, id: &str) -> bool {
-        self.slots
-            .iter()
-            .any(|s| s.forgotten && s.job.request.job_id == id)
+        self.forgotten_ids.contains(id)
     }
 
     /// The slot of job `id`, or 404 JobNotFound.
@@ -169,7 +169,9 @@ impl Slots {
                 break;
             }
             slot.forgotten = true;
-            self.by_id.remove(&slot.job.request.job_id);
+            let id = &slot.job.request.job_id;
+            self.by_id.remove(id);
+            self.forgotten_ids.insert(id.clone());
             self.ended.pop_front();
         }
     }
