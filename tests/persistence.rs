@@ -12,7 +12,6 @@
 //! an ephemeral port (the SDK follows the connection string's port; no fixed port is used).
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,16 +69,7 @@ impl HubProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("fleetsim runs");
-        let stdout = child.stdout.take().unwrap();
-        let mut connection_string = String::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            if let Some(c) = line.strip_prefix("fleetsim hub: connection string ") {
-                connection_string = c.to_owned();
-                break;
-            }
-        }
-        assert!(!connection_string.is_empty(), "fleetsim hub did not start");
+        let connection_string = common::announced_connection_string(child.stdout.take().unwrap());
         HubProcess {
             child: Killed(child),
             connection_string,

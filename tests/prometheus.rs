@@ -7,7 +7,7 @@
 //! `scripts/test.sh` installs Debian's `prometheus` and sets FLEETSIM_SDK_TESTS=1, which makes
 //! this test mandatory; a bare `cargo test` without Prometheus installed skips it with a note.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,16 +28,7 @@ fn start_hub(state: &Path) -> (Killed, String, String) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("fleetsim runs");
-    let stdout = child.stdout.take().unwrap();
-    let mut connection_string = String::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if let Some(c) = line.strip_prefix("fleetsim hub: connection string ") {
-            connection_string = c.to_owned();
-            break;
-        }
-    }
-    assert!(!connection_string.is_empty(), "fleetsim hub did not start");
+    let connection_string = common::announced_connection_string(child.stdout.take().unwrap());
     (Killed(child), format!("http://{http}"), connection_string)
 }
 

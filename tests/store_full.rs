@@ -8,7 +8,7 @@
 //! What SQLite makes of EFBIG: it reports SQLITE_IOERR_WRITE ("disk I/O error"), not
 //! SQLITE_FULL (that one only for ENOSPC); the hub adds the system's error to the message.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,12 +43,7 @@ fn start_hub(dir: &Path, port: u16, limit: Option<u32>) -> Killed {
         .stderr(Stdio::piped())
         .spawn()
         .expect("sh runs");
-    let stdout = child.stdout.take().unwrap();
-    let listening = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .any(|line| line.starts_with("fleetsim hub: connection string "));
-    assert!(listening, "fleetsim hub did not start");
+    common::announced_connection_string(child.stdout.take().unwrap());
     Killed(child)
 }
 

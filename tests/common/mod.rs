@@ -1,9 +1,10 @@
 //! What several integration tests share: the release binary, scratch directories, result files.
 #![allow(dead_code)] // each test binary uses its own part
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, ChildStdout, Command};
 
 use serde_json::Value;
 
@@ -59,4 +60,17 @@ pub fn counts_add_up(summary: &Value) {
         assert_eq!(n("runningCount") + n("pendingCount"), 0, "{s}");
         assert_eq!(j["status"], "completed", "{j}");
     }
+}
+
+/// The iothubowner connection string a starting `fleetsim hub` announces on `stdout`, read up
+/// to that line; panics if the hub ends its output without one.
+pub fn announced_connection_string(stdout: ChildStdout) -> String {
+    BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.strip_prefix("fleetsim hub: connection string ")
+                .map(str::to_owned)
+        })
+        .expect("fleetsim hub did not start")
 }
