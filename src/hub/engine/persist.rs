@@ -16,6 +16,7 @@ use crate::clock::Micros;
 use crate::hub::error::HubError;
 use crate::hub::handle::Reply;
 use crate::hub::jobs::{DeviceRecord, DeviceStatus, Job, JobStatus};
+use crate::hub::registry::DeviceEntry;
 use crate::hub::store::{
     Change, DeviceRow, JobHeader, Journal, Saved, SavedJob, SavedResult, StoreError,
 };
@@ -40,6 +41,16 @@ pub(super) fn result(s: SlotIdx, r: RecordIdx, rec: &DeviceRecord) -> Change {
             payload: rec.payload.clone(),
         },
     )
+}
+
+/// Device `d`'s row as the store keeps it.
+fn device_row(d: DeviceIdx, e: &DeviceEntry) -> DeviceRow {
+    DeviceRow {
+        id: e.id.clone(),
+        seq: d.get().into(),
+        twin: e.twin.clone(),
+        enabled: e.enabled,
+    }
 }
 
 /// Resolves when the engine's store has committed more or failed; pending forever without a
@@ -246,12 +257,7 @@ impl Engine {
             changes.devices.dedup();
             for d in changes.devices {
                 if let Some(e) = self.registry.get(d) {
-                    journal.push(Change::Device(DeviceRow {
-                        id: e.id.clone(),
-                        seq: d.get().into(),
-                        twin: e.twin.clone(),
-                        enabled: e.enabled,
-                    }));
+                    journal.push(Change::Device(device_row(d, e)));
                 }
             }
         }
@@ -273,12 +279,7 @@ impl Engine {
             let devices = self
                 .registry
                 .iter()
-                .map(|(d, e)| DeviceRow {
-                    id: e.id.clone(),
-                    seq: d.get().into(),
-                    twin: e.twin.clone(),
-                    enabled: e.enabled,
-                })
+                .map(|(d, e)| device_row(d, e))
                 .collect();
             journal.snapshot(devices);
         }
